@@ -1,0 +1,34 @@
+//! Compiles `proto/streamgate/v1/*.proto` with tonic-prost-build and writes the descriptor set
+//! that the reflection service serves.
+//!
+//! protoc comes from `protoc-bin-vendored`, so a fresh machine needs no system protoc.
+//! `google.rpc.Status` is mapped to `tonic_types::pb::Status`; our hand-written
+//! `google/rpc/status.proto` stays in the descriptor set so reflection can resolve the import.
+
+use std::path::PathBuf;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // SAFETY: build scripts are single-threaded; this only points tonic-prost-build at the
+    // vendored protoc before anything reads the variable.
+    unsafe {
+        std::env::set_var("PROTOC", protoc_bin_vendored::protoc_bin_path()?);
+    }
+    let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
+    let descriptor_path = out_dir.join("streamgate_descriptor.bin");
+    let protos = [
+        "proto/streamgate/v1/stream.proto",
+        "proto/streamgate/v1/stream_service.proto",
+        "proto/streamgate/v1/operation.proto",
+        "proto/streamgate/v1/provider.proto",
+    ];
+    tonic_prost_build::configure()
+        .file_descriptor_set_path(&descriptor_path)
+        .extern_path(".google.rpc", "::tonic_types::pb")
+        .compile_protos(
+            &protos.map(PathBuf::from),
+            &[PathBuf::from("proto"), protoc_bin_vendored::include_path()?],
+        )?;
+
+    println!("cargo:rerun-if-changed=proto");
+    Ok(())
+}

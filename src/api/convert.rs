@@ -1,0 +1,140 @@
+//! Conversions between the domain model and the protobuf messages.
+
+use crate::domain::{
+    BatchItem, OpRequest, OpResult, Operation, Stream, StreamDetails, StreamSpec, StreamState,
+};
+use crate::error::Error;
+use crate::pb;
+
+/// Milliseconds since the epoch as a protobuf Timestamp.
+pub fn timestamp(ms: i64) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: ms.div_euclid(1000),
+        nanos: (ms.rem_euclid(1000) * 1_000_000) as i32,
+    }
+}
+
+fn state(state: StreamState) -> pb::stream::State {
+    match state {
+        StreamState::Creating => pb::stream::State::Creating,
+        StreamState::Active => pb::stream::State::Active,
+        StreamState::Updating => pb::stream::State::Updating,
+        StreamState::Disabled => pb::stream::State::Disabled,
+        StreamState::Deleting => pb::stream::State::Deleting,
+    }
+}
+
+/// A domain stream as the API shows it.
+pub fn stream(s: &Stream) -> pb::Stream {
+    pb::Stream {
+        name: s.name.to_string(),
+        etag: s.etag.clone(),
+        state: state(s.state) as i32,
+        media_type: s.spec.media_type.clone(),
+        data_retention_hours: s.spec.data_retention_hours,
+        device_name: s.spec.device_name.clone(),
+        kms_key_id: s.spec.kms_key_id.clone(),
+        tags: s.spec.tags.clone().into_iter().collect(),
+        create_time: Some(timestamp(s.create_time_ms)),
+        provider_uid: s.provider_uid.clone(),
+        update_time: Some(timestamp(s.update_time_ms)),
+        details: match &s.details {
+            StreamDetails::None => None,
+            StreamDetails::Local { version } => {
+                Some(pb::stream::Details::Local(pb::LocalStreamDetails {
+                    version: *version,
+                }))
+            }
+        },
+    }
+}
+
+/// The settable fields of a caller's stream.
+pub fn spec(s: &pb::Stream) -> StreamSpec {
+    StreamSpec {
+        media_type: s.media_type.clone(),
+        data_retention_hours: s.data_retention_hours,
+        device_name: s.device_name.clone(),
+        kms_key_id: s.kms_key_id.clone(),
+        tags: s.tags.clone().into_iter().collect(),
+    }
+}
+
+/// An error in the compact form of batch results.
+pub fn status_summary(e: &Error) -> pb::StatusSummary {
+    pb::StatusSummary {
+        code: e.kind().code() as i32,
+        message: e.message().to_string(),
+        reason: e.kind().reason().to_string(),
+        provider_code: e.provider_code().unwrap_or_default().to_string(),
+        provider_request_id: e.provider_request_id().unwrap_or_default().to_string(),
+    }
+}
+
+fn batch_result(item: &BatchItem) -> pb::BatchDeleteStreamsResult {
+    pb::BatchDeleteStreamsResult {
+        name: item.name.to_string(),
+        deleted: item.error.is_none(),
+        error: item.error.as_ref().map(status_summary),
+    }
+}
+
+/// The typed result of a successful operation.
+pub fn result(result: &OpResult) -> pb::operation::Result {
+    match result {
+        OpResult::Stream(s) => pb::operation::Result::Stream(stream(s)),
+        OpResult::Deleted { name, existed } => {
+            pb::operation::Result::DeleteStream(pb::DeleteStreamResponse {
+                name: name.to_string(),
+                existed: *existed,
+            })
+        }
+        OpResult::Batch(items) => {
+            pb::operation::Result::BatchDeleteStreams(pb::BatchDeleteStreamsResponse {
+                results: items.iter().map(batch_result).collect(),
+            })
+        }
+    }
+}
+
+/// An operation as the API shows it.
+pub fn operation(op: &Operation) -> pb::Operation {
+    pb::Operation {
+        name: format!("operations/{}", op.id),
+        done: op.done(),
+        metadata: Some(pb::OperationMetadata {
+            target: op.request.target(),
+            verb: op.request.verb().as_str().to_string(),
+            step: op.step.clone(),
+            create_time: Some(timestamp(op.create_time_ms)),
+            update_time: Some(timestamp(op.update_time_ms)),
+            attempts: op.attempts,
+            principal: op.principal.clone(),
+            request_id: op.request_id.clone().unwrap_or_default(),
+            cancel_requested: op.cancel_requested,
+            provider: format!("providers/{}", op.request.provider()),
+        }),
+        result: match &op.outcome {
+            None => None,
+            Some(Ok(r)) => Some(result(r)),
+            Some(Err(e)) => Some(pb::operation::Result::Error(e.to_rpc_status())),
+        },
+    }
+}
+
+/// The answer to a `validate_only` request: a done operation with no name, carrying what
+/// the request would produce.
+pub fn validated(request: &OpRequest, verb_result: Option<OpResult>) -> pb::Operation {
+    pb::Operation {
+        name: String::new(),
+        done: true,
+        metadata: Some(pb::OperationMetadata {
+            target: request.target(),
+            verb: request.verb().as_str().to_string(),
+            step: "validated".to_string(),
+            provider: format!("providers/{}", request.provider()),
+            ..Default::default()
+        }),
+        result: verb_result.as_ref().map(result),
+    }
+}

@@ -1,0 +1,370 @@
+//! StreamService: validates each request, checks the provider's capability, and either reads
+//! through the adapter or hands a mutation to the operation runner.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures::Stream as FutureStream;
+use tokio::sync::{broadcast, mpsc};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+use super::{Gateway, convert, first_step_wait, principal};
+use crate::domain::page::{PageToken, page_size, parse_filter};
+use crate::domain::validate::{
+    Violations, check_etag, check_patch, check_request_id, check_spec, check_stream_id,
+};
+use crate::domain::{ListQuery, Method, OpRequest, ParentName, StreamName, StreamPatch, names};
+use crate::error::{Error, Kind, Result};
+use crate::pb;
+use crate::pb::stream_service_server::StreamService;
+use crate::pb::watch_stream_response::ChangeType;
+use crate::providers::Provider;
+use crate::watch::Change;
+
+/// The longest page token accepted.
+const MAX_PAGE_TOKEN_LEN: usize = 4096;
+
+/// The StreamService implementation.
+pub struct StreamApi {
+    gateway: Arc<Gateway>,
+}
+
+impl StreamApi {
+    /// Serves StreamService from the shared gateway state.
+    pub fn new(gateway: Arc<Gateway>) -> Self {
+        StreamApi { gateway }
+    }
+
+    fn provider(&self, id: &str, method: Method) -> Result<&Arc<dyn Provider>> {
+        self.gateway.registry.for_method(id, method)
+    }
+
+    /// Returns the earlier operation of a retried request, or runs the prechecks and starts a
+    /// new one (or only the prechecks, for `validate_only`).
+    async fn start<T>(
+        &self,
+        request: &Request<T>,
+        provider: &Arc<dyn Provider>,
+        op: OpRequest,
+        request_id: &str,
+        validate_only: bool,
+    ) -> Result<pb::Operation> {
+        let principal = principal(request);
+        let request_id = (!request_id.is_empty()).then(|| request_id.to_string());
+        if let Some(id) = &request_id {
+            if let Some(existing) = self.gateway.runner.find_retry(&principal, id, &op).await? {
+                return Ok(convert::operation(&existing));
+            }
+        }
+        provider.precheck(&op).await?;
+        if validate_only {
+            return Ok(convert::validated(&op, None));
+        }
+        let op = self
+            .gateway
+            .runner
+            .submit(&principal, request_id, op, first_step_wait(request))
+            .await?;
+        Ok(convert::operation(&op))
+    }
+
+    fn parse_update(
+        &self,
+        request: &pb::UpdateStreamRequest,
+    ) -> Result<(StreamName, StreamPatch, Option<String>)> {
+        let stream = request
+            .stream
+            .as_ref()
+            .ok_or_else(|| Error::invalid_field("stream", "required"))?;
+        let name = StreamName::parse(&stream.name, "stream.name")?;
+        let paths: Vec<&str> = request
+            .update_mask
+            .as_ref()
+            .map(|m| m.paths.iter().map(String::as_str).collect())
+            .unwrap_or_default();
+        let all = ["media_type", "device_name", "data_retention_hours", "tags"];
+        let paths: Vec<&str> = match paths.as_slice() {
+            // AIP-134: no mask means every field the caller populated.
+            [] => all
+                .into_iter()
+                .filter(|p| match *p {
+                    "media_type" => !stream.media_type.is_empty(),
+                    "device_name" => !stream.device_name.is_empty(),
+                    "data_retention_hours" => stream.data_retention_hours != 0,
+                    _ => !stream.tags.is_empty(),
+                })
+                .collect(),
+            ["*"] => all.to_vec(),
+            given => given.to_vec(),
+        };
+        let mut v = Violations::default();
+        let mut patch = StreamPatch::default();
+        for path in &paths {
+            match *path {
+                "media_type" => patch.media_type = Some(stream.media_type.clone()),
+                "device_name" => patch.device_name = Some(stream.device_name.clone()),
+                "data_retention_hours" => {
+                    patch.data_retention_hours = Some(stream.data_retention_hours)
+                }
+                "tags" => patch.tags = Some(stream.tags.clone().into_iter().collect()),
+                other => v.add(
+                    "update_mask",
+                    format!(
+                        "{:?} cannot be updated; updatable: {}",
+                        other.chars().take(64).collect::<String>(),
+                        all.join(", ")
+                    ),
+                ),
+            }
+        }
+        if paths.is_empty() {
+            v.add("update_mask", "names no field to change");
+        }
+        check_etag(&stream.etag, "stream.etag", &mut v);
+        check_request_id(&request.request_id, &mut v);
+        v.finish()?;
+        let etag = (!stream.etag.is_empty()).then(|| stream.etag.clone());
+        Ok((name, patch, etag))
+    }
+}
+
+type WatchStreamOut =
+    Pin<Box<dyn FutureStream<Item = Result<pb::WatchStreamResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl StreamService for StreamApi {
+    async fn create_stream(
+        &self,
+        request: Request<pb::CreateStreamRequest>,
+    ) -> Result<Response<pb::Operation>, Status> {
+        let r = request.get_ref();
+        let mut v = Violations::default();
+        let parent = ParentName::parse(&r.parent, "parent");
+        let provider = match &parent {
+            Ok(p) => Some(self.provider(&p.provider, Method::CreateStream)?),
+            Err(e) => {
+                v.absorb(Err(e.clone()))?;
+                None
+            }
+        };
+        v.check("stream_id", names::check_segment(&r.stream_id, "stream_id"));
+        check_request_id(&r.request_id, &mut v);
+        let spec = r.stream.as_ref().map(convert::spec).unwrap_or_default();
+        if let Some(provider) = provider {
+            check_stream_id(&r.stream_id, provider.capability(), "stream_id", &mut v);
+            check_spec(&spec, provider.capability(), "stream", &mut v);
+        }
+        v.finish()?;
+        // Both are set: a bad parent left a violation, and finish() returned it.
+        let (Ok(parent), Some(provider)) = (parent, provider) else {
+            return Err(Error::internal("create_stream: unchecked parent").into());
+        };
+        let op = OpRequest::Create {
+            name: parent.child(&r.stream_id),
+            spec,
+        };
+        let op = self
+            .start(&request, provider, op, &r.request_id, r.validate_only)
+            .await?;
+        Ok(Response::new(op))
+    }
+
+    async fn get_stream(
+        &self,
+        request: Request<pb::GetStreamRequest>,
+    ) -> Result<Response<pb::Stream>, Status> {
+        let name = StreamName::parse(&request.get_ref().name, "name")?;
+        let provider = self.provider(&name.provider, Method::GetStream)?;
+        let stream = provider.get_stream(&name).await?;
+        Ok(Response::new(convert::stream(&stream)))
+    }
+
+    async fn list_streams(
+        &self,
+        request: Request<pb::ListStreamsRequest>,
+    ) -> Result<Response<pb::ListStreamsResponse>, Status> {
+        let r = request.get_ref();
+        let parent = ParentName::parse(&r.parent, "parent")?;
+        let provider = self.provider(&parent.provider, Method::ListStreams)?;
+        let cap = provider.capability();
+        if r.page_token.len() > MAX_PAGE_TOKEN_LEN {
+            return Err(
+                Error::invalid_field("page_token", "not a page token of this query").into(),
+            );
+        }
+        let query_parts = [r.parent.as_str(), r.filter.as_str()];
+        let query = ListQuery {
+            page_size: page_size(r.page_size, cap.max_page_size)?,
+            position: PageToken::decode(&r.page_token, &query_parts)?,
+            ..ListQuery::default()
+        }
+        .with_filter(parse_filter(&r.filter, &cap.list_filters)?)?;
+        let page = provider.list_streams(&parent, &query).await?;
+        Ok(Response::new(pb::ListStreamsResponse {
+            streams: page.items.iter().map(convert::stream).collect(),
+            next_page_token: page
+                .next
+                .map(|p| PageToken::encode(&p, &query_parts))
+                .unwrap_or_default(),
+        }))
+    }
+
+    async fn update_stream(
+        &self,
+        request: Request<pb::UpdateStreamRequest>,
+    ) -> Result<Response<pb::Operation>, Status> {
+        let r = request.get_ref();
+        let (name, patch, etag) = self.parse_update(r)?;
+        let provider = self.provider(&name.provider, Method::UpdateStream)?;
+        let mut v = Violations::default();
+        check_patch(&patch, provider.capability(), &mut v);
+        v.finish()?;
+        let op = OpRequest::Update { name, patch, etag };
+        let op = self
+            .start(&request, provider, op, &r.request_id, r.validate_only)
+            .await?;
+        Ok(Response::new(op))
+    }
+
+    async fn delete_stream(
+        &self,
+        request: Request<pb::DeleteStreamRequest>,
+    ) -> Result<Response<pb::Operation>, Status> {
+        let r = request.get_ref();
+        let mut v = Violations::default();
+        let name = StreamName::parse(&r.name, "name");
+        if let Err(e) = &name {
+            v.absorb(Err(e.clone()))?;
+        }
+        check_etag(&r.etag, "etag", &mut v);
+        check_request_id(&r.request_id, &mut v);
+        v.finish()?;
+        // A bad name left a violation, and finish() returned it.
+        let name = name?;
+        let provider = self.provider(&name.provider, Method::DeleteStream)?;
+        let op = OpRequest::Delete {
+            name,
+            etag: (!r.etag.is_empty()).then(|| r.etag.clone()),
+            allow_missing: r.allow_missing,
+        };
+        let op = self
+            .start(&request, provider, op, &r.request_id, r.validate_only)
+            .await?;
+        Ok(Response::new(op))
+    }
+
+    async fn batch_delete_streams(
+        &self,
+        request: Request<pb::BatchDeleteStreamsRequest>,
+    ) -> Result<Response<pb::Operation>, Status> {
+        let r = request.get_ref();
+        let parent = ParentName::parse(&r.parent, "parent")?;
+        let provider = self.provider(&parent.provider, Method::BatchDeleteStreams)?;
+        let max = provider.capability().max_batch_size;
+        let mut v = Violations::default();
+        check_request_id(&r.request_id, &mut v);
+        if r.names.is_empty() {
+            v.add("names", "at least one name is required");
+        }
+        if r.names.len() > max {
+            v.add(
+                "names",
+                format!(
+                    "at most {max} names per call for this provider, got {}",
+                    r.names.len()
+                ),
+            );
+        }
+        let mut names = Vec::with_capacity(r.names.len());
+        let mut seen = std::collections::HashSet::new();
+        for (i, raw) in r.names.iter().enumerate().take(max) {
+            let field = format!("names[{i}]");
+            match StreamName::parse(raw, &field) {
+                Ok(name) if name.parent() != parent => {
+                    v.add(field, format!("is not under {parent}"));
+                }
+                Ok(name) if !seen.insert(name.clone()) => {
+                    v.add(field, "appears twice");
+                }
+                Ok(name) => names.push(name),
+                Err(e) => v.absorb(Err(e))?,
+            }
+        }
+        v.finish()?;
+        let op = OpRequest::BatchDelete { parent, names };
+        let op = self
+            .start(&request, provider, op, &r.request_id, false)
+            .await?;
+        Ok(Response::new(op))
+    }
+
+    type WatchStreamStream = WatchStreamOut;
+
+    async fn watch_stream(
+        &self,
+        request: Request<pb::WatchStreamRequest>,
+    ) -> Result<Response<Self::WatchStreamStream>, Status> {
+        let name = StreamName::parse(&request.get_ref().name, "name")?;
+        let provider = Arc::clone(self.provider(&name.provider, Method::WatchStream)?);
+        let key = name.to_string();
+        // Subscribe before reading, so no change between the read and the subscription is lost.
+        let mut changes = self.gateway.hub.subscribe(&key);
+        let initial = match provider.get_stream(&name).await {
+            Ok(stream) => stream,
+            Err(e) => {
+                drop(changes);
+                self.gateway.hub.release(&key);
+                return Err(e.into());
+            }
+        };
+        let (tx, rx) = mpsc::channel(16);
+        let gateway = Arc::clone(&self.gateway);
+        tokio::spawn(async move {
+            let message = |change_type: ChangeType, stream: &crate::domain::Stream| {
+                Ok(pb::WatchStreamResponse {
+                    change_type: change_type as i32,
+                    stream: Some(convert::stream(stream)),
+                })
+            };
+            let mut last = initial;
+            if tx.send(message(ChangeType::Initial, &last)).await.is_err() {
+                return;
+            }
+            loop {
+                let change = tokio::select! {
+                    change = changes.recv() => change,
+                    () = gateway.shutdown.cancelled() => break,
+                    () = tx.closed() => break,
+                };
+                let (change_type, stream) = match change {
+                    Ok(Change::Updated(stream)) => (ChangeType::Updated, *stream),
+                    Ok(Change::Deleted) => (ChangeType::Deleted, last.clone()),
+                    // Fell behind: what matters is the state now.
+                    Err(broadcast::error::RecvError::Lagged(_)) => {
+                        match provider.get_stream(&name).await {
+                            Ok(stream) => (ChangeType::Updated, stream),
+                            Err(e) if e.kind() == Kind::StreamNotFound => {
+                                (ChangeType::Deleted, last.clone())
+                            }
+                            Err(e) => {
+                                let _ = tx.send(Err(e.into())).await;
+                                break;
+                            }
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Closed) => break,
+                };
+                last = stream;
+                if tx.send(message(change_type, &last)).await.is_err()
+                    || change_type == ChangeType::Deleted
+                {
+                    break;
+                }
+            }
+            drop(changes);
+            gateway.hub.release(&key);
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}

@@ -1,0 +1,443 @@
+//! Typed configuration (DESIGN.md §4): a TOML file, then environment overrides, then flags.
+//!
+//! The loader takes the environment as a map, so tests never touch the process environment.
+//! Environment variables read:
+//! - `STREAMGATE_CONFIG`: the TOML file, when `--config` is not given.
+//! - `STREAMGATE_LISTEN`: overrides `[server] listen`.
+//! - `STREAMGATE_STORE_URL`: overrides `[store] url`.
+//! - `STREAMGATE_LOG_FORMAT`: overrides `[telemetry] log_format` (`text` or `json`).
+//! - `STREAMGATE_LOG`: overrides `[telemetry] log_filter` (tracing's env-filter syntax).
+//!
+//! Kind-specific keys of a `[[providers]]` entry stay in [`ProviderConfig::settings`] and are
+//! parsed by the adapter's own `config.rs`. `Debug` never prints a setting's value nor the
+//! password of a store URL.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+use crate::domain::names::check_provider_id;
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The TOML is malformed or has unknown keys.
+    #[error("{0}")]
+    Parse(String),
+    /// The values are inconsistent.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// The whole configuration.
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// `[server]`.
+    #[serde(default)]
+    pub server: ServerConfig,
+    /// `[store]`.
+    #[serde(default)]
+    pub store: StoreConfig,
+    /// `[[providers]]`.
+    #[serde(default = "default_providers")]
+    pub providers: Vec<ProviderConfig>,
+    /// `[auth]`.
+    #[serde(default)]
+    pub auth: AuthConfig,
+    /// `[telemetry]`.
+    #[serde(default)]
+    pub telemetry: TelemetryConfig,
+}
+
+/// `[server]`.
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// The gRPC address (default `127.0.0.1:50051`).
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// How long in-flight calls may take to finish after SIGTERM (default `10s`).
+    #[serde(default = "default_drain", deserialize_with = "de_duration")]
+    pub drain_timeout: Duration,
+}
+
+/// `[store]`.
+#[derive(Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    /// `sqlite://PATH` (created if missing) or `postgres://…` (default
+    /// `sqlite://data/streamgate.db`).
+    #[serde(default = "default_store_url")]
+    pub url: String,
+}
+
+/// `[auth]`.
+#[derive(Debug, Deserialize, Clone, Default)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// `none` (the only mode of this build): callers are anonymous, and the gateway serves
+    /// only on a loopback address.
+    #[serde(default)]
+    pub mode: AuthMode,
+}
+
+/// How callers authenticate.
+#[derive(Debug, Deserialize, Clone, Copy, Default, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum AuthMode {
+    /// No authentication.
+    #[default]
+    None,
+}
+
+/// `[telemetry]`.
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetryConfig {
+    /// `text` (default) or `json`.
+    #[serde(default)]
+    pub log_format: LogFormat,
+    /// Which events to log, in tracing's env-filter syntax (default `info`).
+    #[serde(default = "default_log_filter")]
+    pub log_filter: String,
+}
+
+/// The log line format.
+#[derive(Debug, Deserialize, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// One `[[providers]]` entry.
+#[derive(Deserialize, Clone)]
+pub struct ProviderConfig {
+    /// The instance id, used in resource names (`providers/{id}`).
+    pub id: String,
+    /// The kind: `local`, `kinesis-video`, `cloudfront-streaming`, `cloudfront`, `aliyun-vod`.
+    pub kind: String,
+    /// The provider region, for kinds that have one.
+    #[serde(default)]
+    pub region: Option<String>,
+    /// A different endpoint (e.g. a local emulator).
+    #[serde(default)]
+    pub endpoint_url: Option<String>,
+    /// The kind-specific keys, parsed by the adapter.
+    #[serde(flatten)]
+    pub settings: toml::Table,
+}
+
+impl ProviderConfig {
+    /// Parses the kind-specific keys into the adapter's settings type.
+    pub fn settings<T: serde::de::DeserializeOwned>(&self) -> Result<T, ConfigError> {
+        T::deserialize(toml::Value::Table(self.settings.clone())).map_err(|e| {
+            ConfigError::Invalid(format!(
+                "provider {:?} (kind {}): {}",
+                self.id,
+                self.kind,
+                e.to_string().trim()
+            ))
+        })
+    }
+}
+
+impl fmt::Debug for ProviderConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ProviderConfig")
+            .field("id", &self.id)
+            .field("kind", &self.kind)
+            .field("region", &self.region)
+            .field("endpoint_url", &self.endpoint_url)
+            .field("settings", &self.settings.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl fmt::Debug for StoreConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StoreConfig")
+            .field("url", &redact_url(&self.url))
+            .finish()
+    }
+}
+
+/// Hides the password of `scheme://user:password@host/…`.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    match rest.split_once('@') {
+        Some((userinfo, host)) if userinfo.contains(':') => {
+            let user = userinfo.split(':').next().unwrap_or_default();
+            format!("{scheme}://{user}:***@{host}")
+        }
+        _ => url.to_string(),
+    }
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 50051))
+}
+
+fn default_drain() -> Duration {
+    Duration::from_secs(10)
+}
+
+fn default_store_url() -> String {
+    "sqlite://data/streamgate.db".to_string()
+}
+
+fn default_log_filter() -> String {
+    "info".to_string()
+}
+
+fn default_providers() -> Vec<ProviderConfig> {
+    vec![ProviderConfig {
+        id: "local".to_string(),
+        kind: "local".to_string(),
+        region: None,
+        endpoint_url: None,
+        settings: toml::Table::new(),
+    }]
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: default_listen(),
+            drain_timeout: default_drain(),
+        }
+    }
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            url: default_store_url(),
+        }
+    }
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        TelemetryConfig {
+            log_format: LogFormat::Text,
+            log_filter: default_log_filter(),
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            server: ServerConfig::default(),
+            store: StoreConfig::default(),
+            providers: default_providers(),
+            auth: AuthConfig::default(),
+            telemetry: TelemetryConfig::default(),
+        }
+    }
+}
+
+/// Parses a duration with a unit: `"250ms"`, `"60s"`, `"45m"`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text.trim()).map_err(|e| {
+        format!("{text:?} is not a duration with a unit such as \"250ms\" or \"60s\": {e}")
+    })
+}
+
+/// Serde adapter for [`parse_duration`].
+pub fn de_duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    parse_duration(&text).map_err(serde::de::Error::custom)
+}
+
+impl Config {
+    /// Parses TOML text (no environment, no validation).
+    pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))
+    }
+
+    /// Reads `path` (or `STREAMGATE_CONFIG`, or the embedded default), applies the environment
+    /// overrides in `env`, and validates the result.
+    pub fn load(path: Option<&Path>, env: &HashMap<String, String>) -> Result<Config, ConfigError> {
+        let path = path
+            .map(Path::to_path_buf)
+            .or_else(|| env.get("STREAMGATE_CONFIG").map(Into::into));
+        let mut config = match path {
+            Some(path) => {
+                let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
+                    path: path.display().to_string(),
+                    source,
+                })?;
+                Config::from_toml(&text).map_err(|e| match e {
+                    ConfigError::Parse(why) => {
+                        ConfigError::Parse(format!("{}: {why}", path.display()))
+                    }
+                    other => other,
+                })?
+            }
+            None => Config::default(),
+        };
+        config.apply_env(env)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn apply_env(&mut self, env: &HashMap<String, String>) -> Result<(), ConfigError> {
+        if let Some(listen) = env.get("STREAMGATE_LISTEN") {
+            self.server.listen = listen
+                .parse()
+                .map_err(|e| ConfigError::Invalid(format!("STREAMGATE_LISTEN={listen:?}: {e}")))?;
+        }
+        if let Some(url) = env.get("STREAMGATE_STORE_URL") {
+            self.store.url = url.clone();
+        }
+        if let Some(format) = env.get("STREAMGATE_LOG_FORMAT") {
+            self.telemetry.log_format = match format.as_str() {
+                "text" => LogFormat::Text,
+                "json" => LogFormat::Json,
+                other => {
+                    return Err(ConfigError::Invalid(format!(
+                        "STREAMGATE_LOG_FORMAT={other:?}: use text or json"
+                    )));
+                }
+            };
+        }
+        if let Some(filter) = env.get("STREAMGATE_LOG") {
+            self.telemetry.log_filter = filter.clone();
+        }
+        Ok(())
+    }
+
+    /// Checks what the types cannot: ids, duplicates, and the loopback rule.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.providers.is_empty() {
+            return Err(ConfigError::Invalid(
+                "no [[providers]] configured: streamgate would have nothing to serve".into(),
+            ));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for provider in &self.providers {
+            check_provider_id(&provider.id).map_err(|why| {
+                ConfigError::Invalid(format!("provider id {:?}: {why}", provider.id))
+            })?;
+            if !seen.insert(provider.id.as_str()) {
+                return Err(ConfigError::Invalid(format!(
+                    "provider id {:?} is configured twice",
+                    provider.id
+                )));
+            }
+        }
+        if self.auth.mode == AuthMode::None && !self.server.listen.ip().is_loopback() {
+            return Err(ConfigError::Invalid(format!(
+                "refusing to listen on {} without authentication: listen on a loopback address \
+                 or configure [auth]",
+                self.server.listen
+            )));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn default_is_one_local_provider_on_loopback() {
+        let config = Config::load(None, &env(&[])).unwrap();
+        assert_eq!(config.server.listen.to_string(), "127.0.0.1:50051");
+        assert_eq!(config.providers.len(), 1);
+        assert_eq!(config.providers[0].kind, "local");
+        assert_eq!(config.store.url, "sqlite://data/streamgate.db");
+    }
+
+    #[test]
+    fn file_then_env_overrides() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(
+            &path,
+            r#"
+            [server]
+            listen = "127.0.0.1:6000"
+            drain_timeout = "250ms"
+            [[providers]]
+            id = "lab"
+            kind = "local"
+            create_delay = "5s"
+            "#,
+        )
+        .unwrap();
+        let config = Config::load(
+            None,
+            &env(&[
+                ("STREAMGATE_CONFIG", path.to_str().unwrap()),
+                ("STREAMGATE_LISTEN", "127.0.0.1:7000"),
+                ("STREAMGATE_LOG_FORMAT", "json"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(config.server.listen.port(), 7000);
+        assert_eq!(config.server.drain_timeout, Duration::from_millis(250));
+        assert_eq!(config.telemetry.log_format, LogFormat::Json);
+        assert_eq!(config.providers[0].id, "lab");
+        assert!(config.providers[0].settings.contains_key("create_delay"));
+    }
+
+    #[test]
+    fn refuses_public_listen_without_auth() {
+        let error = Config::load(None, &env(&[("STREAMGATE_LISTEN", "0.0.0.0:50051")]))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("without authentication"), "{error}");
+    }
+
+    #[test]
+    fn refuses_unknown_keys_and_bad_ids() {
+        assert!(Config::from_toml("[server]\nlisten_on = \"x\"").is_err());
+        let twice = Config::from_toml(
+            "[[providers]]\nid = \"a\"\nkind = \"local\"\n[[providers]]\nid = \"a\"\nkind = \"local\"",
+        )
+        .unwrap();
+        assert!(twice.validate().is_err());
+        let bad = Config::from_toml("[[providers]]\nid = \"Bad_Id\"\nkind = \"local\"").unwrap();
+        assert!(bad.validate().is_err());
+    }
+
+    #[test]
+    fn debug_hides_store_password_and_setting_values() {
+        let config = Config::from_toml(
+            "[store]\nurl = \"postgres://sg:hunter2@db/sg\"\n[[providers]]\nid = \"v\"\nkind = \"local\"\naccess_key_secret = \"s3cr3t\"",
+        )
+        .unwrap();
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(!shown.contains("s3cr3t"), "{shown}");
+    }
+}

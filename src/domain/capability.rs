@@ -1,0 +1,86 @@
+//! What a provider kind supports. Dispatch checks it before calling an adapter; callers read it
+//! through ProviderService; the shared tests are gated on it.
+
+use serde::{Deserialize, Serialize};
+
+/// A StreamService method.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Method {
+    /// CreateStream.
+    CreateStream,
+    /// GetStream.
+    GetStream,
+    /// ListStreams.
+    ListStreams,
+    /// UpdateStream.
+    UpdateStream,
+    /// DeleteStream.
+    DeleteStream,
+    /// BatchDeleteStreams.
+    BatchDeleteStreams,
+    /// WatchStream.
+    WatchStream,
+}
+
+impl Method {
+    /// Every method, in the order the API declares them.
+    pub const ALL: [Method; 7] = [
+        Method::CreateStream,
+        Method::GetStream,
+        Method::ListStreams,
+        Method::UpdateStream,
+        Method::DeleteStream,
+        Method::BatchDeleteStreams,
+        Method::WatchStream,
+    ];
+
+    /// The method's name in the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::CreateStream => "CreateStream",
+            Method::GetStream => "GetStream",
+            Method::ListStreams => "ListStreams",
+            Method::UpdateStream => "UpdateStream",
+            Method::DeleteStream => "DeleteStream",
+            Method::BatchDeleteStreams => "BatchDeleteStreams",
+            Method::WatchStream => "WatchStream",
+        }
+    }
+
+    /// Parses a method's API name.
+    pub fn parse(text: &str) -> Option<Self> {
+        Method::ALL.into_iter().find(|m| m.as_str() == text)
+    }
+}
+
+/// The capability of one provider instance.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Capability {
+    /// Supported methods.
+    pub methods: Vec<Method>,
+    /// Whether etags guard update and delete.
+    pub etags: bool,
+    /// The most names per BatchDeleteStreams call.
+    pub max_batch_size: usize,
+    /// Accepted ListStreams filter terms.
+    pub list_filters: Vec<&'static str>,
+    /// The parent pattern of streams.
+    pub stream_parent_pattern: &'static str,
+    /// A regular expression every stream id matches.
+    pub stream_id_pattern: &'static str,
+    /// The longest stream id.
+    pub max_stream_id_len: usize,
+    /// The longest retention in hours.
+    pub max_data_retention_hours: i32,
+    /// The most tags per stream.
+    pub max_tags: usize,
+    /// The largest ListStreams page.
+    pub max_page_size: usize,
+}
+
+impl Capability {
+    /// Whether `method` is supported.
+    pub fn supports(&self, method: Method) -> bool {
+        self.methods.contains(&method)
+    }
+}

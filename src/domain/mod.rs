@@ -1,0 +1,25 @@
+//! The provider-neutral model: names, streams, operations, capabilities, paging.
+//!
+//! Nothing here knows tonic, sqlx or a provider SDK; `api` converts to and from protobuf, the
+//! adapters to and from their providers.
+
+pub mod capability;
+pub mod names;
+pub mod operation;
+pub mod page;
+pub mod stream;
+pub mod validate;
+
+pub use capability::{Capability, Method};
+pub use names::{OperationName, ParentName, ProviderName, StreamName};
+pub use operation::{BatchItem, OpRequest, OpResult, Operation, Verb};
+pub use page::{ListQuery, Page, PageToken};
+pub use stream::{Stream, StreamDetails, StreamPatch, StreamSpec, StreamState};
+
+/// Milliseconds since the Unix epoch, the time unit of the model and the store.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default()
+}

@@ -1,0 +1,129 @@
+//! The neutral stream: what every provider kind maps its native resource to.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::names::StreamName;
+
+/// The lifecycle state of a stream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StreamState {
+    /// The provider is creating it.
+    Creating,
+    /// Ready.
+    Active,
+    /// A change is being applied.
+    Updating,
+    /// Exists but does not serve.
+    Disabled,
+    /// Being deleted.
+    Deleting,
+}
+
+impl StreamState {
+    /// The stable text form, used in filters and the store.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StreamState::Creating => "CREATING",
+            StreamState::Active => "ACTIVE",
+            StreamState::Updating => "UPDATING",
+            StreamState::Disabled => "DISABLED",
+            StreamState::Deleting => "DELETING",
+        }
+    }
+
+    /// Parses the text form; the `STATE_` prefix of the protobuf enum is accepted too.
+    pub fn parse(text: &str) -> Option<Self> {
+        let text = text.strip_prefix("STATE_").unwrap_or(text);
+        [
+            StreamState::Creating,
+            StreamState::Active,
+            StreamState::Updating,
+            StreamState::Disabled,
+            StreamState::Deleting,
+        ]
+        .into_iter()
+        .find(|state| state.as_str().eq_ignore_ascii_case(text))
+    }
+}
+
+/// Details only one provider kind has.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum StreamDetails {
+    /// Nothing beyond the neutral fields.
+    #[default]
+    None,
+    /// The embedded provider's version counter.
+    Local {
+        /// How many times the stream has changed.
+        version: i64,
+    },
+}
+
+/// A stream as a provider reports it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stream {
+    /// The full name.
+    pub name: StreamName,
+    /// Changes on every change of the stream.
+    pub etag: String,
+    /// The lifecycle state.
+    pub state: StreamState,
+    /// The settable fields.
+    pub spec: StreamSpec,
+    /// Creation time, ms since the epoch.
+    pub create_time_ms: i64,
+    /// Last change, ms since the epoch.
+    pub update_time_ms: i64,
+    /// The provider's own id (ARN, JobId, ...).
+    pub provider_uid: String,
+    /// Provider-specific details.
+    pub details: StreamDetails,
+}
+
+/// The fields a caller sets at creation.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamSpec {
+    /// e.g. `video/h264`.
+    pub media_type: String,
+    /// 0 = no persistence.
+    pub data_retention_hours: i32,
+    /// The writing device.
+    pub device_name: String,
+    /// The KMS key id.
+    pub kms_key_id: String,
+    /// Tags.
+    pub tags: BTreeMap<String, String>,
+}
+
+/// The fields an update changes; `None` leaves a field as it is.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamPatch {
+    /// New media type.
+    pub media_type: Option<String>,
+    /// New device name.
+    pub device_name: Option<String>,
+    /// New retention.
+    pub data_retention_hours: Option<i32>,
+    /// The new, complete tag set.
+    pub tags: Option<BTreeMap<String, String>>,
+}
+
+impl StreamPatch {
+    /// Applies the patch to a spec.
+    pub fn apply(&self, spec: &mut StreamSpec) {
+        if let Some(v) = &self.media_type {
+            spec.media_type = v.clone();
+        }
+        if let Some(v) = &self.device_name {
+            spec.device_name = v.clone();
+        }
+        if let Some(v) = self.data_retention_hours {
+            spec.data_retention_hours = v;
+        }
+        if let Some(v) = &self.tags {
+            spec.tags = v.clone();
+        }
+    }
+}

@@ -1,0 +1,208 @@
+//! Checks of stream fields that hold for every provider kind, bounded by the provider's
+//! capability (DESIGN.md §1 gives the KVS limits, the strictest of the kinds).
+
+use super::capability::Capability;
+use super::stream::{StreamPatch, StreamSpec};
+use crate::error::{Error, FieldViolation, Result};
+
+/// The longest device name.
+pub const MAX_DEVICE_NAME_LEN: usize = 128;
+/// The longest media type.
+pub const MAX_MEDIA_TYPE_LEN: usize = 128;
+/// The longest KMS key id.
+pub const MAX_KMS_KEY_ID_LEN: usize = 2048;
+/// The longest tag key.
+pub const MAX_TAG_KEY_LEN: usize = 128;
+/// The longest tag value.
+pub const MAX_TAG_VALUE_LEN: usize = 256;
+/// The longest request_id.
+pub const MAX_REQUEST_ID_LEN: usize = 128;
+
+/// Collects field violations so a caller learns every problem at once.
+#[derive(Default)]
+pub struct Violations(Vec<FieldViolation>);
+
+impl Violations {
+    /// Records a violation of `field`.
+    pub fn add(&mut self, field: impl Into<String>, description: impl Into<String>) {
+        self.0.push(FieldViolation {
+            field: field.into(),
+            description: description.into(),
+        });
+    }
+
+    /// Records the error of a check, if it failed.
+    pub fn check(&mut self, field: &str, result: std::result::Result<(), String>) {
+        if let Err(why) = result {
+            self.add(field, why);
+        }
+    }
+
+    /// Takes over the violations of an INVALID_ARGUMENT error; other errors pass through.
+    pub fn absorb(&mut self, result: Result<()>) -> Result<()> {
+        match result {
+            Err(e) if !e.violations().is_empty() => {
+                self.0.extend(e.violations().iter().cloned());
+                Ok(())
+            }
+            other => other,
+        }
+    }
+
+    /// `Ok` when nothing was recorded.
+    pub fn finish(self) -> Result<()> {
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::invalid(self.0))
+        }
+    }
+}
+
+fn media_type(value: &str) -> std::result::Result<(), String> {
+    let part = |p: &str| {
+        !p.is_empty()
+            && p.chars()
+                .all(|c| c.is_alphanumeric() || matches!(c, '_' | '-' | '.' | '+'))
+    };
+    let valid = value.len() <= MAX_MEDIA_TYPE_LEN
+        && value.split(',').all(|one| {
+            one.split_once('/')
+                .is_some_and(|(kind, sub)| part(kind) && part(sub))
+        });
+    if valid {
+        Ok(())
+    } else {
+        Err(format!(
+            "must be type/subtype[,type/subtype...] (e.g. video/h264), at most {MAX_MEDIA_TYPE_LEN} characters"
+        ))
+    }
+}
+
+fn length(value: &str, min: usize, max: usize) -> std::result::Result<(), String> {
+    let n = value.chars().count();
+    if (min..=max).contains(&n) {
+        Ok(())
+    } else {
+        Err(format!("must be {min}-{max} characters long, is {n}"))
+    }
+}
+
+fn retention(hours: i32, max: i32) -> std::result::Result<(), String> {
+    if (0..=max).contains(&hours) {
+        Ok(())
+    } else {
+        Err(format!("must be 0-{max} hours"))
+    }
+}
+
+fn tags(
+    v: &mut Violations,
+    field: &str,
+    tags: &std::collections::BTreeMap<String, String>,
+    max: usize,
+) {
+    if tags.len() > max {
+        v.add(field, format!("at most {max} tags, got {}", tags.len()));
+    }
+    for (key, value) in tags {
+        let shown: String = key.chars().take(40).collect();
+        if let Err(why) = length(key, 1, MAX_TAG_KEY_LEN) {
+            v.add(format!("{field}[{shown}]"), format!("key {why}"));
+        }
+        if let Err(why) = length(value, 0, MAX_TAG_VALUE_LEN) {
+            v.add(format!("{field}[{shown}]"), format!("value {why}"));
+        }
+    }
+}
+
+/// Checks the fields of a stream to create; `prefix` is the field path of the stream.
+pub fn check_spec(spec: &StreamSpec, cap: &Capability, prefix: &str, v: &mut Violations) {
+    let f = |name: &str| format!("{prefix}.{name}");
+    if !spec.media_type.is_empty() {
+        v.check(&f("media_type"), media_type(&spec.media_type));
+    }
+    if !spec.device_name.is_empty() {
+        v.check(
+            &f("device_name"),
+            length(&spec.device_name, 1, MAX_DEVICE_NAME_LEN),
+        );
+    }
+    if !spec.kms_key_id.is_empty() {
+        v.check(
+            &f("kms_key_id"),
+            length(&spec.kms_key_id, 1, MAX_KMS_KEY_ID_LEN),
+        );
+    }
+    v.check(
+        &f("data_retention_hours"),
+        retention(spec.data_retention_hours, cap.max_data_retention_hours),
+    );
+    tags(v, &f("tags"), &spec.tags, cap.max_tags);
+}
+
+/// Checks the fields of an update.
+pub fn check_patch(patch: &StreamPatch, cap: &Capability, v: &mut Violations) {
+    if let Some(value) = &patch.media_type {
+        v.check("stream.media_type", media_type(value));
+    }
+    if let Some(value) = &patch.device_name {
+        v.check("stream.device_name", length(value, 1, MAX_DEVICE_NAME_LEN));
+    }
+    if let Some(hours) = patch.data_retention_hours {
+        v.check(
+            "stream.data_retention_hours",
+            retention(hours, cap.max_data_retention_hours),
+        );
+    }
+    if let Some(t) = &patch.tags {
+        tags(v, "stream.tags", t, cap.max_tags);
+    }
+}
+
+/// Checks a stream id against the provider's limits.
+pub fn check_stream_id(id: &str, cap: &Capability, field: &str, v: &mut Violations) {
+    if id.len() > cap.max_stream_id_len {
+        v.add(
+            field,
+            format!(
+                "this provider takes at most {} characters",
+                cap.max_stream_id_len
+            ),
+        );
+    }
+}
+
+/// Checks an AIP-155 request_id: empty, or 1-128 printable ASCII characters without spaces.
+pub fn check_request_id(id: &str, v: &mut Violations) {
+    if !id.is_empty()
+        && (id.len() > MAX_REQUEST_ID_LEN || !id.bytes().all(|b| b.is_ascii_graphic()))
+    {
+        v.add(
+            "request_id",
+            format!(
+                "must be at most {MAX_REQUEST_ID_LEN} printable ASCII characters (a UUID is best)"
+            ),
+        );
+    }
+}
+
+/// Checks an etag a caller sent back.
+pub fn check_etag(etag: &str, field: &str, v: &mut Violations) {
+    if etag.len() > 256 {
+        v.add(field, "longer than any etag streamgate issues");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn media_types() {
+        assert!(media_type("video/h264").is_ok());
+        assert!(media_type("video/h264,audio/aac").is_ok());
+        assert!(media_type("h264").is_err());
+        assert!(media_type("video/").is_err());
+    }
+}

@@ -1,0 +1,457 @@
+//! THE error taxonomy of streamgate, and the only place that builds a `tonic::Status`.
+//!
+//! Every failure inside the gateway is an [`Error`]: a [`Kind`] (which fixes the gRPC code and
+//! the stable `ErrorInfo` reason), a [`Retry`] status that retry code looks at, and the
+//! provider's own code and request id when a provider said something. [`Error::to_status`]
+//! turns it into a `tonic::Status` carrying `google.rpc.ErrorInfo` (domain `streamgate`),
+//! `BadRequest` field violations for bad input and `RetryInfo` for throttling.
+//!
+//! Errors are serde-serializable because a failed operation stores its error durably.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::time::Duration;
+
+use prost::Message;
+use serde::{Deserialize, Serialize};
+use tonic::Code;
+use tonic_types::{ErrorDetails, StatusExt};
+
+/// The `ErrorInfo.domain` of every error streamgate reports.
+pub const DOMAIN: &str = "streamgate";
+
+/// The result type of everything that can fail in streamgate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What went wrong, in provider-neutral terms. Each kind has one gRPC code and one reason.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Kind {
+    /// The request is malformed; field violations say where.
+    InvalidArgument,
+    /// A request_id was reused for a different request (AIP-155).
+    RequestIdConflict,
+    /// The stream does not exist.
+    StreamNotFound,
+    /// The VOD video that should hold the stream does not exist.
+    VideoNotFound,
+    /// No provider instance has this id.
+    ProviderNotFound,
+    /// No operation has this id.
+    OperationNotFound,
+    /// The caller's etag is not the stream's current etag.
+    EtagMismatch,
+    /// A stream with this id exists already.
+    StreamAlreadyExists,
+    /// The provider refuses because the stream is in use.
+    StreamInUse,
+    /// The provider refuses to delete a distribution that is still enabled.
+    StreamNotDisabled,
+    /// The operation is done and cannot be cancelled.
+    OperationDone,
+    /// The provider throttled us and kept doing so through our retries.
+    ProviderThrottled,
+    /// An account quota of the provider is used up.
+    ProviderQuotaExceeded,
+    /// The provider refused our credentials' permissions.
+    ProviderPermissionDenied,
+    /// The provider rejected the credentials themselves (bad key, bad signature).
+    ProviderCredentials,
+    /// The provider failed or could not be reached.
+    ProviderUnavailable,
+    /// The provider kind does not support the method.
+    CapabilityUnsupported,
+    /// The caller did not present valid credentials.
+    Unauthenticated,
+    /// The caller may not do this.
+    PermissionDenied,
+    /// The caller is over its rate.
+    RateLimited,
+    /// The gateway is shedding load.
+    Overloaded,
+    /// The operation was cancelled by a caller.
+    Cancelled,
+    /// The caller's deadline passed.
+    DeadlineExceeded,
+    /// A bug or an unexpected failure of the gateway itself.
+    Internal,
+}
+
+impl Kind {
+    /// The gRPC code of this kind: written once, here.
+    pub fn code(self) -> Code {
+        match self {
+            Kind::InvalidArgument | Kind::RequestIdConflict => Code::InvalidArgument,
+            Kind::StreamNotFound
+            | Kind::VideoNotFound
+            | Kind::ProviderNotFound
+            | Kind::OperationNotFound => Code::NotFound,
+            Kind::EtagMismatch => Code::Aborted,
+            Kind::StreamAlreadyExists => Code::AlreadyExists,
+            Kind::StreamInUse | Kind::StreamNotDisabled | Kind::OperationDone => {
+                Code::FailedPrecondition
+            }
+            Kind::ProviderThrottled
+            | Kind::ProviderQuotaExceeded
+            | Kind::RateLimited
+            | Kind::Overloaded => Code::ResourceExhausted,
+            Kind::ProviderPermissionDenied | Kind::PermissionDenied => Code::PermissionDenied,
+            Kind::ProviderCredentials => Code::Unauthenticated,
+            Kind::ProviderUnavailable => Code::Unavailable,
+            Kind::CapabilityUnsupported => Code::Unimplemented,
+            Kind::Unauthenticated => Code::Unauthenticated,
+            Kind::Cancelled => Code::Cancelled,
+            Kind::DeadlineExceeded => Code::DeadlineExceeded,
+            Kind::Internal => Code::Internal,
+        }
+    }
+
+    /// The stable `ErrorInfo.reason` of this kind.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Kind::InvalidArgument => "INVALID_ARGUMENT",
+            Kind::RequestIdConflict => "REQUEST_ID_CONFLICT",
+            Kind::StreamNotFound => "STREAM_NOT_FOUND",
+            Kind::VideoNotFound => "VIDEO_NOT_FOUND",
+            Kind::ProviderNotFound => "PROVIDER_NOT_FOUND",
+            Kind::OperationNotFound => "OPERATION_NOT_FOUND",
+            Kind::EtagMismatch => "ETAG_MISMATCH",
+            Kind::StreamAlreadyExists => "STREAM_ALREADY_EXISTS",
+            Kind::StreamInUse => "STREAM_IN_USE",
+            Kind::StreamNotDisabled => "STREAM_NOT_DISABLED",
+            Kind::OperationDone => "OPERATION_DONE",
+            Kind::ProviderThrottled => "PROVIDER_THROTTLED",
+            Kind::ProviderQuotaExceeded => "PROVIDER_QUOTA_EXCEEDED",
+            Kind::ProviderPermissionDenied => "PROVIDER_PERMISSION_DENIED",
+            Kind::ProviderCredentials => "PROVIDER_CREDENTIALS_INVALID",
+            Kind::ProviderUnavailable => "PROVIDER_UNAVAILABLE",
+            Kind::CapabilityUnsupported => "CAPABILITY_UNSUPPORTED",
+            Kind::Unauthenticated => "UNAUTHENTICATED",
+            Kind::PermissionDenied => "PERMISSION_DENIED",
+            Kind::RateLimited => "RATE_LIMITED",
+            Kind::Overloaded => "OVERLOADED",
+            Kind::Cancelled => "CANCELLED",
+            Kind::DeadlineExceeded => "DEADLINE_EXCEEDED",
+            Kind::Internal => "INTERNAL",
+        }
+    }
+}
+
+/// Whether trying again may help. Retry code looks only at [`Error::is_temporary`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Retry {
+    /// Trying again will fail the same way.
+    Permanent,
+    /// Trying again (after a backoff) may succeed.
+    Temporary,
+    /// It was temporary, but retries ran out.
+    Persistent,
+}
+
+/// One field of a request and what is wrong with it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FieldViolation {
+    /// The field path, e.g. `stream.tags`.
+    pub field: String,
+    /// What is wrong, for a human.
+    pub description: String,
+}
+
+/// A streamgate error. Build it with the constructors, refine it with the `with_*` methods.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+pub struct Error {
+    kind: Kind,
+    message: String,
+    retry: Retry,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    provider: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    provider_code: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    provider_request_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    violations: Vec<FieldViolation>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    retry_after_ms: Option<u64>,
+}
+
+impl Error {
+    /// A permanent error of `kind`.
+    pub fn new(kind: Kind, message: impl Into<String>) -> Self {
+        Error {
+            kind,
+            message: message.into(),
+            retry: Retry::Permanent,
+            provider: None,
+            provider_code: None,
+            provider_request_id: None,
+            violations: Vec::new(),
+            retry_after_ms: None,
+        }
+    }
+
+    /// Bad input: one violation per offending field.
+    pub fn invalid(violations: Vec<FieldViolation>) -> Self {
+        let message = match violations.as_slice() {
+            [one] => format!("invalid {}: {}", one.field, one.description),
+            many => format!(
+                "invalid request: {}",
+                many.iter()
+                    .map(|v| v.field.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        };
+        Error {
+            violations,
+            ..Error::new(Kind::InvalidArgument, message)
+        }
+    }
+
+    /// Bad input in one field.
+    pub fn invalid_field(field: impl Into<String>, description: impl Into<String>) -> Self {
+        Error::invalid(vec![FieldViolation {
+            field: field.into(),
+            description: description.into(),
+        }])
+    }
+
+    /// Adds a field violation to an error of any kind.
+    pub fn with_violation(
+        mut self,
+        field: impl Into<String>,
+        description: impl Into<String>,
+    ) -> Self {
+        self.violations.push(FieldViolation {
+            field: field.into(),
+            description: description.into(),
+        });
+        self
+    }
+
+    /// A failure of the gateway itself.
+    pub fn internal(message: impl fmt::Display) -> Self {
+        Error::new(Kind::Internal, message.to_string())
+    }
+
+    /// Marks the error as worth retrying.
+    pub fn temporary(mut self) -> Self {
+        self.retry = Retry::Temporary;
+        self
+    }
+
+    /// Marks a temporary error whose retries ran out.
+    pub fn persistent(mut self) -> Self {
+        if self.retry == Retry::Temporary {
+            self.retry = Retry::Persistent;
+        }
+        self
+    }
+
+    /// Names the provider instance the error came from.
+    pub fn with_provider(mut self, provider: impl Into<String>) -> Self {
+        self.provider = Some(provider.into());
+        self
+    }
+
+    /// Records the provider's own error code, e.g. `VersionMismatchException`.
+    pub fn with_provider_code(mut self, code: impl Into<String>) -> Self {
+        self.provider_code = Some(code.into());
+        self
+    }
+
+    /// Records the provider's request id.
+    pub fn with_provider_request_id(mut self, id: impl Into<String>) -> Self {
+        self.provider_request_id = Some(id.into());
+        self
+    }
+
+    /// Tells the caller when trying again makes sense (sent as `RetryInfo`).
+    pub fn with_retry_after(mut self, delay: Duration) -> Self {
+        self.retry_after_ms = Some(delay.as_millis() as u64);
+        self
+    }
+
+    /// The kind.
+    pub fn kind(&self) -> Kind {
+        self.kind
+    }
+
+    /// The message, for humans.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// Whether retrying may help.
+    pub fn is_temporary(&self) -> bool {
+        self.retry == Retry::Temporary
+    }
+
+    /// The field violations of an INVALID_ARGUMENT error.
+    pub fn violations(&self) -> &[FieldViolation] {
+        &self.violations
+    }
+
+    /// The provider's own error code, if any.
+    pub fn provider_code(&self) -> Option<&str> {
+        self.provider_code.as_deref()
+    }
+
+    /// The provider's request id, if any.
+    pub fn provider_request_id(&self) -> Option<&str> {
+        self.provider_request_id.as_deref()
+    }
+
+    fn error_details(&self) -> ErrorDetails {
+        let mut metadata = HashMap::new();
+        for (key, value) in [
+            ("provider", &self.provider),
+            ("provider_code", &self.provider_code),
+            ("provider_request_id", &self.provider_request_id),
+        ] {
+            if let Some(value) = value {
+                metadata.insert(key.to_string(), value.clone());
+            }
+        }
+        let mut details = ErrorDetails::with_error_info(self.kind.reason(), DOMAIN, metadata);
+        if !self.violations.is_empty() {
+            details.set_bad_request(
+                self.violations
+                    .iter()
+                    .map(|v| {
+                        tonic_types::FieldViolation::new(v.field.clone(), v.description.clone())
+                    })
+                    .collect::<Vec<_>>(),
+            );
+        }
+        let retry_after = match (self.retry_after_ms, self.kind) {
+            (Some(ms), _) => Some(Duration::from_millis(ms)),
+            (None, Kind::ProviderThrottled | Kind::RateLimited | Kind::Overloaded) => {
+                Some(Duration::from_secs(1))
+            }
+            (None, _) => None,
+        };
+        if let Some(delay) = retry_after {
+            details.set_retry_info(Some(delay));
+        }
+        details
+    }
+
+    /// The `tonic::Status` a caller receives for this error.
+    pub fn to_status(&self) -> tonic::Status {
+        tonic::Status::with_error_details(self.kind.code(), &self.message, self.error_details())
+    }
+
+    /// The `google.rpc.Status` stored in a failed operation's `error` field.
+    pub fn to_rpc_status(&self) -> tonic_types::pb::Status {
+        let status = self.to_status();
+        tonic_types::pb::Status::decode(status.details()).unwrap_or_else(|_| {
+            tonic_types::pb::Status {
+                code: self.kind.code() as i32,
+                message: self.message.clone(),
+                details: Vec::new(),
+            }
+        })
+    }
+}
+
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("Error");
+        d.field("kind", &self.kind)
+            .field("message", &self.message)
+            .field("retry", &self.retry);
+        if let Some(code) = &self.provider_code {
+            d.field("provider_code", code);
+        }
+        if let Some(id) = &self.provider_request_id {
+            d.field("provider_request_id", id);
+        }
+        if !self.violations.is_empty() {
+            d.field("violations", &self.violations);
+        }
+        d.finish()
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.kind.reason(), self.message)?;
+        if let Some(code) = &self.provider_code {
+            write!(f, " (provider code {code})")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Error {}
+
+impl From<Error> for tonic::Status {
+    fn from(error: Error) -> Self {
+        error.to_status()
+    }
+}
+
+impl From<sqlx::Error> for Error {
+    fn from(error: sqlx::Error) -> Self {
+        let temporary = matches!(
+            error,
+            sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed
+        );
+        let error = Error::internal(format_args!("store: {error}"));
+        if temporary { error.temporary() } else { error }
+    }
+}
+
+impl From<serde_json::Error> for Error {
+    fn from(error: serde_json::Error) -> Self {
+        Error::internal(format_args!("stored record is malformed: {error}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_carries_error_info_and_violations() {
+        let error = Error::invalid_field("stream_id", "must match [a-zA-Z0-9_.-]{1,256}")
+            .with_provider("local");
+        let status = error.to_status();
+        assert_eq!(status.code(), Code::InvalidArgument);
+        let details = status.get_error_details();
+        let info = details.error_info().expect("error info");
+        assert_eq!(info.reason, "INVALID_ARGUMENT");
+        assert_eq!(info.domain, "streamgate");
+        assert_eq!(
+            info.metadata.get("provider").map(String::as_str),
+            Some("local")
+        );
+        let bad = details.bad_request().expect("bad request");
+        assert_eq!(bad.field_violations[0].field, "stream_id");
+    }
+
+    #[test]
+    fn throttling_carries_retry_info() {
+        let status = Error::new(Kind::ProviderThrottled, "slow down")
+            .with_provider_code("ClientLimitExceededException")
+            .to_status();
+        assert_eq!(status.code(), Code::ResourceExhausted);
+        let details = status.get_error_details();
+        assert!(details.retry_info().is_some());
+        assert_eq!(
+            details.error_info().unwrap().metadata["provider_code"],
+            "ClientLimitExceededException"
+        );
+    }
+
+    #[test]
+    fn rpc_status_round_trips_through_json() {
+        let error = Error::new(Kind::EtagMismatch, "stale").with_provider_request_id("r-1");
+        let stored = serde_json::to_string(&error).unwrap();
+        let back: Error = serde_json::from_str(&stored).unwrap();
+        assert_eq!(back, error);
+        let rpc = back.to_rpc_status();
+        assert_eq!(rpc.code, Code::Aborted as i32);
+        assert!(!rpc.details.is_empty());
+    }
+}

@@ -1,0 +1,40 @@
+//! streamgate: one provider-neutral gRPC API for the lifecycle of video streams, whatever
+//! cloud holds them.
+//!
+//! # Layout
+//!
+//! - [`config`]: typed configuration from TOML, environment and flags.
+//! - [`server`]: mounts the services, health and reflection behind [`middleware::stack`];
+//!   graceful shutdown.
+//! - [`error`]: THE error taxonomy, and the only place that builds a `tonic::Status`.
+//! - [`api`]: gRPC handlers: validate, route to a provider, convert.
+//! - [`domain`]: the provider-neutral model: names, streams, operations, capabilities, paging.
+//! - [`providers`]: the provider trait, the registry, and one folder per kind.
+//! - [`operations`]: the durable runner of long-running operations.
+//! - [`store`]: the operation store on SQLite or PostgreSQL.
+//! - [`watch`]: fan-out of stream changes to WatchStream subscribers.
+//! - [`middleware`]: the tower layers in front of every call.
+//! - [`telemetry`]: logging.
+//! - [`pb`]: the generated protobuf types, clients and servers of `streamgate.v1`.
+
+pub mod api;
+pub mod config;
+pub mod domain;
+pub mod error;
+pub mod middleware;
+pub mod operations;
+pub mod providers;
+pub mod server;
+pub mod store;
+pub mod telemetry;
+pub mod watch;
+
+/// The generated code of `proto/streamgate/v1`, and its descriptor set for reflection.
+#[allow(missing_docs, clippy::all, clippy::pedantic)]
+pub mod pb {
+    tonic::include_proto!("streamgate.v1");
+
+    /// The encoded descriptors of `streamgate.v1` and the `google.rpc.Status` it imports.
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        include_bytes!(concat!(env!("OUT_DIR"), "/streamgate_descriptor.bin"));
+}

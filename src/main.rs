@@ -1,0 +1,121 @@
+//! The `streamgate` binary: arguments → configuration → telemetry → [`server::run`].
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use streamgate::config::{Config, LogFormat};
+use streamgate::{server, telemetry};
+
+/// A provider-neutral gRPC gateway for the lifecycle of video streams.
+///
+/// With no arguments it serves on 127.0.0.1:50051 with one `local` provider and an embedded
+/// SQLite store under ./data/.
+#[derive(Parser)]
+#[command(name = "streamgate", version)]
+struct Args {
+    /// The TOML configuration file (default: $STREAMGATE_CONFIG, else the embedded default).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// The address to serve on (overrides [server] listen and $STREAMGATE_LISTEN).
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<SocketAddr>,
+    /// The log format (overrides [telemetry] log_format and $STREAMGATE_LOG_FORMAT).
+    #[arg(long, value_enum)]
+    log_format: Option<LogFormat>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Loads and validates a configuration file, then exits.
+    CheckConfig {
+        /// The TOML file.
+        file: PathBuf,
+    },
+}
+
+fn load(args: &Args, env: &HashMap<String, String>) -> Result<Config, String> {
+    let path = match &args.command {
+        Some(Command::CheckConfig { file }) => Some(file.as_path()),
+        None => args.config.as_deref(),
+    };
+    let mut config = Config::load(path, env).map_err(|e| e.to_string())?;
+    if let Some(listen) = args.listen {
+        config.server.listen = listen;
+    }
+    if let Some(format) = args.log_format {
+        config.telemetry.log_format = format;
+    }
+    config.validate().map_err(|e| e.to_string())?;
+    Ok(config)
+}
+
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(signal) => signal,
+                Err(_) => {
+                    let _ = interrupt.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = interrupt => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = interrupt.await;
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    let env: HashMap<String, String> = std::env::vars().collect();
+    let config = match load(&args, &env) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("streamgate: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Some(Command::CheckConfig { file }) = &args.command {
+        println!(
+            "{}: ok ({} provider instance(s): {})",
+            file.display(),
+            config.providers.len(),
+            config
+                .providers
+                .iter()
+                .map(|p| format!("{} ({})", p.id, p.kind))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        return ExitCode::SUCCESS;
+    }
+    if let Err(e) = telemetry::init(&config.telemetry) {
+        eprintln!("streamgate: {e}");
+        return ExitCode::from(2);
+    }
+    let listener = match tokio::net::TcpListener::bind(config.server.listen).await {
+        Ok(listener) => listener,
+        Err(e) => {
+            eprintln!("streamgate: cannot listen on {}: {e}", config.server.listen);
+            return ExitCode::FAILURE;
+        }
+    };
+    match server::run(listener, config, shutdown_signal()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("streamgate: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,398 @@
+//! The durable runner of long-running operations.
+//!
+//! A mutating call is recorded in the [`OperationStore`] before any provider side effect; then
+//! one task per operation calls [`Provider::advance`] step by step, saving the step, the
+//! adapter's progress and the outcome after every call. At start-up every unfinished
+//! operation is resumed (marked `replayed`, so adapters can recognise a step that already
+//! took effect). Temporary errors are retried with exponential backoff and jitter (backon);
+//! anything else ends the operation with its error.
+//!
+//! It does not validate requests or check etags: the API layer and the adapters do.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use backon::BackoffBuilder;
+use sha2::{Digest, Sha256};
+use tokio::sync::{Notify, oneshot, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{Instrument, info, warn};
+
+use crate::domain::{OpRequest, Operation, now_ms};
+use crate::error::{Error, Kind, Result};
+use crate::providers::{Registry, Step};
+use crate::store::{Inserted, OperationStore};
+
+/// The step of an operation that has been accepted and not yet started.
+pub const STEP_ACCEPTED: &str = "accepted";
+/// The step of an operation that succeeded.
+pub const STEP_DONE: &str = "done";
+/// How many times in a row a step is retried after a temporary error.
+const MAX_STEP_RETRIES: i32 = 8;
+/// How often a waiter re-reads an operation another process may be driving.
+const WAIT_POLL: Duration = Duration::from_secs(1);
+
+/// What a running operation's task listens to.
+#[derive(Default)]
+struct Control {
+    wake: Notify,
+    cancel: AtomicBool,
+}
+
+/// Drives operations to completion, durably.
+pub struct Runner {
+    store: Arc<dyn OperationStore>,
+    registry: Arc<Registry>,
+    // Operations this process is driving, so that none is driven twice and a cancel can wake
+    // its task out of a wait.
+    running: Mutex<HashMap<String, Arc<Control>>>,
+    // A change counter per operation that someone waits on (WaitOperation).
+    progress: Mutex<HashMap<String, watch::Sender<u64>>>,
+    // Stops every task at its next wait; their operations resume at the next start.
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+}
+
+/// A digest of a request, to tell a retry from a different request with the same request_id.
+pub fn fingerprint(request: &OpRequest) -> String {
+    let bytes = serde_json::to_vec(request).unwrap_or_default();
+    Sha256::digest(&bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn backoff(retry: i32) -> Duration {
+    backon::ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(200))
+        .with_max_delay(Duration::from_secs(30))
+        .with_factor(2.0)
+        .with_jitter()
+        .without_max_times()
+        .build()
+        .nth(retry.saturating_sub(1) as usize)
+        .unwrap_or(Duration::from_secs(30))
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Runner {
+    /// A runner over `store` that dispatches to `registry`.
+    pub fn new(store: Arc<dyn OperationStore>, registry: Arc<Registry>) -> Arc<Self> {
+        Arc::new(Runner {
+            store,
+            registry,
+            running: Mutex::new(HashMap::new()),
+            progress: Mutex::new(HashMap::new()),
+            shutdown: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+        })
+    }
+
+    /// The store, for reads.
+    pub fn store(&self) -> &Arc<dyn OperationStore> {
+        &self.store
+    }
+
+    /// Resumes every unfinished operation; returns how many.
+    pub async fn resume_all(self: &Arc<Self>) -> Result<usize> {
+        let unfinished = self.store.unfinished().await?;
+        let count = unfinished.len();
+        for mut op in unfinished {
+            op.replayed = true;
+            self.spawn(op, None);
+        }
+        if count > 0 {
+            info!(count, "resumed unfinished operations");
+        }
+        Ok(count)
+    }
+
+    /// The operation a principal started earlier with `request_id`, if any; a different
+    /// request under the same id is INVALID_ARGUMENT (AIP-155).
+    pub async fn find_retry(
+        &self,
+        principal: &str,
+        request_id: &str,
+        request: &OpRequest,
+    ) -> Result<Option<Operation>> {
+        let Some(op) = self.store.find_by_request_id(principal, request_id).await? else {
+            return Ok(None);
+        };
+        if op.fingerprint != fingerprint(request) {
+            return Err(Error::new(
+                Kind::RequestIdConflict,
+                format!(
+                    "request_id {request_id:?} was used for a different request (operations/{})",
+                    op.id
+                ),
+            )
+            .with_violation("request_id", "already used for a different request"));
+        }
+        Ok(Some(op))
+    }
+
+    /// Records a new operation and starts it. Returns the operation after its first step
+    /// (so a provider that finishes at once answers `done`), or as it is when `first_step`
+    /// passes first.
+    pub async fn submit(
+        self: &Arc<Self>,
+        principal: &str,
+        request_id: Option<String>,
+        request: OpRequest,
+        first_step: Duration,
+    ) -> Result<Operation> {
+        let now = now_ms();
+        let op = Operation {
+            id: uuid::Uuid::new_v4().simple().to_string(),
+            fingerprint: fingerprint(&request),
+            request,
+            principal: principal.to_string(),
+            request_id,
+            step: STEP_ACCEPTED.to_string(),
+            progress: serde_json::Value::Null,
+            next_run_ms: now,
+            attempts: 0,
+            retries: 0,
+            cancel_requested: false,
+            replayed: false,
+            outcome: None,
+            create_time_ms: now,
+            update_time_ms: now,
+        };
+        match self.store.insert(&op).await? {
+            Inserted::Existing(existing) if existing.fingerprint == op.fingerprint => {
+                return Ok(*existing);
+            }
+            Inserted::Existing(existing) => {
+                return Err(Error::new(
+                    Kind::RequestIdConflict,
+                    format!(
+                        "request_id was used for a different request (operations/{})",
+                        existing.id
+                    ),
+                )
+                .with_violation("request_id", "already used for a different request"));
+            }
+            Inserted::New => {}
+        }
+        info!(
+            operation = %op.id,
+            verb = op.request.verb().as_str(),
+            target = %op.request.target(),
+            principal,
+            "operation accepted"
+        );
+        let (tx, rx) = oneshot::channel();
+        let fallback = op.clone();
+        self.spawn(op, Some(tx));
+        match tokio::time::timeout(first_step, rx).await {
+            Ok(Ok(op)) => Ok(op),
+            _ => Ok(self.store.get(&fallback.id).await?.unwrap_or(fallback)),
+        }
+    }
+
+    fn spawn(self: &Arc<Self>, op: Operation, first: Option<oneshot::Sender<Operation>>) {
+        let control = {
+            let mut running = lock(&self.running);
+            if running.contains_key(&op.id) {
+                return;
+            }
+            let control = Arc::new(Control::default());
+            control.cancel.store(op.cancel_requested, Ordering::SeqCst);
+            running.insert(op.id.clone(), Arc::clone(&control));
+            control
+        };
+        let span = tracing::info_span!("operation", operation = %op.id);
+        let runner = Arc::clone(self);
+        self.tasks
+            .spawn(async move { runner.drive(op, control, first).await }.instrument(span));
+    }
+
+    async fn drive(
+        self: Arc<Self>,
+        mut op: Operation,
+        control: Arc<Control>,
+        mut first: Option<oneshot::Sender<Operation>>,
+    ) {
+        loop {
+            let delay = op.next_run_ms - now_ms();
+            if delay > 0 && !control.cancel.load(Ordering::SeqCst) {
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_millis(delay as u64)) => {}
+                    () = control.wake.notified() => {}
+                    () = self.shutdown.cancelled() => break,
+                }
+            }
+            if self.shutdown.is_cancelled() {
+                break;
+            }
+            op.cancel_requested |= control.cancel.load(Ordering::SeqCst);
+            self.step(&mut op).await;
+            if let Err(e) = self.save(&op).await {
+                warn!(error = %e, "could not save the operation; it resumes at the next start");
+                break;
+            }
+            self.notify(&op.id);
+            if let Some(tx) = first.take() {
+                let _ = tx.send(op.clone());
+            }
+            if op.done() {
+                match &op.outcome {
+                    Some(Err(e)) => {
+                        info!(step = %op.step, error = %e, "operation failed")
+                    }
+                    _ => info!("operation done"),
+                }
+                break;
+            }
+        }
+        lock(&self.running).remove(&op.id);
+        lock(&self.progress).remove(&op.id);
+    }
+
+    /// Runs one step and records its outcome in `op` (not yet saved).
+    async fn step(&self, op: &mut Operation) {
+        op.attempts += 1;
+        let outcome = match self.registry.get(op.request.provider()) {
+            Err(e) => Err(Error::new(
+                Kind::Internal,
+                format!(
+                    "the operation's provider is no longer configured: {}",
+                    e.message()
+                ),
+            )),
+            Ok(provider) if op.cancel_requested => match provider.cancel(op).await {
+                Ok(Some(error)) => Err(error),
+                Ok(None) => provider.advance(op).await,
+                Err(e) => Err(e),
+            },
+            Ok(provider) => provider.advance(op).await,
+        };
+        let now = now_ms();
+        op.update_time_ms = now;
+        match outcome {
+            Ok(Step::Continue {
+                step,
+                progress,
+                after,
+            }) => {
+                op.step = step;
+                op.progress = progress;
+                op.next_run_ms = now + after.as_millis() as i64;
+                op.retries = 0;
+                op.replayed = false;
+            }
+            Ok(Step::Done(result)) => {
+                op.step = STEP_DONE.to_string();
+                op.outcome = Some(Ok(result));
+            }
+            Err(e) if e.is_temporary() && op.retries < MAX_STEP_RETRIES => {
+                op.retries += 1;
+                op.replayed = true;
+                let delay = backoff(op.retries);
+                warn!(step = %op.step, error = %e, retry = op.retries, ?delay, "step failed; retrying");
+                op.next_run_ms = now + delay.as_millis() as i64;
+            }
+            Err(e) => op.outcome = Some(Err(e.persistent())),
+        }
+    }
+
+    async fn save(&self, op: &Operation) -> Result<()> {
+        let mut retry = 0;
+        loop {
+            match self.store.save(op).await {
+                Err(e) if e.is_temporary() && retry < MAX_STEP_RETRIES => {
+                    retry += 1;
+                    tokio::time::sleep(backoff(retry)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn notify(&self, id: &str) {
+        if let Some(tx) = lock(&self.progress).get(id) {
+            tx.send_modify(|n| *n += 1);
+        }
+    }
+
+    /// Reads an operation.
+    pub async fn get(&self, id: &str) -> Result<Operation> {
+        self.store.get(id).await?.ok_or_else(|| {
+            Error::new(
+                Kind::OperationNotFound,
+                format!("operations/{id} does not exist"),
+            )
+        })
+    }
+
+    /// Waits until the operation is done or `timeout` passes; returns its latest state.
+    pub async fn wait(&self, id: &str, timeout: Duration) -> Result<Operation> {
+        let mut changes = lock(&self.progress)
+            .entry(id.to_string())
+            .or_insert_with(|| watch::channel(0).0)
+            .subscribe();
+        let deadline = tokio::time::Instant::now() + timeout;
+        let result = loop {
+            let op = match self.get(id).await {
+                Ok(op) => op,
+                Err(e) => break Err(e),
+            };
+            if op.done() || tokio::time::Instant::now() >= deadline {
+                break Ok(op);
+            }
+            let poll = (tokio::time::Instant::now() + WAIT_POLL).min(deadline);
+            tokio::select! {
+                _ = changes.changed() => {}
+                () = tokio::time::sleep_until(poll) => {}
+                () = self.shutdown.cancelled() => {}
+            }
+            if self.shutdown.is_cancelled() {
+                break self.get(id).await;
+            }
+        };
+        drop(changes);
+        let mut progress = lock(&self.progress);
+        if progress.get(id).is_some_and(|tx| tx.receiver_count() == 0)
+            && !lock(&self.running).contains_key(id)
+        {
+            progress.remove(id);
+        }
+        result
+    }
+
+    /// Asks an operation to stop before its next step and returns it, after giving its task a
+    /// moment to act. A done operation is returned as it is.
+    pub async fn cancel(&self, id: &str) -> Result<Operation> {
+        let op = self.get(id).await?;
+        if op.done() {
+            return Ok(op);
+        }
+        self.store.request_cancel(id).await?;
+        let control = lock(&self.running).get(id).cloned();
+        if let Some(control) = control {
+            control.cancel.store(true, Ordering::SeqCst);
+            control.wake.notify_one();
+        }
+        info!(operation = %id, "cancellation requested");
+        self.wait(id, Duration::from_secs(2)).await
+    }
+
+    /// Stops every task at its next wait and waits up to `bound` for steps in flight to save.
+    pub async fn shutdown(&self, bound: Duration) {
+        self.shutdown.cancel();
+        self.tasks.close();
+        if tokio::time::timeout(bound, self.tasks.wait())
+            .await
+            .is_err()
+        {
+            warn!("operation steps still running at shutdown; they resume at the next start");
+        }
+    }
+}

@@ -1,0 +1,265 @@
+//! [`LocalProvider`]: dispatches the provider trait to [`LocalCore`] and publishes changes.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use super::config::LocalSettings;
+use super::core::{LocalCore, check_etag, check_writable};
+use super::error::{LocalError, parse_error};
+use crate::config::ProviderConfig;
+use crate::domain::names::MAX_SEGMENT_LEN;
+use crate::domain::page::MAX_PAGE_SIZE;
+use crate::domain::{
+    BatchItem, Capability, ListQuery, Method, OpRequest, OpResult, Operation, Page, ParentName,
+    Stream, StreamName,
+};
+use crate::error::{Error, Kind, Result};
+use crate::providers::{Provider, Step};
+use crate::store::SqlStore;
+use crate::watch::{Change, WatchHub};
+
+/// The step that makes a created stream ACTIVE.
+const STEP_CREATING: &str = "creating";
+
+/// One `local` provider instance.
+pub struct LocalProvider {
+    id: String,
+    capability: Capability,
+    settings: LocalSettings,
+    core: LocalCore,
+    // Where every change is announced to WatchStream subscribers.
+    hub: Arc<WatchHub>,
+}
+
+impl LocalProvider {
+    /// Builds the instance from its configuration entry.
+    pub fn new(config: &ProviderConfig, store: &SqlStore, hub: &Arc<WatchHub>) -> Result<Self> {
+        let settings: LocalSettings = config
+            .settings()
+            .map_err(|e| Error::internal(e.to_string()))?;
+        let mut methods = Method::ALL.to_vec();
+        for name in &settings.disabled_methods {
+            let method = Method::parse(name).ok_or_else(|| {
+                Error::internal(format_args!(
+                    "provider {:?}: disabled_methods: unknown method {name:?}",
+                    config.id
+                ))
+            })?;
+            methods.retain(|m| *m != method);
+        }
+        Ok(LocalProvider {
+            id: config.id.clone(),
+            capability: Capability {
+                methods,
+                etags: true,
+                max_batch_size: 1000,
+                list_filters: vec!["stream_id_prefix", "state"],
+                stream_parent_pattern: "providers/{provider}",
+                stream_id_pattern: "[a-zA-Z0-9_.-]{1,256}",
+                max_stream_id_len: MAX_SEGMENT_LEN,
+                max_data_retention_hours: 87_600,
+                max_tags: 50,
+                max_page_size: MAX_PAGE_SIZE,
+            },
+            settings,
+            core: LocalCore::new(store.pool().clone(), &config.id),
+            hub: Arc::clone(hub),
+        })
+    }
+
+    fn err(&self, error: LocalError) -> Error {
+        parse_error(&self.id, error)
+    }
+
+    fn changed(&self, stream: &Stream) {
+        self.hub.publish(
+            &stream.name.to_string(),
+            Change::Updated(Box::new(stream.clone())),
+        );
+    }
+
+    fn deleted(&self, name: &StreamName) {
+        self.hub.publish(&name.to_string(), Change::Deleted);
+    }
+
+    /// Deletes one stream for a delete or batch operation. A stream that is gone when the
+    /// step is replayed was deleted by the earlier attempt.
+    async fn delete_one(
+        &self,
+        name: &StreamName,
+        etag: Option<&str>,
+        allow_missing: bool,
+        rerun: bool,
+    ) -> Result<bool> {
+        match self.core.delete(&name.stream, etag).await {
+            Ok(_) => {
+                self.deleted(name);
+                Ok(true)
+            }
+            Err(LocalError::NotFound(_)) if rerun => Ok(true),
+            Err(LocalError::NotFound(_)) if allow_missing => Ok(false),
+            Err(e) => Err(self.err(e)),
+        }
+    }
+}
+
+#[async_trait]
+impl Provider for LocalProvider {
+    fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn kind(&self) -> &'static str {
+        super::KIND
+    }
+
+    fn capability(&self) -> &Capability {
+        &self.capability
+    }
+
+    async fn get_stream(&self, name: &StreamName) -> Result<Stream> {
+        self.core
+            .require(&name.stream)
+            .await
+            .map(|row| row.stream)
+            .map_err(|e| self.err(e))
+    }
+
+    async fn list_streams(&self, _parent: &ParentName, query: &ListQuery) -> Result<Page<Stream>> {
+        self.core.list(query).await.map_err(|e| self.err(e))
+    }
+
+    async fn precheck(&self, request: &OpRequest) -> Result<()> {
+        let checked = match request {
+            OpRequest::Create { name, .. } => match self.core.get(&name.stream).await {
+                Ok(Some(_)) => Err(LocalError::AlreadyExists(name.clone())),
+                Ok(None) => Ok(()),
+                Err(e) => Err(e),
+            },
+            OpRequest::Update { name, etag, .. } => match self.core.require(&name.stream).await {
+                Ok(row) => check_writable(&row, etag.as_deref(), name.clone()),
+                Err(e) => Err(e),
+            },
+            OpRequest::Delete {
+                name,
+                etag,
+                allow_missing,
+            } => match self.core.get(&name.stream).await {
+                Ok(Some(row)) => check_etag(&row, etag.as_deref(), name.clone()),
+                Ok(None) if *allow_missing => Ok(()),
+                Ok(None) => Err(LocalError::NotFound(name.clone())),
+                Err(e) => Err(e),
+            },
+            OpRequest::BatchDelete { .. } => Ok(()),
+        };
+        checked.map_err(|e| self.err(e))
+    }
+
+    async fn advance(&self, op: &Operation) -> Result<Step> {
+        let rerun = op.replayed;
+        match (&op.request, op.step.as_str()) {
+            (OpRequest::Create { name, .. }, STEP_CREATING) => {
+                match self
+                    .core
+                    .activate(&name.stream, &op.id)
+                    .await
+                    .map_err(|e| self.err(e))?
+                {
+                    Some(stream) => {
+                        self.changed(&stream);
+                        Ok(Step::Done(OpResult::Stream(stream)))
+                    }
+                    None => Err(Error::new(
+                        Kind::StreamNotFound,
+                        format!("stream {name} was deleted while it was being created"),
+                    )
+                    .with_provider(&self.id)),
+                }
+            }
+            (OpRequest::Create { name, spec }, _) => {
+                let stream = self
+                    .core
+                    .insert_creating(&name.stream, spec, &op.id)
+                    .await
+                    .map_err(|e| self.err(e))?;
+                self.changed(&stream);
+                let elapsed = crate::domain::now_ms() - stream.create_time_ms;
+                let after = self
+                    .settings
+                    .create_delay
+                    .saturating_sub(Duration::from_millis(elapsed.max(0) as u64));
+                Ok(Step::Continue {
+                    step: STEP_CREATING.to_string(),
+                    progress: serde_json::Value::Null,
+                    after,
+                })
+            }
+            (OpRequest::Update { name, patch, etag }, _) => {
+                let stream = self
+                    .core
+                    .update(&name.stream, patch, etag.as_deref(), &op.id)
+                    .await
+                    .map_err(|e| self.err(e))?;
+                self.changed(&stream);
+                Ok(Step::Done(OpResult::Stream(stream)))
+            }
+            (
+                OpRequest::Delete {
+                    name,
+                    etag,
+                    allow_missing,
+                },
+                _,
+            ) => {
+                let existed = self
+                    .delete_one(name, etag.as_deref(), *allow_missing, rerun)
+                    .await?;
+                Ok(Step::Done(OpResult::Deleted {
+                    name: name.clone(),
+                    existed,
+                }))
+            }
+            (OpRequest::BatchDelete { names, .. }, _) => {
+                let mut items = Vec::with_capacity(names.len());
+                for name in names {
+                    let outcome = self.delete_one(name, None, false, rerun).await;
+                    if let Err(e) = &outcome {
+                        if e.is_temporary() {
+                            return Err(e.clone());
+                        }
+                    }
+                    items.push(BatchItem {
+                        name: name.clone(),
+                        error: outcome.err(),
+                    });
+                }
+                Ok(Step::Done(OpResult::Batch(items)))
+            }
+        }
+    }
+
+    async fn cancel(&self, op: &Operation) -> Result<Option<Error>> {
+        let message = match (&op.request, op.step.as_str()) {
+            (OpRequest::Create { name, .. }, STEP_CREATING) => {
+                let removed = self
+                    .core
+                    .remove_created_by(&name.stream, &op.id)
+                    .await
+                    .map_err(|e| self.err(e))?;
+                if removed {
+                    self.deleted(name);
+                }
+                format!("creation of {name} cancelled; the CREATING stream was removed")
+            }
+            (request, step) => format!(
+                "{} cancelled before its step {step:?}; nothing was changed",
+                request.verb().as_str()
+            ),
+        };
+        Ok(Some(
+            Error::new(Kind::Cancelled, message).with_provider(&self.id),
+        ))
+    }
+}

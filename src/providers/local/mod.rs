@@ -1,0 +1,22 @@
+//! The `local` provider: streams kept by streamgate itself in its store, the default kind, so
+//! that a new user can drive the whole API without a cloud account.
+//!
+//! It behaves like a real asynchronous provider: a new stream is CREATING for `create_delay`
+//! before it turns ACTIVE, every change issues a new etag, a stale etag is refused, and every
+//! change is published to WatchStream subscribers.
+//!
+//! - `config.rs`: the kind-specific keys.
+//! - `backend.rs`: the [`Provider`](crate::providers::Provider) impl; dispatch only.
+//! - `core.rs`: the SQL on the `local_streams` table.
+//! - `error.rs`: the adapter's errors and their mapping to the taxonomy.
+
+mod backend;
+mod config;
+mod core;
+mod error;
+
+pub use backend::LocalProvider;
+pub use config::LocalSettings;
+
+/// The kind name in the configuration.
+pub const KIND: &str = "local";

@@ -1,0 +1,123 @@
+//! The gRPC server: mounts StreamService, ProviderService, OperationService, `grpc.health.v1`
+//! and reflection (v1 and v1alpha, with the `google.rpc` error detail types) behind the
+//! middleware stack, and shuts down gracefully.
+//!
+//! Shutdown: health turns NOT_SERVING (overall and per service), WatchStream calls end, the
+//! server stops accepting and drains in-flight calls for at most `[server] drain_timeout`,
+//! then operation tasks stop at their next wait (they resume at the next start).
+
+use std::future::Future;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+use tonic::server::NamedService;
+use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
+use tracing::{info, warn};
+
+use crate::api::{Gateway, OperationApi, ProviderApi, StreamApi};
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::operations::Runner;
+use crate::pb::operation_service_server::OperationServiceServer;
+use crate::pb::provider_service_server::ProviderServiceServer;
+use crate::pb::stream_service_server::StreamServiceServer;
+use crate::providers::Registry;
+use crate::store::SqlStore;
+use crate::watch::WatchHub;
+
+/// The names of the services whose health is reported, besides the overall `""`.
+pub const SERVICES: [&str; 3] = [
+    <StreamServiceServer<StreamApi> as NamedService>::NAME,
+    <ProviderServiceServer<ProviderApi> as NamedService>::NAME,
+    <OperationServiceServer<OperationApi> as NamedService>::NAME,
+];
+
+async fn set_health(reporter: &HealthReporter, status: ServingStatus) {
+    reporter.set_service_status("", status).await;
+    for service in SERVICES {
+        reporter.set_service_status(service, status).await;
+    }
+}
+
+fn reflection_builder() -> tonic_reflection::server::Builder<'static> {
+    tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(crate::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+}
+
+/// Serves on `listener` until `shutdown` completes, then drains and returns.
+pub async fn run(
+    listener: TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<()> {
+    let store = SqlStore::open(&config.store.url).await?;
+    let hub = Arc::new(WatchHub::default());
+    let registry = Arc::new(Registry::build(&config.providers, &store, &hub).await?);
+    let runner = Runner::new(Arc::new(store.clone()), Arc::clone(&registry));
+    runner.resume_all().await?;
+    let gateway = Arc::new(Gateway {
+        registry,
+        runner: Arc::clone(&runner),
+        hub,
+        shutdown: CancellationToken::new(),
+    });
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    set_health(&health, ServingStatus::Serving).await;
+    let reflection_v1 = reflection_builder()
+        .build_v1()
+        .map_err(|e| Error::internal(format_args!("reflection: {e}")))?;
+    let reflection_v1alpha = reflection_builder()
+        .build_v1alpha()
+        .map_err(|e| Error::internal(format_args!("reflection: {e}")))?;
+
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let address = listener.local_addr().ok();
+    let server = tonic::transport::Server::builder()
+        .layer(crate::middleware::stack())
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(StreamServiceServer::new(StreamApi::new(Arc::clone(
+            &gateway,
+        ))))
+        .add_service(ProviderServiceServer::new(ProviderApi::new(Arc::clone(
+            &gateway,
+        ))))
+        .add_service(OperationServiceServer::new(OperationApi::new(Arc::clone(
+            &gateway,
+        ))))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+            let _ = stop_rx.await;
+        });
+    tokio::pin!(server);
+    if let Some(address) = address {
+        info!(%address, "serving");
+    }
+
+    let served = tokio::select! {
+        served = &mut server => served,
+        () = shutdown => {
+            info!("shutting down: health NOT_SERVING, draining in-flight calls");
+            set_health(&health, ServingStatus::NotServing).await;
+            gateway.shutdown.cancel();
+            let _ = stop_tx.send(());
+            match tokio::time::timeout(config.server.drain_timeout, &mut server).await {
+                Ok(served) => served,
+                Err(_) => {
+                    warn!(bound = ?config.server.drain_timeout, "calls still in flight after the drain bound; closing them");
+                    Ok(())
+                }
+            }
+        }
+    };
+    runner.shutdown(config.server.drain_timeout).await;
+    store.close().await;
+    info!("stopped");
+    served.map_err(|e| Error::internal(format_args!("server: {e}")))
+}

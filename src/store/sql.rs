@@ -1,0 +1,260 @@
+//! [`SqlStore`]: the operation store on SQLite or PostgreSQL through sqlx's `Any` driver.
+//!
+//! SQLite runs in WAL mode with `synchronous = NORMAL`: a committed operation survives a crash
+//! of the process (kill -9), which is what durability means for the embedded default; use
+//! PostgreSQL where a machine crash must not lose the last commits.
+
+use std::path::Path;
+use std::str::FromStr;
+
+use async_trait::async_trait;
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{AnyPool, Row};
+
+use super::{Inserted, OperationFilter, OperationStore};
+use crate::domain::Operation;
+use crate::error::{Error, Result};
+
+/// The embedded migrations, run at every start.
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("src/store/migrations");
+
+/// The SQL database behind the operation store and the `local` provider.
+#[derive(Clone)]
+pub struct SqlStore {
+    // Shared by the runner, the API handlers and every `local` provider instance.
+    pool: AnyPool,
+}
+
+impl std::fmt::Debug for SqlStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqlStore").finish_non_exhaustive()
+    }
+}
+
+/// Makes a SQLite URL create its file (and folder) if missing.
+fn prepare_sqlite_url(url: &str) -> Result<String> {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+        .unwrap_or_default();
+    let path = rest.split('?').next().unwrap_or_default();
+    if path.is_empty() || path.starts_with(":memory:") {
+        return Err(Error::internal(
+            "store: an in-memory SQLite database is not durable; name a file",
+        ));
+    }
+    if let Some(dir) = Path::new(path)
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+    {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            Error::internal(format_args!("store: cannot create {}: {e}", dir.display()))
+        })?;
+    }
+    Ok(if url.contains("mode=") {
+        url.to_string()
+    } else if url.contains('?') {
+        format!("{url}&mode=rwc")
+    } else {
+        format!("{url}?mode=rwc")
+    })
+}
+
+impl SqlStore {
+    /// Connects to `url` (`sqlite://…` or `postgres://…`) and runs the migrations.
+    pub async fn open(url: &str) -> Result<Self> {
+        sqlx::any::install_default_drivers();
+        let sqlite = url.starts_with("sqlite:");
+        let url = if sqlite {
+            prepare_sqlite_url(url)?
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            url.to_string()
+        } else {
+            return Err(Error::internal(
+                "store: url must start with sqlite:// or postgres://",
+            ));
+        };
+        sqlx::any::AnyConnectOptions::from_str(&url)
+            .map_err(|e| Error::internal(format_args!("store: bad url: {e}")))?;
+        let pool = AnyPoolOptions::new()
+            .max_connections(if sqlite { 4 } else { 16 })
+            .after_connect(|conn, _meta| {
+                Box::pin(async move {
+                    if conn.backend_name() == "SQLite" {
+                        sqlx::query("PRAGMA journal_mode = WAL")
+                            .execute(&mut *conn)
+                            .await?;
+                        sqlx::query("PRAGMA synchronous = NORMAL")
+                            .execute(&mut *conn)
+                            .await?;
+                        sqlx::query("PRAGMA busy_timeout = 10000")
+                            .execute(&mut *conn)
+                            .await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect(&url)
+            .await?;
+        MIGRATOR
+            .run(&pool)
+            .await
+            .map_err(|e| Error::internal(format_args!("store: migration failed: {e}")))?;
+        Ok(SqlStore { pool })
+    }
+
+    /// The pool, for the `local` provider's own table.
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    /// Closes every connection.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+fn decode(row: &AnyRow) -> Result<Operation> {
+    let record: String = row.try_get("record")?;
+    let cancel: i64 = row.try_get("cancel_requested")?;
+    let mut op: Operation = serde_json::from_str(&record)?;
+    op.cancel_requested = cancel != 0;
+    Ok(op)
+}
+
+const COLUMNS: &str = "record, cancel_requested";
+
+#[async_trait]
+impl OperationStore for SqlStore {
+    async fn insert(&self, op: &Operation) -> Result<Inserted> {
+        let record = serde_json::to_string(op)?;
+        let result = sqlx::query(
+            "INSERT INTO operations (id, principal, request_id, provider, verb, target, done, \
+             cancel_requested, create_time_ms, update_time_ms, record) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+        )
+        .bind(&op.id)
+        .bind(&op.principal)
+        .bind(op.request_id.clone())
+        .bind(op.request.provider())
+        .bind(op.request.verb().as_str())
+        .bind(op.request.target())
+        .bind(i64::from(op.done()))
+        .bind(i64::from(op.cancel_requested))
+        .bind(op.create_time_ms)
+        .bind(op.update_time_ms)
+        .bind(record)
+        .execute(&self.pool)
+        .await;
+        match result {
+            Ok(_) => Ok(Inserted::New),
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                let request_id = op.request_id.as_deref().unwrap_or_default();
+                match self.find_by_request_id(&op.principal, request_id).await? {
+                    Some(existing) => Ok(Inserted::Existing(Box::new(existing))),
+                    None => Err(Error::internal("operation id collision")),
+                }
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn get(&self, id: &str) -> Result<Option<Operation>> {
+        let row = sqlx::query(&format!("SELECT {COLUMNS} FROM operations WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(decode).transpose()
+    }
+
+    async fn find_by_request_id(
+        &self,
+        principal: &str,
+        request_id: &str,
+    ) -> Result<Option<Operation>> {
+        let row = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM operations WHERE principal = $1 AND request_id = $2"
+        ))
+        .bind(principal)
+        .bind(request_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(decode).transpose()
+    }
+
+    async fn save(&self, op: &Operation) -> Result<()> {
+        let record = serde_json::to_string(op)?;
+        sqlx::query(
+            "UPDATE operations SET done = $1, update_time_ms = $2, record = $3 WHERE id = $4",
+        )
+        .bind(i64::from(op.done()))
+        .bind(op.update_time_ms)
+        .bind(record)
+        .bind(&op.id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn request_cancel(&self, id: &str) -> Result<bool> {
+        let result =
+            sqlx::query("UPDATE operations SET cancel_requested = 1 WHERE id = $1 AND done = 0")
+                .bind(id)
+                .execute(&self.pool)
+                .await?;
+        Ok(result.rows_affected() > 0)
+    }
+
+    async fn list(
+        &self,
+        filter: &OperationFilter,
+        after: Option<(i64, String)>,
+        limit: usize,
+    ) -> Result<Vec<Operation>> {
+        // Placeholders are numbered in the order they appear, as SQLite requires.
+        let mut sql = format!("SELECT {COLUMNS} FROM operations WHERE 1 = 1");
+        let mut n = 0;
+        let mut next = || {
+            n += 1;
+            format!("${n}")
+        };
+        if filter.done.is_some() {
+            sql += &format!(" AND done = {}", next());
+        }
+        if filter.verb.is_some() {
+            sql += &format!(" AND verb = {}", next());
+        }
+        if filter.target.is_some() {
+            sql += &format!(" AND target = {}", next());
+        }
+        if after.is_some() {
+            let (a, b, c) = (next(), next(), next());
+            sql += &format!(" AND (create_time_ms < {a} OR (create_time_ms = {b} AND id < {c}))");
+        }
+        sql += &format!(" ORDER BY create_time_ms DESC, id DESC LIMIT {}", next());
+        let mut query = sqlx::query(&sql);
+        if let Some(done) = filter.done {
+            query = query.bind(i64::from(done));
+        }
+        if let Some(verb) = &filter.verb {
+            query = query.bind(verb.clone());
+        }
+        if let Some(target) = &filter.target {
+            query = query.bind(target.clone());
+        }
+        if let Some((time, id)) = after {
+            query = query.bind(time).bind(time).bind(id);
+        }
+        let rows = query.bind(limit as i64).fetch_all(&self.pool).await?;
+        rows.iter().map(decode).collect()
+    }
+
+    async fn unfinished(&self) -> Result<Vec<Operation>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM operations WHERE done = 0 ORDER BY create_time_ms, id"
+        ))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(decode).collect()
+    }
+}
