@@ -1,0 +1,266 @@
+//! The test harness: the gateway in-process through `server::run` on 127.0.0.1:0, or the real
+//! binary as a child process, and helpers to read rich error details.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use streamgate::config::Config;
+use streamgate::pb::operation_service_client::OperationServiceClient;
+use streamgate::pb::provider_service_client::ProviderServiceClient;
+use streamgate::pb::stream_service_client::StreamServiceClient;
+use tempfile::TempDir;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tonic::transport::Channel;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+use tonic_types::StatusExt;
+
+/// A gateway running inside the test process.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub channel: Channel,
+    dir: Option<TempDir>,
+    stop: Option<oneshot::Sender<()>>,
+    handle: Option<JoinHandle<streamgate::error::Result<()>>>,
+}
+
+/// The `[[providers]]` part of a config with one `local` instance that creates in `delay`.
+pub fn local_provider(id: &str, delay: &str) -> String {
+    format!("[[providers]]\nid = \"{id}\"\nkind = \"local\"\ncreate_delay = \"{delay}\"\n")
+}
+
+impl TestServer {
+    /// Starts a gateway with `providers` (TOML `[[providers]]` entries) and a fresh store.
+    pub async fn start(providers: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        Self::start_in(dir, providers).await
+    }
+
+    /// Starts a gateway whose SQLite store lives in `dir`.
+    pub async fn start_in(dir: TempDir, providers: &str) -> Self {
+        let text = format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\ndrain_timeout = \"2s\"\n[store]\nurl = \"sqlite://{}/sg.db\"\n{providers}",
+            dir.path().display()
+        );
+        let config = Config::from_toml(&text).unwrap();
+        config.validate().unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let handle = tokio::spawn(streamgate::server::run(listener, config, async {
+            let _ = stopped.await;
+        }));
+        let channel = connect(addr).await;
+        TestServer {
+            addr,
+            channel,
+            dir: Some(dir),
+            stop: Some(stop),
+            handle: Some(handle),
+        }
+    }
+
+    pub fn streams(&self) -> StreamServiceClient<Channel> {
+        StreamServiceClient::new(self.channel.clone())
+    }
+
+    pub fn operations(&self) -> OperationServiceClient<Channel> {
+        OperationServiceClient::new(self.channel.clone())
+    }
+
+    pub fn providers(&self) -> ProviderServiceClient<Channel> {
+        ProviderServiceClient::new(self.channel.clone())
+    }
+
+    pub fn health(&self) -> HealthClient<Channel> {
+        HealthClient::new(self.channel.clone())
+    }
+
+    /// Sends the shutdown signal and returns how `run` ended.
+    pub async fn stop(mut self) -> streamgate::error::Result<()> {
+        let _ = self.stop.take().unwrap().send(());
+        self.handle.take().unwrap().await.unwrap()
+    }
+
+    /// Stops the server and hands back its directory, store included, for a restart.
+    pub async fn stop_keeping_dir(mut self) -> TempDir {
+        let dir = self.dir.take().unwrap();
+        let _ = self.stop.take().unwrap().send(());
+        self.handle.take().unwrap().await.unwrap().unwrap();
+        dir
+    }
+
+    /// Signals shutdown without waiting; returns the task to await.
+    pub fn begin_stop(&mut self) -> JoinHandle<streamgate::error::Result<()>> {
+        let _ = self.stop.take().unwrap().send(());
+        self.handle.take().unwrap()
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// A channel to `addr`, retried until the server accepts.
+pub async fn connect(addr: SocketAddr) -> Channel {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match Channel::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect()
+            .await
+        {
+            Ok(channel) => return channel,
+            Err(e) if Instant::now() > deadline => panic!("cannot connect to {addr}: {e}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+}
+
+/// The ErrorInfo reason of a status.
+pub fn reason(status: &tonic::Status) -> String {
+    status
+        .get_error_details()
+        .error_info()
+        .map(|i| i.reason.clone())
+        .unwrap_or_else(|| panic!("no ErrorInfo in {status:?}"))
+}
+
+/// The fields named by the BadRequest violations of a status.
+pub fn violated_fields(status: &tonic::Status) -> Vec<String> {
+    status
+        .get_error_details()
+        .bad_request()
+        .map(|b| b.field_violations.iter().map(|v| v.field.clone()).collect())
+        .unwrap_or_default()
+}
+
+/// A free port on 127.0.0.1 (bound and released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The real `streamgate` binary as a child process.
+pub struct Binary {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub log: PathBuf,
+}
+
+impl Binary {
+    /// Starts the binary with `config` (a file) on a free port, logging to `dir/NAME.log`.
+    pub fn spawn(config: &Path, dir: &Path, name: &str) -> Self {
+        let port = free_port();
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let log = dir.join(format!("{name}.log"));
+        let child = Command::new(env!("CARGO_BIN_EXE_streamgate"))
+            .arg("--config")
+            .arg(config)
+            .arg("--listen")
+            .arg(addr.to_string())
+            .env_remove("STREAMGATE_CONFIG")
+            .env_remove("STREAMGATE_LISTEN")
+            .current_dir(dir)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        Binary { child, addr, log }
+    }
+
+    /// Waits until overall health is SERVING; returns the channel.
+    pub async fn ready(&mut self) -> Channel {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                panic!(
+                    "streamgate exited with {status}: {}",
+                    std::fs::read_to_string(&self.log).unwrap_or_default()
+                );
+            }
+            if let Ok(channel) = Channel::from_shared(format!("http://{}", self.addr))
+                .unwrap()
+                .connect()
+                .await
+            {
+                let serving = HealthClient::new(channel.clone())
+                    .check(tonic_health::pb::HealthCheckRequest {
+                        service: String::new(),
+                    })
+                    .await
+                    .map(|r| r.into_inner().status == ServingStatus::Serving as i32)
+                    .unwrap_or(false);
+                if serving {
+                    return channel;
+                }
+            }
+            assert!(Instant::now() < deadline, "streamgate did not become ready");
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// Sends a signal (e.g. "TERM", "KILL") to the process.
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits for the process to exit, at most `bound`.
+    pub fn wait_exit(&mut self, bound: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + bound;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "streamgate did not exit in {bound:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Binary {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The repository root.
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A tool of the test venv (`scripts/test` installs it): `$STREAMGATE_VENV/bin/NAME`, else
+/// `.venv/bin/NAME` in the repository. Fails loudly when missing: these suites never skip.
+pub fn venv_tool(name: &str) -> PathBuf {
+    let venv = std::env::var_os("STREAMGATE_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join(".venv"));
+    let path = venv.join("bin").join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run scripts/test, which installs the test peers into .venv",
+        path.display()
+    );
+    path
+}
