@@ -157,8 +157,15 @@ pub struct FieldViolation {
 }
 
 /// A streamgate error. Build it with the constructors, refine it with the `with_*` methods.
+/// Boxed, so that a `Result` stays one pointer wide on the happy path.
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
 pub struct Error {
+    inner: Box<Inner>,
+}
+
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+struct Inner {
     kind: Kind,
     message: String,
     retry: Retry,
@@ -178,14 +185,16 @@ impl Error {
     /// A permanent error of `kind`.
     pub fn new(kind: Kind, message: impl Into<String>) -> Self {
         Error {
-            kind,
-            message: message.into(),
-            retry: Retry::Permanent,
-            provider: None,
-            provider_code: None,
-            provider_request_id: None,
-            violations: Vec::new(),
-            retry_after_ms: None,
+            inner: Box::new(Inner {
+                kind,
+                message: message.into(),
+                retry: Retry::Permanent,
+                provider: None,
+                provider_code: None,
+                provider_request_id: None,
+                violations: Vec::new(),
+                retry_after_ms: None,
+            }),
         }
     }
 
@@ -201,10 +210,9 @@ impl Error {
                     .join(", ")
             ),
         };
-        Error {
-            violations,
-            ..Error::new(Kind::InvalidArgument, message)
-        }
+        let mut error = Error::new(Kind::InvalidArgument, message);
+        error.inner.violations = violations;
+        error
     }
 
     /// Bad input in one field.
@@ -221,7 +229,7 @@ impl Error {
         field: impl Into<String>,
         description: impl Into<String>,
     ) -> Self {
-        self.violations.push(FieldViolation {
+        self.inner.violations.push(FieldViolation {
             field: field.into(),
             description: description.into(),
         });
@@ -235,87 +243,88 @@ impl Error {
 
     /// Marks the error as worth retrying.
     pub fn temporary(mut self) -> Self {
-        self.retry = Retry::Temporary;
+        self.inner.retry = Retry::Temporary;
         self
     }
 
     /// Marks a temporary error whose retries ran out.
     pub fn persistent(mut self) -> Self {
-        if self.retry == Retry::Temporary {
-            self.retry = Retry::Persistent;
+        if self.inner.retry == Retry::Temporary {
+            self.inner.retry = Retry::Persistent;
         }
         self
     }
 
     /// Names the provider instance the error came from.
     pub fn with_provider(mut self, provider: impl Into<String>) -> Self {
-        self.provider = Some(provider.into());
+        self.inner.provider = Some(provider.into());
         self
     }
 
     /// Records the provider's own error code, e.g. `VersionMismatchException`.
     pub fn with_provider_code(mut self, code: impl Into<String>) -> Self {
-        self.provider_code = Some(code.into());
+        self.inner.provider_code = Some(code.into());
         self
     }
 
     /// Records the provider's request id.
     pub fn with_provider_request_id(mut self, id: impl Into<String>) -> Self {
-        self.provider_request_id = Some(id.into());
+        self.inner.provider_request_id = Some(id.into());
         self
     }
 
     /// Tells the caller when trying again makes sense (sent as `RetryInfo`).
     pub fn with_retry_after(mut self, delay: Duration) -> Self {
-        self.retry_after_ms = Some(delay.as_millis() as u64);
+        self.inner.retry_after_ms = Some(delay.as_millis() as u64);
         self
     }
 
     /// The kind.
     pub fn kind(&self) -> Kind {
-        self.kind
+        self.inner.kind
     }
 
     /// The message, for humans.
     pub fn message(&self) -> &str {
-        &self.message
+        &self.inner.message
     }
 
     /// Whether retrying may help.
     pub fn is_temporary(&self) -> bool {
-        self.retry == Retry::Temporary
+        self.inner.retry == Retry::Temporary
     }
 
     /// The field violations of an INVALID_ARGUMENT error.
     pub fn violations(&self) -> &[FieldViolation] {
-        &self.violations
+        &self.inner.violations
     }
 
     /// The provider's own error code, if any.
     pub fn provider_code(&self) -> Option<&str> {
-        self.provider_code.as_deref()
+        self.inner.provider_code.as_deref()
     }
 
     /// The provider's request id, if any.
     pub fn provider_request_id(&self) -> Option<&str> {
-        self.provider_request_id.as_deref()
+        self.inner.provider_request_id.as_deref()
     }
 
     fn error_details(&self) -> ErrorDetails {
         let mut metadata = HashMap::new();
         for (key, value) in [
-            ("provider", &self.provider),
-            ("provider_code", &self.provider_code),
-            ("provider_request_id", &self.provider_request_id),
+            ("provider", &self.inner.provider),
+            ("provider_code", &self.inner.provider_code),
+            ("provider_request_id", &self.inner.provider_request_id),
         ] {
             if let Some(value) = value {
                 metadata.insert(key.to_string(), value.clone());
             }
         }
-        let mut details = ErrorDetails::with_error_info(self.kind.reason(), DOMAIN, metadata);
-        if !self.violations.is_empty() {
+        let mut details = ErrorDetails::with_error_info(self.inner.kind.reason(), DOMAIN, metadata);
+        if !self.inner.violations.is_empty() {
             details.set_bad_request(
-                self.violations
+                self.inner
+                    .violations
                     .iter()
                     .map(|v| {
                         tonic_types::FieldViolation::new(v.field.clone(), v.description.clone())
@@ -323,7 +332,7 @@ impl Error {
                     .collect::<Vec<_>>(),
             );
         }
-        let retry_after = match (self.retry_after_ms, self.kind) {
+        let retry_after = match (self.inner.retry_after_ms, self.inner.kind) {
             (Some(ms), _) => Some(Duration::from_millis(ms)),
             (None, Kind::ProviderThrottled | Kind::RateLimited | Kind::Overloaded) => {
                 Some(Duration::from_secs(1))
@@ -338,7 +347,11 @@ impl Error {
 
     /// The `tonic::Status` a caller receives for this error.
     pub fn to_status(&self) -> tonic::Status {
-        tonic::Status::with_error_details(self.kind.code(), &self.message, self.error_details())
+        tonic::Status::with_error_details(
+            self.inner.kind.code(),
+            &self.inner.message,
+            self.error_details(),
+        )
     }
 
     /// The `google.rpc.Status` stored in a failed operation's `error` field.
@@ -346,8 +359,8 @@ impl Error {
         let status = self.to_status();
         tonic_types::pb::Status::decode(status.details()).unwrap_or_else(|_| {
             tonic_types::pb::Status {
-                code: self.kind.code() as i32,
-                message: self.message.clone(),
+                code: self.inner.kind.code() as i32,
+                message: self.inner.message.clone(),
                 details: Vec::new(),
             }
         })
@@ -357,17 +370,17 @@ impl Error {
 impl fmt::Debug for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut d = f.debug_struct("Error");
-        d.field("kind", &self.kind)
-            .field("message", &self.message)
-            .field("retry", &self.retry);
-        if let Some(code) = &self.provider_code {
+        d.field("kind", &self.inner.kind)
+            .field("message", &self.inner.message)
+            .field("retry", &self.inner.retry);
+        if let Some(code) = &self.inner.provider_code {
             d.field("provider_code", code);
         }
-        if let Some(id) = &self.provider_request_id {
+        if let Some(id) = &self.inner.provider_request_id {
             d.field("provider_request_id", id);
         }
-        if !self.violations.is_empty() {
-            d.field("violations", &self.violations);
+        if !self.inner.violations.is_empty() {
+            d.field("violations", &self.inner.violations);
         }
         d.finish()
     }
@@ -375,8 +388,8 @@ impl fmt::Debug for Error {
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.kind.reason(), self.message)?;
-        if let Some(code) = &self.provider_code {
+        write!(f, "{}: {}", self.inner.kind.reason(), self.inner.message)?;
+        if let Some(code) = &self.inner.provider_code {
             write!(f, " (provider code {code})")?;
         }
         Ok(())

@@ -3,19 +3,19 @@
 //!
 //! # Layout
 //!
-//! - [`config`]: typed configuration from TOML, environment and flags.
-//! - [`server`]: mounts the services, health and reflection behind [`middleware::stack`];
+//! - [`config`] — typed configuration from TOML, environment and flags.
+//! - [`server`] — mounts the services, health and reflection behind [`middleware::stack`];
 //!   graceful shutdown.
-//! - [`error`]: THE error taxonomy, and the only place that builds a `tonic::Status`.
-//! - [`api`]: gRPC handlers: validate, route to a provider, convert.
-//! - [`domain`]: the provider-neutral model: names, streams, operations, capabilities, paging.
-//! - [`providers`]: the provider trait, the registry, and one folder per kind.
-//! - [`operations`]: the durable runner of long-running operations.
-//! - [`store`]: the operation store on SQLite or PostgreSQL.
-//! - [`watch`]: fan-out of stream changes to WatchStream subscribers.
-//! - [`middleware`]: the tower layers in front of every call.
-//! - [`telemetry`]: logging.
-//! - [`pb`]: the generated protobuf types, clients and servers of `streamgate.v1`.
+//! - [`error`] — THE error taxonomy, and the only place that builds a `tonic::Status`.
+//! - [`api`] — gRPC handlers: validate, route to a provider, convert.
+//! - [`domain`] — the provider-neutral model: names, streams, operations, capabilities, paging.
+//! - [`providers`] — the provider trait, the registry, and one folder per kind.
+//! - [`operations`] — the durable runner of long-running operations.
+//! - [`store`] — the operation store on SQLite or PostgreSQL.
+//! - [`watch`] — fan-out of stream changes to WatchStream subscribers.
+//! - [`middleware`] — the tower layers in front of every call.
+//! - [`telemetry`] — logging.
+//! - [`pb`] — the generated protobuf types, clients and servers of `streamgate.v1`.
 
 pub mod api;
 pub mod config;

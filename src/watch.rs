@@ -43,10 +43,10 @@ impl WatchHub {
     /// Tells the subscribers of `name` about a change; forgets channels nobody listens to.
     pub fn publish(&self, name: &str, change: Change) {
         let mut channels = self.channels.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(sender) = channels.get(name) {
-            if sender.send(change).is_err() {
-                channels.remove(name);
-            }
+        if let Some(sender) = channels.get(name)
+            && sender.send(change).is_err()
+        {
+            channels.remove(name);
         }
     }
 

@@ -52,10 +52,10 @@ impl StreamApi {
     ) -> Result<pb::Operation> {
         let principal = principal(request);
         let request_id = (!request_id.is_empty()).then(|| request_id.to_string());
-        if let Some(id) = &request_id {
-            if let Some(existing) = self.gateway.runner.find_retry(&principal, id, &op).await? {
-                return Ok(convert::operation(&existing));
-            }
+        if let Some(id) = &request_id
+            && let Some(existing) = self.gateway.runner.find_retry(&principal, id, &op).await?
+        {
+            return Ok(convert::operation(&existing));
         }
         provider.precheck(&op).await?;
         if validate_only {

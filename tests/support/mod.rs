@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod postgres;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -43,9 +45,14 @@ impl TestServer {
 
     /// Starts a gateway whose SQLite store lives in `dir`.
     pub async fn start_in(dir: TempDir, providers: &str) -> Self {
+        let url = format!("sqlite://{}/sg.db", dir.path().display());
+        Self::start_with_store(dir, &url, providers).await
+    }
+
+    /// Starts a gateway on the store at `url`.
+    pub async fn start_with_store(dir: TempDir, url: &str, providers: &str) -> Self {
         let text = format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\ndrain_timeout = \"2s\"\n[store]\nurl = \"sqlite://{}/sg.db\"\n{providers}",
-            dir.path().display()
+            "[server]\nlisten = \"127.0.0.1:0\"\ndrain_timeout = \"2s\"\n[store]\nurl = \"{url}\"\n{providers}"
         );
         let config = Config::from_toml(&text).unwrap();
         config.validate().unwrap();

@@ -225,10 +225,10 @@ impl Provider for LocalProvider {
                 let mut items = Vec::with_capacity(names.len());
                 for name in names {
                     let outcome = self.delete_one(name, None, false, rerun).await;
-                    if let Err(e) = &outcome {
-                        if e.is_temporary() {
-                            return Err(e.clone());
-                        }
+                    if let Err(e) = &outcome
+                        && e.is_temporary()
+                    {
+                        return Err(e.clone());
                     }
                     items.push(BatchItem {
                         name: name.clone(),

@@ -113,7 +113,7 @@ impl LocalCore {
         }
         if query.stream_id_prefix.is_some() {
             let (len, prefix) = (next(), next());
-            sql += &format!(" AND substr(stream_id, 1, {len}) = {prefix}");
+            sql += &format!(" AND substr(stream_id, 1, CAST({len} AS INTEGER)) = {prefix}");
         }
         if query.state.is_some() {
             sql += &format!(" AND state = {}", next());

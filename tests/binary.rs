@@ -1,0 +1,263 @@
+//! The real `streamgate` binary: kill -9 in the middle of an operation and restart, graceful
+//! shutdown on SIGTERM, the start-up refusals, and `--help`.
+
+mod support;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use streamgate::pb;
+use streamgate::pb::operation_service_client::OperationServiceClient;
+use streamgate::pb::stream::State;
+use streamgate::pb::stream_service_client::StreamServiceClient;
+use support::Binary;
+
+fn write_config(dir: &std::path::Path, create_delay: &str) -> std::path::PathBuf {
+    let path = dir.join("streamgate.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[server]\ndrain_timeout = \"3s\"\n[store]\nurl = \"sqlite://{}/state/sg.db\"\n\
+             [[providers]]\nid = \"local\"\nkind = \"local\"\ncreate_delay = \"{create_delay}\"\n",
+            dir.display()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+#[tokio::test]
+async fn kill_9_mid_operation_then_restart_finishes_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "3s");
+    let mut first = Binary::spawn(&config, dir.path(), "first");
+    let channel = first.ready().await;
+    let mut streams = StreamServiceClient::new(channel.clone());
+    let op = streams
+        .create_stream(pb::CreateStreamRequest {
+            parent: "providers/local".into(),
+            stream_id: "crash".into(),
+            stream: Some(pb::Stream {
+                media_type: "video/h264".into(),
+                data_retention_hours: 12,
+                ..Default::default()
+            }),
+            request_id: "crash-1".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!op.done);
+    let created = Instant::now();
+
+    first.signal("KILL");
+    let status = first.wait_exit(Duration::from_secs(5));
+    assert!(!status.success(), "killed, not exited: {status}");
+
+    let mut second = Binary::spawn(&config, dir.path(), "second");
+    let channel = second.ready().await;
+    let mut ops = OperationServiceClient::new(channel.clone());
+    let before = ops
+        .get_operation(pb::GetOperationRequest {
+            name: op.name.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(before.metadata.as_ref().unwrap().step, "creating");
+    let done = ops
+        .wait_operation(pb::WaitOperationRequest {
+            name: op.name.clone(),
+            timeout: Some(prost_types::Duration {
+                seconds: 20,
+                nanos: 0,
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(done.done, "{done:?}");
+    assert!(
+        created.elapsed() >= Duration::from_millis(2900),
+        "the create delay counts from the original creation"
+    );
+    let Some(pb::operation::Result::Stream(stream)) = done.result else {
+        panic!("{done:?}");
+    };
+    assert_eq!(stream.state, State::Active as i32);
+    assert_eq!(stream.data_retention_hours, 12);
+
+    // The same request_id after the restart still names the same operation.
+    let mut streams = StreamServiceClient::new(channel);
+    let retry = streams
+        .create_stream(pb::CreateStreamRequest {
+            parent: "providers/local".into(),
+            stream_id: "crash".into(),
+            stream: Some(pb::Stream {
+                media_type: "video/h264".into(),
+                data_retention_hours: 12,
+                ..Default::default()
+            }),
+            request_id: "crash-1".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(retry.name, op.name);
+}
+
+#[tokio::test]
+async fn sigterm_drains_and_exits_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "100ms");
+    let mut gateway = Binary::spawn(&config, dir.path(), "term");
+    let channel = gateway.ready().await;
+    let mut streams = StreamServiceClient::new(channel.clone());
+    let op = streams
+        .create_stream(pb::CreateStreamRequest {
+            parent: "providers/local".into(),
+            stream_id: "t".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    OperationServiceClient::new(channel.clone())
+        .wait_operation(pb::WaitOperationRequest {
+            name: op.name,
+            timeout: None,
+        })
+        .await
+        .unwrap();
+    let mut watch = streams
+        .watch_stream(pb::WatchStreamRequest {
+            name: "providers/local/streams/t".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    watch.message().await.unwrap().unwrap();
+
+    let started = Instant::now();
+    gateway.signal("TERM");
+    // The open watch ends cleanly instead of holding the drain.
+    assert!(watch.message().await.unwrap().is_none());
+    let status = gateway.wait_exit(Duration::from_secs(10));
+    assert!(status.success(), "{status}");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "within the drain bound"
+    );
+    let log = std::fs::read_to_string(&gateway.log).unwrap();
+    assert!(log.contains("shutting down"), "{log}");
+    assert!(log.contains("stopped"), "{log}");
+}
+
+#[test]
+fn refuses_a_public_address_without_auth() {
+    let output = Command::new(env!("CARGO_BIN_EXE_streamgate"))
+        .args(["--listen", "0.0.0.0:0"])
+        .env_remove("STREAMGATE_CONFIG")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("without authentication"), "{stderr}");
+}
+
+#[test]
+fn help_and_check_config() {
+    let help = Command::new(env!("CARGO_BIN_EXE_streamgate"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    assert!(help.status.success());
+    let text = String::from_utf8_lossy(&help.stdout);
+    for flag in ["--config", "--listen", "--log-format", "check-config"] {
+        assert!(text.contains(flag), "{flag} missing from --help:\n{text}");
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let good = write_config(dir.path(), "1s");
+    let ok = Command::new(env!("CARGO_BIN_EXE_streamgate"))
+        .arg("check-config")
+        .arg(&good)
+        .output()
+        .unwrap();
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert!(String::from_utf8_lossy(&ok.stdout).contains("local (local)"));
+
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "[[providers]]\nid = \"x\"\nkind = \"local\"\ncreate_delay = \"soon\"\n[server]\nlisten = \"127.0.0.1:1\"\nworkers = 3\n").unwrap();
+    let refused = Command::new(env!("CARGO_BIN_EXE_streamgate"))
+        .arg("check-config")
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("workers"));
+}
+
+#[tokio::test]
+async fn json_logs_on_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "1s");
+    let port = support::free_port();
+    let log = dir.path().join("json.log");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_streamgate"))
+        .arg("--config")
+        .arg(&config)
+        .args([
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--log-format",
+            "json",
+        ])
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let channel = support::connect(format!("127.0.0.1:{port}").parse().unwrap()).await;
+    let _ = StreamServiceClient::new(channel)
+        .get_stream(pb::GetStreamRequest {
+            name: "providers/local/streams/none".into(),
+        })
+        .await;
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let text = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert!(lines.iter().any(|l| l["message"] == "serving"), "{text}");
+}
+
+#[test]
+fn example_configs_load() {
+    let examples = support::repo().join("deploy/examples");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&examples).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            let output = Command::new(env!("CARGO_BIN_EXE_streamgate"))
+                .arg("check-config")
+                .arg(&path)
+                .output()
+                .unwrap();
+            assert!(
+                output.status.success(),
+                "{}: {}",
+                path.display(),
+                String::from_utf8_lossy(&output.stderr)
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked > 0, "no example configs in {}", examples.display());
+}

@@ -1,0 +1,155 @@
+//! The gateway driven by independent clients: grpcurl 1.8.6 (reflection v1alpha only) and the
+//! Python grpcio health client. Both come from the venv that `scripts/test` installs.
+
+mod support;
+
+use std::process::{Command, Output};
+
+use support::{TestServer, local_provider, venv_tool};
+
+fn grpcurl(args: &[&str]) -> Output {
+    Command::new(venv_tool("grpcurl"))
+        .arg("-plaintext")
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("grpcurl: {e}"))
+}
+
+fn text(output: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpcurl_lists_describes_calls_and_prints_error_details() {
+    let server = TestServer::start(&local_provider("local", "200ms")).await;
+    let addr = server.addr.to_string();
+    let addr = addr.as_str();
+
+    let list = grpcurl(&[addr, "list"]);
+    assert!(list.status.success(), "{}", text(&list));
+    let services = String::from_utf8_lossy(&list.stdout);
+    for service in [
+        "streamgate.v1.StreamService",
+        "streamgate.v1.ProviderService",
+        "streamgate.v1.OperationService",
+        "grpc.health.v1.Health",
+    ] {
+        assert!(
+            services.lines().any(|l| l == service),
+            "{service} not in:\n{services}"
+        );
+    }
+
+    let describe = grpcurl(&[addr, "describe", "streamgate.v1.StreamService"]);
+    assert!(describe.status.success(), "{}", text(&describe));
+    let described = String::from_utf8_lossy(&describe.stdout);
+    for method in [
+        "CreateStream",
+        "GetStream",
+        "ListStreams",
+        "UpdateStream",
+        "DeleteStream",
+        "BatchDeleteStreams",
+        "WatchStream",
+    ] {
+        assert!(
+            described.contains(&format!("rpc {method}")),
+            "{method}:\n{described}"
+        );
+    }
+    let message = grpcurl(&[addr, "describe", "streamgate.v1.Operation"]);
+    assert!(
+        text(&message).contains(".google.rpc.Status error"),
+        "{}",
+        text(&message)
+    );
+
+    let created = grpcurl(&[
+        "-d",
+        r#"{"parent": "providers/local", "stream_id": "cam-1", "stream": {"media_type": "video/h264", "data_retention_hours": 24}}"#,
+        addr,
+        "streamgate.v1.StreamService/CreateStream",
+    ]);
+    assert!(created.status.success(), "{}", text(&created));
+    let op: serde_json::Value = serde_json::from_slice(&created.stdout).unwrap();
+    let op_name = op["name"].as_str().unwrap().to_string();
+    assert!(op_name.starts_with("operations/"));
+
+    let waited = grpcurl(&[
+        "-d",
+        &format!(r#"{{"name": "{op_name}", "timeout": "10s"}}"#),
+        addr,
+        "streamgate.v1.OperationService/WaitOperation",
+    ]);
+    let done: serde_json::Value = serde_json::from_slice(&waited.stdout).unwrap();
+    assert_eq!(done["done"], true, "{done}");
+    assert_eq!(done["stream"]["state"], "STATE_ACTIVE", "{done}");
+    assert_eq!(done["stream"]["dataRetentionHours"], 24, "{done}");
+
+    let failed = grpcurl(&[
+        "-d",
+        r#"{"parent": "providers/local", "stream_id": "bad id"}"#,
+        addr,
+        "streamgate.v1.StreamService/CreateStream",
+    ]);
+    assert!(!failed.status.success());
+    let printed = text(&failed);
+    assert!(printed.contains("Code: InvalidArgument"), "{printed}");
+    assert!(printed.contains("google.rpc.ErrorInfo"), "{printed}");
+    assert!(
+        printed.contains(r#""reason":"INVALID_ARGUMENT""#),
+        "{printed}"
+    );
+    assert!(printed.contains(r#""domain":"streamgate""#), "{printed}");
+    assert!(printed.contains("google.rpc.BadRequest"), "{printed}");
+    assert!(printed.contains(r#""field":"stream_id""#), "{printed}");
+
+    let missing = grpcurl(&[
+        "-d",
+        r#"{"name": "providers/local/streams/nope"}"#,
+        addr,
+        "streamgate.v1.StreamService/GetStream",
+    ]);
+    let printed = text(&missing);
+    assert!(printed.contains("Code: NotFound"), "{printed}");
+    assert!(
+        printed.contains(r#""reason":"STREAM_NOT_FOUND""#),
+        "{printed}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_grpcio_health_client_sees_every_service() {
+    let server = TestServer::start(&local_provider("local", "1s")).await;
+    let script = support::repo().join("tests/py/health_check.py");
+    let output = Command::new(venv_tool("python"))
+        .arg(script)
+        .arg(server.addr.to_string())
+        .args([
+            "-",
+            "streamgate.v1.StreamService",
+            "streamgate.v1.ProviderService",
+            "streamgate.v1.OperationService",
+        ])
+        .output()
+        .unwrap();
+    let printed = text(&output);
+    assert!(output.status.success(), "{printed}");
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .collect::<Vec<_>>(),
+        [
+            "- SERVING",
+            "streamgate.v1.StreamService SERVING",
+            "streamgate.v1.ProviderService SERVING",
+            "streamgate.v1.OperationService SERVING",
+            "no.such.Service NOT_FOUND",
+        ],
+        "{printed}"
+    );
+}

@@ -1,0 +1,265 @@
+//! One suite for the operation store, run against every backend: SQLite (a file) and
+//! PostgreSQL (a throwaway server the test starts). Plus the whole API on PostgreSQL.
+
+mod support;
+
+use streamgate::domain::{OpRequest, OpResult, Operation, StreamName};
+use streamgate::error::{Error, Kind};
+use streamgate::operations::fingerprint;
+use streamgate::pb;
+use streamgate::store::{Inserted, OperationFilter, OperationStore, SqlStore};
+use support::postgres::Postgres;
+use support::{TestServer, local_provider};
+
+fn op(id: &str, stream: &str, time: i64, request_id: Option<&str>) -> Operation {
+    let request = OpRequest::Delete {
+        name: StreamName {
+            provider: "local".into(),
+            video: None,
+            stream: stream.into(),
+        },
+        etag: None,
+        allow_missing: false,
+    };
+    Operation {
+        id: id.into(),
+        fingerprint: fingerprint(&request),
+        request,
+        principal: "alice".into(),
+        request_id: request_id.map(str::to_string),
+        step: "accepted".into(),
+        progress: serde_json::Value::Null,
+        next_run_ms: time,
+        attempts: 0,
+        retries: 0,
+        cancel_requested: false,
+        replayed: false,
+        outcome: None,
+        create_time_ms: time,
+        update_time_ms: time,
+    }
+}
+
+async fn suite(store: SqlStore) {
+    // Insert, read back, and the AIP-155 uniqueness of (principal, request_id).
+    let first = op("op1", "a", 1_000, Some("rid-1"));
+    assert!(matches!(store.insert(&first).await.unwrap(), Inserted::New));
+    assert_eq!(store.get("op1").await.unwrap().unwrap(), first);
+    assert!(store.get("nope").await.unwrap().is_none());
+    match store
+        .insert(&op("op2", "b", 1_001, Some("rid-1")))
+        .await
+        .unwrap()
+    {
+        Inserted::Existing(existing) => assert_eq!(existing.id, "op1"),
+        Inserted::New => panic!("a second operation under one request_id"),
+    }
+    let mut other = op("op2", "b", 1_001, Some("rid-1"));
+    other.principal = "bob".into();
+    assert!(
+        matches!(store.insert(&other).await.unwrap(), Inserted::New),
+        "request ids are per principal"
+    );
+    assert!(matches!(
+        store.insert(&op("op3", "c", 1_002, None)).await.unwrap(),
+        Inserted::New
+    ));
+    assert!(
+        matches!(
+            store.insert(&op("op4", "d", 1_002, None)).await.unwrap(),
+            Inserted::New
+        ),
+        "no request_id never collides"
+    );
+    assert_eq!(
+        store
+            .find_by_request_id("alice", "rid-1")
+            .await
+            .unwrap()
+            .unwrap()
+            .id,
+        "op1"
+    );
+
+    // Cancel sets a flag the runner's saves do not clear.
+    assert!(store.request_cancel("op3").await.unwrap());
+    let mut running = store.get("op3").await.unwrap().unwrap();
+    assert!(running.cancel_requested);
+    running.step = "creating".into();
+    running.cancel_requested = false;
+    store.save(&running).await.unwrap();
+    let read = store.get("op3").await.unwrap().unwrap();
+    assert_eq!(read.step, "creating");
+    assert!(read.cancel_requested, "save keeps the cancel flag");
+
+    // Finish one; done operations are neither unfinished nor cancellable.
+    let mut finished = store.get("op1").await.unwrap().unwrap();
+    finished.outcome = Some(Err(
+        Error::new(Kind::StreamNotFound, "gone").with_provider_code("X")
+    ));
+    finished.update_time_ms = 2_000;
+    store.save(&finished).await.unwrap();
+    assert_eq!(store.get("op1").await.unwrap().unwrap(), finished);
+    assert!(!store.request_cancel("op1").await.unwrap());
+    let unfinished: Vec<_> = store
+        .unfinished()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|o| o.id)
+        .collect();
+    assert_eq!(unfinished, ["op2", "op3", "op4"]);
+
+    // Newest first, with (time, id) positions for paging, and filters.
+    let all = OperationFilter::default();
+    let page1: Vec<_> = store
+        .list(&all, None, 2)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|o| o.id)
+        .collect();
+    assert_eq!(page1, ["op4", "op3"]);
+    let page2: Vec<_> = store
+        .list(&all, Some((1_002, "op3".into())), 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|o| o.id)
+        .collect();
+    assert_eq!(page2, ["op2", "op1"]);
+    let done: Vec<_> = store
+        .list(
+            &OperationFilter {
+                done: Some(true),
+                ..Default::default()
+            },
+            None,
+            10,
+        )
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|o| o.id)
+        .collect();
+    assert_eq!(done, ["op1"]);
+    let target = OperationFilter {
+        target: Some("providers/local/streams/c".into()),
+        verb: Some("DeleteStream".into()),
+        done: Some(false),
+    };
+    let by_target: Vec<_> = store
+        .list(&target, None, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|o| o.id)
+        .collect();
+    assert_eq!(by_target, ["op3"]);
+
+    // A result round-trips too.
+    let mut ok = store.get("op4").await.unwrap().unwrap();
+    ok.outcome = Some(Ok(OpResult::Deleted {
+        name: StreamName::parse(&ok.request.target(), "name").unwrap(),
+        existed: true,
+    }));
+    store.save(&ok).await.unwrap();
+    assert_eq!(store.get("op4").await.unwrap().unwrap(), ok);
+}
+
+#[tokio::test]
+async fn operation_store_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/nested/dir/sg.db", dir.path().display());
+    suite(SqlStore::open(&url).await.unwrap()).await;
+    // Reopening runs the migrations again, harmlessly, and finds the data.
+    let reopened = SqlStore::open(&url).await.unwrap();
+    assert!(reopened.get("op1").await.unwrap().is_some());
+}
+
+#[tokio::test]
+async fn operation_store_on_postgres() {
+    let pg = Postgres::start();
+    suite(SqlStore::open(&pg.url).await.unwrap()).await;
+}
+
+#[tokio::test]
+async fn refuses_an_in_memory_sqlite_store() {
+    let error = SqlStore::open("sqlite::memory:").await.unwrap_err();
+    assert!(error.message().contains("not durable"), "{error}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_on_postgres() {
+    let pg = Postgres::start();
+    let dir = tempfile::tempdir().unwrap();
+    let server =
+        TestServer::start_with_store(dir, &pg.url, &local_provider("local", "100ms")).await;
+    let mut streams = server.streams();
+    for id in ["p-1", "p-2", "q-1"] {
+        let op = streams
+            .create_stream(pb::CreateStreamRequest {
+                parent: "providers/local".into(),
+                stream_id: id.into(),
+                request_id: format!("pg-{id}"),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let done = server
+            .operations()
+            .wait_operation(pb::WaitOperationRequest {
+                name: op.name,
+                timeout: Some(prost_types::Duration {
+                    seconds: 10,
+                    nanos: 0,
+                }),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(done.done);
+    }
+    let listed = streams
+        .list_streams(pb::ListStreamsRequest {
+            parent: "providers/local".into(),
+            filter: "stream_id_prefix = p- AND state = ACTIVE".into(),
+            page_size: 1,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(listed.streams[0].name, "providers/local/streams/p-1");
+    let rest = streams
+        .list_streams(pb::ListStreamsRequest {
+            parent: "providers/local".into(),
+            filter: "stream_id_prefix = p- AND state = ACTIVE".into(),
+            page_size: 5,
+            page_token: listed.next_page_token,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(rest.streams.len(), 1);
+    assert_eq!(rest.streams[0].name, "providers/local/streams/p-2");
+
+    let deleted = streams
+        .batch_delete_streams(pb::BatchDeleteStreamsRequest {
+            parent: "providers/local".into(),
+            names: vec![
+                "providers/local/streams/p-1".into(),
+                "providers/local/streams/zz".into(),
+            ],
+            request_id: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let Some(pb::operation::Result::BatchDeleteStreams(result)) = deleted.result else {
+        panic!("{deleted:?}");
+    };
+    assert!(result.results[0].deleted);
+    assert!(!result.results[1].deleted);
+}
