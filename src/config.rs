@@ -327,7 +327,8 @@ impl Config {
         Ok(())
     }
 
-    /// Checks what the types cannot: ids, duplicates, and the loopback rule.
+    /// Checks what the types cannot: ids, duplicates, each kind's own keys, and the loopback
+    /// rule.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.providers.is_empty() {
             return Err(ConfigError::Invalid(
@@ -346,6 +347,7 @@ impl Config {
                 )));
             }
         }
+        crate::providers::check_configs(&self.providers)?;
         if self.auth.mode == AuthMode::None && !self.server.listen.ip().is_loopback() {
             return Err(ConfigError::Invalid(format!(
                 "refusing to listen on {} without authentication: listen on a loopback address \

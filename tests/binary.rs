@@ -193,15 +193,33 @@ fn help_and_check_config() {
     );
     assert!(String::from_utf8_lossy(&ok.stdout).contains("local (local)"));
 
-    let bad = dir.path().join("bad.toml");
-    std::fs::write(&bad, "[[providers]]\nid = \"x\"\nkind = \"local\"\ncreate_delay = \"soon\"\n[server]\nlisten = \"127.0.0.1:1\"\nworkers = 3\n").unwrap();
-    let refused = Command::new(env!("CARGO_BIN_EXE_streamgate"))
-        .arg("check-config")
-        .arg(&bad)
-        .output()
-        .unwrap();
-    assert_eq!(refused.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&refused.stderr).contains("workers"));
+    for (text, complaint) in [
+        ("[server]\nworkers = 3\n", "workers"),
+        (
+            "[[providers]]\nid = \"x\"\nkind = \"local\"\ncreate_delay = \"soon\"\n",
+            "soon",
+        ),
+        (
+            "[[providers]]\nid = \"x\"\nkind = \"local\"\ncolour = \"red\"\n",
+            "colour",
+        ),
+        (
+            "[[providers]]\nid = \"x\"\nkind = \"local\"\ndisabled_methods = [\"Fly\"]\n",
+            "Fly",
+        ),
+        ("[[providers]]\nid = \"x\"\nkind = \"ftp\"\n", "ftp"),
+    ] {
+        let bad = dir.path().join("bad.toml");
+        std::fs::write(&bad, text).unwrap();
+        let refused = Command::new(env!("CARGO_BIN_EXE_streamgate"))
+            .arg("check-config")
+            .arg(&bad)
+            .output()
+            .unwrap();
+        assert_eq!(refused.status.code(), Some(2), "{text}");
+        let stderr = String::from_utf8_lossy(&refused.stderr);
+        assert!(stderr.contains(complaint), "{text}: {stderr}");
+    }
 }
 
 #[tokio::test]

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::config::ProviderConfig;
+use crate::config::{ConfigError, ProviderConfig};
 use crate::domain::{
     Capability, ListQuery, Method, OpRequest, OpResult, Operation, Page, ParentName, Stream,
     StreamName,
@@ -70,6 +70,23 @@ pub trait Provider: Send + Sync {
             format!("cancelled before step {:?}", op.step),
         )))
     }
+}
+
+/// Checks the kind-specific keys of every entry without connecting to anything.
+pub fn check_configs(configs: &[ProviderConfig]) -> Result<(), ConfigError> {
+    for config in configs {
+        match config.kind.as_str() {
+            local::KIND => local::LocalSettings::parse(config).map(|_| ())?,
+            other => {
+                return Err(ConfigError::Invalid(format!(
+                    "provider {:?}: kind {other:?} is not available in this build (available: {})",
+                    config.id,
+                    local::KIND
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The configured provider instances, by id.

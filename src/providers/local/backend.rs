@@ -12,8 +12,8 @@ use crate::config::ProviderConfig;
 use crate::domain::names::MAX_SEGMENT_LEN;
 use crate::domain::page::MAX_PAGE_SIZE;
 use crate::domain::{
-    BatchItem, Capability, ListQuery, Method, OpRequest, OpResult, Operation, Page, ParentName,
-    Stream, StreamName,
+    BatchItem, Capability, ListQuery, OpRequest, OpResult, Operation, Page, ParentName, Stream,
+    StreamName,
 };
 use crate::error::{Error, Kind, Result};
 use crate::providers::{Provider, Step};
@@ -36,19 +36,8 @@ pub struct LocalProvider {
 impl LocalProvider {
     /// Builds the instance from its configuration entry.
     pub fn new(config: &ProviderConfig, store: &SqlStore, hub: &Arc<WatchHub>) -> Result<Self> {
-        let settings: LocalSettings = config
-            .settings()
-            .map_err(|e| Error::internal(e.to_string()))?;
-        let mut methods = Method::ALL.to_vec();
-        for name in &settings.disabled_methods {
-            let method = Method::parse(name).ok_or_else(|| {
-                Error::internal(format_args!(
-                    "provider {:?}: disabled_methods: unknown method {name:?}",
-                    config.id
-                ))
-            })?;
-            methods.retain(|m| *m != method);
-        }
+        let (settings, methods) =
+            LocalSettings::parse(config).map_err(|e| Error::internal(e.to_string()))?;
         Ok(LocalProvider {
             id: config.id.clone(),
             capability: Capability {

@@ -4,7 +4,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::config::de_duration;
+use crate::config::{ConfigError, ProviderConfig, de_duration};
+use crate::domain::Method;
 
 /// Kind-specific settings of a `local` instance.
 #[derive(Debug, Clone, Deserialize)]
@@ -21,4 +22,22 @@ pub struct LocalSettings {
 
 fn default_create_delay() -> Duration {
     Duration::from_secs(1)
+}
+
+impl LocalSettings {
+    /// Parses the entry's keys and resolves `disabled_methods` into the supported methods.
+    pub fn parse(config: &ProviderConfig) -> Result<(Self, Vec<Method>), ConfigError> {
+        let settings: LocalSettings = config.settings()?;
+        let mut methods = Method::ALL.to_vec();
+        for name in &settings.disabled_methods {
+            let method = Method::parse(name).ok_or_else(|| {
+                ConfigError::Invalid(format!(
+                    "provider {:?}: disabled_methods: unknown method {name:?}",
+                    config.id
+                ))
+            })?;
+            methods.retain(|m| *m != method);
+        }
+        Ok((settings, methods))
+    }
 }
