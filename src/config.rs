@@ -60,6 +60,32 @@ pub struct Config {
     /// `[telemetry]`.
     #[serde(default)]
     pub telemetry: TelemetryConfig,
+    /// The process environment the configuration was loaded with, for adapters that read
+    /// their provider's standard variables (e.g. `ALIBABA_CLOUD_ACCESS_KEY_ID`).
+    #[serde(skip)]
+    pub environment: Environment,
+}
+
+/// Environment variables, as a map. `Debug` shows the names only: values may be secrets.
+#[derive(Clone, Default)]
+pub struct Environment(pub HashMap<String, String>);
+
+impl Environment {
+    /// The value of `name`, if set and not empty.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .get(name)
+            .map(String::as_str)
+            .filter(|v| !v.is_empty())
+    }
+}
+
+impl fmt::Debug for Environment {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut names: Vec<_> = self.0.keys().collect();
+        names.sort();
+        f.debug_tuple("Environment").field(&names).finish()
+    }
 }
 
 /// `[server]`.
@@ -252,6 +278,7 @@ impl Default for Config {
             providers: default_providers(),
             auth: AuthConfig::default(),
             telemetry: TelemetryConfig::default(),
+            environment: Environment::default(),
         }
     }
 }
@@ -297,6 +324,7 @@ impl Config {
             None => Config::default(),
         };
         config.apply_env(env)?;
+        config.environment = Environment(env.clone());
         config.validate()?;
         Ok(config)
     }
@@ -438,8 +466,15 @@ mod tests {
             "[store]\nurl = \"postgres://sg:hunter2@db/sg\"\n[[providers]]\nid = \"v\"\nkind = \"local\"\naccess_key_secret = \"s3cr3t\"",
         )
         .unwrap();
+        let mut config = config;
+        config.environment = Environment(HashMap::from([(
+            "ALIBABA_CLOUD_ACCESS_KEY_SECRET".to_string(),
+            "envs3cr3t".to_string(),
+        )]));
         let shown = format!("{config:?}");
         assert!(!shown.contains("hunter2"), "{shown}");
         assert!(!shown.contains("s3cr3t"), "{shown}");
+        assert!(!shown.contains("envs3cr3t"), "{shown}");
+        assert!(shown.contains("ALIBABA_CLOUD_ACCESS_KEY_SECRET"), "{shown}");
     }
 }

@@ -8,6 +8,7 @@
 //!   graceful shutdown.
 //! - [`error`] — THE error taxonomy, and the only place that builds a `tonic::Status`.
 //! - [`api`] — gRPC handlers: validate, route to a provider, convert.
+//! - [`deadline`] — the caller's deadline, visible to provider retries.
 //! - [`domain`] — the provider-neutral model: names, streams, operations, capabilities, paging.
 //! - [`providers`] — the provider trait, the registry, and one folder per kind.
 //! - [`operations`] — the durable runner of long-running operations.
@@ -19,6 +20,7 @@
 
 pub mod api;
 pub mod config;
+pub mod deadline;
 pub mod domain;
 pub mod error;
 pub mod middleware;

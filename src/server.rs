@@ -57,7 +57,8 @@ pub async fn run(
 ) -> Result<()> {
     let store = SqlStore::open(&config.store.url).await?;
     let hub = Arc::new(WatchHub::default());
-    let registry = Arc::new(Registry::build(&config.providers, &store, &hub).await?);
+    let registry =
+        Arc::new(Registry::build(&config.providers, &config.environment, &store, &hub).await?);
     let runner = Runner::new(Arc::new(store.clone()), Arc::clone(&registry));
     runner.resume_all().await?;
     let gateway = Arc::new(Gateway {

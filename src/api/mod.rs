@@ -56,17 +56,7 @@ pub fn principal<T>(request: &tonic::Request<T>) -> String {
 /// The time left before the caller's deadline (`grpc-timeout`), if it sent one.
 pub fn deadline<T>(request: &tonic::Request<T>) -> Option<Duration> {
     let value = request.metadata().get("grpc-timeout")?.to_str().ok()?;
-    let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
-    let n: u64 = digits.parse().ok()?;
-    Some(match unit {
-        "H" => Duration::from_secs(n.saturating_mul(3600)),
-        "M" => Duration::from_secs(n.saturating_mul(60)),
-        "S" => Duration::from_secs(n),
-        "m" => Duration::from_millis(n),
-        "u" => Duration::from_micros(n),
-        "n" => Duration::from_nanos(n),
-        _ => return None,
-    })
+    crate::deadline::parse_grpc_timeout(value)
 }
 
 /// How long a handler may wait for something and still answer before the caller's deadline.

@@ -281,7 +281,7 @@ impl StreamService for StreamApi {
         for (i, raw) in r.names.iter().enumerate().take(max) {
             let field = format!("names[{i}]");
             match StreamName::parse(raw, &field) {
-                Ok(name) if name.parent() != parent => {
+                Ok(name) if !parent.contains(&name) => {
                     v.add(field, format!("is not under {parent}"));
                 }
                 Ok(name) if !seen.insert(name.clone()) => {

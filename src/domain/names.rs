@@ -126,6 +126,12 @@ impl ParentName {
         })
     }
 
+    /// Whether `name` lies under this parent: the same provider, and the same video when the
+    /// parent names one.
+    pub fn contains(&self, name: &StreamName) -> bool {
+        self.provider == name.provider && (self.video.is_none() || self.video == name.video)
+    }
+
     /// The stream name of `stream` under this parent.
     pub fn child(&self, stream: &str) -> StreamName {
         StreamName {

@@ -6,7 +6,9 @@
 //! so that a restarted gateway resumes where it stopped. Adding a kind means: a folder like
 //! `local/`, its [`Capability`], and one line in [`Registry::build`].
 
+pub mod limits;
 pub mod local;
+pub mod retry;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -14,7 +16,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::config::{ConfigError, ProviderConfig};
+use crate::config::{ConfigError, Environment, ProviderConfig};
 use crate::domain::{
     Capability, ListQuery, Method, OpRequest, OpResult, Operation, Page, ParentName, Stream,
     StreamName,
@@ -98,9 +100,12 @@ impl Registry {
     /// Builds every configured instance.
     pub async fn build(
         configs: &[ProviderConfig],
+        environment: &Environment,
         store: &SqlStore,
         hub: &Arc<WatchHub>,
     ) -> Result<Self> {
+        // Adapters of cloud kinds read their provider's standard variables from here.
+        let _ = environment;
         let mut providers: BTreeMap<String, Arc<dyn Provider>> = BTreeMap::new();
         for config in configs {
             let provider: Arc<dyn Provider> = match config.kind.as_str() {

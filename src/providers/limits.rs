@@ -1,0 +1,102 @@
+//! Outbound rate limits per provider instance, so the gateway does not cause the provider
+//! throttling it would then have to absorb. GCRA limiters from `governor`, with a burst of one:
+//! calls are spaced evenly, so no one-second window sees more than the configured rate.
+//!
+//! Limits are named by the provider's action (e.g. `DeleteStream`); an action may also have a
+//! limit per resource (KVS allows 5 DescribeStream per second per stream).
+
+use std::collections::HashMap;
+use std::num::NonZeroU32;
+
+use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
+
+fn quota(per_second: NonZeroU32) -> Quota {
+    Quota::per_second(per_second).allow_burst(NonZeroU32::MIN)
+}
+
+/// The outbound limits of one provider instance.
+#[derive(Default)]
+pub struct OutboundLimits {
+    per_action: HashMap<String, DefaultDirectRateLimiter>,
+    per_resource: HashMap<String, DefaultKeyedRateLimiter<String>>,
+}
+
+impl std::fmt::Debug for OutboundLimits {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OutboundLimits")
+            .field("per_action", &self.per_action.keys().collect::<Vec<_>>())
+            .field(
+                "per_resource",
+                &self.per_resource.keys().collect::<Vec<_>>(),
+            )
+            .finish()
+    }
+}
+
+impl OutboundLimits {
+    /// No limits.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Limits `action` to `per_second` calls per second for the whole instance.
+    pub fn per_action(mut self, action: &str, per_second: NonZeroU32) -> Self {
+        self.per_action
+            .insert(action.to_string(), RateLimiter::direct(quota(per_second)));
+        self
+    }
+
+    /// Limits `action` to `per_second` calls per second for each resource.
+    pub fn per_resource(mut self, action: &str, per_second: NonZeroU32) -> Self {
+        self.per_resource
+            .insert(action.to_string(), RateLimiter::keyed(quota(per_second)));
+        self
+    }
+
+    /// Waits until a call of `action` on `resource` is within every limit.
+    pub async fn acquire(&self, action: &str, resource: Option<&str>) {
+        if let (Some(limiter), Some(resource)) = (self.per_resource.get(action), resource) {
+            limiter.until_key_ready(&resource.to_string()).await;
+        }
+        if let Some(limiter) = self.per_action.get(action) {
+            limiter.until_ready().await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn spaces_calls_to_the_rate() {
+        let limits = OutboundLimits::new().per_action("DeleteStream", NonZeroU32::new(50).unwrap());
+        let started = Instant::now();
+        for _ in 0..11 {
+            limits.acquire("DeleteStream", None).await;
+        }
+        // 11 calls at 50/s: the first at once, then one every 20 ms.
+        assert!(
+            started.elapsed() >= Duration::from_millis(195),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+
+    #[tokio::test]
+    async fn per_resource_limits_are_independent() {
+        let limits =
+            OutboundLimits::new().per_resource("DescribeStream", NonZeroU32::new(5).unwrap());
+        let started = Instant::now();
+        for stream in ["a", "b", "c", "d"] {
+            limits.acquire("DescribeStream", Some(stream)).await;
+        }
+        assert!(started.elapsed() < Duration::from_millis(100));
+        limits.acquire("DescribeStream", Some("a")).await;
+        assert!(started.elapsed() >= Duration::from_millis(190));
+        // Unlimited actions pass at once.
+        limits.acquire("ListStreams", None).await;
+    }
+}
