@@ -6,6 +6,7 @@
 //! so that a restarted gateway resumes where it stopped. Adding a kind means: a folder like
 //! `local/`, its [`Capability`], and one line in [`Registry::build`].
 
+pub mod aws;
 pub mod limits;
 pub mod local;
 pub mod retry;
