@@ -41,7 +41,7 @@ impl StreamApi {
     }
 
     /// Returns the earlier operation of a retried request, or runs the prechecks and starts a
-    /// new one (or only the prechecks, for `validate_only`).
+    /// new one (or neither, for `validate_only`).
     async fn start<T>(
         &self,
         request: &Request<T>,
@@ -57,10 +57,11 @@ impl StreamApi {
         {
             return Ok(convert::operation(&existing));
         }
-        provider.precheck(&op).await?;
+        // AIP-163 as the design fixes it: every check of the gateway, no provider call.
         if validate_only {
             return Ok(convert::validated(&op, None));
         }
+        provider.precheck(&op).await?;
         let op = self
             .gateway
             .runner
@@ -148,11 +149,15 @@ impl StreamService for StreamApi {
                 None
             }
         };
-        v.check("stream_id", names::check_segment(&r.stream_id, "stream_id"));
+        let stream_id = names::check_segment(&r.stream_id, "stream_id");
+        let stream_id_valid = stream_id.is_ok();
+        v.check("stream_id", stream_id);
         check_request_id(&r.request_id, &mut v);
         let spec = r.stream.as_ref().map(convert::spec).unwrap_or_default();
         if let Some(provider) = provider {
-            check_stream_id(&r.stream_id, provider.capability(), "stream_id", &mut v);
+            if stream_id_valid {
+                check_stream_id(&r.stream_id, provider.capability(), "stream_id", &mut v);
+            }
             check_spec(&spec, provider.capability(), "stream", &mut v);
         }
         v.finish()?;
@@ -331,18 +336,34 @@ impl StreamService for StreamApi {
             if tx.send(message(ChangeType::Initial, &last)).await.is_err() {
                 return;
             }
+            // Kinds whose streams change outside the gateway are re-read on a timer as well.
+            let mut poll = provider.watch_poll_interval().map(|every| {
+                let mut timer = tokio::time::interval(every);
+                timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                timer
+            });
             loop {
+                let reread = async {
+                    match poll.as_mut() {
+                        Some(timer) => {
+                            timer.tick().await;
+                        }
+                        None => std::future::pending::<()>().await,
+                    }
+                };
                 let change = tokio::select! {
-                    change = changes.recv() => change,
+                    change = changes.recv() => change.map(Some),
+                    () = reread => Ok(None),
                     () = gateway.shutdown.cancelled() => break,
                     () = tx.closed() => break,
                 };
                 let (change_type, stream) = match change {
-                    Ok(Change::Updated(stream)) => (ChangeType::Updated, *stream),
-                    Ok(Change::Deleted) => (ChangeType::Deleted, last.clone()),
-                    // Fell behind: what matters is the state now.
-                    Err(broadcast::error::RecvError::Lagged(_)) => {
+                    Ok(Some(Change::Updated(stream))) => (ChangeType::Updated, *stream),
+                    Ok(Some(Change::Deleted)) => (ChangeType::Deleted, last.clone()),
+                    // A timer tick, or fell behind the hub: what matters is the state now.
+                    Ok(None) | Err(broadcast::error::RecvError::Lagged(_)) => {
                         match provider.get_stream(&name).await {
+                            Ok(stream) if stream == last => continue,
                             Ok(stream) => (ChangeType::Updated, stream),
                             Err(e) if e.kind() == Kind::StreamNotFound => {
                                 (ChangeType::Deleted, last.clone())

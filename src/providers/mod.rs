@@ -7,6 +7,7 @@
 //! `local/`, its [`Capability`], and one line in [`Registry::build`].
 
 pub mod aws;
+pub mod kinesis_video;
 pub mod limits;
 pub mod local;
 pub mod retry;
@@ -55,6 +56,12 @@ pub trait Provider: Send + Sync {
     }
     /// What this instance supports.
     fn capability(&self) -> &Capability;
+    /// How often WatchStream re-reads a stream, for kinds whose changes are not all made
+    /// through the gateway (a cloud console, another tool). `None`: every change is published
+    /// to the watch hub by the adapter itself.
+    fn watch_poll_interval(&self) -> Option<Duration> {
+        None
+    }
 
     /// Reads one stream.
     async fn get_stream(&self, name: &StreamName) -> Result<Stream>;
@@ -80,11 +87,12 @@ pub fn check_configs(configs: &[ProviderConfig]) -> Result<(), ConfigError> {
     for config in configs {
         match config.kind.as_str() {
             local::KIND => local::LocalSettings::parse(config).map(|_| ())?,
+            kinesis_video::KIND => kinesis_video::KvsSettings::parse(config).map(|_| ())?,
             other => {
                 return Err(ConfigError::Invalid(format!(
                     "provider {:?}: kind {other:?} is not available in this build (available: {})",
                     config.id,
-                    local::KIND
+                    [local::KIND, kinesis_video::KIND].join(", ")
                 )));
             }
         }
@@ -105,12 +113,13 @@ impl Registry {
         store: &SqlStore,
         hub: &Arc<WatchHub>,
     ) -> Result<Self> {
-        // Adapters of cloud kinds read their provider's standard variables from here.
-        let _ = environment;
         let mut providers: BTreeMap<String, Arc<dyn Provider>> = BTreeMap::new();
         for config in configs {
             let provider: Arc<dyn Provider> = match config.kind.as_str() {
                 local::KIND => Arc::new(local::LocalProvider::new(config, store, hub)?),
+                kinesis_video::KIND => {
+                    Arc::new(kinesis_video::KinesisVideoProvider::new(config, environment).await?)
+                }
                 other => {
                     return Err(Error::internal(format_args!(
                         "provider {:?}: kind {other:?} is not available in this build",

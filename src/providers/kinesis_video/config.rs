@@ -1,0 +1,91 @@
+//! The keys of a `kind = "kinesis-video"` provider entry.
+
+use std::num::NonZeroU32;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::config::{ConfigError, ProviderConfig, de_duration};
+
+/// Kind-specific settings of a `kinesis-video` instance.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KvsSettings {
+    /// How often a creating stream is polled (default `"1s"`).
+    #[serde(default = "default_creation_poll", deserialize_with = "de_duration")]
+    pub creation_poll_interval: Duration,
+    /// How often WatchStream polls DescribeStream (default `"2s"`).
+    #[serde(default = "default_watch_poll", deserialize_with = "de_duration")]
+    pub watch_poll_interval: Duration,
+    /// Whether reads include tags (one ListTagsForStream call per read; default true). With
+    /// false, reads show no tags and cost one call less.
+    #[serde(default = "default_true")]
+    pub read_tags: bool,
+    /// Outbound calls per second, matching the KVS quotas by default.
+    #[serde(default)]
+    pub outbound_limits: KvsLimits,
+}
+
+/// Outbound calls per second (`[providers.outbound_limits]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KvsLimits {
+    /// CreateStream per account (quota: 50).
+    pub create_stream: NonZeroU32,
+    /// DeleteStream per account (quota: 50).
+    pub delete_stream: NonZeroU32,
+    /// DeleteStream per stream (quota: 5).
+    pub delete_stream_per_stream: NonZeroU32,
+    /// DescribeStream per account (quota: 300).
+    pub describe_stream: NonZeroU32,
+    /// DescribeStream per stream (quota: 5).
+    pub describe_stream_per_stream: NonZeroU32,
+    /// ListStreams per account (quota: 50).
+    pub list_streams: NonZeroU32,
+    /// UpdateStream, UpdateDataRetention, TagStream, UntagStream, ListTagsForStream per
+    /// account (default 50).
+    pub other: NonZeroU32,
+}
+
+fn per_second(n: u32) -> NonZeroU32 {
+    NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN)
+}
+
+impl Default for KvsLimits {
+    fn default() -> Self {
+        KvsLimits {
+            create_stream: per_second(50),
+            delete_stream: per_second(50),
+            delete_stream_per_stream: per_second(5),
+            describe_stream: per_second(300),
+            describe_stream_per_stream: per_second(5),
+            list_streams: per_second(50),
+            other: per_second(50),
+        }
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_creation_poll() -> Duration {
+    Duration::from_secs(1)
+}
+
+fn default_watch_poll() -> Duration {
+    Duration::from_secs(2)
+}
+
+impl KvsSettings {
+    /// Parses the entry's keys; a region is required.
+    pub fn parse(config: &ProviderConfig) -> Result<Self, ConfigError> {
+        if config.region.is_none() {
+            return Err(ConfigError::Invalid(format!(
+                "provider {:?} (kind kinesis-video): region is required",
+                config.id
+            )));
+        }
+        config.settings()
+    }
+}

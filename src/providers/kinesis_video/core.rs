@@ -1,0 +1,298 @@
+//! The KVS calls of one instance: each waits for its outbound limit, is retried while the
+//! error is temporary (inside the caller's deadline), and maps its error through
+//! [`parse_error`].
+
+use std::collections::{BTreeMap, HashMap};
+
+use aws_sdk_kinesisvideo::Client;
+use aws_sdk_kinesisvideo::types::{
+    ComparisonOperator, Status, StreamInfo, StreamNameCondition, UpdateDataRetentionOperation,
+};
+
+use super::config::KvsLimits;
+use super::error::{Action, parse_error};
+use crate::domain::{Stream, StreamDetails, StreamName, StreamSpec, StreamState};
+use crate::error::{Kind, Result};
+use crate::providers::limits::OutboundLimits;
+use crate::providers::retry::{RetryPolicy, retry};
+
+const CREATE: &str = "CreateStream";
+const DELETE: &str = "DeleteStream";
+const DESCRIBE: &str = "DescribeStream";
+const LIST: &str = "ListStreams";
+const OTHER: &str = "Other";
+
+/// The SDK client of one instance, with its limits.
+pub(super) struct KvsCore {
+    id: String,
+    client: Client,
+    // Shared by every call of this instance, so that together they stay under the quotas.
+    limits: OutboundLimits,
+    policy: RetryPolicy,
+}
+
+fn limits(l: &KvsLimits) -> OutboundLimits {
+    OutboundLimits::new()
+        .per_action(CREATE, l.create_stream)
+        .per_action(DELETE, l.delete_stream)
+        .per_resource(DELETE, l.delete_stream_per_stream)
+        .per_action(DESCRIBE, l.describe_stream)
+        .per_resource(DESCRIBE, l.describe_stream_per_stream)
+        .per_action(LIST, l.list_streams)
+        .per_action(OTHER, l.other)
+}
+
+/// The neutral state of a KVS status.
+pub(super) fn state(status: Option<&Status>) -> StreamState {
+    match status {
+        Some(Status::Creating) => StreamState::Creating,
+        Some(Status::Updating) => StreamState::Updating,
+        Some(Status::Deleting) => StreamState::Deleting,
+        _ => StreamState::Active,
+    }
+}
+
+impl KvsCore {
+    pub fn new(id: &str, client: Client, limits_config: &KvsLimits) -> Self {
+        KvsCore {
+            id: id.to_string(),
+            client,
+            limits: limits(limits_config),
+            policy: RetryPolicy::default(),
+        }
+    }
+
+    /// The neutral stream of a KVS StreamInfo (and its tags, when read).
+    pub fn stream(&self, info: &StreamInfo, tags: BTreeMap<String, String>) -> Stream {
+        let name = StreamName {
+            provider: self.id.clone(),
+            video: None,
+            stream: info.stream_name().unwrap_or_default().to_string(),
+        };
+        let created = info
+            .creation_time()
+            .and_then(|t| t.to_millis().ok())
+            .unwrap_or_default();
+        Stream {
+            name,
+            etag: info.version().unwrap_or_default().to_string(),
+            state: state(info.status()),
+            spec: StreamSpec {
+                media_type: info.media_type().unwrap_or_default().to_string(),
+                data_retention_hours: info.data_retention_in_hours().unwrap_or_default(),
+                device_name: info.device_name().unwrap_or_default().to_string(),
+                kms_key_id: info.kms_key_id().unwrap_or_default().to_string(),
+                tags,
+            },
+            create_time_ms: created,
+            update_time_ms: created,
+            provider_uid: info.stream_arn().unwrap_or_default().to_string(),
+            details: StreamDetails::None,
+        }
+    }
+
+    /// DescribeStream; `None` when the stream does not exist.
+    pub async fn describe(&self, name: &str) -> Result<Option<StreamInfo>> {
+        let described = retry(self.policy, || async {
+            self.limits.acquire(DESCRIBE, Some(name)).await;
+            self.client
+                .describe_stream()
+                .stream_name(name)
+                .send()
+                .await
+                .map_err(|e| parse_error(&self.id, Action::Other, e))
+        })
+        .await;
+        match described {
+            Ok(output) => Ok(output.stream_info),
+            Err(e) if e.kind() == Kind::StreamNotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// ListTagsForStream.
+    pub async fn tags(&self, name: &str) -> Result<BTreeMap<String, String>> {
+        let mut tags = BTreeMap::new();
+        let mut token: Option<String> = None;
+        loop {
+            let page = retry(self.policy, || async {
+                self.limits.acquire(OTHER, None).await;
+                self.client
+                    .list_tags_for_stream()
+                    .stream_name(name)
+                    .set_next_token(token.clone())
+                    .send()
+                    .await
+                    .map_err(|e| parse_error(&self.id, Action::Other, e))
+            })
+            .await?;
+            tags.extend(page.tags.unwrap_or_default());
+            match page.next_token {
+                Some(next) if !next.is_empty() => token = Some(next),
+                _ => return Ok(tags),
+            }
+        }
+    }
+
+    /// CreateStream; returns the ARN.
+    pub async fn create(&self, name: &str, spec: &StreamSpec) -> Result<String> {
+        let non_empty = |s: &str| (!s.is_empty()).then(|| s.to_string());
+        let tags: HashMap<String, String> = spec.tags.clone().into_iter().collect();
+        let output = retry(self.policy, || async {
+            self.limits.acquire(CREATE, None).await;
+            self.client
+                .create_stream()
+                .stream_name(name)
+                .set_device_name(non_empty(&spec.device_name))
+                .set_media_type(non_empty(&spec.media_type))
+                .set_kms_key_id(non_empty(&spec.kms_key_id))
+                .data_retention_in_hours(spec.data_retention_hours)
+                .set_tags((!tags.is_empty()).then(|| tags.clone()))
+                .send()
+                .await
+                .map_err(|e| parse_error(&self.id, Action::Create, e))
+        })
+        .await?;
+        Ok(output.stream_arn.unwrap_or_default())
+    }
+
+    /// ListStreams, one page.
+    pub async fn list(
+        &self,
+        prefix: Option<&str>,
+        token: Option<String>,
+        max: usize,
+    ) -> Result<(Vec<StreamInfo>, Option<String>)> {
+        let condition = prefix.map(|p| {
+            StreamNameCondition::builder()
+                .comparison_operator(ComparisonOperator::BeginsWith)
+                .comparison_value(p)
+                .build()
+        });
+        let output = retry(self.policy, || async {
+            self.limits.acquire(LIST, None).await;
+            self.client
+                .list_streams()
+                .max_results(max as i32)
+                .set_next_token(token.clone())
+                .set_stream_name_condition(condition.clone())
+                .send()
+                .await
+                .map_err(|e| parse_error(&self.id, Action::Other, e))
+        })
+        .await?;
+        let next = output.next_token.filter(|t| !t.is_empty());
+        Ok((output.stream_info_list.unwrap_or_default(), next))
+    }
+
+    /// DeleteStream, with the caller's etag as CurrentVersion when given.
+    pub async fn delete(&self, name: &str, arn: &str, version: Option<&str>) -> Result<()> {
+        retry(self.policy, || async {
+            self.limits.acquire(DELETE, Some(name)).await;
+            self.client
+                .delete_stream()
+                .stream_arn(arn)
+                .set_current_version(version.map(str::to_string))
+                .send()
+                .await
+                .map_err(|e| parse_error(&self.id, Action::Delete, e))
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// UpdateStream (device name, media type) at `version`.
+    pub async fn update(
+        &self,
+        name: &str,
+        version: &str,
+        device_name: Option<&str>,
+        media_type: Option<&str>,
+    ) -> Result<()> {
+        retry(self.policy, || async {
+            self.limits.acquire(OTHER, None).await;
+            self.client
+                .update_stream()
+                .stream_name(name)
+                .current_version(version)
+                .set_device_name(device_name.map(str::to_string))
+                .set_media_type(media_type.map(str::to_string))
+                .send()
+                .await
+                .map_err(|e| parse_error(&self.id, Action::Other, e))
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// UpdateDataRetention from `from` to `to` hours at `version`.
+    pub async fn update_retention(
+        &self,
+        name: &str,
+        version: &str,
+        from: i32,
+        to: i32,
+    ) -> Result<()> {
+        let operation = if to > from {
+            UpdateDataRetentionOperation::IncreaseDataRetention
+        } else {
+            UpdateDataRetentionOperation::DecreaseDataRetention
+        };
+        retry(self.policy, || async {
+            self.limits.acquire(OTHER, None).await;
+            self.client
+                .update_data_retention()
+                .stream_name(name)
+                .current_version(version)
+                .operation(operation.clone())
+                .data_retention_change_in_hours((to - from).abs())
+                .send()
+                .await
+                .map_err(|e| parse_error(&self.id, Action::Other, e))
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// Makes the stream's tags exactly `wanted` (TagStream, UntagStream).
+    pub async fn set_tags(&self, name: &str, wanted: &BTreeMap<String, String>) -> Result<()> {
+        let current = self.tags(name).await?;
+        let stale: Vec<String> = current
+            .keys()
+            .filter(|k| !wanted.contains_key(*k))
+            .cloned()
+            .collect();
+        let changed: HashMap<String, String> = wanted
+            .iter()
+            .filter(|(k, v)| current.get(*k) != Some(v))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        if !stale.is_empty() {
+            retry(self.policy, || async {
+                self.limits.acquire(OTHER, None).await;
+                self.client
+                    .untag_stream()
+                    .stream_name(name)
+                    .set_tag_key_list(Some(stale.clone()))
+                    .send()
+                    .await
+                    .map_err(|e| parse_error(&self.id, Action::Other, e))
+            })
+            .await?;
+        }
+        if !changed.is_empty() {
+            retry(self.policy, || async {
+                self.limits.acquire(OTHER, None).await;
+                self.client
+                    .tag_stream()
+                    .stream_name(name)
+                    .set_tags(Some(changed.clone()))
+                    .send()
+                    .await
+                    .map_err(|e| parse_error(&self.id, Action::Other, e))
+            })
+            .await?;
+        }
+        Ok(())
+    }
+}

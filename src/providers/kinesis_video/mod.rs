@@ -1,0 +1,29 @@
+//! The `kinesis-video` provider: streams of AWS Kinesis Video Streams, through
+//! `aws-sdk-kinesisvideo`.
+//!
+//! What KVS does and how it maps:
+//! - CreateStream is asynchronous: the operation polls DescribeStream until ACTIVE.
+//! - The etag is the stream's `Version`. Update and UpdateDataRetention send it as
+//!   `CurrentVersion`; DeleteStream sends the caller's etag as `CurrentVersion` (no etag: KVS
+//!   checks only the creation time). Tag changes do not change the KVS version.
+//! - DeleteStream is done once KVS accepted it (the stream is DELETING; KVS removes it later).
+//! - `ClientLimitExceededException` (HTTP 400) is throttling the SDK does not retry: the
+//!   adapter retries it with backoff inside the caller's deadline ([`crate::providers::retry`]),
+//!   and the outbound limits keep the gateway under the KVS quotas in the first place.
+//! - ListStreams filters by name prefix only (StreamNameCondition BEGINS_WITH) and returns no
+//!   tags: GetStream reads them.
+//! - WatchStream polls DescribeStream (`watch_poll_interval`), since KVS pushes nothing.
+//!
+//! - `config.rs`: the kind-specific keys. `backend.rs`: the Provider impl, dispatch only.
+//!   `core.rs`: the SDK calls. `error.rs`: SDK errors → the taxonomy.
+
+mod backend;
+mod config;
+mod core;
+mod error;
+
+pub use backend::KinesisVideoProvider;
+pub use config::KvsSettings;
+
+/// The kind name in the configuration.
+pub const KIND: &str = "kinesis-video";

@@ -1,0 +1,691 @@
+//! The `kinesis-video` adapter against the wire-level KVS fake (what moto does not emulate:
+//! CREATING, versions, throttling, updates, tags, authorization and quota errors), and the
+//! fake itself checked with the AWS SDK.
+
+mod support;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use aws_sdk_kinesisvideo::error::ProvideErrorMetadata;
+use streamgate::pb;
+use streamgate::pb::stream::State;
+use streamgate::pb::watch_stream_response::ChangeType;
+use support::kvs_fake::{KvsFake, RunningKvsFake, Throttle};
+use support::{AWS_ENV, TestServer, reason, violated_fields};
+use tonic::Code;
+use tonic_types::StatusExt;
+
+fn provider(fake: &RunningKvsFake, extra: &str) -> String {
+    format!(
+        "[[providers]]\nid = \"kvs\"\nkind = \"kinesis-video\"\nregion = \"us-east-1\"\n\
+         endpoint_url = \"{}\"\ncreation_poll_interval = \"20ms\"\nwatch_poll_interval = \"50ms\"\n{extra}",
+        fake.url
+    )
+}
+
+async fn gateway(fake: &RunningKvsFake, extra: &str) -> TestServer {
+    TestServer::start_with_env(&provider(fake, extra), &AWS_ENV).await
+}
+
+async fn sdk(url: &str) -> aws_sdk_kinesisvideo::Client {
+    let config = aws_sdk_kinesisvideo::config::Builder::new()
+        .behavior_version(aws_sdk_kinesisvideo::config::BehaviorVersion::latest())
+        .region(aws_sdk_kinesisvideo::config::Region::new("us-east-1"))
+        .endpoint_url(url)
+        .credentials_provider(aws_sdk_kinesisvideo::config::Credentials::new(
+            "AKIDSTREAMGATETEST",
+            "streamgate-test-secret",
+            None,
+            None,
+            "test",
+        ))
+        .build();
+    aws_sdk_kinesisvideo::Client::from_conf(config)
+}
+
+fn create(id: &str) -> pb::CreateStreamRequest {
+    pb::CreateStreamRequest {
+        parent: "providers/kvs".into(),
+        stream_id: id.into(),
+        stream: Some(pb::Stream {
+            media_type: "video/h264".into(),
+            data_retention_hours: 24,
+            device_name: "camera-1".into(),
+            kms_key_id: "arn:aws:kms:us-east-1:123456789012:key/abc".into(),
+            tags: HashMap::from([("team".into(), "video".into())]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn name(id: &str) -> String {
+    format!("providers/kvs/streams/{id}")
+}
+
+async fn wait(server: &TestServer, op: pb::Operation) -> pb::Operation {
+    server
+        .operations()
+        .wait_operation(pb::WaitOperationRequest {
+            name: op.name,
+            timeout: Some(prost_types::Duration {
+                seconds: 20,
+                nanos: 0,
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+/// The status of a failed operation, rebuilt so its details can be read.
+fn op_error(op: &pb::Operation) -> tonic::Status {
+    match &op.result {
+        Some(pb::operation::Result::Error(status)) => tonic::Status::with_details(
+            Code::from(status.code),
+            status.message.clone(),
+            prost::Message::encode_to_vec(status).into(),
+        ),
+        other => panic!("expected an error, got {other:?}"),
+    }
+}
+
+fn metadata(status: &tonic::Status, key: &str) -> String {
+    status
+        .get_error_details()
+        .error_info()
+        .and_then(|i| i.metadata.get(key).cloned())
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn the_fake_speaks_kvs_to_the_aws_sdk() {
+    let fake = KvsFake::start().await;
+    fake.fake.set_creating_describes(1);
+    let client = sdk(&fake.url).await;
+    let arn = client
+        .create_stream()
+        .stream_name("sdk")
+        .media_type("video/h264")
+        .data_retention_in_hours(5)
+        .send()
+        .await
+        .unwrap()
+        .stream_arn
+        .unwrap();
+    let first = client
+        .describe_stream()
+        .stream_name("sdk")
+        .send()
+        .await
+        .unwrap();
+    let info = first.stream_info.unwrap();
+    assert_eq!(info.status().unwrap().as_str(), "CREATING");
+    assert_eq!(info.stream_arn(), Some(arn.as_str()));
+    assert_eq!(info.data_retention_in_hours(), Some(5));
+    assert!(info.creation_time().is_some());
+    let second = client
+        .describe_stream()
+        .stream_name("sdk")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        second.stream_info.unwrap().status().unwrap().as_str(),
+        "ACTIVE"
+    );
+
+    let stale = client
+        .delete_stream()
+        .stream_arn(&arn)
+        .current_version("not-the-version")
+        .send()
+        .await
+        .unwrap_err();
+    let service = stale.as_service_error().expect("a service error");
+    assert!(service.is_version_mismatch_exception(), "{service:?}");
+    assert!(aws_sdk_kinesisvideo::operation::RequestId::request_id(service).is_some());
+
+    fake.fake.throttle("listStreams", Throttle::Next(1));
+    let throttled = client.list_streams().send().await.unwrap_err();
+    assert_eq!(
+        throttled.as_service_error().and_then(|e| e.code()),
+        Some("ClientLimitExceededException")
+    );
+    let missing = client
+        .describe_stream()
+        .stream_name("nope")
+        .send()
+        .await
+        .unwrap_err();
+    assert!(
+        missing
+            .as_service_error()
+            .unwrap()
+            .is_resource_not_found_exception()
+    );
+    fake.fake.deny("tagStream");
+    let denied = client
+        .tag_stream()
+        .stream_name("sdk")
+        .tags("a", "b")
+        .send()
+        .await
+        .unwrap_err();
+    assert!(
+        denied
+            .as_service_error()
+            .unwrap()
+            .is_not_authorized_exception()
+    );
+}
+
+#[tokio::test]
+async fn create_polls_until_active_with_every_parameter() {
+    let fake = KvsFake::start().await;
+    fake.fake.set_creating_describes(3);
+    let server = gateway(&fake, "").await;
+    let op = server
+        .streams()
+        .create_stream(create("cam-1"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!op.done);
+    let done = wait(&server, op).await;
+    let Some(pb::operation::Result::Stream(stream)) = done.result else {
+        panic!("{done:?}");
+    };
+    assert_eq!(stream.state, State::Active as i32);
+    assert_eq!(stream.name, name("cam-1"));
+    assert!(stream.provider_uid.starts_with("arn:aws:kinesisvideo:"));
+    assert!(!stream.etag.is_empty());
+    assert_eq!(stream.tags["team"], "video");
+
+    let sent = &fake.fake.requests_of("createStream")[0].body;
+    assert_eq!(sent["StreamName"], "cam-1");
+    assert_eq!(sent["DeviceName"], "camera-1");
+    assert_eq!(sent["MediaType"], "video/h264");
+    assert_eq!(
+        sent["KmsKeyId"],
+        "arn:aws:kms:us-east-1:123456789012:key/abc"
+    );
+    assert_eq!(sent["DataRetentionInHours"], 24);
+    assert_eq!(sent["Tags"]["team"], "video");
+    assert!(
+        fake.fake.requests_of("describeStream").len() >= 4,
+        "CREATING was polled until ACTIVE"
+    );
+
+    let again = server
+        .streams()
+        .create_stream(create("cam-1"))
+        .await
+        .unwrap_err();
+    assert_eq!(again.code(), Code::AlreadyExists);
+    assert_eq!(reason(&again), "STREAM_ALREADY_EXISTS");
+}
+
+#[tokio::test]
+async fn a_stale_etag_is_aborted_by_kvs_version_mismatch() {
+    let fake = KvsFake::start().await;
+    let version = fake.fake.add_stream("cam");
+    let server = gateway(&fake, "").await;
+    let got = server
+        .streams()
+        .get_stream(pb::GetStreamRequest { name: name("cam") })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(got.etag, version, "the etag is the KVS version");
+
+    // Someone changes the stream behind the gateway's back.
+    sdk(&fake.url)
+        .await
+        .update_stream()
+        .stream_name("cam")
+        .current_version(&version)
+        .device_name("changed")
+        .send()
+        .await
+        .unwrap();
+
+    let op = server
+        .streams()
+        .delete_stream(pb::DeleteStreamRequest {
+            name: name("cam"),
+            etag: got.etag.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(op.done);
+    let status = op_error(&op);
+    assert_eq!(status.code(), Code::Aborted);
+    assert_eq!(reason(&status), "ETAG_MISMATCH");
+    assert_eq!(
+        metadata(&status, "provider_code"),
+        "VersionMismatchException"
+    );
+    assert!(metadata(&status, "provider_request_id").starts_with("req-"));
+    assert_eq!(metadata(&status, "provider"), "kvs");
+    assert!(fake.fake.has("cam"));
+
+    let update = server
+        .streams()
+        .update_stream(pb::UpdateStreamRequest {
+            stream: Some(pb::Stream {
+                name: name("cam"),
+                etag: got.etag,
+                media_type: "video/h265".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let status = op_error(&update);
+    assert_eq!(reason(&status), "ETAG_MISMATCH");
+    assert_eq!(
+        metadata(&status, "provider_code"),
+        "VersionMismatchException"
+    );
+
+    // With the current etag the delete goes through, CurrentVersion and all.
+    let current = server
+        .streams()
+        .get_stream(pb::GetStreamRequest { name: name("cam") })
+        .await
+        .unwrap()
+        .into_inner();
+    let op = server
+        .streams()
+        .delete_stream(pb::DeleteStreamRequest {
+            name: name("cam"),
+            etag: current.etag.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        matches!(op.result, Some(pb::operation::Result::DeleteStream(_))),
+        "{op:?}"
+    );
+    assert!(!fake.fake.has("cam"));
+    let delete = fake.fake.requests_of("deleteStream").pop().unwrap();
+    assert_eq!(delete.body["CurrentVersion"], current.etag.as_str());
+    assert!(delete.body["StreamARN"].as_str().unwrap().ends_with("/1"));
+}
+
+#[tokio::test]
+async fn three_throttles_then_success_and_constant_throttling() {
+    let fake = KvsFake::start().await;
+    let server = gateway(&fake, "").await;
+    fake.fake.throttle("createStream", Throttle::Next(3));
+    let op = server
+        .streams()
+        .create_stream(create("slowly"))
+        .await
+        .unwrap()
+        .into_inner();
+    let done = wait(&server, op).await;
+    assert!(
+        matches!(done.result, Some(pb::operation::Result::Stream(_))),
+        "{done:?}"
+    );
+    let creates = fake.fake.requests_of("createStream");
+    assert_eq!(
+        creates.iter().map(|r| r.status).collect::<Vec<_>>(),
+        [400, 400, 400, 200]
+    );
+
+    fake.fake.throttle("describeStream", Throttle::Always);
+    let mut request = tonic::Request::new(pb::GetStreamRequest {
+        name: name("slowly"),
+    });
+    request.set_timeout(Duration::from_secs(2));
+    let started = Instant::now();
+    let status = server.streams().get_stream(request).await.unwrap_err();
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "inside the deadline"
+    );
+    assert_eq!(status.code(), Code::ResourceExhausted);
+    assert_eq!(reason(&status), "PROVIDER_THROTTLED");
+    assert_eq!(
+        metadata(&status, "provider_code"),
+        "ClientLimitExceededException"
+    );
+    assert!(
+        status.get_error_details().retry_info().is_some(),
+        "RetryInfo"
+    );
+    assert!(
+        fake.fake.requests_of("describeStream").len() >= 3,
+        "it retried"
+    );
+}
+
+#[tokio::test]
+async fn batch_delete_of_200_streams_stays_under_the_delete_rate() {
+    let fake = KvsFake::start().await;
+    let names: Vec<String> = (0..200).map(|i| format!("s{i:03}")).collect();
+    for n in &names {
+        fake.fake.add_stream(n);
+    }
+    let server = gateway(&fake, "").await;
+    let mut request = pb::BatchDeleteStreamsRequest {
+        parent: "providers/kvs".into(),
+        names: names.iter().map(|n| name(n)).collect(),
+        request_id: "batch-200".into(),
+    };
+    request.names.push(name("missing"));
+    let op = server
+        .streams()
+        .batch_delete_streams(request)
+        .await
+        .unwrap()
+        .into_inner();
+    let done = wait(&server, op).await;
+    let Some(pb::operation::Result::BatchDeleteStreams(result)) = done.result else {
+        panic!("{done:?}");
+    };
+    assert_eq!(result.results.len(), 201);
+    assert!(result.results[..200].iter().all(|r| r.deleted));
+    let missing = &result.results[200];
+    assert!(!missing.deleted);
+    assert_eq!(missing.error.as_ref().unwrap().reason, "STREAM_NOT_FOUND");
+
+    let times: Vec<Instant> = fake
+        .fake
+        .requests_of("deleteStream")
+        .iter()
+        .map(|r| r.at)
+        .collect();
+    assert_eq!(times.len(), 200);
+    // In any one-second window, at most 50 DeleteStream calls (the default quota).
+    let most = times
+        .iter()
+        .map(|start| {
+            times
+                .iter()
+                .filter(|t| **t >= *start && t.duration_since(*start) < Duration::from_secs(1))
+                .count()
+        })
+        .max()
+        .unwrap();
+    assert!(most <= 50, "{most} DeleteStream calls within one second");
+    assert!(most >= 40, "the limit is used, not undershot: {most}");
+}
+
+#[tokio::test]
+async fn update_changes_fields_retention_and_tags() {
+    let fake = KvsFake::start().await;
+    let server = gateway(&fake, "").await;
+    wait(
+        &server,
+        server
+            .streams()
+            .create_stream(create("upd"))
+            .await
+            .unwrap()
+            .into_inner(),
+    )
+    .await;
+    let before = server
+        .streams()
+        .get_stream(pb::GetStreamRequest { name: name("upd") })
+        .await
+        .unwrap()
+        .into_inner();
+    for (hours, tags) in [
+        (48, vec![("team", "video"), ("tier", "gold")]),
+        (12, vec![("tier", "silver")]),
+    ] {
+        let op = server
+            .streams()
+            .update_stream(pb::UpdateStreamRequest {
+                stream: Some(pb::Stream {
+                    name: name("upd"),
+                    device_name: format!("device-{hours}"),
+                    media_type: "video/h265".into(),
+                    data_retention_hours: hours,
+                    tags: tags
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .collect(),
+                    ..Default::default()
+                }),
+                update_mask: Some(prost_types::FieldMask {
+                    paths: vec![
+                        "device_name".into(),
+                        "media_type".into(),
+                        "data_retention_hours".into(),
+                        "tags".into(),
+                    ],
+                }),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let done = wait(&server, op).await;
+        let Some(pb::operation::Result::Stream(stream)) = done.result else {
+            panic!("{done:?}");
+        };
+        assert_eq!(stream.data_retention_hours, hours);
+        assert_eq!(stream.device_name, format!("device-{hours}"));
+        assert_eq!(stream.tags.len(), tags.len());
+        let held = fake.fake.stream("upd").unwrap();
+        assert_eq!(held.retention, i64::from(hours));
+        assert_eq!(
+            held.device_name.as_deref(),
+            Some(format!("device-{hours}").as_str())
+        );
+        assert_eq!(held.media_type.as_deref(), Some("video/h265"));
+        assert_eq!(held.tags.len(), tags.len());
+        assert_eq!(held.version, stream.etag);
+        assert_ne!(stream.etag, before.etag);
+    }
+    let retention_calls = fake.fake.requests_of("updateDataRetention");
+    assert_eq!(
+        retention_calls[0].body["Operation"],
+        "INCREASE_DATA_RETENTION"
+    );
+    assert_eq!(retention_calls[0].body["DataRetentionChangeInHours"], 24);
+    assert_eq!(
+        retention_calls[1].body["Operation"],
+        "DECREASE_DATA_RETENTION"
+    );
+    assert_eq!(retention_calls[1].body["DataRetentionChangeInHours"], 36);
+    assert_eq!(fake.fake.requests_of("untagStream").len(), 1);
+}
+
+#[tokio::test]
+async fn authorization_and_quota_errors_are_mapped() {
+    let fake = KvsFake::start().await;
+    fake.fake.add_stream("locked");
+    fake.fake.deny("deleteStream");
+    fake.fake.set_account_stream_limit(1);
+    let server = gateway(&fake, "").await;
+    let op = server
+        .streams()
+        .delete_stream(pb::DeleteStreamRequest {
+            name: name("locked"),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let status = op_error(&op);
+    assert_eq!(status.code(), Code::PermissionDenied);
+    assert_eq!(reason(&status), "PROVIDER_PERMISSION_DENIED");
+    assert_eq!(metadata(&status, "provider_code"), "NotAuthorizedException");
+
+    let op = server
+        .streams()
+        .create_stream(create("one-too-many"))
+        .await
+        .unwrap()
+        .into_inner();
+    let status = op_error(&wait(&server, op).await);
+    assert_eq!(status.code(), Code::ResourceExhausted);
+    assert_eq!(reason(&status), "PROVIDER_QUOTA_EXCEEDED");
+    assert_eq!(
+        metadata(&status, "provider_code"),
+        "AccountStreamLimitExceededException"
+    );
+
+    let missing = server
+        .streams()
+        .get_stream(pb::GetStreamRequest { name: name("nope") })
+        .await
+        .unwrap_err();
+    assert_eq!(missing.code(), Code::NotFound);
+    assert_eq!(reason(&missing), "STREAM_NOT_FOUND");
+}
+
+#[tokio::test]
+async fn validation_happens_before_any_provider_call() {
+    let fake = KvsFake::start().await;
+    let server = gateway(&fake, "").await;
+    let mut streams = server.streams();
+    let bad = |f: fn(&mut pb::CreateStreamRequest)| {
+        let mut request = create("ok");
+        f(&mut request);
+        request
+    };
+    let cases: Vec<(pb::CreateStreamRequest, &str)> = vec![
+        (bad(|r| r.stream_id = "has space".into()), "stream_id"),
+        (bad(|r| r.stream_id = "x".repeat(257)), "stream_id"),
+        (
+            bad(|r| r.stream.as_mut().unwrap().data_retention_hours = 87_601),
+            "stream.data_retention_hours",
+        ),
+        (
+            bad(|r| {
+                r.stream.as_mut().unwrap().tags =
+                    (0..51).map(|i| (format!("k{i}"), "v".into())).collect()
+            }),
+            "stream.tags",
+        ),
+        (
+            bad(|r| r.stream.as_mut().unwrap().media_type = "h264".into()),
+            "stream.media_type",
+        ),
+        (
+            bad(|r| r.stream.as_mut().unwrap().device_name = "d".repeat(129)),
+            "stream.device_name",
+        ),
+        (
+            bad(|r| r.stream.as_mut().unwrap().kms_key_id = "k".repeat(2049)),
+            "stream.kms_key_id",
+        ),
+    ];
+    for (request, field) in cases {
+        let status = streams.create_stream(request).await.unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument, "{field}");
+        assert_eq!(violated_fields(&status), [field]);
+    }
+    let mut validate_only = create("dry");
+    validate_only.validate_only = true;
+    assert!(
+        streams
+            .create_stream(validate_only)
+            .await
+            .unwrap()
+            .into_inner()
+            .done
+    );
+    assert!(fake.fake.requests().is_empty(), "no call reached KVS");
+}
+
+#[tokio::test]
+async fn list_pages_with_the_prefix_filter_and_watch_polls() {
+    let fake = KvsFake::start().await;
+    for n in ["cam-a", "cam-b", "cam-c", "door-a"] {
+        fake.fake.add_stream(n);
+    }
+    let server = gateway(&fake, "").await;
+    let mut streams = server.streams();
+    let mut seen = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = streams
+            .list_streams(pb::ListStreamsRequest {
+                parent: "providers/kvs".into(),
+                filter: "stream_id_prefix = \"cam-\"".into(),
+                page_size: 2,
+                page_token: token,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        seen.extend(page.streams.into_iter().map(|s| s.name));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    assert_eq!(seen, [name("cam-a"), name("cam-b"), name("cam-c")]);
+    let lists = fake.fake.requests_of("listStreams");
+    assert_eq!(
+        lists[0].body["StreamNameCondition"]["ComparisonOperator"],
+        "BEGINS_WITH"
+    );
+    assert_eq!(lists[0].body["MaxResults"], 2);
+
+    let unsupported = streams
+        .list_streams(pb::ListStreamsRequest {
+            parent: "providers/kvs".into(),
+            filter: "state = ACTIVE".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(violated_fields(&unsupported), ["filter"]);
+
+    // A change made outside the gateway reaches a watcher through polling.
+    let mut watch = streams
+        .watch_stream(pb::WatchStreamRequest {
+            name: name("cam-a"),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let initial = watch.message().await.unwrap().unwrap();
+    assert_eq!(initial.change_type, ChangeType::Initial as i32);
+    let client = sdk(&fake.url).await;
+    let version = initial.stream.unwrap().etag;
+    client
+        .update_stream()
+        .stream_name("cam-a")
+        .current_version(&version)
+        .device_name("moved")
+        .send()
+        .await
+        .unwrap();
+    let updated = tokio::time::timeout(Duration::from_secs(5), watch.message())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(updated.change_type, ChangeType::Updated as i32);
+    assert_eq!(updated.stream.unwrap().device_name, "moved");
+    client
+        .delete_stream()
+        .stream_arn("arn:aws:kinesisvideo:us-east-1:123456789012:stream/cam-a/1")
+        .send()
+        .await
+        .unwrap();
+    let deleted = tokio::time::timeout(Duration::from_secs(5), watch.message())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(deleted.change_type, ChangeType::Deleted as i32);
+}
