@@ -407,6 +407,13 @@ async fn batch_delete_of_200_streams_stays_under_the_delete_rate() {
         .map(|r| r.at)
         .collect();
     assert_eq!(times.len(), 200);
+    assert!(
+        fake.fake
+            .requests_of("deleteStream")
+            .iter()
+            .all(|r| r.body.get("CurrentVersion").is_none()),
+        "no etag: KVS checks the creation time only"
+    );
     // In any one-second window, at most 50 DeleteStream calls (the default quota).
     let most = times
         .iter()
@@ -688,4 +695,174 @@ async fn list_pages_with_the_prefix_filter_and_watch_polls() {
         .unwrap()
         .unwrap();
     assert_eq!(deleted.change_type, ChangeType::Deleted as i32);
+}
+
+#[tokio::test]
+async fn every_seed_exception_reaches_the_caller_with_its_code_and_request_id() {
+    let fake = KvsFake::start().await;
+    let server = gateway(&fake, "").await;
+    // (action, HTTP status, KVS code, gRPC code, reason)
+    let deletes = [
+        (
+            "ClientLimitExceededException",
+            400,
+            Code::ResourceExhausted,
+            "PROVIDER_THROTTLED",
+        ),
+        (
+            "InvalidArgumentException",
+            400,
+            Code::InvalidArgument,
+            "INVALID_ARGUMENT",
+        ),
+        (
+            "ResourceNotFoundException",
+            404,
+            Code::NotFound,
+            "STREAM_NOT_FOUND",
+        ),
+        (
+            "NotAuthorizedException",
+            401,
+            Code::PermissionDenied,
+            "PROVIDER_PERMISSION_DENIED",
+        ),
+        (
+            "VersionMismatchException",
+            400,
+            Code::Aborted,
+            "ETAG_MISMATCH",
+        ),
+        (
+            "ResourceInUseException",
+            400,
+            Code::FailedPrecondition,
+            "STREAM_IN_USE",
+        ),
+    ];
+    for (i, (code, http, grpc, why)) in deletes.into_iter().enumerate() {
+        let id = format!("del-{i}");
+        fake.fake.add_stream(&id);
+        if code == "ClientLimitExceededException" {
+            fake.fake.throttle("deleteStream", Throttle::Always);
+        } else {
+            fake.fake.fail_next("deleteStream", http, code);
+        }
+        let op = server
+            .streams()
+            .delete_stream(pb::DeleteStreamRequest {
+                name: name(&id),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let status = op_error(&wait(&server, op).await);
+        fake.fake.throttle("deleteStream", Throttle::Next(0));
+        assert_eq!(status.code(), grpc, "{code}");
+        assert_eq!(reason(&status), why, "{code}");
+        assert_eq!(metadata(&status, "provider_code"), code);
+        assert!(
+            metadata(&status, "provider_request_id").starts_with("req-"),
+            "{code}"
+        );
+    }
+    let creates = [
+        (
+            "AccountStreamLimitExceededException",
+            Code::ResourceExhausted,
+            "PROVIDER_QUOTA_EXCEEDED",
+        ),
+        (
+            "DeviceStreamLimitExceededException",
+            Code::ResourceExhausted,
+            "PROVIDER_QUOTA_EXCEEDED",
+        ),
+        (
+            "ResourceInUseException",
+            Code::AlreadyExists,
+            "STREAM_ALREADY_EXISTS",
+        ),
+        (
+            "InvalidDeviceException",
+            Code::InvalidArgument,
+            "INVALID_ARGUMENT",
+        ),
+        (
+            "InvalidArgumentException",
+            Code::InvalidArgument,
+            "INVALID_ARGUMENT",
+        ),
+        (
+            "TagsPerResourceExceededLimitException",
+            Code::ResourceExhausted,
+            "PROVIDER_QUOTA_EXCEEDED",
+        ),
+    ];
+    for (i, (code, grpc, why)) in creates.into_iter().enumerate() {
+        fake.fake.fail_next("createStream", 400, code);
+        let op = server
+            .streams()
+            .create_stream(create(&format!("new-{i}")))
+            .await
+            .unwrap()
+            .into_inner();
+        let status = op_error(&wait(&server, op).await);
+        assert_eq!(status.code(), grpc, "{code}");
+        assert_eq!(reason(&status), why, "{code}");
+        assert_eq!(metadata(&status, "provider_code"), code);
+        assert!(
+            metadata(&status, "provider_request_id").starts_with("req-"),
+            "{code}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn several_instances_side_by_side() {
+    let east = KvsFake::start().await;
+    let west = KvsFake::start().await;
+    east.fake.add_stream("only-east");
+    let providers = format!(
+        "{}{}",
+        provider(&east, ""),
+        provider(&west, "")
+            .replace("id = \"kvs\"", "id = \"kvs-west\"")
+            .replace("us-east-1", "eu-west-1")
+    );
+    let server = TestServer::start_with_env(&providers, &AWS_ENV).await;
+    let listed = server
+        .providers()
+        .list_providers(pb::ListProvidersRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let regions: Vec<_> = listed
+        .providers
+        .iter()
+        .map(|p| (p.name.as_str(), p.kind.as_str(), p.region.as_str()))
+        .collect();
+    assert_eq!(
+        regions,
+        [
+            ("providers/kvs", "kinesis-video", "us-east-1"),
+            ("providers/kvs-west", "kinesis-video", "eu-west-1"),
+        ]
+    );
+    server
+        .streams()
+        .get_stream(pb::GetStreamRequest {
+            name: name("only-east"),
+        })
+        .await
+        .expect("the east instance holds it");
+    let west_view = server
+        .streams()
+        .get_stream(pb::GetStreamRequest {
+            name: "providers/kvs-west/streams/only-east".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(west_view.code(), Code::NotFound);
+    assert!(west.fake.requests_of("describeStream").len() == 1);
 }

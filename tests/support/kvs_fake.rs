@@ -74,6 +74,7 @@ struct Inner {
     streams: BTreeMap<String, FakeStream>,
     throttles: HashMap<String, Throttle>,
     not_authorized: HashSet<String>,
+    failures: HashMap<String, (u16, String)>,
     account_stream_limit: Option<usize>,
     creating_describes: usize,
     requests: Vec<Recorded>,
@@ -361,7 +362,15 @@ async fn handle(State(fake): State<KvsFake>, Path(action): Path<String>, body: S
         }
         _ => false,
     };
-    let response = if throttled {
+    let injected = inner.failures.remove(&action);
+    let response = if let Some((status, code)) = injected {
+        error(
+            StatusCode::from_u16(status).unwrap(),
+            &code,
+            "injected by the test",
+            &request_id,
+        )
+    } else if throttled {
         error(
             StatusCode::BAD_REQUEST,
             "ClientLimitExceededException",
@@ -421,6 +430,14 @@ impl KvsFake {
     /// Throttles `action` (e.g. `createStream`).
     pub fn throttle(&self, action: &str, how: Throttle) {
         self.with(|i| i.throttles.insert(action.to_string(), how));
+    }
+
+    /// Answers the next call of `action` with the error `code` and HTTP `status`.
+    pub fn fail_next(&self, action: &str, status: u16, code: &str) {
+        self.with(|i| {
+            i.failures
+                .insert(action.to_string(), (status, code.to_string()))
+        });
     }
 
     /// Answers NotAuthorizedException to `action`.
