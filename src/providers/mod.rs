@@ -6,6 +6,7 @@
 //! so that a restarted gateway resumes where it stopped. Adding a kind means: a folder like
 //! `local/`, its [`Capability`], and one line in [`Registry::build`].
 
+pub mod aliyun_vod;
 pub mod limits;
 pub mod local;
 pub mod retry;
@@ -79,11 +80,13 @@ pub fn check_configs(configs: &[ProviderConfig]) -> Result<(), ConfigError> {
     for config in configs {
         match config.kind.as_str() {
             local::KIND => local::LocalSettings::parse(config).map(|_| ())?,
+            aliyun_vod::KIND => aliyun_vod::AliyunVodSettings::parse(config).map(|_| ())?,
             other => {
                 return Err(ConfigError::Invalid(format!(
-                    "provider {:?}: kind {other:?} is not available in this build (available: {})",
+                    "provider {:?}: kind {other:?} is not available in this build (available: {}, {})",
                     config.id,
-                    local::KIND
+                    local::KIND,
+                    aliyun_vod::KIND
                 )));
             }
         }
@@ -104,12 +107,13 @@ impl Registry {
         store: &SqlStore,
         hub: &Arc<WatchHub>,
     ) -> Result<Self> {
-        // Adapters of cloud kinds read their provider's standard variables from here.
-        let _ = environment;
         let mut providers: BTreeMap<String, Arc<dyn Provider>> = BTreeMap::new();
         for config in configs {
             let provider: Arc<dyn Provider> = match config.kind.as_str() {
                 local::KIND => Arc::new(local::LocalProvider::new(config, store, hub)?),
+                aliyun_vod::KIND => {
+                    Arc::new(aliyun_vod::AliyunVodProvider::new(config, environment)?)
+                }
                 other => {
                     return Err(Error::internal(format_args!(
                         "provider {:?}: kind {other:?} is not available in this build",
