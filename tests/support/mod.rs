@@ -170,6 +170,11 @@ pub struct Binary {
 impl Binary {
     /// Starts the binary with `config` (a file) on a free port, logging to `dir/NAME.log`.
     pub fn spawn(config: &Path, dir: &Path, name: &str) -> Self {
+        Self::spawn_with_env(config, dir, name, &[])
+    }
+
+    /// Like [`Binary::spawn`], with extra environment variables.
+    pub fn spawn_with_env(config: &Path, dir: &Path, name: &str, env: &[(&str, &str)]) -> Self {
         let port = free_port();
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
         let log = dir.join(format!("{name}.log"));
@@ -180,6 +185,7 @@ impl Binary {
             .arg(addr.to_string())
             .env_remove("STREAMGATE_CONFIG")
             .env_remove("STREAMGATE_LISTEN")
+            .envs(env.iter().copied())
             .current_dir(dir)
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
