@@ -11,7 +11,7 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use streamgate::pb;
-use support::{Binary, TestServer, reason, venv_tool};
+use support::{Binary, TestServer, output_text, reason, venv_tool};
 use tonic::Code;
 use tonic_types::StatusExt;
 use vod::FakeVod;
@@ -130,14 +130,6 @@ fn assert_distinct_nonces(fake: &FakeVod) {
     assert_eq!(nonces.len(), requests.len(), "a nonce was reused");
 }
 
-fn text(output: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
-
 // ---------------------------------------------------------------------------------------------
 // The fake itself, against the official SDK.
 
@@ -155,7 +147,7 @@ async fn official_python_sdk_is_accepted_by_the_fake_and_refused_with_a_wrong_se
     })
     .await
     .unwrap();
-    assert!(output.status.success(), "{}", text(&output));
+    assert!(output.status.success(), "{}", output_text(&output));
     assert_eq!(
         String::from_utf8_lossy(&output.stdout)
             .lines()
@@ -173,7 +165,7 @@ async fn official_python_sdk_is_accepted_by_the_fake_and_refused_with_a_wrong_se
             "after-delete OK job-b",
         ],
         "{}",
-        text(&output)
+        output_text(&output)
     );
     assert_eq!(fake.streams("v-sdk").unwrap(), ["job-b"]);
     let requests = fake.requests();
@@ -680,7 +672,7 @@ async fn grpcurl(addr: std::net::SocketAddr, method: &str, body: String) -> Outp
 
 async fn grpcurl_json(addr: std::net::SocketAddr, method: &str, body: String) -> serde_json::Value {
     let output = grpcurl(addr, method, body).await;
-    assert!(output.status.success(), "{}", text(&output));
+    assert!(output.status.success(), "{}", output_text(&output));
     serde_json::from_slice(&output.stdout).unwrap()
 }
 
@@ -698,6 +690,17 @@ async fn grpcurl_done(addr: std::net::SocketAddr, op: serde_json::Value) -> serd
     .await;
     assert_eq!(done["done"], true, "{done}");
     done
+}
+
+/// DeleteStream of `name` with grpcurl, and its finished operation.
+async fn grpcurl_delete(addr: std::net::SocketAddr, name: &str) -> serde_json::Value {
+    let op = grpcurl_json(
+        addr,
+        "StreamService/DeleteStream",
+        format!(r#"{{"name": "{name}"}}"#),
+    )
+    .await;
+    grpcurl_done(addr, op).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -742,13 +745,7 @@ async fn binary_and_grpcurl_missing_stream_is_not_found_with_provider_code_and_r
     let fake = fake_with(&[("v1", &["j1"])]).await;
     let dir = tempfile::tempdir().unwrap();
     let gateway = binary(dir.path(), &provider_entry(&fake, SECRET, ""), &[]).await;
-    let op = grpcurl_json(
-        gateway.addr,
-        "StreamService/DeleteStream",
-        format!(r#"{{"name": "{}"}}"#, stream_name("v1", "missing")),
-    )
-    .await;
-    let done = grpcurl_done(gateway.addr, op).await;
+    let done = grpcurl_delete(gateway.addr, &stream_name("v1", "missing")).await;
     let error = &done["error"];
     assert_eq!(error["code"], 5, "{done}");
     let info = &error["details"][0];
@@ -769,13 +766,7 @@ async fn binary_and_grpcurl_delete_stream_failed_twice_then_succeeds() {
     fake.fail_next("DeleteStream", "DeleteStreamFailed", 2);
     let dir = tempfile::tempdir().unwrap();
     let gateway = binary(dir.path(), &provider_entry(&fake, SECRET, ""), &[]).await;
-    let op = grpcurl_json(
-        gateway.addr,
-        "StreamService/DeleteStream",
-        format!(r#"{{"name": "{}"}}"#, stream_name("v1", "j1")),
-    )
-    .await;
-    let done = grpcurl_done(gateway.addr, op).await;
+    let done = grpcurl_delete(gateway.addr, &stream_name("v1", "j1")).await;
     assert_eq!(done["deleteStream"]["existed"], true, "{done}");
     assert!(done.get("error").is_none(), "{done}");
     let codes: Vec<_> = fake
@@ -821,7 +812,7 @@ async fn binary_and_grpcurl_wrong_secret_from_the_environment_is_a_credentials_e
         format!(r#"{{"name": "{}"}}"#, stream_name("v1", "j1")),
     )
     .await;
-    let printed = text(&got);
+    let printed = output_text(&got);
     assert!(!got.status.success(), "{printed}");
     assert!(printed.contains("Code: Unauthenticated"), "{printed}");
     assert!(
@@ -830,14 +821,7 @@ async fn binary_and_grpcurl_wrong_secret_from_the_environment_is_a_credentials_e
     );
     assert!(printed.contains(PROVIDER), "{printed}");
 
-    let deleted = grpcurl(
-        gateway.addr,
-        "StreamService/DeleteStream",
-        format!(r#"{{"name": "{}"}}"#, stream_name("v1", "j1")),
-    )
-    .await;
-    let op: serde_json::Value = serde_json::from_slice(&deleted.stdout).unwrap();
-    let done = grpcurl_done(gateway.addr, op).await;
+    let done = grpcurl_delete(gateway.addr, &stream_name("v1", "j1")).await;
     assert_eq!(done["error"]["code"], 16, "{done}");
     assert_eq!(
         done["error"]["details"][0]["metadata"]["provider_code"],
@@ -851,7 +835,7 @@ async fn binary_and_grpcurl_wrong_secret_from_the_environment_is_a_credentials_e
         log.contains("vod call failed"),
         "the debug log shows the calls:\n{log}"
     );
-    for output in [printed, text(&deleted), done.to_string(), log] {
+    for output in [printed, done.to_string(), log] {
         assert!(!output.contains(wrong), "the secret leaked:\n{output}");
     }
     assert_eq!(fake.streams("v1").unwrap(), ["j1"]);
