@@ -841,3 +841,88 @@ async fn binary_and_grpcurl_wrong_secret_from_the_environment_is_a_credentials_e
     assert_eq!(fake.streams("v1").unwrap(), ["j1"]);
     assert!(fake.requests().iter().all(|r| !r.signature_valid));
 }
+
+// ---------------------------------------------------------------------------------------------
+// Steps replayed after a crash, driven on the provider directly.
+
+fn provider_on(fake: &FakeVod) -> streamgate::providers::aliyun_vod::AliyunVodProvider {
+    let config = streamgate::config::Config::from_toml(&provider_entry(fake, SECRET, ""))
+        .unwrap()
+        .providers
+        .remove(0);
+    streamgate::providers::aliyun_vod::AliyunVodProvider::new(
+        &config,
+        &streamgate::config::Environment::default(),
+    )
+    .unwrap()
+}
+
+fn operation(request: streamgate::domain::OpRequest) -> streamgate::domain::Operation {
+    streamgate::domain::Operation {
+        id: "op-1".into(),
+        request,
+        principal: "anonymous".into(),
+        request_id: None,
+        fingerprint: String::new(),
+        step: "accepted".into(),
+        progress: serde_json::Value::Null,
+        next_run_ms: 0,
+        attempts: 0,
+        retries: 0,
+        cancel_requested: false,
+        replayed: false,
+        outcome: None,
+        create_time_ms: 0,
+        update_time_ms: 0,
+    }
+}
+
+fn domain_name(video: &str, job: &str) -> streamgate::domain::StreamName {
+    streamgate::domain::StreamName::parse(&stream_name(video, job), "name").unwrap()
+}
+
+#[tokio::test]
+async fn a_step_replayed_after_a_crash_reports_what_its_earlier_try_deleted() {
+    use streamgate::domain::{OpRequest, OpResult, ParentName};
+    use streamgate::providers::{Provider, Step};
+
+    let fake = fake_with(&[("v1", &["j1", "j2", "j3"])]).await;
+    let provider = provider_on(&fake);
+    let names = vec![domain_name("v1", "j1"), domain_name("v1", "j2")];
+    let mut op = operation(OpRequest::BatchDelete {
+        parent: ParentName::parse(&format!("providers/{PROVIDER}/videos/v1"), "parent").unwrap(),
+        names,
+    });
+    let Step::Continue { step, progress, .. } = provider.advance(&op).await.unwrap() else {
+        panic!("the batch should go on to deleting");
+    };
+    op.step = step;
+    op.progress = progress;
+    // The deleting step runs, and the gateway dies before it records the outcome.
+    provider.advance(&op).await.unwrap();
+    assert_eq!(fake.streams("v1").unwrap(), ["j3"]);
+    op.replayed = true;
+    let Step::Done(OpResult::Batch(items)) = provider.advance(&op).await.unwrap() else {
+        panic!("the replayed step should finish the batch");
+    };
+    assert!(items.iter().all(|item| item.error.is_none()), "{items:?}");
+    let calls = fake.calls("DeleteStream");
+    assert_eq!(calls.len(), 2);
+    assert_eq!(calls[1].code.as_deref(), Some("InvalidStream.NotFound"));
+
+    // A single delete replayed after its stream went: the earlier try deleted it.
+    let mut single = operation(OpRequest::Delete {
+        name: domain_name("v1", "j1"),
+        etag: None,
+        allow_missing: false,
+    });
+    single.replayed = true;
+    let Step::Done(OpResult::Deleted { existed, .. }) = provider.advance(&single).await.unwrap()
+    else {
+        panic!("a replayed delete of a gone stream succeeds");
+    };
+    assert!(existed);
+    single.replayed = false;
+    let error = provider.advance(&single).await.unwrap_err();
+    assert_eq!(error.provider_code(), Some("InvalidStream.NotFound"));
+}
