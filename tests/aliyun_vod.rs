@@ -199,6 +199,16 @@ async fn gets_and_lists_the_streams_of_a_video_through_get_play_info() {
     assert_eq!(got.state, pb::stream::State::Active as i32);
     assert_eq!(got.media_type, "video/m3u8");
     assert_eq!(got.create_time.unwrap().seconds, 1_767_225_600);
+    assert_eq!(
+        got.details,
+        Some(pb::stream::Details::AliyunVod(pb::AliyunVodStreamDetails {
+            video_id: "v1".into(),
+            definition: "LD".into(),
+            format: "m3u8".into(),
+            stream_type: "video".into(),
+            status: "Normal".into(),
+        }))
+    );
 
     let page = |token: &str| pb::ListStreamsRequest {
         parent: format!("providers/{PROVIDER}/videos/v1"),

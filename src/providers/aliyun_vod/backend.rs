@@ -24,8 +24,8 @@ use crate::config::{Environment, ProviderConfig};
 use crate::domain::names::MAX_SEGMENT_LEN;
 use crate::domain::page::MAX_PAGE_SIZE;
 use crate::domain::{
-    BatchItem, Capability, ListQuery, Method, OpRequest, OpResult, Operation, Page, ParentName,
-    Stream, StreamDetails, StreamName, StreamSpec, StreamState,
+    AliyunVodDetails, BatchItem, Capability, ListQuery, Method, OpRequest, OpResult, Operation,
+    Page, ParentName, Stream, StreamDetails, StreamName, StreamSpec, StreamState,
 };
 use crate::error::{Error, Kind, Result};
 use crate::providers::{Provider, Step};
@@ -161,7 +161,13 @@ impl AliyunVodProvider {
             create_time_ms: created,
             update_time_ms: if modified > 0 { modified } else { created },
             provider_uid: info.job_id.clone(),
-            details: StreamDetails::None,
+            details: StreamDetails::AliyunVod(Box::new(AliyunVodDetails {
+                video_id: video.to_string(),
+                definition: info.definition.clone(),
+                format: info.format.clone(),
+                stream_type: info.stream_type.clone(),
+                status: info.status.clone(),
+            })),
         }
     }
 
