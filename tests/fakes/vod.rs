@@ -8,8 +8,6 @@
 //! any error code on demand, and records every request. `tests/aliyun_vod.rs` checks the fake
 //! itself against the official Python SDK.
 
-#![allow(dead_code)]
-
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};

@@ -33,7 +33,7 @@ use crate::providers::{Provider, Step};
 /// The step that sends one DeleteStream call of a batch.
 const STEP_DELETING: &str = "deleting";
 /// The most job ids one DeleteStream call takes (all of one video).
-pub(super) const MAX_JOB_IDS_PER_CALL: usize = 20;
+const MAX_JOB_IDS_PER_CALL: usize = 20;
 /// How many times a DeleteStream call is sent again for ids that are still there after VOD
 /// said some id of the call did not exist.
 const MAX_RESENDS: usize = 3;

@@ -19,9 +19,9 @@ use crate::providers::retry::{RetryPolicy, retry};
 /// The VOD API version.
 const VERSION: &str = "2017-03-21";
 /// The action that deletes streams.
-pub(super) const DELETE_STREAM: &str = "DeleteStream";
+const DELETE_STREAM: &str = "DeleteStream";
 /// The action that lists a video's streams.
-pub(super) const GET_PLAY_INFO: &str = "GetPlayInfo";
+const GET_PLAY_INFO: &str = "GetPlayInfo";
 /// The longest a single HTTP exchange may take when the caller set no shorter deadline.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
