@@ -5,7 +5,7 @@ mod support;
 
 use std::process::{Command, Output};
 
-use support::{TestServer, local_provider, venv_tool};
+use support::{TestServer, local_provider, output_text, venv_tool};
 
 fn grpcurl(args: &[&str]) -> Output {
     Command::new(venv_tool("grpcurl"))
@@ -15,14 +15,6 @@ fn grpcurl(args: &[&str]) -> Output {
         .unwrap_or_else(|e| panic!("grpcurl: {e}"))
 }
 
-fn text(output: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpcurl_lists_describes_calls_and_prints_error_details() {
     let server = TestServer::start(&local_provider("local", "200ms")).await;
@@ -30,7 +22,7 @@ async fn grpcurl_lists_describes_calls_and_prints_error_details() {
     let addr = addr.as_str();
 
     let list = grpcurl(&[addr, "list"]);
-    assert!(list.status.success(), "{}", text(&list));
+    assert!(list.status.success(), "{}", output_text(&list));
     let services = String::from_utf8_lossy(&list.stdout);
     for service in [
         "streamgate.v1.StreamService",
@@ -45,7 +37,7 @@ async fn grpcurl_lists_describes_calls_and_prints_error_details() {
     }
 
     let describe = grpcurl(&[addr, "describe", "streamgate.v1.StreamService"]);
-    assert!(describe.status.success(), "{}", text(&describe));
+    assert!(describe.status.success(), "{}", output_text(&describe));
     let described = String::from_utf8_lossy(&describe.stdout);
     for method in [
         "CreateStream",
@@ -63,9 +55,9 @@ async fn grpcurl_lists_describes_calls_and_prints_error_details() {
     }
     let message = grpcurl(&[addr, "describe", "streamgate.v1.Operation"]);
     assert!(
-        text(&message).contains(".google.rpc.Status error"),
+        output_text(&message).contains(".google.rpc.Status error"),
         "{}",
-        text(&message)
+        output_text(&message)
     );
 
     let created = grpcurl(&[
@@ -74,7 +66,7 @@ async fn grpcurl_lists_describes_calls_and_prints_error_details() {
         addr,
         "streamgate.v1.StreamService/CreateStream",
     ]);
-    assert!(created.status.success(), "{}", text(&created));
+    assert!(created.status.success(), "{}", output_text(&created));
     let op: serde_json::Value = serde_json::from_slice(&created.stdout).unwrap();
     let op_name = op["name"].as_str().unwrap().to_string();
     assert!(op_name.starts_with("operations/"));
@@ -97,7 +89,7 @@ async fn grpcurl_lists_describes_calls_and_prints_error_details() {
         "streamgate.v1.StreamService/CreateStream",
     ]);
     assert!(!failed.status.success());
-    let printed = text(&failed);
+    let printed = output_text(&failed);
     assert!(printed.contains("Code: InvalidArgument"), "{printed}");
     assert!(printed.contains("google.rpc.ErrorInfo"), "{printed}");
     assert!(
@@ -114,7 +106,7 @@ async fn grpcurl_lists_describes_calls_and_prints_error_details() {
         addr,
         "streamgate.v1.StreamService/GetStream",
     ]);
-    let printed = text(&missing);
+    let printed = output_text(&missing);
     assert!(printed.contains("Code: NotFound"), "{printed}");
     assert!(
         printed.contains(r#""reason":"STREAM_NOT_FOUND""#),
@@ -137,7 +129,7 @@ async fn python_grpcio_health_client_sees_every_service() {
         ])
         .output()
         .unwrap();
-    let printed = text(&output);
+    let printed = output_text(&output);
     assert!(output.status.success(), "{printed}");
     assert_eq!(
         String::from_utf8_lossy(&output.stdout)

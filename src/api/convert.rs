@@ -45,6 +45,15 @@ pub fn stream(s: &Stream) -> pb::Stream {
                     version: *version,
                 }))
             }
+            StreamDetails::AliyunVod(vod) => {
+                Some(pb::stream::Details::AliyunVod(pb::AliyunVodStreamDetails {
+                    video_id: vod.video_id.clone(),
+                    definition: vod.definition.clone(),
+                    format: vod.format.clone(),
+                    stream_type: vod.stream_type.clone(),
+                    status: vod.status.clone(),
+                }))
+            }
         },
     }
 }

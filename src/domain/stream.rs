@@ -59,6 +59,23 @@ pub enum StreamDetails {
         /// How many times the stream has changed.
         version: i64,
     },
+    /// A media stream of an ApsaraVideo VOD video (boxed: most streams are of other kinds).
+    AliyunVod(Box<AliyunVodDetails>),
+}
+
+/// What GetPlayInfo says about a VOD media stream beyond the neutral fields.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AliyunVodDetails {
+    /// The VideoId.
+    pub video_id: String,
+    /// The quality (LD, SD, HD, ...).
+    pub definition: String,
+    /// The container format (mp4, m3u8, ...).
+    pub format: String,
+    /// `video` or `audio`.
+    pub stream_type: String,
+    /// `Normal` or `Invisible`.
+    pub status: String,
 }
 
 /// A stream as a provider reports it.

@@ -6,6 +6,7 @@
 //! so that a restarted gateway resumes where it stopped. Adding a kind means: a folder like
 //! `local/`, its [`Capability`], and one line in [`Registry::build`].
 
+pub mod aliyun_vod;
 pub mod aws;
 pub mod kinesis_video;
 pub mod limits;
@@ -88,11 +89,12 @@ pub fn check_configs(configs: &[ProviderConfig]) -> Result<(), ConfigError> {
         match config.kind.as_str() {
             local::KIND => local::LocalSettings::parse(config).map(|_| ())?,
             kinesis_video::KIND => kinesis_video::KvsSettings::parse(config).map(|_| ())?,
+            aliyun_vod::KIND => aliyun_vod::AliyunVodSettings::parse(config).map(|_| ())?,
             other => {
                 return Err(ConfigError::Invalid(format!(
                     "provider {:?}: kind {other:?} is not available in this build (available: {})",
                     config.id,
-                    [local::KIND, kinesis_video::KIND].join(", ")
+                    [local::KIND, kinesis_video::KIND, aliyun_vod::KIND].join(", ")
                 )));
             }
         }
@@ -119,6 +121,9 @@ impl Registry {
                 local::KIND => Arc::new(local::LocalProvider::new(config, store, hub)?),
                 kinesis_video::KIND => {
                     Arc::new(kinesis_video::KinesisVideoProvider::new(config, environment).await?)
+                }
+                aliyun_vod::KIND => {
+                    Arc::new(aliyun_vod::AliyunVodProvider::new(config, environment)?)
                 }
                 other => {
                     return Err(Error::internal(format_args!(

@@ -1,0 +1,288 @@
+//! The VOD RPC calls of one instance over reqwest: common parameters, a fresh nonce and
+//! timestamp per try, signing (`signer.rs`), the outbound limits, retries inside the caller's
+//! deadline, and decoding of the answers. The adapter's logic lives in `backend.rs`.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use serde::Deserialize;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use super::config::{AliyunVodSettings, Credentials};
+use super::error::{ErrorBody, VodError, parse_error};
+use super::signer;
+use crate::error::{Error, Kind, Result};
+use crate::providers::limits::OutboundLimits;
+use crate::providers::retry::{RetryPolicy, retry};
+
+/// The VOD API version.
+const VERSION: &str = "2017-03-21";
+/// The action that deletes streams.
+const DELETE_STREAM: &str = "DeleteStream";
+/// The action that lists a video's streams.
+const GET_PLAY_INFO: &str = "GetPlayInfo";
+/// The longest a single HTTP exchange may take when the caller set no shorter deadline.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// One media stream of a video, as GetPlayInfo lists it.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub(super) struct PlayInfo {
+    pub job_id: String,
+    pub definition: String,
+    pub format: String,
+    pub stream_type: String,
+    /// `Normal` (the latest stream of its definition and format) or `Invisible`.
+    pub status: String,
+    pub creation_time: String,
+    pub modification_time: String,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(default)]
+struct PlayInfoList {
+    #[serde(rename = "PlayInfo")]
+    play_info: Vec<PlayInfo>,
+}
+
+#[derive(Deserialize)]
+struct GetPlayInfoResponse {
+    #[serde(rename = "RequestId", default)]
+    request_id: Option<String>,
+    #[serde(rename = "PlayInfoList", default)]
+    play_info_list: PlayInfoList,
+}
+
+/// The streams of one video, and the request that listed them.
+#[derive(Debug)]
+pub(super) struct VideoStreams {
+    pub request_id: Option<String>,
+    pub streams: Vec<PlayInfo>,
+}
+
+impl VideoStreams {
+    pub fn contains(&self, job_id: &str) -> bool {
+        self.streams.iter().any(|s| s.job_id == job_id)
+    }
+}
+
+/// The answer to a DeleteStream call, after its retries.
+pub(super) struct DeleteReply {
+    pub result: Result<()>,
+    /// An earlier try failed in a way that may have deleted streams nonetheless (e.g.
+    /// DeleteStreamFailed, a lost connection), so a later "does not exist" is ambiguous.
+    pub after_failed_try: bool,
+}
+
+/// The VOD endpoint of one provider instance.
+pub(super) struct VodCore {
+    provider: String,
+    // One connection pool for every call of the instance.
+    http: reqwest::Client,
+    endpoint: String,
+    region: String,
+    credentials: Credentials,
+    // Keeps the instance under the account's VOD quotas, shared by every call.
+    limits: OutboundLimits,
+    retry: RetryPolicy,
+}
+
+impl VodCore {
+    pub fn new(
+        provider: &str,
+        region: &str,
+        endpoint_url: Option<&str>,
+        credentials: Credentials,
+        settings: &AliyunVodSettings,
+    ) -> Result<Self> {
+        let http = reqwest::Client::builder()
+            .timeout(REQUEST_TIMEOUT)
+            .build()
+            .map_err(|e| {
+                Error::internal(format_args!("provider {provider:?}: http client: {e}"))
+            })?;
+        Ok(VodCore {
+            provider: provider.to_string(),
+            http,
+            endpoint: endpoint_url
+                .map(str::to_string)
+                .unwrap_or_else(|| format!("https://vod.{region}.aliyuncs.com/")),
+            region: region.to_string(),
+            credentials,
+            limits: OutboundLimits::new()
+                .per_action(DELETE_STREAM, settings.delete_stream_qps)
+                .per_action(GET_PLAY_INFO, settings.get_play_info_qps),
+            retry: RetryPolicy::default(),
+        })
+    }
+
+    /// One signed try of `action` with `params`.
+    async fn call_once(
+        &self,
+        action: &'static str,
+        params: &[(&str, &str)],
+    ) -> std::result::Result<serde_json::Value, VodError> {
+        self.limits.acquire(action, None).await;
+        let timestamp = OffsetDateTime::now_utc()
+            .replace_nanosecond(0)
+            .ok()
+            .and_then(|t| t.format(&Rfc3339).ok())
+            .unwrap_or_default();
+        let nonce = uuid::Uuid::new_v4().to_string();
+        let mut all: Vec<(&str, &str)> = vec![
+            ("Action", action),
+            ("Version", VERSION),
+            ("Format", "JSON"),
+            ("RegionId", &self.region),
+            ("AccessKeyId", &self.credentials.access_key_id),
+            ("SignatureMethod", "HMAC-SHA1"),
+            ("SignatureVersion", "1.0"),
+            ("SignatureNonce", &nonce),
+            ("Timestamp", &timestamp),
+        ];
+        if let Some(token) = &self.credentials.security_token {
+            all.push(("SecurityToken", token));
+        }
+        all.extend_from_slice(params);
+        let to_sign = signer::string_to_sign("POST", all.iter().copied());
+        let signature = signer::signature(&self.credentials.access_key_secret, &to_sign);
+        let body = format!(
+            "{}&Signature={}",
+            signer::canonical_query(all.iter().copied()),
+            signer::encode(&signature)
+        );
+        let mut request = self
+            .http
+            .post(&self.endpoint)
+            .header(
+                reqwest::header::CONTENT_TYPE,
+                "application/x-www-form-urlencoded",
+            )
+            .body(body);
+        if let Some(left) = crate::deadline::remaining() {
+            request = request.timeout(left.min(REQUEST_TIMEOUT));
+        }
+        let transport = |source| VodError::Transport { action, source };
+        let response = request.send().await.map_err(transport)?;
+        let bytes = response.bytes().await.map_err(transport)?;
+        let value: serde_json::Value =
+            serde_json::from_slice(&bytes).map_err(|e| VodError::Malformed {
+                action,
+                why: e.to_string(),
+            })?;
+        if value.get("Code").is_some() {
+            let body: ErrorBody =
+                serde_json::from_value(value).map_err(|e| VodError::Malformed {
+                    action,
+                    why: e.to_string(),
+                })?;
+            return Err(VodError::Api { action, body });
+        }
+        Ok(value)
+    }
+
+    /// `action` with retries of temporary failures; `failed` is set when a try failed in a way
+    /// that may still have had an effect.
+    async fn call(
+        &self,
+        action: &'static str,
+        params: &[(&str, &str)],
+        failed: &AtomicBool,
+    ) -> Result<serde_json::Value> {
+        retry(self.retry, || async {
+            let outcome = self.call_once(action, params).await;
+            outcome.map_err(|e| {
+                let error = parse_error(&self.provider, &e);
+                let may_have_acted = match &e {
+                    VodError::Transport { .. } | VodError::Malformed { .. } => true,
+                    VodError::Api { body, .. } => matches!(
+                        body.code.as_str(),
+                        "DeleteStreamFailed" | "InternalError" | "ServiceUnavailable"
+                    ),
+                };
+                if may_have_acted {
+                    failed.store(true, Ordering::SeqCst);
+                }
+                tracing::debug!(
+                    provider = %self.provider,
+                    action,
+                    code = error.provider_code().unwrap_or_default(),
+                    request_id = error.provider_request_id().unwrap_or_default(),
+                    "vod call failed"
+                );
+                error
+            })
+        })
+        .await
+    }
+
+    /// The streams of `video` (GetPlayInfo with every stream, not only the latest of each
+    /// definition). A video without streams (InvalidVideo.NoneStream) has none.
+    pub async fn streams(&self, video: &str) -> Result<VideoStreams> {
+        let params = [("VideoId", video), ("ResultType", "Multiple")];
+        match self
+            .call(GET_PLAY_INFO, &params, &AtomicBool::new(false))
+            .await
+        {
+            Ok(value) => {
+                let parsed: GetPlayInfoResponse = serde_json::from_value(value).map_err(|e| {
+                    Error::new(
+                        Kind::ProviderUnavailable,
+                        format!("GetPlayInfo answered an unreadable stream list: {e}"),
+                    )
+                    .with_provider(&self.provider)
+                })?;
+                Ok(VideoStreams {
+                    request_id: parsed.request_id,
+                    streams: parsed.play_info_list.play_info,
+                })
+            }
+            Err(e) if e.provider_code() == Some("InvalidVideo.NoneStream") => Ok(VideoStreams {
+                request_id: e.provider_request_id().map(str::to_string),
+                streams: Vec::new(),
+            }),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Deletes the streams `job_ids` (at most 20) of `video` in one DeleteStream call.
+    pub async fn delete_streams(&self, video: &str, job_ids: &[&str]) -> DeleteReply {
+        let failed = AtomicBool::new(false);
+        let ids = job_ids.join(",");
+        let params = [("VideoId", video), ("JobIds", ids.as_str())];
+        let result = self.call(DELETE_STREAM, &params, &failed).await.map(|_| ());
+        DeleteReply {
+            result,
+            after_failed_try: failed.load(Ordering::SeqCst),
+        }
+    }
+}
+
+/// Milliseconds since the epoch of a VOD time (`2022-04-18T07:37:15Z`), 0 when absent.
+pub(super) fn time_ms(text: &str) -> i64 {
+    OffsetDateTime::parse(text, &Rfc3339)
+        .map(|t| (t.unix_timestamp_nanos() / 1_000_000) as i64)
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_play_info_as_documented() {
+        let sample = r#"{"RequestId":"R-1","VideoBase":{"VideoId":"v1","Status":"Normal"},
+            "PlayInfoList":{"PlayInfo":[{"JobId":"80e9c6580e754a798c3c19c59b16****",
+            "Definition":"LD","Format":"m3u8","StreamType":"video","Status":"Normal",
+            "CreationTime":"2022-04-18T07:37:15Z","ModificationTime":"2022-04-20T06:32:19Z",
+            "Bitrate":"450.878","Width":360,"Height":640,"PlayURL":"https://example/x.m3u8"}]}}"#;
+        let parsed: GetPlayInfoResponse = serde_json::from_str(sample).unwrap();
+        assert_eq!(parsed.request_id.as_deref(), Some("R-1"));
+        let stream = &parsed.play_info_list.play_info[0];
+        assert_eq!(stream.job_id, "80e9c6580e754a798c3c19c59b16****");
+        assert_eq!(stream.format, "m3u8");
+        assert_eq!(time_ms(&stream.creation_time), 1_650_267_435_000);
+        assert_eq!(time_ms(""), 0);
+    }
+}
