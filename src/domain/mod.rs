@@ -14,7 +14,9 @@ pub use capability::{Capability, Method};
 pub use names::{OperationName, ParentName, ProviderName, StreamName};
 pub use operation::{BatchItem, OpRequest, OpResult, Operation, Verb};
 pub use page::{ListQuery, Page, PageToken};
-pub use stream::{Stream, StreamDetails, StreamPatch, StreamSpec, StreamState};
+pub use stream::{
+    CloudFrontDetails, CloudFrontOrigin, Stream, StreamDetails, StreamPatch, StreamSpec, StreamState,
+};
 
 /// Milliseconds since the Unix epoch, the time unit of the model and the store.
 pub fn now_ms() -> i64 {

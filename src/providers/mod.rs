@@ -7,6 +7,7 @@
 //! `local/`, its [`Capability`], and one line in [`Registry::build`].
 
 pub mod aws;
+pub mod cloudfront;
 pub mod limits;
 pub mod local;
 pub mod retry;
@@ -80,11 +81,14 @@ pub fn check_configs(configs: &[ProviderConfig]) -> Result<(), ConfigError> {
     for config in configs {
         match config.kind.as_str() {
             local::KIND => local::LocalSettings::parse(config).map(|_| ())?,
+            cloudfront::KIND_STREAMING | cloudfront::KIND_WEB => {
+                cloudfront::CloudFrontSettings::parse(config).map(|_| ())?
+            }
             other => {
                 return Err(ConfigError::Invalid(format!(
                     "provider {:?}: kind {other:?} is not available in this build (available: {})",
                     config.id,
-                    local::KIND
+                    [local::KIND, cloudfront::KIND_STREAMING, cloudfront::KIND_WEB].join(", ")
                 )));
             }
         }
@@ -105,12 +109,13 @@ impl Registry {
         store: &SqlStore,
         hub: &Arc<WatchHub>,
     ) -> Result<Self> {
-        // Adapters of cloud kinds read their provider's standard variables from here.
-        let _ = environment;
         let mut providers: BTreeMap<String, Arc<dyn Provider>> = BTreeMap::new();
         for config in configs {
             let provider: Arc<dyn Provider> = match config.kind.as_str() {
                 local::KIND => Arc::new(local::LocalProvider::new(config, store, hub)?),
+                cloudfront::KIND_STREAMING | cloudfront::KIND_WEB => {
+                    Arc::new(cloudfront::CloudFrontProvider::new(config, environment, hub).await?)
+                }
                 other => {
                     return Err(Error::internal(format_args!(
                         "provider {:?}: kind {other:?} is not available in this build",

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod cloudfront_fake;
+pub mod moto;
 pub mod postgres;
 
 use std::net::SocketAddr;
@@ -51,10 +53,32 @@ impl TestServer {
 
     /// Starts a gateway on the store at `url`.
     pub async fn start_with_store(dir: TempDir, url: &str, providers: &str) -> Self {
+        Self::start_with_env(dir, url, providers, &[]).await
+    }
+
+    /// Starts a gateway whose SQLite store lives in `dir`, with `env` as its environment
+    /// (e.g. AWS credentials for an emulator).
+    pub async fn start_in_env(dir: TempDir, providers: &str, env: &[(&str, &str)]) -> Self {
+        let url = format!("sqlite://{}/sg.db", dir.path().display());
+        Self::start_with_env(dir, &url, providers, env).await
+    }
+
+    /// Starts a gateway on the store at `url` with `env` as its environment.
+    pub async fn start_with_env(
+        dir: TempDir,
+        url: &str,
+        providers: &str,
+        env: &[(&str, &str)],
+    ) -> Self {
         let text = format!(
             "[server]\nlisten = \"127.0.0.1:0\"\ndrain_timeout = \"2s\"\n[store]\nurl = \"{url}\"\n{providers}"
         );
-        let config = Config::from_toml(&text).unwrap();
+        let mut config = Config::from_toml(&text).unwrap();
+        config.environment = streamgate::config::Environment(
+            env.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        );
         config.validate().unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -170,6 +194,11 @@ pub struct Binary {
 impl Binary {
     /// Starts the binary with `config` (a file) on a free port, logging to `dir/NAME.log`.
     pub fn spawn(config: &Path, dir: &Path, name: &str) -> Self {
+        Self::spawn_with_env(config, dir, name, &[])
+    }
+
+    /// Like [`Binary::spawn`], with `env` added to the child's environment.
+    pub fn spawn_with_env(config: &Path, dir: &Path, name: &str, env: &[(&str, &str)]) -> Self {
         let port = free_port();
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
         let log = dir.join(format!("{name}.log"));
@@ -180,6 +209,7 @@ impl Binary {
             .arg(addr.to_string())
             .env_remove("STREAMGATE_CONFIG")
             .env_remove("STREAMGATE_LISTEN")
+            .envs(env.iter().copied())
             .current_dir(dir)
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())

@@ -121,6 +121,21 @@ impl Provider for LocalProvider {
     }
 
     async fn precheck(&self, request: &OpRequest) -> Result<()> {
+        match request {
+            OpRequest::Create { spec, .. } if !spec.details.is_none() => {
+                return Err(Error::invalid_field(
+                    "stream",
+                    "a local stream takes no provider-specific details",
+                ));
+            }
+            OpRequest::Update { patch, .. } if patch.has_cloudfront_fields() => {
+                return Err(Error::invalid_field(
+                    "update_mask",
+                    "cloudfront.* fields belong to CloudFront distributions",
+                ));
+            }
+            _ => {}
+        }
         let checked = match request {
             OpRequest::Create { name, .. } => match self.core.get(&name.stream).await {
                 Ok(Some(_)) => Err(LocalError::AlreadyExists(name.clone())),
