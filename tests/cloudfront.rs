@@ -254,7 +254,10 @@ async fn streaming_delete_disables_waits_for_deployed_and_deletes_with_the_newes
         "PUT /streaming-distribution/ERTMP1/config".to_string(),
     ];
     // Three polls see InProgress, the fourth Deployed.
-    expected.extend(std::iter::repeat_n("GET /streaming-distribution/ERTMP1".to_string(), 4));
+    expected.extend(std::iter::repeat_n(
+        "GET /streaming-distribution/ERTMP1".to_string(),
+        4,
+    ));
     expected.push("DELETE /streaming-distribution/ERTMP1".to_string());
     assert_eq!(lines, expected);
     assert_eq!(requests[1].if_match.as_deref(), Some(first.as_str()));
@@ -372,7 +375,10 @@ async fn missing_distributions_are_not_found_unless_allowed() {
     assert_eq!(reason(&status), "STREAM_NOT_FOUND");
     let info = tonic_types::StatusExt::get_error_details(&status);
     let info = info.error_info().unwrap();
-    assert_eq!(info.metadata["provider_code"], "NoSuchStreamingDistribution");
+    assert_eq!(
+        info.metadata["provider_code"],
+        "NoSuchStreamingDistribution"
+    );
     assert!(info.metadata["provider_request_id"].starts_with("fake-"));
 }
 
@@ -402,7 +408,10 @@ async fn an_etag_moving_under_the_workflow_is_re_read_a_bounded_number_of_times(
         "{lines:#?}"
     );
     assert_eq!(
-        lines.iter().filter(|l| l.ends_with("/config") && l.starts_with("GET")).count(),
+        lines
+            .iter()
+            .filter(|l| l.ends_with("/config") && l.starts_with("GET"))
+            .count(),
         3,
         "a re-read before each retry: {lines:#?}"
     );
@@ -420,11 +429,7 @@ async fn an_etag_moving_under_the_workflow_is_re_read_a_bounded_number_of_times(
     let (code, why, message) = failure(&op);
     assert_eq!((code, why.as_str()), (Code::Aborted, "ETAG_MISMATCH"));
     assert!(message.contains("kept changing"), "{message}");
-    let puts = fake
-        .requests()
-        .iter()
-        .filter(|r| r.method == "PUT")
-        .count();
+    let puts = fake.requests().iter().filter(|r| r.method == "PUT").count();
     assert_eq!(puts, 4, "the first try and three re-reads");
     assert!(fake.is_enabled("ELOST"));
 }
@@ -498,7 +503,10 @@ async fn batch_delete_runs_one_workflow_per_name() {
         .map(|r| {
             (
                 r.deleted,
-                r.error.as_ref().map(|e| e.reason.clone()).unwrap_or_default(),
+                r.error
+                    .as_ref()
+                    .map(|e| e.reason.clone())
+                    .unwrap_or_default(),
             )
         })
         .collect();
@@ -599,11 +607,13 @@ async fn streaming_distributions_read_list_update_and_refuse_create() {
         stream: Some(pb::Stream {
             name: "providers/rtmp/streams/EL1".into(),
             etag: etag.into(),
-            details: Some(pb::stream::Details::Cloudfront(pb::CloudFrontStreamDetails {
-                enabled,
-                comment: "paused".into(),
-                ..Default::default()
-            })),
+            details: Some(pb::stream::Details::Cloudfront(
+                pb::CloudFrontStreamDetails {
+                    enabled,
+                    comment: "paused".into(),
+                    ..Default::default()
+                },
+            )),
             ..Default::default()
         }),
         update_mask: Some(prost_types::FieldMask {
@@ -617,7 +627,11 @@ async fn streaming_distributions_read_list_update_and_refuse_create() {
         .await
         .unwrap()
         .into_inner();
-    let op = if op.done { op } else { wait(&server, &op).await };
+    let op = if op.done {
+        op
+    } else {
+        wait(&server, &op).await
+    };
     let Some(pb::operation::Result::Stream(updated)) = op.result else {
         panic!("{op:?}");
     };
@@ -636,7 +650,11 @@ async fn streaming_distributions_read_list_update_and_refuse_create() {
         .await
         .unwrap()
         .into_inner();
-    let op = if op.done { op } else { wait(&server, &op).await };
+    let op = if op.done {
+        op
+    } else {
+        wait(&server, &op).await
+    };
     let (code, why, _) = failure(&op);
     assert_eq!((code, why.as_str()), (Code::Aborted, "ETAG_MISMATCH"));
     assert!(!fake.is_enabled("EL1"));
@@ -683,15 +701,17 @@ fn s3_create(request_id: &str, bucket: &str) -> pb::CreateStreamRequest {
         parent: "providers/web".into(),
         stream_id: "vod-edge".into(),
         stream: Some(pb::Stream {
-            details: Some(pb::stream::Details::Cloudfront(pb::CloudFrontStreamDetails {
-                comment: "hls edge".into(),
-                origin: Some(pb::CloudFrontOrigin {
-                    r#type: pb::cloud_front_origin::Type::S3 as i32,
-                    domain_name: bucket.into(),
+            details: Some(pb::stream::Details::Cloudfront(
+                pb::CloudFrontStreamDetails {
+                    comment: "hls edge".into(),
+                    origin: Some(pb::CloudFrontOrigin {
+                        r#type: pb::cloud_front_origin::Type::S3 as i32,
+                        domain_name: bucket.into(),
+                        ..Default::default()
+                    }),
                     ..Default::default()
-                }),
-                ..Default::default()
-            })),
+                },
+            )),
             ..Default::default()
         }),
         request_id: request_id.into(),
@@ -699,7 +719,10 @@ fn s3_create(request_id: &str, bucket: &str) -> pb::CreateStreamRequest {
     }
 }
 
-async fn created(server: &TestServer, request: pb::CreateStreamRequest) -> (pb::Operation, pb::Stream) {
+async fn created(
+    server: &TestServer,
+    request: pb::CreateStreamRequest,
+) -> (pb::Operation, pb::Stream) {
     let op = server
         .streams()
         .create_stream(request)
@@ -723,8 +746,14 @@ async fn web_distributions_on_moto_create_read_list_update() {
     let server = TestServer::start_in_env(tempfile::tempdir().unwrap(), &providers, &AWS_ENV).await;
 
     let (op, stream) = created(&server, s3_create("create-1", "media.s3.amazonaws.com")).await;
-    assert!(stream.name.starts_with("providers/web/streams/"), "{stream:?}");
-    assert_ne!(stream.name, "providers/web/streams/vod-edge", "CloudFront assigns the Id");
+    assert!(
+        stream.name.starts_with("providers/web/streams/"),
+        "{stream:?}"
+    );
+    assert_ne!(
+        stream.name, "providers/web/streams/vod-edge",
+        "CloudFront assigns the Id"
+    );
     assert_eq!(stream.state, State::Active as i32);
     assert!(stream.provider_uid.contains(":distribution/"));
     let details = cloudfront(&stream);
@@ -754,16 +783,18 @@ async fn web_distributions_on_moto_create_read_list_update() {
         &server,
         pb::CreateStreamRequest {
             stream: Some(pb::Stream {
-                details: Some(pb::stream::Details::Cloudfront(pb::CloudFrontStreamDetails {
-                    origin: Some(pb::CloudFrontOrigin {
-                        r#type: pb::cloud_front_origin::Type::Custom as i32,
-                        domain_name: "packager.example.com".into(),
-                        origin_path: "/live".into(),
-                        origin_protocol_policy: "https-only".into(),
+                details: Some(pb::stream::Details::Cloudfront(
+                    pb::CloudFrontStreamDetails {
+                        origin: Some(pb::CloudFrontOrigin {
+                            r#type: pb::cloud_front_origin::Type::Custom as i32,
+                            domain_name: "packager.example.com".into(),
+                            origin_path: "/live".into(),
+                            origin_protocol_policy: "https-only".into(),
+                            ..Default::default()
+                        }),
                         ..Default::default()
-                    }),
-                    ..Default::default()
-                })),
+                    },
+                )),
                 ..Default::default()
             }),
             ..s3_create("create-2", "")
@@ -819,7 +850,10 @@ async fn web_distributions_on_moto_create_read_list_update() {
         .unwrap()
         .into_inner();
     assert_eq!(second.streams.len(), 1);
-    let mut listed = vec![first.streams[0].name.clone(), second.streams[0].name.clone()];
+    let mut listed = vec![
+        first.streams[0].name.clone(),
+        second.streams[0].name.clone(),
+    ];
     listed.sort();
     let mut expected = vec![stream.name.clone(), custom.name.clone()];
     expected.sort();
@@ -831,10 +865,12 @@ async fn web_distributions_on_moto_create_read_list_update() {
             stream: Some(pb::Stream {
                 name: stream.name.clone(),
                 etag: got.etag.clone(),
-                details: Some(pb::stream::Details::Cloudfront(pb::CloudFrontStreamDetails {
-                    comment: "renamed".into(),
-                    ..Default::default()
-                })),
+                details: Some(pb::stream::Details::Cloudfront(
+                    pb::CloudFrontStreamDetails {
+                        comment: "renamed".into(),
+                        ..Default::default()
+                    },
+                )),
                 ..Default::default()
             }),
             update_mask: Some(prost_types::FieldMask {
@@ -845,7 +881,11 @@ async fn web_distributions_on_moto_create_read_list_update() {
         .await
         .unwrap()
         .into_inner();
-    let op = if op.done { op } else { wait(&server, &op).await };
+    let op = if op.done {
+        op
+    } else {
+        wait(&server, &op).await
+    };
     let Some(pb::operation::Result::Stream(updated)) = op.result else {
         panic!("{op:?}");
     };
@@ -913,4 +953,263 @@ async fn web_distribution_delete_on_moto_waits_for_deployed_and_resumes_after_a_
         info.error_info().unwrap().metadata["provider_code"],
         "NoSuchDistribution"
     );
+}
+
+/// Runs grpcurl against `addr` and parses its JSON answer.
+fn call(addr: &str, method: &str, body: &str) -> serde_json::Value {
+    let output = support::grpcurl(&["-d", body, addr, &format!("streamgate.v1.{method}")]);
+    assert!(
+        output.status.success(),
+        "{method}: {}",
+        support::output_text(&output)
+    );
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+/// Reads the operation with grpcurl until it is done, collecting the steps it shows.
+fn follow(addr: &str, operation: &str, steps: &mut Vec<String>) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let op = call(
+            addr,
+            "OperationService/GetOperation",
+            &format!(r#"{{"name": "{operation}"}}"#),
+        );
+        let step = op["metadata"]["step"].as_str().unwrap().to_string();
+        if steps.last() != Some(&step) {
+            steps.push(step);
+        }
+        if op["done"] == true {
+            return op;
+        }
+        assert!(Instant::now() < deadline, "not done: {op}");
+        std::thread::sleep(Duration::from_millis(40));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_deletes_a_streaming_distribution_through_grpcurl_and_survives_kill_9() {
+    let fake = StreamingFake::start(4).await;
+    let first_etag = fake.add("EBIN1", true, "first");
+    fake.add("EBIN2", true, "second");
+    // A slow DELETE keeps the operation visibly in its deleting step.
+    fake.delay_deletes(Duration::from_millis(1200));
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("streamgate.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\ndrain_timeout = \"2s\"\n[store]\nurl = \"sqlite://{}/state/sg.db\"\n{}",
+            dir.path().display(),
+            streaming_provider(&fake, "250ms")
+        ),
+    )
+    .unwrap();
+    let mut gateway = support::Binary::spawn_with_env(&config, dir.path(), "first", &AWS_ENV);
+    gateway.ready().await;
+    let addr = gateway.addr.to_string();
+
+    let op = call(
+        &addr,
+        "StreamService/DeleteStream",
+        r#"{"name": "providers/rtmp/streams/EBIN1"}"#,
+    );
+    assert_ne!(op["done"], true, "{op}");
+    let mut steps = vec![op["metadata"]["step"].as_str().unwrap().to_string()];
+    let name = op["name"].as_str().unwrap().to_string();
+    let done = tokio::task::spawn_blocking({
+        let addr = addr.clone();
+        move || {
+            let done = follow(&addr, &name, &mut steps);
+            (done, steps)
+        }
+    })
+    .await
+    .unwrap();
+    let (done, steps) = done;
+    assert_eq!(
+        steps,
+        ["disabling", "waiting", "deleting", "done"],
+        "{done}"
+    );
+    assert_eq!(done["deleteStream"]["name"], "providers/rtmp/streams/EBIN1");
+    assert_eq!(done["deleteStream"]["existed"], true);
+
+    let seen: Vec<_> = fake
+        .requests()
+        .into_iter()
+        .filter(|r| r.path.contains("EBIN1"))
+        .collect();
+    let lines: Vec<String> = seen.iter().map(|r| r.line()).collect();
+    let mut expected = vec![
+        "GET /streaming-distribution/EBIN1/config".to_string(),
+        "PUT /streaming-distribution/EBIN1/config".to_string(),
+    ];
+    expected.extend(std::iter::repeat_n(
+        "GET /streaming-distribution/EBIN1".to_string(),
+        5,
+    ));
+    expected.push("DELETE /streaming-distribution/EBIN1".to_string());
+    assert_eq!(lines, expected);
+    assert_eq!(seen[1].if_match.as_deref(), Some(first_etag.as_str()));
+    assert!(!body_enabled(&seen[1].body));
+    let put_etag = seen[1].answered_etag.clone().unwrap();
+    assert_ne!(put_etag, first_etag);
+    assert_eq!(seen[7].if_match.as_deref(), Some(put_etag.as_str()));
+
+    // The second one is still waiting for Deployed when the gateway is killed.
+    fake.set_polls_after_change(1000);
+    let op = call(
+        &addr,
+        "StreamService/DeleteStream",
+        r#"{"name": "providers/rtmp/streams/EBIN2", "request_id": "kill-9"}"#,
+    );
+    let name = op["name"].as_str().unwrap().to_string();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let now = call(
+            &addr,
+            "OperationService/GetOperation",
+            &format!(r#"{{"name": "{name}"}}"#),
+        );
+        if now["metadata"]["step"] == "waiting" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{now}");
+        tokio::time::sleep(Duration::from_millis(40)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    gateway.signal("KILL");
+    assert!(!gateway.wait_exit(Duration::from_secs(5)).success());
+    let puts = |fake: &StreamingFake| {
+        fake.requests()
+            .into_iter()
+            .filter(|r| r.method == "PUT" && r.path.contains("EBIN2"))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(puts(&fake).len(), 1);
+    let before_restart = fake.requests().len();
+    fake.deploy_after("EBIN2", 2);
+
+    let mut second = support::Binary::spawn_with_env(&config, dir.path(), "second", &AWS_ENV);
+    second.ready().await;
+    let addr = second.addr.to_string();
+    let done = tokio::task::spawn_blocking(move || {
+        call(
+            &addr,
+            "OperationService/WaitOperation",
+            &format!(r#"{{"name": "{name}", "timeout": "30s"}}"#),
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(done["done"], true, "{done}");
+    assert_eq!(done["deleteStream"]["existed"], true, "{done}");
+    assert!(!fake.exists("EBIN2"));
+    let put = puts(&fake);
+    assert_eq!(put.len(), 1, "no second PUT after the restart");
+    let after: Vec<String> = fake.requests()[before_restart..]
+        .iter()
+        .map(|r| r.line())
+        .collect();
+    assert_eq!(
+        after,
+        [
+            "GET /streaming-distribution/EBIN2",
+            "GET /streaming-distribution/EBIN2",
+            "GET /streaming-distribution/EBIN2",
+            "DELETE /streaming-distribution/EBIN2"
+        ],
+        "the restarted gateway resumes polling, then deletes"
+    );
+    let delete = fake.requests().last().unwrap().clone();
+    assert_eq!(delete.if_match, put[0].answered_etag);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_deletes_a_web_distribution_on_moto_through_grpcurl_and_survives_kill_9() {
+    let moto = Moto::start();
+    // InProgress through the read, the PUT and about a dozen polls.
+    moto.keep_distributions_in_progress(15);
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("streamgate.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\ndrain_timeout = \"2s\"\n[store]\nurl = \"sqlite://{}/state/sg.db\"\n{}",
+            dir.path().display(),
+            web_provider(&moto, "300ms")
+        ),
+    )
+    .unwrap();
+    let mut gateway = support::Binary::spawn_with_env(&config, dir.path(), "first", &AWS_ENV);
+    gateway.ready().await;
+    let addr = gateway.addr.to_string();
+
+    let (name, created) = tokio::task::spawn_blocking({
+        let addr = addr.clone();
+        move || {
+            let op = call(
+                &addr,
+                "StreamService/CreateStream",
+                r#"{"parent": "providers/web", "stream_id": "edge", "request_id": "web-1",
+                    "stream": {"cloudfront": {"comment": "hls",
+                      "origin": {"type": "TYPE_S3", "domainName": "media.s3.amazonaws.com"}}}}"#,
+            );
+            assert_eq!(op["done"], true, "{op}");
+            let stream = op["stream"]["name"].as_str().unwrap().to_string();
+            let deleting = call(
+                &addr,
+                "StreamService/DeleteStream",
+                &format!(r#"{{"name": "{stream}"}}"#),
+            );
+            assert_ne!(deleting["done"], true, "{deleting}");
+            assert_eq!(deleting["metadata"]["step"], "disabling", "{deleting}");
+            (deleting["name"].as_str().unwrap().to_string(), stream)
+        }
+    })
+    .await
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let now = call(
+            &addr,
+            "OperationService/GetOperation",
+            &format!(r#"{{"name": "{name}"}}"#),
+        );
+        if now["metadata"]["step"] == "waiting" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{now}");
+        tokio::time::sleep(Duration::from_millis(40)).await;
+    }
+    let disabled = call(
+        &addr,
+        "StreamService/GetStream",
+        &format!(r#"{{"name": "{created}"}}"#),
+    );
+    assert_eq!(disabled["state"], "STATE_DISABLED", "{disabled}");
+    assert_eq!(disabled["cloudfront"]["status"], "InProgress", "{disabled}");
+    gateway.signal("KILL");
+    assert!(!gateway.wait_exit(Duration::from_secs(5)).success());
+
+    let mut second = support::Binary::spawn_with_env(&config, dir.path(), "second", &AWS_ENV);
+    second.ready().await;
+    let addr = second.addr.to_string();
+    let (done, gone) = tokio::task::spawn_blocking(move || {
+        let mut steps = Vec::new();
+        let done = follow(&addr, &name, &mut steps);
+        let gone = support::grpcurl(&[
+            "-d",
+            &format!(r#"{{"name": "{created}"}}"#),
+            &addr,
+            "streamgate.v1.StreamService/GetStream",
+        ]);
+        (done, support::output_text(&gone))
+    })
+    .await
+    .unwrap();
+    assert_eq!(done["deleteStream"]["existed"], true, "{done}");
+    assert!(gone.contains("Code: NotFound"), "{gone}");
+    assert!(gone.contains("NoSuchDistribution"), "{gone}");
 }

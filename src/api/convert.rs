@@ -75,18 +75,20 @@ pub fn details(s: &pb::Stream) -> StreamDetails {
     match &s.details {
         None => StreamDetails::None,
         Some(pb::stream::Details::Local(_)) => StreamDetails::Local { version: 0 },
-        Some(pb::stream::Details::Cloudfront(d)) => StreamDetails::CloudFront(CloudFrontDetails {
-            enabled: d.enabled,
-            comment: d.comment.clone(),
-            origin: d.origin.as_ref().map(|o| CloudFrontOrigin {
-                s3: o.r#type == pb::cloud_front_origin::Type::S3 as i32,
-                domain_name: o.domain_name.clone(),
-                origin_path: o.origin_path.clone(),
-                origin_access_identity: o.origin_access_identity.clone(),
-                origin_protocol_policy: o.origin_protocol_policy.clone(),
-            }),
-            ..CloudFrontDetails::default()
-        }),
+        Some(pb::stream::Details::Cloudfront(d)) => {
+            StreamDetails::CloudFront(Box::new(CloudFrontDetails {
+                enabled: d.enabled,
+                comment: d.comment.clone(),
+                origin: d.origin.as_ref().map(|o| CloudFrontOrigin {
+                    s3: o.r#type == pb::cloud_front_origin::Type::S3 as i32,
+                    domain_name: o.domain_name.clone(),
+                    origin_path: o.origin_path.clone(),
+                    origin_access_identity: o.origin_access_identity.clone(),
+                    origin_protocol_policy: o.origin_protocol_policy.clone(),
+                }),
+                ..CloudFrontDetails::default()
+            }))
+        }
     }
 }
 
@@ -98,7 +100,10 @@ pub fn spec(s: &pb::Stream) -> StreamSpec {
         device_name: s.device_name.clone(),
         kms_key_id: s.kms_key_id.clone(),
         tags: s.tags.clone().into_iter().collect(),
-        details: details(s),
+        details: match details(s) {
+            StreamDetails::None => None,
+            given => Some(Box::new(given)),
+        },
     }
 }
 

@@ -15,7 +15,8 @@ pub use names::{OperationName, ParentName, ProviderName, StreamName};
 pub use operation::{BatchItem, OpRequest, OpResult, Operation, Verb};
 pub use page::{ListQuery, Page, PageToken};
 pub use stream::{
-    CloudFrontDetails, CloudFrontOrigin, Stream, StreamDetails, StreamPatch, StreamSpec, StreamState,
+    CloudFrontDetails, CloudFrontOrigin, Stream, StreamDetails, StreamPatch, StreamSpec,
+    StreamState,
 };
 
 /// Milliseconds since the Unix epoch, the time unit of the model and the store.

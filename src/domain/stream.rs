@@ -60,14 +60,7 @@ pub enum StreamDetails {
         version: i64,
     },
     /// A CloudFront distribution (kinds `cloudfront` and `cloudfront-streaming`).
-    CloudFront(CloudFrontDetails),
-}
-
-impl StreamDetails {
-    /// Whether there are no details.
-    pub fn is_none(&self) -> bool {
-        *self == StreamDetails::None
-    }
+    CloudFront(Box<CloudFrontDetails>),
 }
 
 /// What a CloudFront distribution has beyond the neutral fields.
@@ -135,8 +128,8 @@ pub struct StreamSpec {
     /// Tags.
     pub tags: BTreeMap<String, String>,
     /// Provider-specific fields of the new stream (e.g. a CloudFront origin).
-    #[serde(default, skip_serializing_if = "StreamDetails::is_none")]
-    pub details: StreamDetails,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub details: Option<Box<StreamDetails>>,
 }
 
 /// The fields an update changes; `None` leaves a field as it is.

@@ -88,7 +88,12 @@ pub fn check_configs(configs: &[ProviderConfig]) -> Result<(), ConfigError> {
                 return Err(ConfigError::Invalid(format!(
                     "provider {:?}: kind {other:?} is not available in this build (available: {})",
                     config.id,
-                    [local::KIND, cloudfront::KIND_STREAMING, cloudfront::KIND_WEB].join(", ")
+                    [
+                        local::KIND,
+                        cloudfront::KIND_STREAMING,
+                        cloudfront::KIND_WEB
+                    ]
+                    .join(", ")
                 )));
             }
         }

@@ -27,6 +27,8 @@ pub struct Recorded {
     pub path: String,
     pub if_match: Option<String>,
     pub body: String,
+    /// The ETag the fake answered with, if any.
+    pub answered_etag: Option<String>,
 }
 
 impl Recorded {
@@ -199,34 +201,55 @@ async fn handle(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let body = String::from_utf8_lossy(&body).to_string();
-    let if_match = headers
-        .get("if-match")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
-    let path = uri.path().to_string();
-    let delay = {
+    let (index, delay) = {
         let mut fake = state.lock().unwrap();
         fake.requests.push(Recorded {
             method: method.to_string(),
-            path: path.trim_start_matches("/2020-05-31").to_string(),
-            if_match: if_match.clone(),
-            body: body.clone(),
+            path: uri.path().trim_start_matches("/2020-05-31").to_string(),
+            if_match: headers
+                .get("if-match")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string),
+            body: String::from_utf8_lossy(&body).to_string(),
+            answered_etag: None,
         });
-        fake.delete_delay
+        (fake.requests.len() - 1, fake.delete_delay)
     };
     if method == Method::DELETE && !delay.is_zero() {
         tokio::time::sleep(delay).await;
     }
     let mut fake = state.lock().unwrap();
+    let response = answer(&mut fake, &method, &uri, &headers, &body);
+    fake.requests[index].answered_etag = response
+        .headers()
+        .get("etag")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    response
+}
+
+/// The answer to one request, as CloudFront would give it.
+fn answer(
+    fake: &mut Fake,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Response {
+    let body = String::from_utf8_lossy(body).to_string();
+    let if_match = headers
+        .get("if-match")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let path = uri.path().to_string();
     let Some(rest) = path.strip_prefix(PREFIX) else {
         return error(StatusCode::NOT_FOUND, "NotFound", "no such API");
     };
     let segments: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
     match (method.as_str(), segments.as_slice()) {
         ("GET", []) => {
-            let marker = query_param(&uri, "Marker").unwrap_or_default();
-            let max: usize = query_param(&uri, "MaxItems")
+            let marker = query_param(uri, "Marker").unwrap_or_default();
+            let max: usize = query_param(uri, "MaxItems")
                 .and_then(|m| m.parse().ok())
                 .unwrap_or(100);
             let after: Vec<(&String, &Distribution)> = fake
@@ -301,7 +324,11 @@ async fn handle(
                 Some(_) => {}
             }
             let Some(config) = inner(&body, "StreamingDistributionConfig") else {
-                return error(StatusCode::BAD_REQUEST, "MalformedXML", "no StreamingDistributionConfig");
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "MalformedXML",
+                    "no StreamingDistributionConfig",
+                );
             };
             d.config = config.to_string();
             d.etag = etag;
@@ -334,7 +361,11 @@ async fn handle(
                 }
             }
         }
-        _ => error(StatusCode::BAD_REQUEST, "InvalidArgument", "unsupported request"),
+        _ => error(
+            StatusCode::BAD_REQUEST,
+            "InvalidArgument",
+            "unsupported request",
+        ),
     }
 }
 
@@ -384,8 +415,16 @@ impl StreamingFake {
     pub fn touch(&self, id: &str, enabled: bool) -> String {
         let mut fake = self.state.lock().unwrap();
         let etag = fake.new_etag();
-        let d = fake.distributions.get_mut(id).expect("no such distribution");
-        d.config = config_xml(&format!("ref-{id}"), "media.s3.amazonaws.com", "touched", enabled);
+        let d = fake
+            .distributions
+            .get_mut(id)
+            .expect("no such distribution");
+        d.config = config_xml(
+            &format!("ref-{id}"),
+            "media.s3.amazonaws.com",
+            "touched",
+            enabled,
+        );
         d.etag = etag.clone();
         etag
     }

@@ -287,6 +287,24 @@ pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// Runs grpcurl 1.8.6 from the test venv in plaintext mode.
+pub fn grpcurl(args: &[&str]) -> std::process::Output {
+    Command::new(venv_tool("grpcurl"))
+        .arg("-plaintext")
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("grpcurl: {e}"))
+}
+
+/// A child's stdout and stderr, for failure messages.
+pub fn output_text(output: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
 /// A tool of the test venv (`scripts/test` installs it): `$STREAMGATE_VENV/bin/NAME`, else
 /// `.venv/bin/NAME` in the repository. Fails loudly when missing: these suites never skip.
 pub fn venv_tool(name: &str) -> PathBuf {

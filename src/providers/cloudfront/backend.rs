@@ -97,8 +97,9 @@ impl CloudFrontProvider {
         environment: &Environment,
         hub: &Arc<WatchHub>,
     ) -> Result<Self> {
-        let variant = Variant::of_kind(&config.kind)
-            .ok_or_else(|| Error::internal(format_args!("{} is not a CloudFront kind", config.kind)))?;
+        let variant = Variant::of_kind(&config.kind).ok_or_else(|| {
+            Error::internal(format_args!("{} is not a CloudFront kind", config.kind))
+        })?;
         let settings =
             CloudFrontSettings::parse(config).map_err(|e| Error::internal(e.to_string()))?;
         let methods = Method::ALL
@@ -159,7 +160,7 @@ impl CloudFrontProvider {
             create_time_ms: d.last_modified_ms,
             update_time_ms: d.last_modified_ms,
             provider_uid: d.arn,
-            details: StreamDetails::CloudFront(d.details),
+            details: StreamDetails::CloudFront(Box::new(d.details)),
         }
     }
 
@@ -186,7 +187,10 @@ impl CloudFrontProvider {
         let id = &name.stream;
         let applied = |config: &super::core::Config| {
             patch.enabled.is_none_or(|e| config.enabled() == e)
-                && patch.comment.as_deref().is_none_or(|c| config.comment() == c)
+                && patch
+                    .comment
+                    .as_deref()
+                    .is_none_or(|c| config.comment() == c)
         };
         for _ in 0..MAX_UPDATE_CONFLICTS {
             let mut current = self.core.config(id).await?;
@@ -215,7 +219,11 @@ impl CloudFrontProvider {
             if let Some(comment) = &patch.comment {
                 current.config.set_comment(comment);
             }
-            match self.core.put_config(id, &current.config, &current.etag).await {
+            match self
+                .core
+                .put_config(id, &current.config, &current.etag)
+                .await
+            {
                 Ok(d) => return Ok(self.stream(d)),
                 Err(e) if e.kind() == Kind::EtagMismatch && etag.is_none() => continue,
                 Err(e) => return Err(e),
@@ -237,7 +245,13 @@ impl CloudFrontProvider {
         let phase = Phase::of_step(&op.step);
         let next = self
             .workflow()
-            .step(&key(&op.id, &target.name.stream), phase, progress, target, op.replayed)
+            .step(
+                &key(&op.id, &target.name.stream),
+                phase,
+                progress,
+                target,
+                op.replayed,
+            )
             .await;
         match next {
             Ok(Next::Continue {
@@ -334,7 +348,11 @@ impl CloudFrontProvider {
                     .collect(),
             )));
         };
-        let next_run = pending.iter().map(|e| e.next_run_ms).min().unwrap_or_default();
+        let next_run = pending
+            .iter()
+            .map(|e| e.next_run_ms)
+            .min()
+            .unwrap_or_default();
         Ok(Step::Continue {
             step: phase.as_str().to_string(),
             progress: serde_json::to_value(&entries)?,
@@ -433,14 +451,17 @@ impl Provider for CloudFrontProvider {
                     ("stream.media_type", !spec.media_type.is_empty()),
                     ("stream.device_name", !spec.device_name.is_empty()),
                     ("stream.kms_key_id", !spec.kms_key_id.is_empty()),
-                    ("stream.data_retention_hours", spec.data_retention_hours != 0),
+                    (
+                        "stream.data_retention_hours",
+                        spec.data_retention_hours != 0,
+                    ),
                 ] {
                     if set {
                         v.add(field, "a CloudFront distribution has no such field");
                     }
                 }
-                v.absorb(match &spec.details {
-                    StreamDetails::CloudFront(details) => check_new(details),
+                v.absorb(match spec.details.as_deref() {
+                    Some(StreamDetails::CloudFront(details)) => check_new(details),
                     _ => Err(Error::invalid_field(
                         "stream.cloudfront",
                         "required: the distribution's origin",
@@ -468,7 +489,7 @@ impl Provider for CloudFrontProvider {
     async fn advance(&self, op: &Operation) -> Result<Step> {
         match &op.request {
             OpRequest::Create { spec, .. } => {
-                let StreamDetails::CloudFront(details) = &spec.details else {
+                let Some(StreamDetails::CloudFront(details)) = spec.details.as_deref() else {
                     return Err(Error::invalid_field(
                         "stream.cloudfront",
                         "required: the distribution's origin",

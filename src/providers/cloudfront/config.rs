@@ -54,9 +54,10 @@ mod tests {
     use crate::config::Config;
 
     fn parse(keys: &str) -> Result<CloudFrontSettings, ConfigError> {
-        let config =
-            Config::from_toml(&format!("[[providers]]\nid = \"cf\"\nkind = \"cloudfront\"\n{keys}"))
-                .unwrap();
+        let config = Config::from_toml(&format!(
+            "[[providers]]\nid = \"cf\"\nkind = \"cloudfront\"\n{keys}"
+        ))
+        .unwrap();
         CloudFrontSettings::parse(&config.providers[0])
     }
 

@@ -50,8 +50,8 @@ impl Distribution {
 /// A distribution's configuration, as read for a change.
 #[derive(Clone, Debug)]
 pub(super) enum Config {
-    Streaming(StreamingDistributionConfig),
-    Web(DistributionConfig),
+    Streaming(Box<StreamingDistributionConfig>),
+    Web(Box<DistributionConfig>),
 }
 
 impl Config {
@@ -123,7 +123,10 @@ fn web_origin(origins: Option<&Origins>) -> Option<CloudFrontOrigin> {
     })
 }
 
-fn streaming(d: &aws_sdk_cloudfront::types::StreamingDistribution, etag: Option<&str>) -> Distribution {
+fn streaming(
+    d: &aws_sdk_cloudfront::types::StreamingDistribution,
+    etag: Option<&str>,
+) -> Distribution {
     let config = d.streaming_distribution_config.as_ref();
     Distribution {
         id: d.id.clone(),
@@ -245,7 +248,7 @@ impl CloudFrontCore {
                     let config = out
                         .streaming_distribution_config
                         .ok_or_else(|| missing("StreamingDistributionConfig"))?;
-                    (out.e_tag, Config::Streaming(config))
+                    (out.e_tag, Config::Streaming(Box::new(config)))
                 }
                 Variant::Web => {
                     let out = self
@@ -258,7 +261,7 @@ impl CloudFrontCore {
                     let config = out
                         .distribution_config
                         .ok_or_else(|| missing("DistributionConfig"))?;
-                    (out.e_tag, Config::Web(config))
+                    (out.e_tag, Config::Web(Box::new(config)))
                 }
             };
             Ok(Versioned {
@@ -271,7 +274,12 @@ impl CloudFrontCore {
 
     /// Replaces a distribution's configuration if its ETag is still `if_match`. Returns the
     /// distribution with its new ETag.
-    pub async fn put_config(&self, id: &str, config: &Config, if_match: &str) -> Result<Distribution> {
+    pub async fn put_config(
+        &self,
+        id: &str,
+        config: &Config,
+        if_match: &str,
+    ) -> Result<Distribution> {
         self.call(|| async {
             match config {
                 Config::Streaming(c) => {
@@ -280,7 +288,7 @@ impl CloudFrontCore {
                         .update_streaming_distribution()
                         .id(id)
                         .if_match(if_match)
-                        .streaming_distribution_config(c.clone())
+                        .streaming_distribution_config(c.as_ref().clone())
                         .send()
                         .await
                         .map_err(from_sdk)?;
@@ -295,7 +303,7 @@ impl CloudFrontCore {
                         .update_distribution()
                         .id(id)
                         .if_match(if_match)
-                        .distribution_config(c.clone())
+                        .distribution_config(c.as_ref().clone())
                         .send()
                         .await
                         .map_err(from_sdk)?;
@@ -373,7 +381,10 @@ impl CloudFrontCore {
                             },
                         })
                         .collect();
-                    let next = list.is_truncated.then(|| list.next_marker.clone()).flatten();
+                    let next = list
+                        .is_truncated
+                        .then(|| list.next_marker.clone())
+                        .flatten();
                     Ok((items, next))
                 }
                 Variant::Web => {
@@ -406,7 +417,10 @@ impl CloudFrontCore {
                             },
                         })
                         .collect();
-                    let next = list.is_truncated.then(|| list.next_marker.clone()).flatten();
+                    let next = list
+                        .is_truncated
+                        .then(|| list.next_marker.clone())
+                        .flatten();
                     Ok((items, next))
                 }
             }
@@ -417,9 +431,13 @@ impl CloudFrontCore {
     /// Creates an enabled web distribution with one origin. CloudFront answers a repeated
     /// `caller_reference` with DistributionAlreadyExists: then the distribution made by the
     /// earlier attempt is looked up and returned, so a retry never makes a second one.
-    pub async fn create(&self, caller_reference: &str, details: &CloudFrontDetails) -> Result<Distribution> {
-        let config = web_config(caller_reference, details)
-            .map_err(|e| parse_error(&self.provider, e))?;
+    pub async fn create(
+        &self,
+        caller_reference: &str,
+        details: &CloudFrontDetails,
+    ) -> Result<Distribution> {
+        let config =
+            web_config(caller_reference, details).map_err(|e| parse_error(&self.provider, e))?;
         let created = self
             .call(|| async {
                 let out = self
@@ -446,13 +464,23 @@ impl CloudFrontCore {
 
     /// The distribution whose CallerReference is `reference`, among those with the origin of
     /// `details` (the list does not show caller references; configurations do).
-    async fn find_created(&self, reference: &str, details: &CloudFrontDetails) -> Result<Option<Distribution>> {
+    async fn find_created(
+        &self,
+        reference: &str,
+        details: &CloudFrontDetails,
+    ) -> Result<Option<Distribution>> {
         let domain = details.origin.as_ref().map(|o| o.domain_name.as_str());
         let mut marker: Option<String> = None;
         loop {
             let (page, next) = self.list(marker.as_deref(), 100).await?;
             for candidate in page {
-                if candidate.details.origin.as_ref().map(|o| o.domain_name.as_str()) != domain {
+                if candidate
+                    .details
+                    .origin
+                    .as_ref()
+                    .map(|o| o.domain_name.as_str())
+                    != domain
+                {
                     continue;
                 }
                 let versioned = self.config(&candidate.id).await?;
@@ -532,11 +560,17 @@ fn web_config(
 pub(super) fn check_new(details: &CloudFrontDetails) -> Result<()> {
     let field = "stream.cloudfront.origin";
     let Some(origin) = &details.origin else {
-        return Err(Error::invalid_field(field, "required: an S3 bucket or a custom origin"));
+        return Err(Error::invalid_field(
+            field,
+            "required: an S3 bucket or a custom origin",
+        ));
     };
     let mut violations = crate::domain::validate::Violations::default();
     if origin.domain_name.is_empty() || origin.domain_name.len() > 253 {
-        violations.add(format!("{field}.domain_name"), "required, at most 253 characters");
+        violations.add(
+            format!("{field}.domain_name"),
+            "required, at most 253 characters",
+        );
     }
     if !origin.origin_path.is_empty()
         && (!origin.origin_path.starts_with('/') || origin.origin_path.ends_with('/'))
@@ -562,7 +596,11 @@ pub(super) fn check_new(details: &CloudFrontDetails) -> Result<()> {
             "custom origins only: http-only, match-viewer or https-only",
         );
     }
-    check_comment(&details.comment, "stream.cloudfront.comment", &mut violations);
+    check_comment(
+        &details.comment,
+        "stream.cloudfront.comment",
+        &mut violations,
+    );
     violations.finish()
 }
 

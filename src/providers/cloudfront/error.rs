@@ -30,7 +30,9 @@ pub(super) enum CloudFrontError {
 }
 
 /// Reads an SDK error of any CloudFront operation.
-pub(super) fn from_sdk<E>(error: SdkError<E, aws_sdk_cloudfront::config::http::HttpResponse>) -> CloudFrontError
+pub(super) fn from_sdk<E>(
+    error: SdkError<E, aws_sdk_cloudfront::config::http::HttpResponse>,
+) -> CloudFrontError
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
 {
@@ -103,14 +105,17 @@ pub(super) fn parse_error(provider: &str, error: CloudFrontError) -> Error {
             (Kind::StreamNotDisabled, false)
         }
         "AccessDenied" => (Kind::ProviderPermissionDenied, false),
-        "InvalidClientTokenId" | "SignatureDoesNotMatch" | "IncompleteSignature"
-        | "MissingAuthenticationToken" | "ExpiredToken" => (Kind::ProviderCredentials, false),
+        "InvalidClientTokenId"
+        | "SignatureDoesNotMatch"
+        | "IncompleteSignature"
+        | "MissingAuthenticationToken"
+        | "ExpiredToken" => (Kind::ProviderCredentials, false),
         "Throttling" | "ThrottlingException" | "RequestLimitExceeded" => {
             (Kind::ProviderThrottled, true)
         }
-        "DistributionAlreadyExists" | "StreamingDistributionAlreadyExists" | "CNAMEAlreadyExists" => {
-            (Kind::StreamAlreadyExists, false)
-        }
+        "DistributionAlreadyExists"
+        | "StreamingDistributionAlreadyExists"
+        | "CNAMEAlreadyExists" => (Kind::StreamAlreadyExists, false),
         "ServiceUnavailable" | "InternalError" | "InternalFailure" => {
             (Kind::ProviderUnavailable, true)
         }
@@ -210,7 +215,12 @@ mod tests {
     #[tokio::test]
     async fn the_design_table_of_streaming_distributions() {
         let cases = [
-            (403, "AccessDenied", "Access denied.", Kind::ProviderPermissionDenied),
+            (
+                403,
+                "AccessDenied",
+                "Access denied.",
+                Kind::ProviderPermissionDenied,
+            ),
             (
                 409,
                 "StreamingDistributionNotDisabled",
@@ -245,10 +255,20 @@ mod tests {
 
     #[tokio::test]
     async fn the_design_table_of_web_distributions() {
-        let error = delete_web(409, "DistributionNotDisabled", "The distribution you are trying to delete has not been disabled.").await;
+        let error = delete_web(
+            409,
+            "DistributionNotDisabled",
+            "The distribution you are trying to delete has not been disabled.",
+        )
+        .await;
         check(&error, Kind::StreamNotDisabled, "DistributionNotDisabled");
         assert_eq!(error.to_status().code(), tonic::Code::FailedPrecondition);
-        let error = delete_web(404, "NoSuchDistribution", "The specified distribution does not exist.").await;
+        let error = delete_web(
+            404,
+            "NoSuchDistribution",
+            "The specified distribution does not exist.",
+        )
+        .await;
         check(&error, Kind::StreamNotFound, "NoSuchDistribution");
         assert_eq!(error.to_status().code(), tonic::Code::NotFound);
         let error = delete_web(412, "PreconditionFailed", "The precondition given in one or more of the request-header fields evaluated to false.").await;
@@ -266,7 +286,12 @@ mod tests {
         let error = delete_web(503, "ServiceUnavailable", "Please try again.").await;
         assert_eq!(error.kind(), Kind::ProviderUnavailable);
         assert!(error.is_temporary());
-        let error = delete_web(400, "TooManyDistributions", "Your request contains more distributions than are allowed per AWS account.").await;
+        let error = delete_web(
+            400,
+            "TooManyDistributions",
+            "Your request contains more distributions than are allowed per AWS account.",
+        )
+        .await;
         assert_eq!(error.kind(), Kind::ProviderQuotaExceeded);
         assert!(!error.is_temporary());
     }

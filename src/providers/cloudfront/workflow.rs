@@ -122,7 +122,8 @@ impl Handoff {
 
     /// Drops what an operation left behind (it was cancelled or failed).
     pub fn forget(&self, operation: &str) {
-        self.lock().retain(|key, _| key.split('/').next() != Some(operation));
+        self.lock()
+            .retain(|key, _| key.split('/').next() != Some(operation));
     }
 }
 
@@ -212,7 +213,13 @@ impl Workflow<'_> {
 
     /// Another re-read after the distribution changed under the workflow, or ABORTED once
     /// the bound is reached.
-    fn conflict(&self, mut progress: Progress, phase: Phase, target: &Target<'_>, cause: &Error) -> Result<Next> {
+    fn conflict(
+        &self,
+        mut progress: Progress,
+        phase: Phase,
+        target: &Target<'_>,
+        cause: &Error,
+    ) -> Result<Next> {
         progress.conflicts += 1;
         if progress.conflicts > MAX_CONFLICTS {
             let mut error = Error::new(
@@ -256,7 +263,11 @@ impl Workflow<'_> {
             return Ok(self.begin_wait(progress, Duration::ZERO));
         }
         current.config.set_enabled(false);
-        match self.core.put_config(id, &current.config, &current.etag).await {
+        match self
+            .core
+            .put_config(id, &current.config, &current.etag)
+            .await
+        {
             Ok(disabled) => Ok(self.begin_wait(
                 Progress {
                     etag: Some(disabled.etag),
@@ -311,7 +322,12 @@ impl Workflow<'_> {
     }
 
     /// DELETEs with the newest ETag.
-    async fn delete(&self, progress: Progress, target: &Target<'_>, replayed: bool) -> Result<Next> {
+    async fn delete(
+        &self,
+        progress: Progress,
+        target: &Target<'_>,
+        replayed: bool,
+    ) -> Result<Next> {
         let Some(etag) = progress.etag.clone() else {
             return Ok(self.begin_wait(progress, Duration::ZERO));
         };
@@ -338,7 +354,12 @@ mod tests {
 
     #[test]
     fn phases_round_trip_through_step_names() {
-        for phase in [Phase::Accepted, Phase::Disabling, Phase::Waiting, Phase::Deleting] {
+        for phase in [
+            Phase::Accepted,
+            Phase::Disabling,
+            Phase::Waiting,
+            Phase::Deleting,
+        ] {
             assert_eq!(Phase::of_step(phase.as_str()), phase);
         }
         assert_eq!(Phase::of_step("accepted"), Phase::Accepted);
@@ -349,7 +370,10 @@ mod tests {
     fn jitter_stays_within_ten_percent() {
         for _ in 0..100 {
             let d = jittered(Duration::from_secs(60));
-            assert!(d >= Duration::from_secs(54) && d <= Duration::from_secs(66), "{d:?}");
+            assert!(
+                d >= Duration::from_secs(54) && d <= Duration::from_secs(66),
+                "{d:?}"
+            );
         }
     }
 

@@ -122,7 +122,7 @@ impl Provider for LocalProvider {
 
     async fn precheck(&self, request: &OpRequest) -> Result<()> {
         match request {
-            OpRequest::Create { spec, .. } if !spec.details.is_none() => {
+            OpRequest::Create { spec, .. } if spec.details.is_some() => {
                 return Err(Error::invalid_field(
                     "stream",
                     "a local stream takes no provider-specific details",
