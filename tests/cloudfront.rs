@@ -16,9 +16,13 @@ use support::{TestServer, reason};
 use tonic::Code;
 
 fn streaming_provider(fake: &StreamingFake, poll: &str) -> String {
+    streaming_provider_with_timeout(fake, poll, "1m")
+}
+
+fn streaming_provider_with_timeout(fake: &StreamingFake, poll: &str, timeout: &str) -> String {
     format!(
         "[[providers]]\nid = \"rtmp\"\nkind = \"cloudfront-streaming\"\nendpoint_url = \"{}\"\n\
-         deploy_poll_interval = \"{poll}\"\ndeploy_timeout = \"1m\"\n",
+         deploy_poll_interval = \"{poll}\"\ndeploy_timeout = \"{timeout}\"\n",
         fake.url()
     )
 }
@@ -432,6 +436,131 @@ async fn an_etag_moving_under_the_workflow_is_re_read_a_bounded_number_of_times(
     let puts = fake.requests().iter().filter(|r| r.method == "PUT").count();
     assert_eq!(puts, 4, "the first try and three re-reads");
     assert!(fake.is_enabled("ELOST"));
+}
+
+#[tokio::test]
+async fn a_distribution_enabled_again_while_waiting_is_disabled_again() {
+    let fake = StreamingFake::start(1000).await;
+    fake.add("EAGAIN", true, "");
+    let server = start_streaming(&fake, "50ms").await;
+    let op = server
+        .streams()
+        .delete_stream(delete("providers/rtmp/streams/EAGAIN"))
+        .await
+        .unwrap()
+        .into_inner();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while step(&get_op(&server, &op.name).await) != "waiting" {
+        assert!(Instant::now() < deadline, "never waiting");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Someone enables it behind the gateway's back; it deploys soon after.
+    fake.set_polls_after_change(2);
+    fake.touch("EAGAIN", true);
+    fake.deploy_after("EAGAIN", 1);
+    let done = wait(&server, &op).await;
+    assert!(
+        matches!(done.result, Some(pb::operation::Result::DeleteStream(_))),
+        "{done:?}"
+    );
+    let puts: Vec<_> = fake
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "PUT")
+        .collect();
+    assert_eq!(puts.len(), 2, "disabled again after the re-enable");
+    assert!(puts.iter().all(|p| !body_enabled(&p.body)));
+    assert!(!fake.exists("EAGAIN"));
+}
+
+#[tokio::test]
+async fn the_wait_for_deployed_is_bounded_by_deploy_timeout() {
+    let fake = StreamingFake::start(1000).await;
+    fake.add("ESLOW", true, "");
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start_in_env(
+        dir,
+        &streaming_provider_with_timeout(&fake, "50ms", "400ms"),
+        &AWS_ENV,
+    )
+    .await;
+    let op = server
+        .streams()
+        .delete_stream(delete("providers/rtmp/streams/ESLOW"))
+        .await
+        .unwrap()
+        .into_inner();
+    let done = wait(&server, &op).await;
+    let (code, why, message) = failure(&done);
+    assert_eq!(
+        (code, why.as_str()),
+        (Code::DeadlineExceeded, "DEADLINE_EXCEEDED")
+    );
+    assert!(message.contains("stays disabled"), "{message}");
+    let polls = fake
+        .requests()
+        .iter()
+        .filter(|r| r.line() == "GET /streaming-distribution/ESLOW")
+        .count();
+    assert!(
+        (5..=12).contains(&polls),
+        "about 400ms / 50ms polls: {polls}"
+    );
+    assert!(fake.exists("ESLOW") && !fake.is_enabled("ESLOW"));
+}
+
+#[tokio::test]
+async fn watchers_see_the_changes_made_through_the_gateway() {
+    let fake = StreamingFake::start(0).await;
+    let etag = fake.add("EWATCH", true, "");
+    let server = start_streaming(&fake, "50ms").await;
+    let mut watch = server
+        .streams()
+        .watch_stream(pb::WatchStreamRequest {
+            name: "providers/rtmp/streams/EWATCH".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let initial = watch.message().await.unwrap().unwrap();
+    assert_eq!(initial.stream.unwrap().state, State::Active as i32);
+    let op = server
+        .streams()
+        .update_stream(pb::UpdateStreamRequest {
+            stream: Some(pb::Stream {
+                name: "providers/rtmp/streams/EWATCH".into(),
+                etag,
+                details: Some(pb::stream::Details::Cloudfront(
+                    pb::CloudFrontStreamDetails {
+                        enabled: false,
+                        ..Default::default()
+                    },
+                )),
+                ..Default::default()
+            }),
+            update_mask: Some(prost_types::FieldMask {
+                paths: vec!["cloudfront.enabled".into()],
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(op.done, "an update is one PUT: {op:?}");
+    let updated = watch.message().await.unwrap().unwrap();
+    assert_eq!(updated.stream.unwrap().state, State::Disabled as i32);
+    let op = server
+        .streams()
+        .delete_stream(delete("providers/rtmp/streams/EWATCH"))
+        .await
+        .unwrap()
+        .into_inner();
+    wait(&server, &op).await;
+    let deleted = watch.message().await.unwrap().unwrap();
+    assert_eq!(
+        deleted.change_type,
+        pb::watch_stream_response::ChangeType::Deleted as i32
+    );
 }
 
 #[tokio::test]
