@@ -1342,3 +1342,78 @@ async fn the_binary_deletes_a_web_distribution_on_moto_through_grpcurl_and_survi
     assert!(gone.contains("Code: NotFound"), "{gone}");
     assert!(gone.contains("NoSuchDistribution"), "{gone}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_put_cut_off_by_kill_9_is_not_repeated_after_the_restart() {
+    let fake = StreamingFake::start(2).await;
+    fake.add("ECUT", true, "");
+    // The PUT takes effect at once, but its answer never reaches the killed gateway.
+    fake.delay_put_answers(Duration::from_secs(30));
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("streamgate.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\ndrain_timeout = \"2s\"\n[store]\nurl = \"sqlite://{}/state/sg.db\"\n{}",
+            dir.path().display(),
+            streaming_provider(&fake, "100ms")
+        ),
+    )
+    .unwrap();
+    let mut gateway = support::Binary::spawn_with_env(&config, dir.path(), "first", &AWS_ENV);
+    gateway.ready().await;
+    let addr = gateway.addr.to_string();
+    let op = call(
+        &addr,
+        "StreamService/DeleteStream",
+        r#"{"name": "providers/rtmp/streams/ECUT"}"#,
+    );
+    assert_eq!(op["metadata"]["step"], "disabling", "{op}");
+    let name = op["name"].as_str().unwrap().to_string();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !fake.requests().iter().any(|r| r.method == "PUT") {
+        assert!(Instant::now() < deadline, "no PUT");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    gateway.signal("KILL");
+    assert!(!gateway.wait_exit(Duration::from_secs(5)).success());
+    assert!(!fake.is_enabled("ECUT"), "the PUT took effect");
+    fake.delay_put_answers(Duration::ZERO);
+    let before_restart = fake.requests().len();
+
+    let mut second = support::Binary::spawn_with_env(&config, dir.path(), "second", &AWS_ENV);
+    second.ready().await;
+    let addr = second.addr.to_string();
+    let (resumed, done) = tokio::task::spawn_blocking(move || {
+        let resumed = call(
+            &addr,
+            "OperationService/GetOperation",
+            &format!(r#"{{"name": "{name}"}}"#),
+        );
+        let done = call(
+            &addr,
+            "OperationService/WaitOperation",
+            &format!(r#"{{"name": "{name}", "timeout": "30s"}}"#),
+        );
+        (resumed, done)
+    })
+    .await
+    .unwrap();
+    assert_ne!(resumed["metadata"]["step"], "accepted", "{resumed}");
+    assert_eq!(done["deleteStream"]["existed"], true, "{done}");
+    let after: Vec<String> = fake.requests()[before_restart..]
+        .iter()
+        .map(|r| r.line())
+        .collect();
+    assert_eq!(
+        after.first().map(String::as_str),
+        Some("GET /streaming-distribution/ECUT/config"),
+        "the resumed disabling step reads again: {after:#?}"
+    );
+    assert!(!after.iter().any(|l| l.starts_with("PUT")), "{after:#?}");
+    assert_eq!(
+        after.last().map(String::as_str),
+        Some("DELETE /streaming-distribution/ECUT")
+    );
+    assert!(!fake.exists("ECUT"));
+}

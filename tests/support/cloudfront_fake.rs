@@ -52,6 +52,8 @@ struct Fake {
     etags: u32,
     polls_after_change: u32,
     delete_delay: Duration,
+    /// How long a PUT's answer is held back after the change took effect.
+    put_delay: Duration,
     /// PUTs still to lose a race: before each, someone else changes the distribution.
     contended_puts: u32,
 }
@@ -218,13 +220,19 @@ async fn handle(
     if method == Method::DELETE && !delay.is_zero() {
         tokio::time::sleep(delay).await;
     }
-    let mut fake = state.lock().unwrap();
-    let response = answer(&mut fake, &method, &uri, &headers, &body);
-    fake.requests[index].answered_etag = response
-        .headers()
-        .get("etag")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
+    let (response, hold) = {
+        let mut fake = state.lock().unwrap();
+        let response = answer(&mut fake, &method, &uri, &headers, &body);
+        fake.requests[index].answered_etag = response
+            .headers()
+            .get("etag")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        (response, fake.put_delay)
+    };
+    if method == Method::PUT && !hold.is_zero() {
+        tokio::time::sleep(hold).await;
+    }
     response
 }
 
@@ -448,6 +456,11 @@ impl StreamingFake {
             .get_mut(id)
             .expect("no such distribution")
             .in_progress_left = polls;
+    }
+
+    /// Holds back every PUT's answer this long, after the change took effect.
+    pub fn delay_put_answers(&self, delay: Duration) {
+        self.state.lock().unwrap().put_delay = delay;
     }
 
     /// Makes every DELETE wait this long before it is answered.

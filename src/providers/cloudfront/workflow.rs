@@ -211,8 +211,8 @@ impl Workflow<'_> {
         }
     }
 
-    /// Another re-read after the distribution changed under the workflow, or ABORTED once
-    /// the bound is reached.
+    /// Another re-read after the distribution changed under the workflow, or, once the bound
+    /// is reached, ABORTED (FAILED_PRECONDITION when it was enabled again each time).
     fn conflict(
         &self,
         mut progress: Progress,
@@ -222,8 +222,12 @@ impl Workflow<'_> {
     ) -> Result<Next> {
         progress.conflicts += 1;
         if progress.conflicts > MAX_CONFLICTS {
+            let kind = match cause.kind() {
+                Kind::StreamNotDisabled => Kind::StreamNotDisabled,
+                _ => Kind::EtagMismatch,
+            };
             let mut error = Error::new(
-                Kind::EtagMismatch,
+                kind,
                 format!(
                     "{} kept changing while it was being deleted ({MAX_CONFLICTS} re-reads): {}",
                     target.name,
