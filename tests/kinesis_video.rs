@@ -25,7 +25,7 @@ fn provider(fake: &RunningKvsFake, extra: &str) -> String {
 }
 
 async fn gateway(fake: &RunningKvsFake, extra: &str) -> TestServer {
-    TestServer::start_with_env(&provider(fake, extra), &AWS_ENV).await
+    TestServer::start_env(&provider(fake, extra), &AWS_ENV).await
 }
 
 async fn sdk(url: &str) -> aws_sdk_kinesisvideo::Client {
@@ -830,7 +830,7 @@ async fn several_instances_side_by_side() {
             .replace("id = \"kvs\"", "id = \"kvs-west\"")
             .replace("us-east-1", "eu-west-1")
     );
-    let server = TestServer::start_with_env(&providers, &AWS_ENV).await;
+    let server = TestServer::start_env(&providers, &AWS_ENV).await;
     let listed = server
         .providers()
         .list_providers(pb::ListProvidersRequest::default())

@@ -16,7 +16,7 @@ fn provider(moto: &Moto) -> String {
     format!(
         "[[providers]]\nid = \"kvs\"\nkind = \"kinesis-video\"\nregion = \"us-east-1\"\n\
          endpoint_url = \"{}\"\ncreation_poll_interval = \"50ms\"\nread_tags = false\n",
-        moto.url
+        moto.url()
     )
 }
 
@@ -38,8 +38,8 @@ async fn sdk(url: &str) -> aws_sdk_kinesisvideo::Client {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn create_describe_list_delete_against_moto() {
-    let moto = Moto::start().await;
-    let server = TestServer::start_with_env(&provider(&moto), &AWS_ENV).await;
+    let moto = Moto::start();
+    let server = TestServer::start_env(&provider(&moto), &AWS_ENV).await;
     let mut streams = server.streams();
     let op = streams
         .create_stream(pb::CreateStreamRequest {
@@ -73,7 +73,7 @@ async fn create_describe_list_delete_against_moto() {
     };
 
     // moto's own record, read with the SDK.
-    let client = sdk(&moto.url).await;
+    let client = sdk(&moto.url()).await;
     let info = client
         .describe_stream()
         .stream_name("lobby")
@@ -168,7 +168,7 @@ async fn create_describe_list_delete_against_moto() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_binary_and_grpcurl_against_moto() {
-    let moto = Moto::start().await;
+    let moto = Moto::start();
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("kvs.toml");
     std::fs::write(
@@ -212,7 +212,7 @@ async fn the_binary_and_grpcurl_against_moto() {
     assert_eq!(done["done"], true, "{done}");
     assert_eq!(done["stream"]["state"], "STATE_ACTIVE", "{done}");
 
-    let client = sdk(&moto.url).await;
+    let client = sdk(&moto.url()).await;
     let info = client
         .describe_stream()
         .stream_name("dock")

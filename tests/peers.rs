@@ -3,17 +3,9 @@
 
 mod support;
 
-use std::process::{Command, Output};
+use std::process::Command;
 
-use support::{TestServer, local_provider, output_text, venv_tool};
-
-fn grpcurl(args: &[&str]) -> Output {
-    Command::new(venv_tool("grpcurl"))
-        .arg("-plaintext")
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("grpcurl: {e}"))
-}
+use support::{TestServer, grpcurl, local_provider, output_text, venv_tool};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpcurl_lists_describes_calls_and_prints_error_details() {

@@ -1,7 +1,8 @@
 //! Conversions between the domain model and the protobuf messages.
 
 use crate::domain::{
-    BatchItem, OpRequest, OpResult, Operation, Stream, StreamDetails, StreamSpec, StreamState,
+    BatchItem, CloudFrontDetails, CloudFrontOrigin, OpRequest, OpResult, Operation, Stream,
+    StreamDetails, StreamSpec, StreamState,
 };
 use crate::error::Error;
 use crate::pb;
@@ -54,7 +55,51 @@ pub fn stream(s: &Stream) -> pb::Stream {
                     status: vod.status.clone(),
                 }))
             }
+            StreamDetails::CloudFront(d) => Some(pb::stream::Details::Cloudfront(
+                pb::CloudFrontStreamDetails {
+                    domain_name: d.domain_name.clone(),
+                    enabled: d.enabled,
+                    comment: d.comment.clone(),
+                    status: d.status.clone(),
+                    origin: d.origin.as_ref().map(|o| pb::CloudFrontOrigin {
+                        r#type: if o.s3 {
+                            pb::cloud_front_origin::Type::S3
+                        } else {
+                            pb::cloud_front_origin::Type::Custom
+                        } as i32,
+                        domain_name: o.domain_name.clone(),
+                        origin_path: o.origin_path.clone(),
+                        origin_access_identity: o.origin_access_identity.clone(),
+                        origin_protocol_policy: o.origin_protocol_policy.clone(),
+                    }),
+                },
+            )),
         },
+    }
+}
+
+/// The provider-specific details a caller sent with a stream. Output-only fields are ignored;
+/// an origin of unspecified type counts as custom unless it names an S3 bucket.
+pub fn details(s: &pb::Stream) -> StreamDetails {
+    match &s.details {
+        None => StreamDetails::None,
+        Some(pb::stream::Details::Local(_)) => StreamDetails::Local { version: 0 },
+        // Every field of a VOD stream's details is output only.
+        Some(pb::stream::Details::AliyunVod(_)) => StreamDetails::None,
+        Some(pb::stream::Details::Cloudfront(d)) => {
+            StreamDetails::CloudFront(Box::new(CloudFrontDetails {
+                enabled: d.enabled,
+                comment: d.comment.clone(),
+                origin: d.origin.as_ref().map(|o| CloudFrontOrigin {
+                    s3: o.r#type == pb::cloud_front_origin::Type::S3 as i32,
+                    domain_name: o.domain_name.clone(),
+                    origin_path: o.origin_path.clone(),
+                    origin_access_identity: o.origin_access_identity.clone(),
+                    origin_protocol_policy: o.origin_protocol_policy.clone(),
+                }),
+                ..CloudFrontDetails::default()
+            }))
+        }
     }
 }
 
@@ -66,6 +111,10 @@ pub fn spec(s: &pb::Stream) -> StreamSpec {
         device_name: s.device_name.clone(),
         kms_key_id: s.kms_key_id.clone(),
         tags: s.tags.clone().into_iter().collect(),
+        details: match details(s) {
+            StreamDetails::None => None,
+            given => Some(Box::new(given)),
+        },
     }
 }
 

@@ -84,7 +84,18 @@ impl StreamApi {
             .as_ref()
             .map(|m| m.paths.iter().map(String::as_str).collect())
             .unwrap_or_default();
-        let all = ["media_type", "device_name", "data_retention_hours", "tags"];
+        let all = [
+            "media_type",
+            "device_name",
+            "data_retention_hours",
+            "tags",
+            "cloudfront.enabled",
+            "cloudfront.comment",
+        ];
+        let cloudfront = match &stream.details {
+            Some(pb::stream::Details::Cloudfront(d)) => Some(d),
+            _ => None,
+        };
         let paths: Vec<&str> = match paths.as_slice() {
             // AIP-134: no mask means every field the caller populated.
             [] => all
@@ -93,10 +104,16 @@ impl StreamApi {
                     "media_type" => !stream.media_type.is_empty(),
                     "device_name" => !stream.device_name.is_empty(),
                     "data_retention_hours" => stream.data_retention_hours != 0,
-                    _ => !stream.tags.is_empty(),
+                    "tags" => !stream.tags.is_empty(),
+                    // A populated details message is the caller's whole intent for it.
+                    _ => cloudfront.is_some(),
                 })
                 .collect(),
-            ["*"] => all.to_vec(),
+            // Every field of the stream's kind: the cloudfront.* ones only with their message.
+            ["*"] => all
+                .into_iter()
+                .filter(|p| !p.starts_with("cloudfront.") || cloudfront.is_some())
+                .collect(),
             given => given.to_vec(),
         };
         let mut v = Violations::default();
@@ -109,6 +126,10 @@ impl StreamApi {
                     patch.data_retention_hours = Some(stream.data_retention_hours)
                 }
                 "tags" => patch.tags = Some(stream.tags.clone().into_iter().collect()),
+                "cloudfront.enabled" => patch.enabled = Some(cloudfront.is_some_and(|d| d.enabled)),
+                "cloudfront.comment" => {
+                    patch.comment = Some(cloudfront.map(|d| d.comment.clone()).unwrap_or_default())
+                }
                 other => v.add(
                     "update_mask",
                     format!(

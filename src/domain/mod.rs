@@ -14,7 +14,10 @@ pub use capability::{Capability, Method};
 pub use names::{OperationName, ParentName, ProviderName, StreamName};
 pub use operation::{BatchItem, OpRequest, OpResult, Operation, Verb};
 pub use page::{ListQuery, Page, PageToken};
-pub use stream::{AliyunVodDetails, Stream, StreamDetails, StreamPatch, StreamSpec, StreamState};
+pub use stream::{
+    AliyunVodDetails, CloudFrontDetails, CloudFrontOrigin, Stream, StreamDetails, StreamPatch,
+    StreamSpec, StreamState,
+};
 
 /// Milliseconds since the Unix epoch, the time unit of the model and the store.
 pub fn now_ms() -> i64 {

@@ -61,6 +61,8 @@ pub enum StreamDetails {
     },
     /// A media stream of an ApsaraVideo VOD video (boxed: most streams are of other kinds).
     AliyunVod(Box<AliyunVodDetails>),
+    /// A CloudFront distribution (kinds `cloudfront` and `cloudfront-streaming`).
+    CloudFront(Box<CloudFrontDetails>),
 }
 
 /// What GetPlayInfo says about a VOD media stream beyond the neutral fields.
@@ -76,6 +78,36 @@ pub struct AliyunVodDetails {
     pub stream_type: String,
     /// `Normal` or `Invisible`.
     pub status: String,
+}
+
+/// What a CloudFront distribution has beyond the neutral fields.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CloudFrontDetails {
+    /// The distribution's domain name (`d111111abcdef8.cloudfront.net`).
+    pub domain_name: String,
+    /// Whether it serves viewers.
+    pub enabled: bool,
+    /// Its comment.
+    pub comment: String,
+    /// `InProgress` or `Deployed`.
+    pub status: String,
+    /// Where it fetches content.
+    pub origin: Option<CloudFrontOrigin>,
+}
+
+/// The origin of a CloudFront distribution.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CloudFrontOrigin {
+    /// An S3 bucket (true) or a custom HTTP origin (false).
+    pub s3: bool,
+    /// The origin's domain name.
+    pub domain_name: String,
+    /// The path prefix added to origin requests.
+    pub origin_path: String,
+    /// S3: the origin access identity, or empty.
+    pub origin_access_identity: String,
+    /// Custom: `http-only`, `match-viewer` or `https-only`; empty means `https-only`.
+    pub origin_protocol_policy: String,
 }
 
 /// A stream as a provider reports it.
@@ -112,6 +144,9 @@ pub struct StreamSpec {
     pub kms_key_id: String,
     /// Tags.
     pub tags: BTreeMap<String, String>,
+    /// Provider-specific fields of the new stream (e.g. a CloudFront origin).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub details: Option<Box<StreamDetails>>,
 }
 
 /// The fields an update changes; `None` leaves a field as it is.
@@ -125,9 +160,28 @@ pub struct StreamPatch {
     pub data_retention_hours: Option<i32>,
     /// The new, complete tag set.
     pub tags: Option<BTreeMap<String, String>>,
+    /// CloudFront: enable or disable the distribution.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    /// CloudFront: the new comment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
 }
 
 impl StreamPatch {
+    /// Whether the patch changes any neutral field (media type, device, retention, tags).
+    pub fn has_neutral_fields(&self) -> bool {
+        self.media_type.is_some()
+            || self.device_name.is_some()
+            || self.data_retention_hours.is_some()
+            || self.tags.is_some()
+    }
+
+    /// Whether the patch changes a CloudFront field (enabled, comment).
+    pub fn has_cloudfront_fields(&self) -> bool {
+        self.enabled.is_some() || self.comment.is_some()
+    }
+
     /// Applies the patch to a spec.
     pub fn apply(&self, spec: &mut StreamSpec) {
         if let Some(v) = &self.media_type {

@@ -8,6 +8,7 @@
 
 pub mod aliyun_vod;
 pub mod aws;
+pub mod cloudfront;
 pub mod kinesis_video;
 pub mod limits;
 pub mod local;
@@ -90,16 +91,44 @@ pub fn check_configs(configs: &[ProviderConfig]) -> Result<(), ConfigError> {
             local::KIND => local::LocalSettings::parse(config).map(|_| ())?,
             kinesis_video::KIND => kinesis_video::KvsSettings::parse(config).map(|_| ())?,
             aliyun_vod::KIND => aliyun_vod::AliyunVodSettings::parse(config).map(|_| ())?,
+            cloudfront::KIND_STREAMING | cloudfront::KIND_WEB => {
+                cloudfront::CloudFrontSettings::parse(config).map(|_| ())?
+            }
             other => {
                 return Err(ConfigError::Invalid(format!(
                     "provider {:?}: kind {other:?} is not available in this build (available: {})",
                     config.id,
-                    [local::KIND, kinesis_video::KIND, aliyun_vod::KIND].join(", ")
+                    [
+                        local::KIND,
+                        kinesis_video::KIND,
+                        aliyun_vod::KIND,
+                        cloudfront::KIND_STREAMING,
+                        cloudfront::KIND_WEB
+                    ]
+                    .join(", ")
                 )));
             }
         }
     }
     Ok(())
+}
+
+/// Refuses provider-specific fields a kind does not have (`what` names its streams in the
+/// message, e.g. "a local stream"): CloudFront details on create, `cloudfront.*` on update.
+pub fn refuse_details(request: &OpRequest, what: &str) -> Result<()> {
+    match request {
+        OpRequest::Create { spec, .. } if spec.details.is_some() => Err(Error::invalid_field(
+            "stream",
+            format!("{what} takes no provider-specific details"),
+        )),
+        OpRequest::Update { patch, .. } if patch.has_cloudfront_fields() => {
+            Err(Error::invalid_field(
+                "update_mask",
+                "cloudfront.* fields belong to CloudFront distributions",
+            ))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// The configured provider instances, by id.
@@ -124,6 +153,9 @@ impl Registry {
                 }
                 aliyun_vod::KIND => {
                     Arc::new(aliyun_vod::AliyunVodProvider::new(config, environment)?)
+                }
+                cloudfront::KIND_STREAMING | cloudfront::KIND_WEB => {
+                    Arc::new(cloudfront::CloudFrontProvider::new(config, environment, hub).await?)
                 }
                 other => {
                     return Err(Error::internal(format_args!(

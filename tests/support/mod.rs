@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod cloudfront_fake;
 pub mod kvs_fake;
 pub mod moto;
 pub mod postgres;
@@ -53,17 +54,28 @@ impl TestServer {
 
     /// Starts a gateway on the store at `url`.
     pub async fn start_with_store(dir: TempDir, url: &str, providers: &str) -> Self {
-        Self::start_full(dir, url, providers, &[]).await
+        Self::start_with_env(dir, url, providers, &[]).await
     }
 
     /// Starts a gateway with a fresh store and `env` as its environment (e.g. credentials).
-    pub async fn start_with_env(providers: &str, env: &[(&str, &str)]) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}/sg.db", dir.path().display());
-        Self::start_full(dir, &url, providers, env).await
+    pub async fn start_env(providers: &str, env: &[(&str, &str)]) -> Self {
+        Self::start_in_env(tempfile::tempdir().unwrap(), providers, env).await
     }
 
-    async fn start_full(dir: TempDir, url: &str, providers: &str, env: &[(&str, &str)]) -> Self {
+    /// Starts a gateway whose SQLite store lives in `dir`, with `env` as its environment
+    /// (e.g. AWS credentials for an emulator).
+    pub async fn start_in_env(dir: TempDir, providers: &str, env: &[(&str, &str)]) -> Self {
+        let url = format!("sqlite://{}/sg.db", dir.path().display());
+        Self::start_with_env(dir, &url, providers, env).await
+    }
+
+    /// Starts a gateway on the store at `url` with `env` as its environment.
+    pub async fn start_with_env(
+        dir: TempDir,
+        url: &str,
+        providers: &str,
+        env: &[(&str, &str)],
+    ) -> Self {
         let text = format!(
             "[server]\nlisten = \"127.0.0.1:0\"\ndrain_timeout = \"2s\"\n[store]\nurl = \"{url}\"\n{providers}"
         );
@@ -198,7 +210,7 @@ impl Binary {
         Self::spawn_with_env(config, dir, name, &[])
     }
 
-    /// Like [`Binary::spawn`], with extra environment variables.
+    /// Like [`Binary::spawn`], with `env` added to the child's environment.
     pub fn spawn_with_env(config: &Path, dir: &Path, name: &str, env: &[(&str, &str)]) -> Self {
         let port = free_port();
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
@@ -295,6 +307,15 @@ pub fn output_text(output: &std::process::Output) -> String {
 /// The repository root.
 pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Runs grpcurl 1.8.6 from the test venv in plaintext mode.
+pub fn grpcurl(args: &[&str]) -> std::process::Output {
+    Command::new(venv_tool("grpcurl"))
+        .arg("-plaintext")
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("grpcurl: {e}"))
 }
 
 /// A tool of the test venv (`scripts/test` installs it): `$STREAMGATE_VENV/bin/NAME`, else

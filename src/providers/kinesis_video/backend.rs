@@ -290,6 +290,7 @@ impl Provider for KinesisVideoProvider {
     }
 
     async fn precheck(&self, request: &OpRequest) -> Result<()> {
+        crate::providers::refuse_details(request, "a Kinesis Video stream")?;
         // Existence only: etags are checked by KVS itself (VersionMismatchException).
         match request {
             OpRequest::Create { name, .. } => match self.core.describe(&name.stream).await? {

@@ -83,6 +83,7 @@ impl KvsCore {
                 device_name: info.device_name().unwrap_or_default().to_string(),
                 kms_key_id: info.kms_key_id().unwrap_or_default().to_string(),
                 tags,
+                details: None,
             },
             create_time_ms: created,
             update_time_ms: created,

@@ -121,6 +121,7 @@ impl Provider for LocalProvider {
     }
 
     async fn precheck(&self, request: &OpRequest) -> Result<()> {
+        crate::providers::refuse_details(request, "a local stream")?;
         let checked = match request {
             OpRequest::Create { name, .. } => match self.core.get(&name.stream).await {
                 Ok(Some(_)) => Err(LocalError::AlreadyExists(name.clone())),

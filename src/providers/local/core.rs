@@ -70,6 +70,7 @@ impl LocalCore {
                 device_name: row.try_get("device_name")?,
                 kms_key_id: row.try_get("kms_key_id")?,
                 tags: serde_json::from_str::<BTreeMap<String, String>>(&tags).unwrap_or_default(),
+                details: None,
             },
             create_time_ms: row.try_get("create_time_ms")?,
             update_time_ms: row.try_get("update_time_ms")?,
