@@ -57,6 +57,12 @@ pub struct Config {
     /// `[auth]`.
     #[serde(default)]
     pub auth: AuthConfig,
+    /// `[[authorization]]`.
+    #[serde(default)]
+    pub authorization: Vec<AuthorizationRule>,
+    /// `[rate_limits]`; none when absent.
+    #[serde(default)]
+    pub rate_limits: Option<RateLimitConfig>,
     /// `[telemetry]`.
     #[serde(default)]
     pub telemetry: TelemetryConfig,
@@ -98,6 +104,20 @@ pub struct ServerConfig {
     /// How long in-flight calls may take to finish after SIGTERM (default `10s`).
     #[serde(default = "default_drain", deserialize_with = "de_duration")]
     pub drain_timeout: Duration,
+    /// The deadline of a unary call whose caller sends none (default `75s`).
+    #[serde(default = "default_deadline", deserialize_with = "de_duration")]
+    pub default_deadline: Duration,
+    /// Calls in flight at most; more are shed with RESOURCE_EXHAUSTED (default 1024).
+    #[serde(default = "default_max_in_flight")]
+    pub max_in_flight: usize,
+}
+
+fn default_deadline() -> Duration {
+    Duration::from_secs(75)
+}
+
+fn default_max_in_flight() -> usize {
+    1024
 }
 
 /// `[store]`.
@@ -110,14 +130,38 @@ pub struct StoreConfig {
     pub url: String,
 }
 
-/// `[auth]`.
-#[derive(Debug, Deserialize, Clone, Default)]
+/// `[auth]`: who may call.
+#[derive(Debug, Deserialize, Clone)]
 #[serde(deny_unknown_fields)]
 pub struct AuthConfig {
-    /// `none` (the only mode of this build): callers are anonymous, and the gateway serves
-    /// only on a loopback address.
+    /// `none` (callers are anonymous; loopback only), `api-key` or `jwt` (a bearer token in
+    /// the `authorization` metadata).
     #[serde(default)]
     pub mode: AuthMode,
+    /// Services callable without credentials (default: `grpc.health.v1.Health`).
+    #[serde(default = "default_public")]
+    pub public: Vec<String>,
+    /// `[[auth.api_keys]]`: the keys of mode `api-key`, stored as SHA-256 hashes.
+    #[serde(default)]
+    pub api_keys: Vec<ApiKeyConfig>,
+    /// `[auth.jwt]`: how tokens of mode `jwt` are checked.
+    #[serde(default)]
+    pub jwt: Option<JwtConfig>,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            mode: AuthMode::None,
+            public: default_public(),
+            api_keys: Vec::new(),
+            jwt: None,
+        }
+    }
+}
+
+fn default_public() -> Vec<String> {
+    vec!["grpc.health.v1.Health".to_string()]
 }
 
 /// How callers authenticate.
@@ -127,6 +171,123 @@ pub enum AuthMode {
     /// No authentication.
     #[default]
     None,
+    /// `authorization: Bearer <key>`, the key's SHA-256 listed in `[[auth.api_keys]]`.
+    ApiKey,
+    /// `authorization: Bearer <JWT>`, checked per `[auth.jwt]`.
+    Jwt,
+}
+
+/// One API key.
+#[derive(Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeyConfig {
+    /// Who calls with it.
+    pub principal: String,
+    /// The hex SHA-256 of the key (`printf %s KEY | sha256sum`).
+    pub sha256: String,
+}
+
+impl fmt::Debug for ApiKeyConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ApiKeyConfig")
+            .field("principal", &self.principal)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `[auth.jwt]`.
+#[derive(Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct JwtConfig {
+    /// The required `iss`.
+    pub issuer: String,
+    /// The required `aud`.
+    pub audience: String,
+    /// The claim that names the principal (default `sub`).
+    #[serde(default = "default_principal_claim")]
+    pub principal_claim: String,
+    /// The environment variable holding the HS256 secret, if HS256 tokens are accepted.
+    #[serde(default)]
+    pub hs256_secret_env: Option<String>,
+    /// A JWKS file with the RS256 / ES256 public keys, if those are accepted.
+    #[serde(default)]
+    pub jwks_file: Option<std::path::PathBuf>,
+    /// Clock skew allowed on `exp` and `nbf` (default `"30s"`).
+    #[serde(default = "default_leeway", deserialize_with = "de_duration")]
+    pub leeway: Duration,
+}
+
+impl fmt::Debug for JwtConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JwtConfig")
+            .field("issuer", &self.issuer)
+            .field("audience", &self.audience)
+            .field("principal_claim", &self.principal_claim)
+            .field("hs256_secret_env", &self.hs256_secret_env)
+            .field("jwks_file", &self.jwks_file)
+            .finish()
+    }
+}
+
+fn default_principal_claim() -> String {
+    "sub".to_string()
+}
+
+fn default_leeway() -> Duration {
+    Duration::from_secs(30)
+}
+
+/// One `[[authorization]]` rule: what the principals matching `principal` may do. A call is
+/// allowed when some matching rule allows its method and (for stream calls) its provider.
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct AuthorizationRule {
+    /// A glob over principals, e.g. `ingest-*`.
+    pub principal: String,
+    /// Globs over methods, `Service/Method` (`StreamService/Get*`) or with the package.
+    pub methods: Vec<String>,
+    /// Globs over provider instance ids (default: all).
+    #[serde(default = "default_all")]
+    pub providers: Vec<String>,
+}
+
+fn default_all() -> Vec<String> {
+    vec!["*".to_string()]
+}
+
+/// `[rate_limits]`: calls per second per principal and method (a token bucket each).
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitConfig {
+    /// The rate of every principal and method no rule names.
+    pub per_second: u32,
+    /// The burst (default: `per_second`).
+    #[serde(default)]
+    pub burst: Option<u32>,
+    /// `[[rate_limits.rules]]`, first match wins.
+    #[serde(default)]
+    pub rules: Vec<RateLimitRule>,
+}
+
+/// One `[[rate_limits.rules]]`.
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitRule {
+    /// A glob over principals.
+    #[serde(default = "default_star")]
+    pub principal: String,
+    /// A glob over methods (`StreamService/DeleteStream`).
+    #[serde(default = "default_star")]
+    pub method: String,
+    /// Calls per second.
+    pub per_second: u32,
+    /// The burst (default: `per_second`).
+    #[serde(default)]
+    pub burst: Option<u32>,
+}
+
+fn default_star() -> String {
+    "*".to_string()
 }
 
 /// `[telemetry]`.
@@ -249,6 +410,8 @@ impl Default for ServerConfig {
         ServerConfig {
             listen: default_listen(),
             drain_timeout: default_drain(),
+            default_deadline: default_deadline(),
+            max_in_flight: default_max_in_flight(),
         }
     }
 }
@@ -277,6 +440,8 @@ impl Default for Config {
             store: StoreConfig::default(),
             providers: default_providers(),
             auth: AuthConfig::default(),
+            authorization: Vec::new(),
+            rate_limits: None,
             telemetry: TelemetryConfig::default(),
             environment: Environment::default(),
         }
@@ -376,6 +541,7 @@ impl Config {
             }
         }
         crate::providers::check_configs(&self.providers)?;
+        crate::middleware::Security::from_config(self)?;
         if self.auth.mode == AuthMode::None && !self.server.listen.ip().is_loopback() {
             return Err(ConfigError::Invalid(format!(
                 "refusing to listen on {} without authentication: listen on a loopback address \

@@ -55,6 +55,8 @@ pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<()> {
+    let security = crate::middleware::Security::from_config(&config)
+        .map_err(|e| Error::internal(e.to_string()))?;
     let store = SqlStore::open(&config.store.url).await?;
     let hub = Arc::new(WatchHub::default());
     let registry =
@@ -80,7 +82,7 @@ pub async fn run(
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let address = listener.local_addr().ok();
     let server = tonic::transport::Server::builder()
-        .layer(crate::middleware::stack())
+        .layer(crate::middleware::stack(&security))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

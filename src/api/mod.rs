@@ -19,6 +19,8 @@ pub use operation::OperationApi;
 pub use provider::ProviderApi;
 pub use stream::StreamApi;
 
+use crate::error::{Error, Kind, Result};
+use crate::middleware::Grants;
 use crate::operations::Runner;
 use crate::providers::Registry;
 use crate::watch::WatchHub;
@@ -53,15 +55,24 @@ pub fn principal<T>(request: &tonic::Request<T>) -> String {
         .map_or_else(|| ANONYMOUS.to_string(), |p| p.0.clone())
 }
 
-/// The time left before the caller's deadline (`grpc-timeout`), if it sent one.
-pub fn deadline<T>(request: &tonic::Request<T>) -> Option<Duration> {
-    let value = request.metadata().get("grpc-timeout")?.to_str().ok()?;
-    crate::deadline::parse_grpc_timeout(value)
+/// PERMISSION_DENIED unless the caller's grants (from the authorization layer) include the
+/// provider instance `id`. Checked before the instance is looked up, so a denial never tells
+/// whether it exists.
+pub fn authorize_provider<T>(request: &tonic::Request<T>, id: &str) -> Result<()> {
+    match request.extensions().get::<Grants>() {
+        Some(grants) if !grants.allows(id) => Err(Error::new(
+            Kind::PermissionDenied,
+            format!("{} may not use providers/{id}", principal(request)),
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// How long a handler may wait for something and still answer before the caller's deadline.
-pub fn within_deadline<T>(request: &tonic::Request<T>, wanted: Duration) -> Duration {
-    match deadline(request) {
+/// The deadline is the caller's `grpc-timeout` or the server's default, as the deadline layer
+/// scoped it.
+pub fn within_deadline(wanted: Duration) -> Duration {
+    match crate::deadline::remaining() {
         Some(left) => wanted.min(
             left.saturating_sub(left / 10)
                 .saturating_sub(Duration::from_millis(5)),
@@ -71,6 +82,6 @@ pub fn within_deadline<T>(request: &tonic::Request<T>, wanted: Duration) -> Dura
 }
 
 /// How long a mutating call waits for its operation's first step.
-pub fn first_step_wait<T>(request: &tonic::Request<T>) -> Duration {
-    within_deadline(request, FIRST_STEP_WAIT)
+pub fn first_step_wait() -> Duration {
+    within_deadline(FIRST_STEP_WAIT)
 }

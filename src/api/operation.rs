@@ -5,10 +5,11 @@ use std::time::Duration;
 
 use tonic::{Request, Response, Status};
 
-use super::{Gateway, convert, within_deadline};
+use super::{Gateway, authorize_provider, convert, within_deadline};
 use crate::domain::OperationName;
 use crate::domain::page::{MAX_PAGE_SIZE, PageToken, page_size, parse_filter};
 use crate::error::Error;
+use crate::middleware::Grants;
 use crate::pb;
 use crate::pb::operation_service_server::OperationService;
 use crate::store::OperationFilter;
@@ -54,6 +55,7 @@ impl OperationService for OperationApi {
     ) -> Result<Response<pb::Operation>, Status> {
         let name = OperationName::parse(&request.get_ref().name, "name")?;
         let op = self.gateway.runner.get(&name.0).await?;
+        authorize_provider(&request, op.request.provider())?;
         Ok(Response::new(convert::operation(&op)))
     }
 
@@ -91,8 +93,14 @@ impl OperationService for OperationApi {
         } else {
             String::new()
         };
+        // Operations on providers the caller may not use are left out of its pages.
+        let grants = request.extensions().get::<Grants>();
         Ok(Response::new(pb::ListOperationsResponse {
-            operations: ops.iter().map(convert::operation).collect(),
+            operations: ops
+                .iter()
+                .filter(|op| grants.is_none_or(|g| g.allows(op.request.provider())))
+                .map(convert::operation)
+                .collect(),
             next_page_token,
         }))
     }
@@ -110,10 +118,14 @@ impl OperationService for OperationApi {
             }
             Some(t) => Duration::new(t.seconds as u64, t.nanos as u32).min(MAX_WAIT),
         };
+        authorize_provider(
+            &request,
+            self.gateway.runner.get(&name.0).await?.request.provider(),
+        )?;
         let op = self
             .gateway
             .runner
-            .wait(&name.0, within_deadline(&request, wanted))
+            .wait(&name.0, within_deadline(wanted))
             .await?;
         Ok(Response::new(convert::operation(&op)))
     }
@@ -123,6 +135,10 @@ impl OperationService for OperationApi {
         request: Request<pb::CancelOperationRequest>,
     ) -> Result<Response<pb::Operation>, Status> {
         let name = OperationName::parse(&request.get_ref().name, "name")?;
+        authorize_provider(
+            &request,
+            self.gateway.runner.get(&name.0).await?.request.provider(),
+        )?;
         let op = self.gateway.runner.cancel(&name.0).await?;
         Ok(Response::new(convert::operation(&op)))
     }

@@ -4,9 +4,10 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
-use super::Gateway;
+use super::{Gateway, authorize_provider};
 use crate::domain::ProviderName;
 use crate::domain::page::{PageToken, page_size};
+use crate::middleware::Grants;
 use crate::pb;
 use crate::pb::provider_service_server::ProviderService;
 use crate::providers::Provider;
@@ -59,6 +60,12 @@ impl ProviderService for ProviderApi {
             .gateway
             .registry
             .all()
+            .filter(|p| {
+                request
+                    .extensions()
+                    .get::<Grants>()
+                    .is_none_or(|g| g.allows(p.id()))
+            })
             .filter(|p| after.as_deref().is_none_or(|a| p.id() > a))
             .take(size + 1)
             .map(|p| provider(p.as_ref()))
@@ -83,6 +90,7 @@ impl ProviderService for ProviderApi {
         request: Request<pb::GetProviderRequest>,
     ) -> Result<Response<pb::Provider>, Status> {
         let name = ProviderName::parse(&request.get_ref().name, "name")?;
+        authorize_provider(&request, &name.0)?;
         let p = self.gateway.registry.get(&name.0)?;
         Ok(Response::new(provider(p.as_ref())))
     }

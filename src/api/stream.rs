@@ -9,7 +9,7 @@ use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
-use super::{Gateway, convert, first_step_wait, principal};
+use super::{Gateway, authorize_provider, convert, first_step_wait, principal};
 use crate::domain::page::{PageToken, page_size, parse_filter};
 use crate::domain::validate::{
     Violations, check_etag, check_patch, check_request_id, check_spec, check_stream_id,
@@ -36,7 +36,14 @@ impl StreamApi {
         StreamApi { gateway }
     }
 
-    fn provider(&self, id: &str, method: Method) -> Result<&Arc<dyn Provider>> {
+    /// The provider instance `id` for `method`, if the caller may use it.
+    fn provider<T>(
+        &self,
+        request: &Request<T>,
+        id: &str,
+        method: Method,
+    ) -> Result<&Arc<dyn Provider>> {
+        authorize_provider(request, id)?;
         self.gateway.registry.for_method(id, method)
     }
 
@@ -65,7 +72,7 @@ impl StreamApi {
         let op = self
             .gateway
             .runner
-            .submit(&principal, request_id, op, first_step_wait(request))
+            .submit(&principal, request_id, op, first_step_wait())
             .await?;
         Ok(convert::operation(&op))
     }
@@ -164,7 +171,7 @@ impl StreamService for StreamApi {
         let mut v = Violations::default();
         let parent = ParentName::parse(&r.parent, "parent");
         let provider = match &parent {
-            Ok(p) => Some(self.provider(&p.provider, Method::CreateStream)?),
+            Ok(p) => Some(self.provider(&request, &p.provider, Method::CreateStream)?),
             Err(e) => {
                 v.absorb(Err(e.clone()))?;
                 None
@@ -201,7 +208,7 @@ impl StreamService for StreamApi {
         request: Request<pb::GetStreamRequest>,
     ) -> Result<Response<pb::Stream>, Status> {
         let name = StreamName::parse(&request.get_ref().name, "name")?;
-        let provider = self.provider(&name.provider, Method::GetStream)?;
+        let provider = self.provider(&request, &name.provider, Method::GetStream)?;
         let stream = provider.get_stream(&name).await?;
         Ok(Response::new(convert::stream(&stream)))
     }
@@ -212,7 +219,7 @@ impl StreamService for StreamApi {
     ) -> Result<Response<pb::ListStreamsResponse>, Status> {
         let r = request.get_ref();
         let parent = ParentName::parse(&r.parent, "parent")?;
-        let provider = self.provider(&parent.provider, Method::ListStreams)?;
+        let provider = self.provider(&request, &parent.provider, Method::ListStreams)?;
         let cap = provider.capability();
         if r.page_token.len() > MAX_PAGE_TOKEN_LEN {
             return Err(
@@ -242,7 +249,7 @@ impl StreamService for StreamApi {
     ) -> Result<Response<pb::Operation>, Status> {
         let r = request.get_ref();
         let (name, patch, etag) = self.parse_update(r)?;
-        let provider = self.provider(&name.provider, Method::UpdateStream)?;
+        let provider = self.provider(&request, &name.provider, Method::UpdateStream)?;
         let mut v = Violations::default();
         check_patch(&patch, provider.capability(), &mut v);
         v.finish()?;
@@ -268,7 +275,7 @@ impl StreamService for StreamApi {
         v.finish()?;
         // A bad name left a violation, and finish() returned it.
         let name = name?;
-        let provider = self.provider(&name.provider, Method::DeleteStream)?;
+        let provider = self.provider(&request, &name.provider, Method::DeleteStream)?;
         let op = OpRequest::Delete {
             name,
             etag: (!r.etag.is_empty()).then(|| r.etag.clone()),
@@ -286,7 +293,7 @@ impl StreamService for StreamApi {
     ) -> Result<Response<pb::Operation>, Status> {
         let r = request.get_ref();
         let parent = ParentName::parse(&r.parent, "parent")?;
-        let provider = self.provider(&parent.provider, Method::BatchDeleteStreams)?;
+        let provider = self.provider(&request, &parent.provider, Method::BatchDeleteStreams)?;
         let max = provider.capability().max_batch_size;
         let mut v = Violations::default();
         check_request_id(&r.request_id, &mut v);
@@ -332,7 +339,7 @@ impl StreamService for StreamApi {
         request: Request<pb::WatchStreamRequest>,
     ) -> Result<Response<Self::WatchStreamStream>, Status> {
         let name = StreamName::parse(&request.get_ref().name, "name")?;
-        let provider = Arc::clone(self.provider(&name.provider, Method::WatchStream)?);
+        let provider = Arc::clone(self.provider(&request, &name.provider, Method::WatchStream)?);
         let key = name.to_string();
         // Subscribe before reading, so no change between the read and the subscription is lost.
         let mut changes = self.gateway.hub.subscribe(&key);

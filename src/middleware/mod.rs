@@ -1,27 +1,121 @@
-//! The tower middleware in front of every gRPC service, composed in one function.
+//! The tower middleware in front of every gRPC service, composed in ONE function, [`stack`].
 //!
 //! - `access_log.rs`: one span and one log line per call, with the gRPC status.
-//! - `deadline.rs`: the caller's `grpc-timeout` as the deadline of everything the call does.
+//! - `load_shed.rs`: a bound on calls in flight.
+//! - `authn.rs`: who calls (API keys, JWTs).
+//! - `authz.rs`: what the caller may do (methods here; provider instances in the handlers).
+//! - `rate_limit.rs`: inbound rates per principal and method.
+//! - `deadline.rs`: the call's deadline, visible to everything the call does.
 
 mod access_log;
+mod authn;
+mod authz;
 mod deadline;
+mod load_shed;
+mod rate_limit;
+
+use std::sync::Arc;
+use std::time::Duration;
 
 use tower::ServiceBuilder;
 use tower::layer::util::{Identity, Stack};
 
 pub use access_log::{AccessLogLayer, access_log};
+pub use authn::{Authenticator, Authn, AuthnLayer};
+pub use authz::{Authorizer, Authz, AuthzLayer, Grants};
 pub use deadline::{Deadline, DeadlineLayer};
+pub use load_shed::{LoadShed, LoadShedLayer};
+pub use rate_limit::{InboundLimits, RateLimit, RateLimitLayer};
+
+use crate::config::{Config, ConfigError};
+use crate::error::Error;
+
+/// What the security layers are built from, checked once at start-up.
+pub struct Security {
+    authenticator: Arc<Authenticator>,
+    authorizer: Arc<Authorizer>,
+    limits: Option<Arc<InboundLimits>>,
+    max_in_flight: usize,
+    default_deadline: Duration,
+}
+
+impl Security {
+    /// Builds (and so validates) `[auth]`, `[[authorization]]`, `[rate_limits]` and the
+    /// server bounds.
+    pub fn from_config(config: &Config) -> Result<Self, ConfigError> {
+        Ok(Security {
+            authenticator: Arc::new(Authenticator::from_config(
+                &config.auth,
+                &config.environment,
+            )?),
+            authorizer: Arc::new(Authorizer::from_config(
+                config.auth.mode,
+                &config.auth.public,
+                &config.authorization,
+            )?),
+            limits: config
+                .rate_limits
+                .as_ref()
+                .map(InboundLimits::from_config)
+                .transpose()?
+                .map(Arc::new),
+            max_in_flight: config.server.max_in_flight.max(1),
+            default_deadline: config.server.default_deadline,
+        })
+    }
+}
 
 /// The composed stack's type.
-pub type MiddlewareStack = Stack<DeadlineLayer, Stack<AccessLogLayer, Identity>>;
+pub type MiddlewareStack = Stack<
+    DeadlineLayer,
+    Stack<
+        RateLimitLayer,
+        Stack<AuthzLayer, Stack<AuthnLayer, Stack<LoadShedLayer, Stack<AccessLogLayer, Identity>>>>,
+    >,
+>;
 
 /// THE middleware stack, outermost first.
-pub fn stack() -> ServiceBuilder<MiddlewareStack> {
+pub fn stack(security: &Security) -> ServiceBuilder<MiddlewareStack> {
     ServiceBuilder::new()
         // Outermost, so the log line covers everything the call went through, rejections by
         // inner layers included.
         .layer(access_log())
+        // Before any work, so that an overload is refused cheaply, credentials checks included.
+        .layer(LoadShedLayer::new(security.max_in_flight))
+        // Who calls: everything below needs the principal.
+        .layer(AuthnLayer::new(Arc::clone(&security.authenticator)))
+        // What they may call: denied calls never spend their rate or reach a handler.
+        .layer(AuthzLayer::new(Arc::clone(&security.authorizer)))
+        // Rates count only calls that were allowed, per principal and method.
+        .layer(RateLimitLayer::new(security.limits.clone()))
         // Innermost: the deadline scopes the handler and everything it calls, provider retries
-        // included.
-        .layer(DeadlineLayer)
+        // included, and nothing above spends any of it.
+        .layer(DeadlineLayer::new(security.default_deadline))
+}
+
+/// The answer of a layer that refuses a call.
+fn reject(error: &Error) -> http::Response<tonic::body::Body> {
+    error.to_status().into_http()
+}
+
+/// `(package.Service/Method, Service/Method)` of a gRPC path.
+fn method_names(path: &str) -> (String, String) {
+    let full = path.trim_start_matches('/').to_string();
+    let short = match full.split_once('/') {
+        Some((service, method)) => {
+            format!("{}/{method}", service.rsplit('.').next().unwrap_or(service))
+        }
+        None => full.clone(),
+    };
+    (full, short)
+}
+
+/// Whether `path` belongs to one of the `public` services.
+fn is_public(public: &[String], path: &str) -> bool {
+    let service = path
+        .trim_start_matches('/')
+        .split('/')
+        .next()
+        .unwrap_or_default();
+    public.iter().any(|p| p == service)
 }

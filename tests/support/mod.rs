@@ -76,8 +76,26 @@ impl TestServer {
         providers: &str,
         env: &[(&str, &str)],
     ) -> Self {
+        Self::start_text(dir, url, "", providers, env).await
+    }
+
+    /// Starts a gateway with `server` lines in its `[server]` table and `rest` (providers,
+    /// `[auth]`, ...) after it, with a fresh store.
+    pub async fn start_configured(server: &str, rest: &str, env: &[(&str, &str)]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/sg.db", dir.path().display());
+        Self::start_text(dir, &url, server, rest, env).await
+    }
+
+    async fn start_text(
+        dir: TempDir,
+        url: &str,
+        server: &str,
+        rest: &str,
+        env: &[(&str, &str)],
+    ) -> Self {
         let text = format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\ndrain_timeout = \"2s\"\n[store]\nurl = \"{url}\"\n{providers}"
+            "[server]\nlisten = \"127.0.0.1:0\"\ndrain_timeout = \"2s\"\n{server}\n[store]\nurl = \"{url}\"\n{rest}"
         );
         let mut config = Config::from_toml(&text).unwrap();
         config.environment = streamgate::config::Environment(

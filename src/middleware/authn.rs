@@ -1,0 +1,293 @@
+//! Authentication: who calls. Bearer API keys (configured as SHA-256 hashes, compared in
+//! constant time) or JWTs (HS256 with a secret from the environment; RS256 / ES256 with keys
+//! from a JWKS file; issuer, audience and expiry checked). The principal goes into the request
+//! extensions as [`Principal`]; public services (health by default) pass without credentials.
+//! Async-capable as a layer, not an interceptor, so that later key sources can await.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use futures::future::BoxFuture;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use tower::{Layer, Service};
+
+use super::{is_public, reject};
+use crate::api::{ANONYMOUS, Principal};
+use crate::config::{AuthConfig, AuthMode, ConfigError, Environment, JwtConfig};
+use crate::error::{Error, Kind};
+
+/// Checks the credentials of a call.
+pub struct Authenticator {
+    mode: AuthMode,
+    public: Vec<String>,
+    // (principal, SHA-256 of the key)
+    keys: Vec<(String, [u8; 32])>,
+    jwt: Option<JwtChecker>,
+}
+
+struct JwtChecker {
+    config: JwtConfig,
+    hs256: Option<DecodingKey>,
+    // kid → (key, algorithm); a key without kid is stored under "".
+    jwks: HashMap<String, (DecodingKey, Algorithm)>,
+}
+
+fn unauthenticated(why: &str) -> Error {
+    Error::new(Kind::Unauthenticated, why)
+}
+
+fn parse_hash(hex: &str) -> Option<[u8; 32]> {
+    let bytes: Vec<u8> = (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
+        .collect::<Option<_>>()?;
+    bytes.try_into().ok()
+}
+
+impl JwtChecker {
+    fn new(config: &JwtConfig, environment: &Environment) -> Result<Self, ConfigError> {
+        let hs256 = match &config.hs256_secret_env {
+            Some(var) => Some(DecodingKey::from_secret(
+                environment
+                    .get(var)
+                    .ok_or_else(|| {
+                        ConfigError::Invalid(format!(
+                            "[auth.jwt] hs256_secret_env: {var} is not set"
+                        ))
+                    })?
+                    .as_bytes(),
+            )),
+            None => None,
+        };
+        let mut jwks = HashMap::new();
+        if let Some(path) = &config.jwks_file {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.display().to_string(),
+                source,
+            })?;
+            let set: jsonwebtoken::jwk::JwkSet = serde_json::from_str(&text).map_err(|e| {
+                ConfigError::Invalid(format!("[auth.jwt] jwks_file {}: {e}", path.display()))
+            })?;
+            for jwk in &set.keys {
+                let algorithm = match &jwk.algorithm {
+                    jsonwebtoken::jwk::AlgorithmParameters::RSA(_) => Algorithm::RS256,
+                    jsonwebtoken::jwk::AlgorithmParameters::EllipticCurve(_) => Algorithm::ES256,
+                    _ => continue,
+                };
+                let key = DecodingKey::from_jwk(jwk).map_err(|e| {
+                    ConfigError::Invalid(format!("[auth.jwt] jwks_file {}: {e}", path.display()))
+                })?;
+                jwks.insert(
+                    jwk.common.key_id.clone().unwrap_or_default(),
+                    (key, algorithm),
+                );
+            }
+        }
+        if hs256.is_none() && jwks.is_empty() {
+            return Err(ConfigError::Invalid(
+                "[auth.jwt] needs hs256_secret_env or a jwks_file with RSA or EC keys".into(),
+            ));
+        }
+        Ok(JwtChecker {
+            config: config.clone(),
+            hs256,
+            jwks,
+        })
+    }
+
+    fn check(&self, token: &str) -> Result<String, Error> {
+        let header = jsonwebtoken::decode_header(token)
+            .map_err(|_| unauthenticated("the bearer token is not a JWT"))?;
+        let (key, algorithm) = match header.alg {
+            Algorithm::HS256 => (
+                self.hs256
+                    .as_ref()
+                    .ok_or_else(|| unauthenticated("HS256 tokens are not accepted"))?,
+                Algorithm::HS256,
+            ),
+            Algorithm::RS256 | Algorithm::ES256 => {
+                let kid = header.kid.unwrap_or_default();
+                let (key, algorithm) = self
+                    .jwks
+                    .get(&kid)
+                    .ok_or_else(|| unauthenticated("the token's key is not in the JWKS"))?;
+                if *algorithm != header.alg {
+                    return Err(unauthenticated(
+                        "the token's algorithm does not fit its key",
+                    ));
+                }
+                (key, *algorithm)
+            }
+            _ => return Err(unauthenticated("the token's algorithm is not accepted")),
+        };
+        let mut validation = Validation::new(algorithm);
+        validation.set_issuer(&[&self.config.issuer]);
+        validation.set_audience(&[&self.config.audience]);
+        validation.set_required_spec_claims(&["exp", "iss", "aud"]);
+        validation.leeway = self.config.leeway.as_secs();
+        let data = jsonwebtoken::decode::<serde_json::Map<String, serde_json::Value>>(
+            token,
+            key,
+            &validation,
+        )
+        .map_err(|e| {
+            use jsonwebtoken::errors::ErrorKind as K;
+            unauthenticated(match e.kind() {
+                K::ExpiredSignature => "the token has expired",
+                K::InvalidIssuer => "the token's issuer is not accepted",
+                K::InvalidAudience => "the token's audience is not accepted",
+                K::ImmatureSignature => "the token is not valid yet",
+                K::InvalidSignature => "the token's signature is invalid",
+                _ => "the token is invalid",
+            })
+        })?;
+        data.claims
+            .get(&self.config.principal_claim)
+            .and_then(|v| v.as_str())
+            .filter(|p| !p.is_empty())
+            .map(str::to_string)
+            .ok_or_else(|| unauthenticated("the token names no principal"))
+    }
+}
+
+impl Authenticator {
+    /// Builds the checker of `[auth]`; the environment holds the HS256 secret, if any.
+    pub fn from_config(auth: &AuthConfig, environment: &Environment) -> Result<Self, ConfigError> {
+        let mut keys = Vec::new();
+        for key in &auth.api_keys {
+            let hash = parse_hash(&key.sha256).ok_or_else(|| {
+                ConfigError::Invalid(format!(
+                    "[[auth.api_keys]] of {:?}: sha256 must be 64 hex digits",
+                    key.principal
+                ))
+            })?;
+            keys.push((key.principal.clone(), hash));
+        }
+        let jwt = match (&auth.jwt, auth.mode) {
+            (Some(jwt), _) => Some(JwtChecker::new(jwt, environment)?),
+            (None, AuthMode::Jwt) => {
+                return Err(ConfigError::Invalid(
+                    "auth mode jwt needs [auth.jwt]".into(),
+                ));
+            }
+            (None, _) => None,
+        };
+        if auth.mode == AuthMode::ApiKey && keys.is_empty() {
+            return Err(ConfigError::Invalid(
+                "auth mode api-key needs [[auth.api_keys]]".into(),
+            ));
+        }
+        Ok(Authenticator {
+            mode: auth.mode,
+            public: auth.public.clone(),
+            keys,
+            jwt,
+        })
+    }
+
+    /// The principal of a call with these headers to `path`.
+    pub fn authenticate(&self, path: &str, headers: &http::HeaderMap) -> Result<String, Error> {
+        if self.mode == AuthMode::None || is_public(&self.public, path) {
+            return Ok(ANONYMOUS.to_string());
+        }
+        let token = headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| unauthenticated("no bearer token in the authorization metadata"))?;
+        match self.mode {
+            AuthMode::ApiKey => {
+                let presented: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+                // Every key is compared, so the time taken says nothing about which matched.
+                let mut found: Option<&str> = None;
+                for (principal, hash) in &self.keys {
+                    if bool::from(hash.ct_eq(&presented)) {
+                        found = Some(principal);
+                    }
+                }
+                found
+                    .map(str::to_string)
+                    .ok_or_else(|| unauthenticated("the API key is not valid"))
+            }
+            AuthMode::Jwt => match &self.jwt {
+                Some(jwt) => jwt.check(token),
+                None => Err(unauthenticated("JWTs are not configured")),
+            },
+            AuthMode::None => Ok(ANONYMOUS.to_string()),
+        }
+    }
+}
+
+/// Authenticates every call.
+#[derive(Clone)]
+pub struct AuthnLayer {
+    authenticator: Arc<Authenticator>,
+}
+
+impl AuthnLayer {
+    /// A layer over `authenticator`.
+    pub fn new(authenticator: Arc<Authenticator>) -> Self {
+        AuthnLayer { authenticator }
+    }
+}
+
+impl<S> Layer<S> for AuthnLayer {
+    type Service = Authn<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Authn {
+            inner,
+            authenticator: Arc::clone(&self.authenticator),
+        }
+    }
+}
+
+/// The service of [`AuthnLayer`].
+#[derive(Clone)]
+pub struct Authn<S> {
+    inner: S,
+    authenticator: Arc<Authenticator>,
+}
+
+impl<S, B> Service<http::Request<B>> for Authn<S>
+where
+    S: Service<http::Request<B>, Response = http::Response<tonic::body::Body>> + Send,
+    S::Error: Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = BoxFuture<'static, Result<S::Response, S::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
+        match self
+            .authenticator
+            .authenticate(request.uri().path(), request.headers())
+        {
+            Ok(principal) => {
+                request.extensions_mut().insert(Principal(principal));
+                Box::pin(self.inner.call(request))
+            }
+            Err(error) => {
+                tracing::info!(
+                    path = request.uri().path(),
+                    reason = error.message(),
+                    "unauthenticated call"
+                );
+                Box::pin(std::future::ready(Ok(reject(&error))))
+            }
+        }
+    }
+}

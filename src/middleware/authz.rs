@@ -1,0 +1,182 @@
+//! Authorization: what a principal may do. `[[authorization]]` rules grant globs of methods
+//! and of provider instances to globs of principals; anything not granted is denied. This layer
+//! checks the method and leaves the provider globs of the granting rules in the extensions as
+//! [`Grants`], for the handlers, which alone know a call's provider once they parsed its name.
+//! Denials name what was denied, never whether a resource exists.
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use futures::future::BoxFuture;
+use globset::{Glob, GlobMatcher, GlobSet, GlobSetBuilder};
+use tower::{Layer, Service};
+
+use super::{is_public, method_names, reject};
+use crate::api::{ANONYMOUS, Principal};
+use crate::config::{AuthMode, AuthorizationRule, ConfigError};
+use crate::error::{Error, Kind};
+
+struct Rule {
+    principal: GlobMatcher,
+    methods: GlobSet,
+    providers: GlobSet,
+}
+
+/// The provider instances a call may use: those of every rule that granted its method.
+#[derive(Clone)]
+pub struct Grants {
+    // None: no authorization configured (auth mode none).
+    providers: Option<Arc<Vec<GlobSet>>>,
+}
+
+impl Grants {
+    /// Everything (auth mode none).
+    pub fn all() -> Self {
+        Grants { providers: None }
+    }
+
+    /// Whether the call may use provider instance `id`.
+    pub fn allows(&self, id: &str) -> bool {
+        self.providers
+            .as_ref()
+            .is_none_or(|sets| sets.iter().any(|set| set.is_match(id)))
+    }
+}
+
+/// The compiled `[[authorization]]` rules.
+pub struct Authorizer {
+    enabled: bool,
+    public: Vec<String>,
+    rules: Vec<Rule>,
+}
+
+fn glob_set(field: &str, globs: &[String]) -> Result<GlobSet, ConfigError> {
+    let mut builder = GlobSetBuilder::new();
+    for glob in globs {
+        builder.add(Glob::new(glob).map_err(|e| {
+            ConfigError::Invalid(format!("[[authorization]] {field}: {glob:?}: {e}"))
+        })?);
+    }
+    builder
+        .build()
+        .map_err(|e| ConfigError::Invalid(format!("[[authorization]] {field}: {e}")))
+}
+
+impl Authorizer {
+    /// Compiles the rules; with auth mode `none` everything is allowed.
+    pub fn from_config(
+        mode: AuthMode,
+        public: &[String],
+        rules: &[AuthorizationRule],
+    ) -> Result<Self, ConfigError> {
+        let rules = rules
+            .iter()
+            .map(|rule| {
+                Ok(Rule {
+                    principal: Glob::new(&rule.principal)
+                        .map_err(|e| {
+                            ConfigError::Invalid(format!(
+                                "[[authorization]] principal {:?}: {e}",
+                                rule.principal
+                            ))
+                        })?
+                        .compile_matcher(),
+                    methods: glob_set("methods", &rule.methods)?,
+                    providers: glob_set("providers", &rule.providers)?,
+                })
+            })
+            .collect::<Result<Vec<_>, ConfigError>>()?;
+        Ok(Authorizer {
+            enabled: mode != AuthMode::None,
+            public: public.to_vec(),
+            rules,
+        })
+    }
+
+    /// The grants of `principal` calling `path`, or PERMISSION_DENIED.
+    pub fn authorize(&self, principal: &str, path: &str) -> Result<Grants, Error> {
+        if !self.enabled || is_public(&self.public, path) {
+            return Ok(Grants::all());
+        }
+        let (full, short) = method_names(path);
+        let granted: Vec<GlobSet> = self
+            .rules
+            .iter()
+            .filter(|r| r.principal.is_match(principal))
+            .filter(|r| r.methods.is_match(&full) || r.methods.is_match(&short))
+            .map(|r| r.providers.clone())
+            .collect();
+        if granted.is_empty() {
+            return Err(Error::new(
+                Kind::PermissionDenied,
+                format!("{principal} may not call {short}"),
+            ));
+        }
+        Ok(Grants {
+            providers: Some(Arc::new(granted)),
+        })
+    }
+}
+
+/// Checks the method of every call.
+#[derive(Clone)]
+pub struct AuthzLayer {
+    authorizer: Arc<Authorizer>,
+}
+
+impl AuthzLayer {
+    /// A layer over `authorizer`.
+    pub fn new(authorizer: Arc<Authorizer>) -> Self {
+        AuthzLayer { authorizer }
+    }
+}
+
+impl<S> Layer<S> for AuthzLayer {
+    type Service = Authz<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Authz {
+            inner,
+            authorizer: Arc::clone(&self.authorizer),
+        }
+    }
+}
+
+/// The service of [`AuthzLayer`].
+#[derive(Clone)]
+pub struct Authz<S> {
+    inner: S,
+    authorizer: Arc<Authorizer>,
+}
+
+impl<S, B> Service<http::Request<B>> for Authz<S>
+where
+    S: Service<http::Request<B>, Response = http::Response<tonic::body::Body>> + Send,
+    S::Error: Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = BoxFuture<'static, Result<S::Response, S::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
+        let principal = request
+            .extensions()
+            .get::<Principal>()
+            .map_or(ANONYMOUS.to_string(), |p| p.0.clone());
+        match self.authorizer.authorize(&principal, request.uri().path()) {
+            Ok(grants) => {
+                request.extensions_mut().insert(grants);
+                Box::pin(self.inner.call(request))
+            }
+            Err(error) => {
+                tracing::info!(%principal, path = request.uri().path(), "call denied");
+                Box::pin(std::future::ready(Ok(reject(&error))))
+            }
+        }
+    }
+}

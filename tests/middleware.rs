@@ -1,0 +1,392 @@
+//! The security middleware end to end: authentication (API keys, JWTs with HS256 and ES256
+//! from a JWKS file generated at test time), authorization, inbound rate limits, load shedding
+//! and the server's default deadline — through `server::run` with tonic clients, and through
+//! grpcurl with `-H 'authorization: Bearer …'`.
+
+mod support;
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use sha2::{Digest, Sha256};
+use streamgate::pb;
+use support::{TestServer, grpcurl, local_provider, output_text, reason};
+use tonic::Code;
+use tonic::metadata::MetadataValue;
+use tonic_types::StatusExt;
+
+const KEY: &str = "sg-test-key-0123456789";
+
+fn sha256_hex(text: &str) -> String {
+    Sha256::digest(text.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn with_token<T>(message: T, token: &str) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.metadata_mut().insert(
+        "authorization",
+        MetadataValue::try_from(format!("Bearer {token}")).unwrap(),
+    );
+    request
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+fn providers() -> String {
+    format!(
+        "{}{}",
+        local_provider("local", "30s"),
+        local_provider("secret", "1s")
+    )
+}
+
+fn api_key_config(rules: &str) -> String {
+    format!(
+        "{}[auth]\nmode = \"api-key\"\n[[auth.api_keys]]\nprincipal = \"ops\"\nsha256 = \"{}\"\n\
+         [[auth.api_keys]]\nprincipal = \"reader\"\nsha256 = \"{}\"\n{rules}",
+        providers(),
+        sha256_hex(KEY),
+        sha256_hex("reader-key")
+    )
+}
+
+const OPS_EVERYTHING: &str = "[[authorization]]\nprincipal = \"ops\"\nmethods = [\"*\"]\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_keys_authenticate_and_health_stays_public() {
+    let server = TestServer::start_configured("", &api_key_config(OPS_EVERYTHING), &[]).await;
+    let mut providers = server.providers();
+    let none = providers
+        .list_providers(pb::ListProvidersRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(none.code(), Code::Unauthenticated);
+    assert_eq!(reason(&none), "UNAUTHENTICATED");
+    let bad = providers
+        .list_providers(with_token(pb::ListProvidersRequest::default(), "wrong"))
+        .await
+        .unwrap_err();
+    assert_eq!(bad.code(), Code::Unauthenticated);
+    let good = providers
+        .list_providers(with_token(pb::ListProvidersRequest::default(), KEY))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(good.providers.len(), 2);
+
+    let health = server
+        .health()
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .expect("health needs no credentials");
+    assert_eq!(health.into_inner().status, 1);
+
+    // The same through grpcurl: reflection and the call with the header, and without.
+    let addr = server.addr.to_string();
+    let header = format!("authorization: Bearer {KEY}");
+    let ok = grpcurl(&[
+        "-H",
+        &header,
+        "-d",
+        "{}",
+        &addr,
+        "streamgate.v1.ProviderService/ListProviders",
+    ]);
+    assert!(ok.status.success(), "{}", output_text(&ok));
+    assert!(output_text(&ok).contains("providers/local"));
+    let refused = grpcurl(&["-H", "authorization: Bearer nope", &addr, "list"]);
+    assert!(!refused.status.success());
+    assert!(
+        output_text(&refused).contains("Unauthenticated"),
+        "{}",
+        output_text(&refused)
+    );
+}
+
+#[tokio::test]
+async fn authorization_denies_by_default_and_never_tells_existence() {
+    let rules = "[[authorization]]\nprincipal = \"reader\"\n\
+                 methods = [\"StreamService/Get*\", \"StreamService/List*\", \"ProviderService/*\"]\n\
+                 providers = [\"local\"]\n";
+    let server = TestServer::start_configured("", &api_key_config(rules), &[]).await;
+    let listed = server
+        .providers()
+        .list_providers(with_token(
+            pb::ListProvidersRequest::default(),
+            "reader-key",
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        listed
+            .providers
+            .iter()
+            .map(|p| p.name.as_str())
+            .collect::<Vec<_>>(),
+        ["providers/local"],
+        "only the providers the caller may use"
+    );
+    let delete = server
+        .streams()
+        .delete_stream(with_token(
+            pb::DeleteStreamRequest {
+                name: "providers/local/streams/a".into(),
+                ..Default::default()
+            },
+            "reader-key",
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(delete.code(), Code::PermissionDenied);
+    assert_eq!(reason(&delete), "PERMISSION_DENIED");
+    assert!(
+        delete.message().contains("StreamService/DeleteStream"),
+        "{}",
+        delete.message()
+    );
+
+    let mut denials = Vec::new();
+    for provider in ["secret", "does-not-exist"] {
+        let status = server
+            .streams()
+            .get_stream(with_token(
+                pb::GetStreamRequest {
+                    name: format!("providers/{provider}/streams/a"),
+                },
+                "reader-key",
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::PermissionDenied, "{provider}");
+        denials.push(status.message().replace(provider, "P"));
+    }
+    assert_eq!(
+        denials[0], denials[1],
+        "an existing and a missing provider look the same"
+    );
+
+    // ops has no rule at all here: deny by default.
+    let ops = server
+        .providers()
+        .list_providers(with_token(pb::ListProvidersRequest::default(), KEY))
+        .await
+        .unwrap_err();
+    assert_eq!(ops.code(), Code::PermissionDenied);
+}
+
+fn jwt_config(jwks: &std::path::Path) -> String {
+    format!(
+        "{}[auth]\nmode = \"jwt\"\n[auth.jwt]\nissuer = \"https://issuer.test\"\naudience = \"streamgate\"\n\
+         hs256_secret_env = \"SG_JWT_SECRET\"\njwks_file = \"{}\"\nleeway = \"0s\"\n{OPS_EVERYTHING}",
+        providers(),
+        jwks.display()
+    )
+}
+
+fn claims(sub: &str, exp: u64, aud: &str) -> serde_json::Value {
+    serde_json::json!({"sub": sub, "iss": "https://issuer.test", "aud": aud, "exp": exp})
+}
+
+#[tokio::test]
+async fn jwts_are_checked_for_signature_issuer_audience_and_expiry() {
+    use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
+    let dir = tempfile::tempdir().unwrap();
+    // An ES256 key made now, published in a JWKS file.
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let raw = key.public_key_raw();
+    let jwks = serde_json::json!({"keys": [{
+        "kty": "EC", "crv": "P-256", "kid": "k1", "alg": "ES256", "use": "sig",
+        "x": URL_SAFE_NO_PAD.encode(&raw[1..33]),
+        "y": URL_SAFE_NO_PAD.encode(&raw[33..65]),
+    }]});
+    let jwks_path = dir.path().join("jwks.json");
+    std::fs::write(&jwks_path, jwks.to_string()).unwrap();
+    let server = TestServer::start_configured(
+        "",
+        &jwt_config(&jwks_path),
+        &[("SG_JWT_SECRET", "hs256-test-secret")],
+    )
+    .await;
+    let hs = EncodingKey::from_secret(b"hs256-test-secret");
+    let es = EncodingKey::from_ec_pem(key.serialize_pem().as_bytes()).unwrap();
+    let mut es_header = Header::new(Algorithm::ES256);
+    es_header.kid = Some("k1".into());
+    let hs_header = Header::new(Algorithm::HS256);
+    let sign = |header: &Header, key: &EncodingKey, claims: serde_json::Value| {
+        encode(header, &claims, key).unwrap()
+    };
+    let cases = [
+        (
+            "valid HS256",
+            sign(&hs_header, &hs, claims("ops", now() + 300, "streamgate")),
+            None,
+        ),
+        (
+            "valid ES256",
+            sign(&es_header, &es, claims("ops", now() + 300, "streamgate")),
+            None,
+        ),
+        (
+            "expired",
+            sign(&hs_header, &hs, claims("ops", now() - 60, "streamgate")),
+            Some("expired"),
+        ),
+        (
+            "wrong audience",
+            sign(&hs_header, &hs, claims("ops", now() + 300, "other")),
+            Some("audience"),
+        ),
+        (
+            "wrong secret",
+            sign(
+                &hs_header,
+                &EncodingKey::from_secret(b"guess"),
+                claims("ops", now() + 300, "streamgate"),
+            ),
+            Some("signature"),
+        ),
+        ("not a JWT", "abc.def".to_string(), Some("not a JWT")),
+    ];
+    for (what, token, refusal) in cases {
+        let result = server
+            .providers()
+            .list_providers(with_token(pb::ListProvidersRequest::default(), &token))
+            .await;
+        match refusal {
+            None => {
+                result.unwrap_or_else(|e| panic!("{what}: {e:?}"));
+            }
+            Some(why) => {
+                let status = result.expect_err(what);
+                assert_eq!(status.code(), Code::Unauthenticated, "{what}");
+                assert!(
+                    status.message().contains(why),
+                    "{what}: {}",
+                    status.message()
+                );
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_caller_over_its_rate_gets_rate_limited_with_retry_info() {
+    let rest = format!(
+        "{}[rate_limits]\nper_second = 1000\n[[rate_limits.rules]]\nprincipal = \"ops\"\n\
+         method = \"ProviderService/GetProvider\"\nper_second = 1\nburst = 2\n",
+        api_key_config(OPS_EVERYTHING)
+    );
+    let server = TestServer::start_configured("", &rest, &[]).await;
+    let get = || {
+        with_token(
+            pb::GetProviderRequest {
+                name: "providers/local".into(),
+            },
+            KEY,
+        )
+    };
+    let mut providers = server.providers();
+    providers.get_provider(get()).await.unwrap();
+    providers.get_provider(get()).await.unwrap();
+    let limited = providers.get_provider(get()).await.unwrap_err();
+    assert_eq!(limited.code(), Code::ResourceExhausted);
+    assert_eq!(reason(&limited), "RATE_LIMITED");
+    let retry = limited
+        .get_error_details()
+        .retry_info()
+        .cloned()
+        .expect("RetryInfo");
+    assert!(retry.retry_delay.unwrap() <= Duration::from_secs(1));
+    // Another method has its own bucket.
+    providers
+        .list_providers(with_token(pb::ListProvidersRequest::default(), KEY))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn calls_beyond_the_in_flight_bound_are_shed() {
+    let server = TestServer::start_configured("max_in_flight = 1", &providers(), &[]).await;
+    let op = server
+        .streams()
+        .create_stream(pb::CreateStreamRequest {
+            parent: "providers/local".into(),
+            stream_id: "slow".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut ops = server.operations();
+    let waiting = tokio::spawn(async move {
+        ops.wait_operation(pb::WaitOperationRequest {
+            name: op.name,
+            timeout: Some(prost_types::Duration {
+                seconds: 2,
+                nanos: 0,
+            }),
+        })
+        .await
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let shed = server
+        .providers()
+        .list_providers(pb::ListProvidersRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(shed.code(), Code::ResourceExhausted);
+    assert_eq!(reason(&shed), "OVERLOADED");
+    waiting.await.unwrap().unwrap();
+    server
+        .providers()
+        .list_providers(pb::ListProvidersRequest::default())
+        .await
+        .expect("served again once the slot is free");
+}
+
+#[tokio::test]
+async fn the_server_default_deadline_bounds_calls_that_send_none() {
+    let server =
+        TestServer::start_configured("default_deadline = \"400ms\"", &providers(), &[]).await;
+    let op = server
+        .streams()
+        .create_stream(pb::CreateStreamRequest {
+            parent: "providers/local".into(),
+            stream_id: "s".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let started = Instant::now();
+    let waited = server
+        .operations()
+        .wait_operation(pb::WaitOperationRequest {
+            name: op.name,
+            timeout: Some(prost_types::Duration {
+                seconds: 20,
+                nanos: 0,
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!waited.done);
+    assert!(
+        started.elapsed() < Duration::from_millis(400),
+        "{:?}",
+        started.elapsed()
+    );
+}
