@@ -44,6 +44,19 @@ fn get(name: &str) -> pb::GetStreamRequest {
     pb::GetStreamRequest { name: name.into() }
 }
 
+fn create(stream_id: &str) -> pb::CreateStreamRequest {
+    pb::CreateStreamRequest {
+        parent: "providers/local".into(),
+        stream_id: stream_id.into(),
+        stream: Some(pb::Stream {
+            media_type: "video/h264".into(),
+            data_retention_hours: 1,
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
 #[tokio::test]
 async fn otlp_receiver_gets_the_server_span_under_the_callers_traceparent_and_provider_calls_under_it()
  {
@@ -231,16 +244,7 @@ async fn metrics_scrape_follows_operations_in_flight_and_keeps_unknown_methods_o
     let creating = [("provider", "local"), ("verb", "CreateStream")];
     let op = server
         .streams()
-        .create_stream(pb::CreateStreamRequest {
-            parent: "providers/local".into(),
-            stream_id: "slow".into(),
-            stream: Some(pb::Stream {
-                media_type: "video/h264".into(),
-                data_retention_hours: 1,
-                ..Default::default()
-            }),
-            ..Default::default()
-        })
+        .create_stream(create("slow"))
         .await
         .unwrap()
         .into_inner();
@@ -337,16 +341,7 @@ async fn binary_log(format: &str) -> String {
     let channel = binary.ready().await;
     let mut streams = StreamServiceClient::new(channel.clone());
     let op = streams
-        .create_stream(traced(pb::CreateStreamRequest {
-            parent: "providers/local".into(),
-            stream_id: "logged".into(),
-            stream: Some(pb::Stream {
-                media_type: "video/h264".into(),
-                data_retention_hours: 1,
-                ..Default::default()
-            }),
-            ..Default::default()
-        }))
+        .create_stream(traced(create("logged")))
         .await
         .unwrap()
         .into_inner();

@@ -3,9 +3,11 @@
 //! errors), else in the trailers that end the body. A body that ends without a status is
 //! UNKNOWN; one dropped before its end (the caller went away) is CANCELLED.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use futures::future::BoxFuture;
 use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
 use percent_encoding::percent_decode_str;
@@ -31,11 +33,6 @@ impl Outcome {
             message: message.to_string(),
             detailed: false,
         }
-    }
-
-    /// The outcome of a call whose service failed before answering.
-    pub fn service_failed() -> Self {
-        Outcome::bare(Code::Unknown, "the service failed before answering")
     }
 
     fn from_headers(headers: &HeaderMap) -> Option<Self> {
@@ -92,6 +89,29 @@ pub fn observe<B>(
         None => Some(on_outcome),
     };
     response.map(|inner| Observed { inner, on_outcome })
+}
+
+/// The response of `call` (an inner service's future), reporting to `on_outcome` when the
+/// call ends; a service that fails before answering is UNKNOWN.
+pub fn observe_call<F, B, E>(
+    call: F,
+    on_outcome: OnOutcome,
+) -> BoxFuture<'static, Result<http::Response<Observed<B>>, E>>
+where
+    F: Future<Output = Result<http::Response<B>, E>> + Send + 'static,
+{
+    Box::pin(async move {
+        match call.await {
+            Ok(response) => Ok(observe(response, on_outcome)),
+            Err(e) => {
+                on_outcome(Outcome::bare(
+                    Code::Unknown,
+                    "the service failed before answering",
+                ));
+                Err(e)
+            }
+        }
+    })
 }
 
 impl<B: Body> Body for Observed<B> {

@@ -14,7 +14,7 @@ use futures::future::BoxFuture;
 use tonic::Code;
 use tower::{Layer, Service};
 
-use super::outcome::{Observed, Outcome, observe};
+use super::outcome::{Observed, Outcome, observe_call};
 use crate::telemetry::metrics::RpcLabels;
 use crate::telemetry::{RpcName, Telemetry, call};
 
@@ -86,15 +86,6 @@ where
             };
             telemetry.metrics().rpc(labels, started.elapsed());
         };
-        let future = self.inner.call(request);
-        Box::pin(async move {
-            match future.await {
-                Ok(response) => Ok(observe(response, Box::new(finish))),
-                Err(e) => {
-                    finish(Outcome::service_failed());
-                    Err(e)
-                }
-            }
-        })
+        observe_call(self.inner.call(request), Box::new(finish))
     }
 }

@@ -22,7 +22,7 @@ use tonic::transport::server::TcpConnectInfo;
 use tower::{Layer, Service};
 use tracing::Instrument;
 
-use super::outcome::{Observed, Outcome, observe};
+use super::outcome::{Observed, Outcome, observe_call};
 use crate::telemetry::call::CallContext;
 use crate::telemetry::metrics::code_name;
 use crate::telemetry::{RpcName, Telemetry};
@@ -165,14 +165,6 @@ where
                 }
             });
         };
-        Box::pin(async move {
-            match future.await {
-                Ok(response) => Ok(observe(response, Box::new(finish))),
-                Err(e) => {
-                    finish(Outcome::service_failed());
-                    Err(e)
-                }
-            }
-        })
+        observe_call(future, Box::new(finish))
     }
 }

@@ -88,7 +88,9 @@ pub fn in_current_call<F: Future>(future: F) -> impl Future<Output = F::Output> 
 /// Notes that the current call addresses the configured provider instance `id` (the first one
 /// noted wins). Called by the registry, so that every handler labels its call alike.
 pub fn record_provider(id: &str) {
-    let _ = CURRENT.try_with(|c| c.provider.get_or_init(|| id.to_string()).len());
+    let _ = CURRENT.try_with(|c| {
+        c.provider.get_or_init(|| id.to_string());
+    });
 }
 
 /// Counts a call refused for being over its caller's rate: `path` is the request's

@@ -230,31 +230,28 @@ impl Export {
         Ok(map)
     }
 
+    /// `builder` (of either signal's exporter) with this endpoint, metadata and timeout.
+    fn configure<B: WithExportConfig + WithTonicConfig>(&self, builder: B) -> Result<B, String> {
+        let builder = builder
+            .with_endpoint(&self.endpoint)
+            .with_metadata(self.metadata()?);
+        Ok(match self.timeout {
+            Some(timeout) => builder.with_timeout(timeout),
+            None => builder,
+        })
+    }
+
     /// The OTLP/gRPC span exporter. Must be called inside the Tokio runtime: the channel's
     /// connection task runs there.
     pub fn span_exporter(&self) -> Result<opentelemetry_otlp::SpanExporter, String> {
-        let mut builder = opentelemetry_otlp::SpanExporter::builder()
-            .with_tonic()
-            .with_endpoint(&self.endpoint)
-            .with_metadata(self.metadata()?);
-        if let Some(timeout) = self.timeout {
-            builder = builder.with_timeout(timeout);
-        }
-        builder
+        self.configure(opentelemetry_otlp::SpanExporter::builder().with_tonic())?
             .build()
             .map_err(|e| format!("OTLP span exporter for {}: {e}", self.endpoint))
     }
 
     /// The OTLP/gRPC metric exporter (see [`Export::span_exporter`]).
     pub fn metric_exporter(&self) -> Result<opentelemetry_otlp::MetricExporter, String> {
-        let mut builder = opentelemetry_otlp::MetricExporter::builder()
-            .with_tonic()
-            .with_endpoint(&self.endpoint)
-            .with_metadata(self.metadata()?);
-        if let Some(timeout) = self.timeout {
-            builder = builder.with_timeout(timeout);
-        }
-        builder
+        self.configure(opentelemetry_otlp::MetricExporter::builder().with_tonic())?
             .build()
             .map_err(|e| format!("OTLP metric exporter for {}: {e}", self.endpoint))
     }
