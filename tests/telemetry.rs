@@ -82,6 +82,17 @@ async fn otlp_receiver_gets_the_server_span_under_the_callers_traceparent_and_pr
         .await
         .unwrap_err();
     assert_eq!(missing.code(), Code::NotFound);
+    // A mutation: its provider call runs in the operation's task, still under the call.
+    kvs.fake.add_stream("cam-2");
+    let deleted = streams
+        .delete_stream(traced(pb::DeleteStreamRequest {
+            name: "providers/kvs/streams/cam-2".into(),
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!kvs.fake.has("cam-2"), "{deleted:?}");
     // Stopping the server flushes the batch exporter: no waiting on its schedule.
     server.stop().await.unwrap();
 
@@ -90,11 +101,15 @@ async fn otlp_receiver_gets_the_server_span_under_the_callers_traceparent_and_pr
         .iter()
         .filter(|s| hex(&s.trace_id) == TRACE_ID)
         .collect();
-    let server_span = ours
-        .iter()
-        .find(|s| s.kind == SpanKind::Server as i32)
-        .unwrap_or_else(|| panic!("no server span in trace {TRACE_ID}: {spans:#?}"));
-    assert_eq!(server_span.name, "streamgate.v1.StreamService/GetStream");
+    let server_span_of = |method: &str| {
+        ours.iter()
+            .find(|s| {
+                s.kind == SpanKind::Server as i32
+                    && s.name == format!("streamgate.v1.StreamService/{method}")
+            })
+            .unwrap_or_else(|| panic!("no {method} server span in trace {TRACE_ID}: {spans:#?}"))
+    };
+    let server_span = server_span_of("GetStream");
     assert_eq!(hex(&server_span.parent_span_id), PARENT_SPAN_ID);
     let attr = |key: &str| attribute(&server_span.attributes, key);
     assert_eq!(attr("rpc.system").as_deref(), Some("grpc"));
@@ -131,6 +146,14 @@ async fn otlp_receiver_gets_the_server_span_under_the_callers_traceparent_and_pr
         describe.start_time_unix_nano >= server_span.start_time_unix_nano
             && describe.end_time_unix_nano <= server_span.end_time_unix_nano
     );
+
+    let delete_call = server_span_of("DeleteStream");
+    assert_eq!(hex(&delete_call.parent_span_id), PARENT_SPAN_ID);
+    let delete = ours
+        .iter()
+        .find(|s| s.name == "kinesis-video DeleteStream")
+        .unwrap_or_else(|| panic!("no DeleteStream span in trace {TRACE_ID}: {ours:#?}"));
+    assert_eq!(delete.parent_span_id, delete_call.span_id);
 
     // The untraced call started a trace of its own, with its failure on both spans.
     let failed = spans

@@ -138,7 +138,9 @@ where
             .start_with_context(tracer, &parent);
         let otel = parent.with_span(span);
         let ids = otel.span().span_context().clone();
-        let log_span = tracing::info_span!(
+        // At ERROR level so that it is enabled whenever any line is: whatever the log filter,
+        // the lines of the call carry its fields.
+        let log_span = tracing::error_span!(
             "call",
             rpc.service = name.service,
             rpc.method = name.method,
