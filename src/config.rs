@@ -7,6 +7,8 @@
 //! - `STREAMGATE_STORE_URL`: overrides `[store] url`.
 //! - `STREAMGATE_LOG_FORMAT`: overrides `[telemetry] log_format` (`text` or `json`).
 //! - `STREAMGATE_LOG`: overrides `[telemetry] log_filter` (tracing's env-filter syntax).
+//! - `STREAMGATE_METRICS_LISTEN`: overrides `[telemetry] metrics_listen`.
+//! - `OTEL_*`: trace and metric export, checked here and read by `telemetry::otel`.
 //!
 //! Kind-specific keys of a `[[providers]]` entry stay in [`ProviderConfig::settings`] and are
 //! parsed by the adapter's own `config.rs`. `Debug` never prints a setting's value nor the
@@ -300,6 +302,9 @@ pub struct TelemetryConfig {
     /// Which events to log, in tracing's env-filter syntax (default `info`).
     #[serde(default = "default_log_filter")]
     pub log_filter: String,
+    /// Where to serve the Prometheus scrape endpoint (`GET /metrics`); none by default.
+    #[serde(default)]
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// The log line format.
@@ -429,6 +434,7 @@ impl Default for TelemetryConfig {
         TelemetryConfig {
             log_format: LogFormat::Text,
             log_filter: default_log_filter(),
+            metrics_listen: None,
         }
     }
 }
@@ -517,11 +523,16 @@ impl Config {
         if let Some(filter) = env.get("STREAMGATE_LOG") {
             self.telemetry.log_filter = filter.clone();
         }
+        if let Some(listen) = env.get("STREAMGATE_METRICS_LISTEN") {
+            self.telemetry.metrics_listen = Some(listen.parse().map_err(|e| {
+                ConfigError::Invalid(format!("STREAMGATE_METRICS_LISTEN={listen:?}: {e}"))
+            })?);
+        }
         Ok(())
     }
 
-    /// Checks what the types cannot: ids, duplicates, each kind's own keys, and the loopback
-    /// rule.
+    /// Checks what the types cannot: ids, duplicates, each kind's own keys, the `OTEL_*`
+    /// variables, and the loopback rule.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.providers.is_empty() {
             return Err(ConfigError::Invalid(
@@ -542,6 +553,7 @@ impl Config {
         }
         crate::providers::check_configs(&self.providers)?;
         crate::middleware::Security::from_config(self)?;
+        crate::telemetry::otel::OtelSettings::from_env(&self.environment)?;
         if self.auth.mode == AuthMode::None && !self.server.listen.ip().is_loopback() {
             return Err(ConfigError::Invalid(format!(
                 "refusing to listen on {} without authentication: listen on a loopback address \
@@ -604,6 +616,42 @@ mod tests {
         assert_eq!(config.telemetry.log_format, LogFormat::Json);
         assert_eq!(config.providers[0].id, "lab");
         assert!(config.providers[0].settings.contains_key("create_delay"));
+    }
+
+    #[test]
+    fn metrics_listen_is_off_unless_configured() {
+        assert_eq!(
+            Config::load(None, &env(&[]))
+                .unwrap()
+                .telemetry
+                .metrics_listen,
+            None
+        );
+        let config = Config::from_toml("[telemetry]\nmetrics_listen = \"127.0.0.1:9464\"").unwrap();
+        assert_eq!(
+            config.telemetry.metrics_listen,
+            Some("127.0.0.1:9464".parse().unwrap())
+        );
+        let overridden = Config::load(
+            None,
+            &env(&[("STREAMGATE_METRICS_LISTEN", "127.0.0.1:9000")]),
+        )
+        .unwrap();
+        assert_eq!(overridden.telemetry.metrics_listen.unwrap().port(), 9000);
+    }
+
+    #[test]
+    fn refuses_otel_variables_this_build_cannot_honour() {
+        let error = Config::load(
+            None,
+            &env(&[
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318"),
+                ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+            ]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(error.contains("OTEL_EXPORTER_OTLP_PROTOCOL"), "{error}");
     }
 
     #[test]

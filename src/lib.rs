@@ -15,7 +15,7 @@
 //! - [`store`] — the operation store on SQLite or PostgreSQL.
 //! - [`watch`] — fan-out of stream changes to WatchStream subscribers.
 //! - [`middleware`] — the tower layers in front of every call.
-//! - [`telemetry`] — logging.
+//! - [`telemetry`] — logs, OpenTelemetry traces and metrics, the Prometheus scrape endpoint.
 //! - [`pb`] — the generated protobuf types, clients and servers of `streamgate.v1`.
 
 pub mod api;

@@ -1,10 +1,12 @@
 //! The gRPC server: mounts StreamService, ProviderService, OperationService, `grpc.health.v1`
 //! and reflection (v1 and v1alpha, with the `google.rpc` error detail types) behind the
-//! middleware stack, and shuts down gracefully.
+//! middleware stack, serves the Prometheus scrape endpoint when configured, and shuts down
+//! gracefully.
 //!
 //! Shutdown: health turns NOT_SERVING (overall and per service), WatchStream calls end, the
 //! server stops accepting and drains in-flight calls for at most `[server] drain_timeout`,
-//! then operation tasks stop at their next wait (they resume at the next start).
+//! then operation tasks stop at their next wait (they resume at the next start), the scrape
+//! endpoint closes, and the spans and metrics still buffered are exported.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -26,6 +28,7 @@ use crate::pb::provider_service_server::ProviderServiceServer;
 use crate::pb::stream_service_server::StreamServiceServer;
 use crate::providers::Registry;
 use crate::store::SqlStore;
+use crate::telemetry::{Telemetry, scrape};
 use crate::watch::WatchHub;
 
 /// The names of the services whose health is reported, besides the overall `""`.
@@ -57,11 +60,16 @@ pub async fn run(
 ) -> Result<()> {
     let security = crate::middleware::Security::from_config(&config)
         .map_err(|e| Error::internal(e.to_string()))?;
+    let telemetry = Telemetry::start(&config.environment)?;
     let store = SqlStore::open(&config.store.url).await?;
     let hub = Arc::new(WatchHub::default());
     let registry =
         Arc::new(Registry::build(&config.providers, &config.environment, &store, &hub).await?);
-    let runner = Runner::new(Arc::new(store.clone()), Arc::clone(&registry));
+    let runner = Runner::new(
+        Arc::new(store.clone()),
+        Arc::clone(&registry),
+        Arc::clone(&telemetry),
+    );
     runner.resume_all().await?;
     let gateway = Arc::new(Gateway {
         registry,
@@ -79,10 +87,26 @@ pub async fn run(
         .build_v1alpha()
         .map_err(|e| Error::internal(format_args!("reflection: {e}")))?;
 
+    let scrape_stop = CancellationToken::new();
+    let scrape = match config.telemetry.metrics_listen {
+        Some(address) => {
+            let listener = TcpListener::bind(address).await.map_err(|e| {
+                Error::internal(format_args!("cannot listen on {address} for metrics: {e}"))
+            })?;
+            info!(%address, "serving metrics at /metrics");
+            Some(tokio::spawn(scrape::serve(
+                listener,
+                Arc::clone(&telemetry),
+                scrape_stop.clone(),
+            )))
+        }
+        None => None,
+    };
+
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let address = listener.local_addr().ok();
     let server = tonic::transport::Server::builder()
-        .layer(crate::middleware::stack(&security))
+        .layer(crate::middleware::stack(&telemetry, &security))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
@@ -121,6 +145,15 @@ pub async fn run(
     };
     runner.shutdown(config.server.drain_timeout).await;
     store.close().await;
+    scrape_stop.cancel();
+    if let Some(scrape) = scrape {
+        match scrape.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => warn!(error = %e, "the metrics endpoint failed"),
+            Err(e) => warn!(error = %e, "the metrics endpoint task failed"),
+        }
+    }
+    telemetry.shutdown().await;
     info!("stopped");
     served.map_err(|e| Error::internal(format_args!("server: {e}")))
 }

@@ -146,13 +146,16 @@ async fn sigterm_drains_and_exits_zero() {
     assert!(watch.message().await.unwrap().is_none());
     let status = gateway.wait_exit(Duration::from_secs(10));
     assert!(status.success(), "{status}");
+    // Drained, not cut off at the 3 s bound (the slack is for a loaded machine).
     assert!(
-        started.elapsed() < Duration::from_secs(3),
-        "within the drain bound"
+        started.elapsed() < Duration::from_secs(6),
+        "{:?}",
+        started.elapsed()
     );
     let log = std::fs::read_to_string(&gateway.log).unwrap();
     assert!(log.contains("shutting down"), "{log}");
     assert!(log.contains("stopped"), "{log}");
+    assert!(!log.contains("after the drain bound"), "{log}");
 }
 
 #[test]

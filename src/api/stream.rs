@@ -353,7 +353,8 @@ impl StreamService for StreamApi {
         };
         let (tx, rx) = mpsc::channel(16);
         let gateway = Arc::clone(&self.gateway);
-        tokio::spawn(async move {
+        // The re-reads are provider calls of this call: their spans go under its span.
+        tokio::spawn(crate::telemetry::call::in_current_call(async move {
             let message = |change_type: ChangeType, stream: &crate::domain::Stream| {
                 Ok(pb::WatchStreamResponse {
                     change_type: change_type as i32,
@@ -413,7 +414,7 @@ impl StreamService for StreamApi {
             }
             drop(changes);
             gateway.hub.release(&key);
-        });
+        }));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 }

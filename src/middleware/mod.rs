@@ -1,18 +1,23 @@
 //! The tower middleware in front of every gRPC service, composed in ONE function, [`stack`].
 //!
-//! - `access_log.rs`: one span and one log line per call, with the gRPC status.
+//! - `trace.rs`: one span per call (OpenTelemetry server span and the `call` log span) and
+//!   the access log line, with the final gRPC status.
+//! - `rpc_metrics.rs`: calls, errors and latency by method, provider instance and code.
 //! - `load_shed.rs`: a bound on calls in flight.
 //! - `authn.rs`: who calls (API keys, JWTs).
 //! - `authz.rs`: what the caller may do (methods here; provider instances in the handlers).
 //! - `rate_limit.rs`: inbound rates per principal and method.
 //! - `deadline.rs`: the call's deadline, visible to everything the call does.
+//! - `outcome.rs`: not a layer; how the trace and metrics layers learn a call's final status.
 
-mod access_log;
 mod authn;
 mod authz;
 mod deadline;
 mod load_shed;
+mod outcome;
 mod rate_limit;
+mod rpc_metrics;
+mod trace;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,15 +25,18 @@ use std::time::Duration;
 use tower::ServiceBuilder;
 use tower::layer::util::{Identity, Stack};
 
-pub use access_log::{AccessLogLayer, access_log};
 pub use authn::{Authenticator, Authn, AuthnLayer};
 pub use authz::{Authorizer, Authz, AuthzLayer, Grants};
 pub use deadline::{Deadline, DeadlineLayer};
 pub use load_shed::{LoadShed, LoadShedLayer};
+pub use outcome::Observed;
 pub use rate_limit::{InboundLimits, RateLimit, RateLimitLayer};
+pub use rpc_metrics::{RpcMetrics, RpcMetricsLayer};
+pub use trace::{Trace, TraceLayer};
 
 use crate::config::{Config, ConfigError};
 use crate::error::Error;
+use crate::telemetry::Telemetry;
 
 /// What the security layers are built from, checked once at start-up.
 pub struct Security {
@@ -70,16 +78,26 @@ pub type MiddlewareStack = Stack<
     DeadlineLayer,
     Stack<
         RateLimitLayer,
-        Stack<AuthzLayer, Stack<AuthnLayer, Stack<LoadShedLayer, Stack<AccessLogLayer, Identity>>>>,
+        Stack<
+            AuthzLayer,
+            Stack<
+                AuthnLayer,
+                Stack<LoadShedLayer, Stack<RpcMetricsLayer, Stack<TraceLayer, Identity>>>,
+            >,
+        >,
     >,
 >;
 
 /// THE middleware stack, outermost first.
-pub fn stack(security: &Security) -> ServiceBuilder<MiddlewareStack> {
+pub fn stack(telemetry: &Arc<Telemetry>, security: &Security) -> ServiceBuilder<MiddlewareStack> {
     ServiceBuilder::new()
-        // Outermost, so the log line covers everything the call went through, rejections by
-        // inner layers included.
-        .layer(access_log())
+        // Outermost, so the span and the log line cover everything the call went through,
+        // rejections by inner layers included, and so the call's telemetry context (trace
+        // context, provider instance) is open for every layer and handler below.
+        .layer(TraceLayer::new(Arc::clone(telemetry)))
+        // Inside the trace layer, whose context tells it the provider instance; outside the
+        // others, so that calls they refuse are counted with the code they got.
+        .layer(RpcMetricsLayer::new(Arc::clone(telemetry)))
         // Before any work, so that an overload is refused cheaply, credentials checks included.
         .layer(LoadShedLayer::new(security.max_in_flight))
         // Who calls: everything below needs the principal.

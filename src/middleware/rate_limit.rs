@@ -141,6 +141,7 @@ where
                 .map_or(ANONYMOUS, |p| p.0.as_str());
             if let Err(error) = limits.check(principal, request.uri().path()) {
                 tracing::info!(principal, path = request.uri().path(), "call over its rate");
+                crate::telemetry::rate_limited(principal, request.uri().path());
                 return Box::pin(std::future::ready(Ok(reject(&error))));
             }
         }

@@ -7,6 +7,9 @@
 //! took effect). Temporary errors are retried with exponential backoff and jitter (backon);
 //! anything else ends the operation with its error.
 //!
+//! Each operation task runs in a telemetry context of its own (provider-call spans under the
+//! call that started it, if any) and counts in `streamgate_operations_in_flight` while it runs.
+//!
 //! It does not validate requests or check etags: the API layer and the adapters do.
 
 use std::collections::HashMap;
@@ -25,6 +28,8 @@ use crate::domain::{OpRequest, Operation, now_ms};
 use crate::error::{Error, Kind, Result};
 use crate::providers::{Registry, Step};
 use crate::store::{Inserted, OperationStore};
+use crate::telemetry::Telemetry;
+use crate::telemetry::call::CallContext;
 
 /// The step of an operation that has been accepted and not yet started.
 pub const STEP_ACCEPTED: &str = "accepted";
@@ -54,6 +59,8 @@ pub struct Runner {
     // Stops every task at its next wait; their operations resume at the next start.
     shutdown: CancellationToken,
     tasks: TaskTracker,
+    // The server's tracer and instruments, for the tasks' spans and the in-flight gauge.
+    telemetry: Arc<Telemetry>,
 }
 
 /// A digest of a request, to tell a retry from a different request with the same request_id.
@@ -83,7 +90,11 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl Runner {
     /// A runner over `store` that dispatches to `registry`.
-    pub fn new(store: Arc<dyn OperationStore>, registry: Arc<Registry>) -> Arc<Self> {
+    pub fn new(
+        store: Arc<dyn OperationStore>,
+        registry: Arc<Registry>,
+        telemetry: Arc<Telemetry>,
+    ) -> Arc<Self> {
         Arc::new(Runner {
             store,
             registry,
@@ -91,6 +102,7 @@ impl Runner {
             progress: Mutex::new(HashMap::new()),
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
+            telemetry,
         })
     }
 
@@ -209,9 +221,21 @@ impl Runner {
             control
         };
         let span = tracing::info_span!("operation", operation = %op.id);
+        let context = CallContext::spawned(&self.telemetry);
+        let in_flight = self
+            .telemetry
+            .metrics()
+            .operation_in_flight(op.request.provider(), op.request.verb().as_str());
         let runner = Arc::clone(self);
-        self.tasks
-            .spawn(async move { runner.drive(op, control, first).await }.instrument(span));
+        self.tasks.spawn(
+            context.scope(
+                async move {
+                    runner.drive(op, control, first).await;
+                    drop(in_flight);
+                }
+                .instrument(span),
+            ),
+        );
     }
 
     async fn drive(

@@ -169,14 +169,17 @@ impl Registry {
         Ok(Registry { providers })
     }
 
-    /// The instance `id`, or NOT_FOUND.
+    /// The instance `id`, or NOT_FOUND. Labels the current call's telemetry with the
+    /// instance (only configured ones: callers cannot invent label values).
     pub fn get(&self, id: &str) -> Result<&Arc<dyn Provider>> {
-        self.providers.get(id).ok_or_else(|| {
+        let provider = self.providers.get(id).ok_or_else(|| {
             Error::new(
                 Kind::ProviderNotFound,
                 format!("no provider instance providers/{id} is configured"),
             )
-        })
+        })?;
+        crate::telemetry::record_provider(id);
+        Ok(provider)
     }
 
     /// The instance `id` if it supports `method`: NOT_FOUND or UNIMPLEMENTED otherwise.

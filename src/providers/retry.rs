@@ -53,6 +53,7 @@ where
                     return Err(e.persistent());
                 }
                 tracing::debug!(error = %e, ?delay, "provider call failed; retrying");
+                crate::telemetry::call::retrying(&e, delay);
                 tokio::time::sleep(delay).await;
             }
             other => return other,

@@ -1,12 +1,15 @@
 //! The test harness: the gateway in-process through `server::run` on 127.0.0.1:0, or the real
-//! binary as a child process, and helpers to read rich error details.
+//! binary as a child process, and helpers to read rich error details; an OTLP receiver and a
+//! metrics scraper for the telemetry suite.
 
 #![allow(dead_code)]
 
 pub mod cloudfront_fake;
 pub mod kvs_fake;
 pub mod moto;
+pub mod otlp;
 pub mod postgres;
+pub mod scrape;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

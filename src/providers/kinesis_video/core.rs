@@ -1,8 +1,9 @@
 //! The KVS calls of one instance: each waits for its outbound limit, is retried while the
-//! error is temporary (inside the caller's deadline), and maps its error through
-//! [`parse_error`].
+//! error is temporary (inside the caller's deadline), maps its error through [`parse_error`],
+//! and is one provider-call span and latency sample ([`crate::telemetry::provider_call`]).
 
 use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
 
 use aws_sdk_kinesisvideo::Client;
 use aws_sdk_kinesisvideo::types::{
@@ -15,6 +16,7 @@ use crate::domain::{Stream, StreamDetails, StreamName, StreamSpec, StreamState};
 use crate::error::{Kind, Result};
 use crate::providers::limits::OutboundLimits;
 use crate::providers::retry::{RetryPolicy, retry};
+use crate::telemetry::provider_call;
 
 const CREATE: &str = "CreateStream";
 const DELETE: &str = "DeleteStream";
@@ -62,6 +64,16 @@ impl KvsCore {
         }
     }
 
+    /// One KVS API call (`action`, e.g. `DescribeStream`): retried while temporary, traced and
+    /// measured as one provider call.
+    async fn call<T, F, Fut>(&self, action: &'static str, send: F) -> Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
+        provider_call(&self.id, super::KIND, action, retry(self.policy, send)).await
+    }
+
     /// The neutral stream of a KVS StreamInfo (and its tags, when read).
     pub fn stream(&self, info: &StreamInfo, tags: BTreeMap<String, String>) -> Stream {
         let name = StreamName {
@@ -94,16 +106,17 @@ impl KvsCore {
 
     /// DescribeStream; `None` when the stream does not exist.
     pub async fn describe(&self, name: &str) -> Result<Option<StreamInfo>> {
-        let described = retry(self.policy, || async {
-            self.limits.acquire(DESCRIBE, Some(name)).await;
-            self.client
-                .describe_stream()
-                .stream_name(name)
-                .send()
-                .await
-                .map_err(|e| parse_error(&self.id, Action::Other, e))
-        })
-        .await;
+        let described = self
+            .call("DescribeStream", || async {
+                self.limits.acquire(DESCRIBE, Some(name)).await;
+                self.client
+                    .describe_stream()
+                    .stream_name(name)
+                    .send()
+                    .await
+                    .map_err(|e| parse_error(&self.id, Action::Other, e))
+            })
+            .await;
         match described {
             Ok(output) => Ok(output.stream_info),
             Err(e) if e.kind() == Kind::StreamNotFound => Ok(None),
@@ -116,17 +129,18 @@ impl KvsCore {
         let mut tags = BTreeMap::new();
         let mut token: Option<String> = None;
         loop {
-            let page = retry(self.policy, || async {
-                self.limits.acquire(OTHER, None).await;
-                self.client
-                    .list_tags_for_stream()
-                    .stream_name(name)
-                    .set_next_token(token.clone())
-                    .send()
-                    .await
-                    .map_err(|e| parse_error(&self.id, Action::Other, e))
-            })
-            .await?;
+            let page = self
+                .call("ListTagsForStream", || async {
+                    self.limits.acquire(OTHER, None).await;
+                    self.client
+                        .list_tags_for_stream()
+                        .stream_name(name)
+                        .set_next_token(token.clone())
+                        .send()
+                        .await
+                        .map_err(|e| parse_error(&self.id, Action::Other, e))
+                })
+                .await?;
             tags.extend(page.tags.unwrap_or_default());
             match page.next_token {
                 Some(next) if !next.is_empty() => token = Some(next),
@@ -139,21 +153,22 @@ impl KvsCore {
     pub async fn create(&self, name: &str, spec: &StreamSpec) -> Result<String> {
         let non_empty = |s: &str| (!s.is_empty()).then(|| s.to_string());
         let tags: HashMap<String, String> = spec.tags.clone().into_iter().collect();
-        let output = retry(self.policy, || async {
-            self.limits.acquire(CREATE, None).await;
-            self.client
-                .create_stream()
-                .stream_name(name)
-                .set_device_name(non_empty(&spec.device_name))
-                .set_media_type(non_empty(&spec.media_type))
-                .set_kms_key_id(non_empty(&spec.kms_key_id))
-                .data_retention_in_hours(spec.data_retention_hours)
-                .set_tags((!tags.is_empty()).then(|| tags.clone()))
-                .send()
-                .await
-                .map_err(|e| parse_error(&self.id, Action::Create, e))
-        })
-        .await?;
+        let output = self
+            .call("CreateStream", || async {
+                self.limits.acquire(CREATE, None).await;
+                self.client
+                    .create_stream()
+                    .stream_name(name)
+                    .set_device_name(non_empty(&spec.device_name))
+                    .set_media_type(non_empty(&spec.media_type))
+                    .set_kms_key_id(non_empty(&spec.kms_key_id))
+                    .data_retention_in_hours(spec.data_retention_hours)
+                    .set_tags((!tags.is_empty()).then(|| tags.clone()))
+                    .send()
+                    .await
+                    .map_err(|e| parse_error(&self.id, Action::Create, e))
+            })
+            .await?;
         Ok(output.stream_arn.unwrap_or_default())
     }
 
@@ -170,25 +185,26 @@ impl KvsCore {
                 .comparison_value(p)
                 .build()
         });
-        let output = retry(self.policy, || async {
-            self.limits.acquire(LIST, None).await;
-            self.client
-                .list_streams()
-                .max_results(max as i32)
-                .set_next_token(token.clone())
-                .set_stream_name_condition(condition.clone())
-                .send()
-                .await
-                .map_err(|e| parse_error(&self.id, Action::Other, e))
-        })
-        .await?;
+        let output = self
+            .call("ListStreams", || async {
+                self.limits.acquire(LIST, None).await;
+                self.client
+                    .list_streams()
+                    .max_results(max as i32)
+                    .set_next_token(token.clone())
+                    .set_stream_name_condition(condition.clone())
+                    .send()
+                    .await
+                    .map_err(|e| parse_error(&self.id, Action::Other, e))
+            })
+            .await?;
         let next = output.next_token.filter(|t| !t.is_empty());
         Ok((output.stream_info_list.unwrap_or_default(), next))
     }
 
     /// DeleteStream, with the caller's etag as CurrentVersion when given.
     pub async fn delete(&self, name: &str, arn: &str, version: Option<&str>) -> Result<()> {
-        retry(self.policy, || async {
+        self.call("DeleteStream", || async {
             self.limits.acquire(DELETE, Some(name)).await;
             self.client
                 .delete_stream()
@@ -210,7 +226,7 @@ impl KvsCore {
         device_name: Option<&str>,
         media_type: Option<&str>,
     ) -> Result<()> {
-        retry(self.policy, || async {
+        self.call("UpdateStream", || async {
             self.limits.acquire(OTHER, None).await;
             self.client
                 .update_stream()
@@ -239,7 +255,7 @@ impl KvsCore {
         } else {
             UpdateDataRetentionOperation::DecreaseDataRetention
         };
-        retry(self.policy, || async {
+        self.call("UpdateDataRetention", || async {
             self.limits.acquire(OTHER, None).await;
             self.client
                 .update_data_retention()
@@ -269,7 +285,7 @@ impl KvsCore {
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         if !stale.is_empty() {
-            retry(self.policy, || async {
+            self.call("UntagStream", || async {
                 self.limits.acquire(OTHER, None).await;
                 self.client
                     .untag_stream()
@@ -282,7 +298,7 @@ impl KvsCore {
             .await?;
         }
         if !changed.is_empty() {
-            retry(self.policy, || async {
+            self.call("TagStream", || async {
                 self.limits.acquire(OTHER, None).await;
                 self.client
                     .tag_stream()

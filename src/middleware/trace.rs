@@ -1,0 +1,172 @@
+//! One span per call, and the access log line when it ends.
+//!
+//! The OpenTelemetry server span continues the caller's W3C `traceparent` (a new trace when
+//! there is none), is named `package.Service/Method` and carries the rpc semantic-convention
+//! attributes (`rpc.system`, `rpc.service`, `rpc.method`, `rpc.grpc.status_code`,
+//! `server.address`, `network.peer.address`); the call's telemetry context
+//! ([`crate::telemetry::call`]) makes it the parent of every provider-call span. The same call
+//! is one `tracing` span named `call` whose fields (`trace_id` and `span_id` among them) every
+//! log line written during the call carries, in text and JSON alike.
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use futures::future::BoxFuture;
+use opentelemetry::KeyValue;
+use opentelemetry::propagation::{Extractor, TextMapPropagator};
+use opentelemetry::trace::{SpanKind, Status, TraceContextExt, Tracer};
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use tonic::Code;
+use tonic::transport::server::TcpConnectInfo;
+use tower::{Layer, Service};
+use tracing::Instrument;
+
+use super::outcome::{Observed, Outcome, observe_call};
+use crate::telemetry::call::CallContext;
+use crate::telemetry::metrics::code_name;
+use crate::telemetry::{RpcName, Telemetry};
+
+/// Opens each call's spans and telemetry context.
+#[derive(Clone)]
+pub struct TraceLayer {
+    telemetry: Arc<Telemetry>,
+}
+
+impl TraceLayer {
+    /// Spans made with `telemetry`'s tracer.
+    pub fn new(telemetry: Arc<Telemetry>) -> Self {
+        TraceLayer { telemetry }
+    }
+}
+
+impl<S> Layer<S> for TraceLayer {
+    type Service = Trace<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Trace {
+            inner,
+            telemetry: Arc::clone(&self.telemetry),
+        }
+    }
+}
+
+/// The service of [`TraceLayer`].
+#[derive(Clone)]
+pub struct Trace<S> {
+    inner: S,
+    telemetry: Arc<Telemetry>,
+}
+
+/// Reads `traceparent` and `tracestate` from the request headers.
+struct Headers<'a>(&'a http::HeaderMap);
+
+impl Extractor for Headers<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|v| v.to_str().ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(http::HeaderName::as_str).collect()
+    }
+}
+
+/// The codes a server span reports as an error (the server's fault, per the semantic
+/// conventions); the others are the caller's business.
+fn server_fault(code: Code) -> bool {
+    matches!(
+        code,
+        Code::Unknown
+            | Code::DeadlineExceeded
+            | Code::Unimplemented
+            | Code::Internal
+            | Code::Unavailable
+            | Code::DataLoss
+    )
+}
+
+fn attributes<B>(request: &http::Request<B>, name: RpcName<'_>) -> Vec<KeyValue> {
+    let mut attributes = vec![
+        KeyValue::new("rpc.system", "grpc"),
+        KeyValue::new("rpc.service", name.service.to_string()),
+        KeyValue::new("rpc.method", name.method.to_string()),
+    ];
+    if let Some(authority) = request.uri().authority() {
+        attributes.push(KeyValue::new(
+            "server.address",
+            authority.host().to_string(),
+        ));
+        if let Some(port) = authority.port_u16() {
+            attributes.push(KeyValue::new("server.port", i64::from(port)));
+        }
+    }
+    if let Some(peer) = request
+        .extensions()
+        .get::<TcpConnectInfo>()
+        .and_then(TcpConnectInfo::remote_addr)
+    {
+        attributes.push(KeyValue::new("network.peer.address", peer.ip().to_string()));
+        attributes.push(KeyValue::new("network.peer.port", i64::from(peer.port())));
+    }
+    attributes
+}
+
+impl<S, B, R> Service<http::Request<B>> for Trace<S>
+where
+    S: Service<http::Request<B>, Response = http::Response<R>> + Send,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    R: Send + 'static,
+{
+    type Response = http::Response<Observed<R>>;
+    type Error = S::Error;
+    type Future = BoxFuture<'static, Result<Self::Response, S::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let started = Instant::now();
+        let name = RpcName::parse(request.uri().path());
+        let parent = TraceContextPropagator::new().extract(&Headers(request.headers()));
+        let tracer = self.telemetry.tracer();
+        let span = tracer
+            .span_builder(format!("{}/{}", name.service, name.method))
+            .with_kind(SpanKind::Server)
+            .with_attributes(attributes(&request, name))
+            .start_with_context(tracer, &parent);
+        let otel = parent.with_span(span);
+        let ids = otel.span().span_context().clone();
+        // At ERROR level so that it is enabled whenever any line is: whatever the log filter,
+        // the lines of the call carry its fields.
+        let log_span = tracing::error_span!(
+            "call",
+            rpc.service = name.service,
+            rpc.method = name.method,
+            trace_id = %ids.trace_id(),
+            span_id = %ids.span_id(),
+        );
+        let context = CallContext::new(Arc::clone(&self.telemetry), otel);
+        let future = context.sync_scope(|| log_span.in_scope(|| self.inner.call(request)));
+        let future = context.clone().scope(future.instrument(log_span.clone()));
+        let finish = move |outcome: Outcome| {
+            let span = context.otel().span();
+            span.set_attribute(KeyValue::new("rpc.grpc.status_code", outcome.code as i64));
+            if server_fault(outcome.code) {
+                span.set_status(Status::error(outcome.message.clone()));
+            }
+            span.end();
+            let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+            let code = code_name(outcome.code);
+            log_span.in_scope(|| {
+                if server_fault(outcome.code) {
+                    tracing::warn!(grpc.code = code, grpc.message = %outcome.message, latency_ms, "call failed");
+                } else {
+                    tracing::info!(grpc.code = code, latency_ms, "call finished");
+                }
+            });
+        };
+        observe_call(future, Box::new(finish))
+    }
+}

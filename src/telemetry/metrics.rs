@@ -1,0 +1,183 @@
+//! The gateway's metric instruments, and what each records. The instruments are OpenTelemetry
+//! ones; [`super::Telemetry`] reads them into Prometheus text for scrapes and into OTLP when
+//! configured. Names as scraped (OpenTelemetry names with dots as underscores, plus the unit
+//! and `_total` suffixes):
+//!
+//! | metric | type | labels |
+//! |---|---|---|
+//! | `streamgate_rpc_requests_total` | counter | `rpc_service`, `rpc_method`, `provider`, `grpc_code` |
+//! | `streamgate_rpc_errors_total` | counter (calls not OK) | same |
+//! | `streamgate_rpc_duration_seconds` | histogram | same |
+//! | `streamgate_provider_call_duration_seconds` | histogram | `provider`, `provider_kind`, `provider_action`, `outcome` |
+//! | `streamgate_rate_limited_total` | counter | `principal`, `rpc_service`, `rpc_method` |
+//! | `streamgate_operations_in_flight` | gauge | `provider`, `verb` |
+//!
+//! `provider` is absent on calls that name no configured provider instance; `outcome` is `ok`
+//! or the error's stable reason (`STREAM_NOT_FOUND`, `PROVIDER_THROTTLED`, ...).
+
+use std::time::Duration;
+
+use opentelemetry::KeyValue;
+use opentelemetry::metrics::{Counter, Histogram, Meter, UpDownCounter};
+use tonic::Code;
+
+/// Latency buckets, in seconds: from a local read to a long provider workflow step.
+const BUCKETS: [f64; 14] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+/// The labels of one finished gRPC call.
+#[derive(Clone, Copy, Debug)]
+pub struct RpcLabels<'a> {
+    /// e.g. `streamgate.v1.StreamService`.
+    pub service: &'a str,
+    /// e.g. `GetStream`.
+    pub method: &'a str,
+    /// The provider instance the call addressed, if any.
+    pub provider: Option<&'a str>,
+    /// The final gRPC status code.
+    pub code: Code,
+}
+
+/// The instruments.
+pub struct Metrics {
+    rpc_requests: Counter<u64>,
+    rpc_errors: Counter<u64>,
+    rpc_duration: Histogram<f64>,
+    provider_call_duration: Histogram<f64>,
+    rate_limited: Counter<u64>,
+    operations_in_flight: UpDownCounter<i64>,
+}
+
+/// The name of a gRPC code as grpc-go and most dashboards spell it (`NotFound`).
+pub fn code_name(code: Code) -> &'static str {
+    match code {
+        Code::Ok => "OK",
+        Code::Cancelled => "Canceled",
+        Code::Unknown => "Unknown",
+        Code::InvalidArgument => "InvalidArgument",
+        Code::DeadlineExceeded => "DeadlineExceeded",
+        Code::NotFound => "NotFound",
+        Code::AlreadyExists => "AlreadyExists",
+        Code::PermissionDenied => "PermissionDenied",
+        Code::ResourceExhausted => "ResourceExhausted",
+        Code::FailedPrecondition => "FailedPrecondition",
+        Code::Aborted => "Aborted",
+        Code::OutOfRange => "OutOfRange",
+        Code::Unimplemented => "Unimplemented",
+        Code::Internal => "Internal",
+        Code::Unavailable => "Unavailable",
+        Code::DataLoss => "DataLoss",
+        Code::Unauthenticated => "Unauthenticated",
+    }
+}
+
+impl Metrics {
+    /// Creates the instruments on `meter`.
+    pub fn new(meter: &Meter) -> Self {
+        Metrics {
+            rpc_requests: meter
+                .u64_counter("streamgate.rpc.requests")
+                .with_description("gRPC calls served, by method, provider instance and code")
+                .build(),
+            rpc_errors: meter
+                .u64_counter("streamgate.rpc.errors")
+                .with_description("gRPC calls that ended with a code other than OK")
+                .build(),
+            rpc_duration: meter
+                .f64_histogram("streamgate.rpc.duration")
+                .with_unit("s")
+                .with_description("gRPC call latency, until the final status was sent")
+                .with_boundaries(BUCKETS.to_vec())
+                .build(),
+            provider_call_duration: meter
+                .f64_histogram("streamgate.provider.call.duration")
+                .with_unit("s")
+                .with_description("Provider API call latency, retries included")
+                .with_boundaries(BUCKETS.to_vec())
+                .build(),
+            rate_limited: meter
+                .u64_counter("streamgate.rate_limited")
+                .with_description("Calls refused because the caller was over its rate")
+                .build(),
+            operations_in_flight: meter
+                .i64_up_down_counter("streamgate.operations.in_flight")
+                .with_description("Long-running operations this process is driving")
+                .build(),
+        }
+    }
+
+    /// Records one finished gRPC call.
+    pub fn rpc(&self, labels: RpcLabels<'_>, elapsed: Duration) {
+        let mut attributes = vec![
+            KeyValue::new("rpc.service", labels.service.to_string()),
+            KeyValue::new("rpc.method", labels.method.to_string()),
+            KeyValue::new("grpc.code", code_name(labels.code)),
+        ];
+        if let Some(provider) = labels.provider {
+            attributes.push(KeyValue::new("provider", provider.to_string()));
+        }
+        self.rpc_requests.add(1, &attributes);
+        if labels.code != Code::Ok {
+            self.rpc_errors.add(1, &attributes);
+        }
+        self.rpc_duration.record(elapsed.as_secs_f64(), &attributes);
+    }
+
+    /// Records one provider API call (with its retries).
+    pub fn provider_call(
+        &self,
+        provider: &str,
+        kind: &'static str,
+        action: &'static str,
+        outcome: &'static str,
+        elapsed: Duration,
+    ) {
+        self.provider_call_duration.record(
+            elapsed.as_secs_f64(),
+            &[
+                KeyValue::new("provider", provider.to_string()),
+                KeyValue::new("provider.kind", kind),
+                KeyValue::new("provider.action", action),
+                KeyValue::new("outcome", outcome),
+            ],
+        );
+    }
+
+    /// Records a call refused for being over its caller's rate.
+    pub fn rate_limited(&self, principal: &str, service: &str, method: &str) {
+        self.rate_limited.add(
+            1,
+            &[
+                KeyValue::new("principal", principal.to_string()),
+                KeyValue::new("rpc.service", service.to_string()),
+                KeyValue::new("rpc.method", method.to_string()),
+            ],
+        );
+    }
+
+    /// Counts an operation in flight until the returned guard is dropped.
+    pub fn operation_in_flight(&self, provider: &str, verb: &'static str) -> InFlight {
+        let attributes = vec![
+            KeyValue::new("provider", provider.to_string()),
+            KeyValue::new("verb", verb),
+        ];
+        self.operations_in_flight.add(1, &attributes);
+        InFlight {
+            gauge: self.operations_in_flight.clone(),
+            attributes,
+        }
+    }
+}
+
+/// One operation counted in `streamgate_operations_in_flight` while this lives.
+pub struct InFlight {
+    gauge: UpDownCounter<i64>,
+    attributes: Vec<KeyValue>,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.gauge.add(-1, &self.attributes);
+    }
+}

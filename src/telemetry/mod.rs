@@ -1,0 +1,204 @@
+//! Telemetry: logs, traces and metrics.
+//!
+//! - Logs: structured events to stderr, as text (default) or one JSON object per line,
+//!   installed once per process by [`init`]. Every line written during a call carries the
+//!   call's span fields, its `trace_id` among them.
+//! - Traces and metrics: the OpenTelemetry pipelines of one server ([`Telemetry`]), built by
+//!   `server::run` from the `OTEL_*` variables of the configuration's environment
+//!   ([`otel`]) and shut down (flushed) when the server stops. One server per process in
+//!   production; tests run several side by side, which is why nothing here is global.
+//!
+//! - `otel.rs`: the `OTEL_*` settings and the OTLP exporters.
+//! - `metrics.rs`: the instruments and their names.
+//! - `call.rs`: the current call's telemetry context; provider-call spans.
+//! - `scrape.rs`: the Prometheus scrape endpoint.
+
+pub mod call;
+pub mod metrics;
+pub mod otel;
+pub mod scrape;
+
+use std::io::IsTerminal;
+use std::sync::Arc;
+
+use opentelemetry::metrics::MeterProvider;
+use opentelemetry::trace::TracerProvider;
+use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider};
+use opentelemetry_sdk::trace::{
+    BatchConfigBuilder, BatchSpanProcessor, SdkTracer, SdkTracerProvider,
+};
+use tracing_subscriber::EnvFilter;
+
+pub use call::{provider_call, rate_limited, record_provider};
+pub use metrics::Metrics;
+
+use crate::config::{Environment, LogFormat, TelemetryConfig};
+use crate::error::{Error, Result};
+use otel::OtelSettings;
+
+/// The instrumentation scope of every span and instrument.
+const SCOPE: &str = "streamgate";
+
+/// Installs the global log subscriber. Fails if the filter is malformed.
+pub fn init(config: &TelemetryConfig) -> Result<(), String> {
+    let filter = EnvFilter::try_new(&config.log_filter)
+        .map_err(|e| format!("log filter {:?}: {e}", config.log_filter))?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
+    let installed = match config.log_format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
+    installed.map_err(|e| format!("logging: {e}"))
+}
+
+/// The `/package.Service/Method` path of a gRPC call, split.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RpcName<'a> {
+    /// e.g. `streamgate.v1.StreamService`.
+    pub service: &'a str,
+    /// e.g. `GetStream`.
+    pub method: &'a str,
+}
+
+impl<'a> RpcName<'a> {
+    /// Splits `path`; anything else than `/service/method` is `unknown/unknown`.
+    pub fn parse(path: &'a str) -> Self {
+        match path.strip_prefix('/').and_then(|p| p.split_once('/')) {
+            Some((service, method))
+                if !service.is_empty() && !method.is_empty() && !method.contains('/') =>
+            {
+                RpcName { service, method }
+            }
+            _ => RpcName::UNKNOWN,
+        }
+    }
+
+    /// What a path that is not a served method is counted as, so that a caller cannot make
+    /// up label values.
+    pub const UNKNOWN: RpcName<'static> = RpcName {
+        service: "unknown",
+        method: "unknown",
+    };
+}
+
+/// The trace and metric pipelines of one server.
+pub struct Telemetry {
+    tracer: SdkTracer,
+    // Kept to flush and stop the span exporter when the server stops.
+    tracer_provider: SdkTracerProvider,
+    // Kept to flush and stop the OTLP metric reader when the server stops; the Prometheus
+    // reader in it collects on every scrape.
+    meter_provider: SdkMeterProvider,
+    metrics: Metrics,
+    // What a scrape renders: the Prometheus reader registers its collector here.
+    registry: prometheus::Registry,
+}
+
+impl Telemetry {
+    /// Builds the pipelines the `OTEL_*` variables of `environment` ask for: spans are always
+    /// made (their trace ids go into the logs) and exported only when configured; metrics are
+    /// always kept for scrapes and exported only when configured. Must run inside the Tokio
+    /// runtime.
+    pub fn start(environment: &Environment) -> Result<Arc<Self>> {
+        let settings = OtelSettings::from_env(environment)
+            .map_err(|e| Error::internal(format_args!("telemetry: {e}")))?;
+        let failed = |e: String| Error::internal(format_args!("telemetry: {e}"));
+
+        let mut tracer_provider = SdkTracerProvider::builder()
+            .with_resource(settings.resource.clone())
+            .with_sampler(settings.sampler);
+        if let Some(export) = &settings.traces {
+            let mut batch = BatchConfigBuilder::default();
+            if let Some(delay) = settings.batch_delay {
+                batch = batch.with_scheduled_delay(delay);
+            }
+            let processor = BatchSpanProcessor::builder(export.span_exporter().map_err(failed)?)
+                .with_batch_config(batch.build())
+                .build();
+            tracer_provider = tracer_provider.with_span_processor(processor);
+        }
+        let tracer_provider = tracer_provider.build();
+
+        let registry = prometheus::Registry::new();
+        let prometheus = opentelemetry_prometheus::exporter()
+            .with_registry(registry.clone())
+            .build()
+            .map_err(|e| failed(format!("prometheus exporter: {e}")))?;
+        let mut meter_provider = SdkMeterProvider::builder()
+            .with_resource(settings.resource)
+            .with_reader(prometheus);
+        if let Some(export) = &settings.metrics {
+            let mut reader = PeriodicReader::builder(export.metric_exporter().map_err(failed)?);
+            if let Some(interval) = settings.metric_interval {
+                reader = reader.with_interval(interval);
+            }
+            meter_provider = meter_provider.with_reader(reader.build());
+        }
+        let meter_provider = meter_provider.build();
+
+        Ok(Arc::new(Telemetry {
+            tracer: tracer_provider.tracer(SCOPE),
+            metrics: Metrics::new(&meter_provider.meter(SCOPE)),
+            tracer_provider,
+            meter_provider,
+            registry,
+        }))
+    }
+
+    /// The tracer of server and provider-call spans.
+    pub fn tracer(&self) -> &SdkTracer {
+        &self.tracer
+    }
+
+    /// The instruments.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// Every metric in the Prometheus text format.
+    pub fn prometheus_text(&self) -> Result<String> {
+        prometheus::TextEncoder::new()
+            .encode_to_string(&self.registry.gather())
+            .map_err(|e| Error::internal(format_args!("metrics: {e}")))
+    }
+
+    /// Exports what is still buffered and stops the exporters. Blocking work, done off the
+    /// runtime's threads: the exporters need the runtime to send.
+    pub async fn shutdown(&self) {
+        let tracer_provider = self.tracer_provider.clone();
+        let meter_provider = self.meter_provider.clone();
+        let stopped = tokio::task::spawn_blocking(move || {
+            (tracer_provider.shutdown(), meter_provider.shutdown())
+        })
+        .await;
+        match stopped {
+            Ok((Ok(()), Ok(()))) => {}
+            Ok((traces, metrics)) => {
+                tracing::warn!(?traces, ?metrics, "telemetry did not shut down cleanly")
+            }
+            Err(e) => tracing::warn!(error = %e, "telemetry shutdown task failed"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_grpc_paths_and_refuses_others() {
+        assert_eq!(
+            RpcName::parse("/streamgate.v1.StreamService/GetStream"),
+            RpcName {
+                service: "streamgate.v1.StreamService",
+                method: "GetStream"
+            }
+        );
+        for bad in ["", "/", "/x", "/x/", "//m", "/a/b/c", "no-slash/m"] {
+            assert_eq!(RpcName::parse(bad), RpcName::UNKNOWN, "{bad:?}");
+        }
+    }
+}
