@@ -137,3 +137,47 @@ async fn python_grpcio_health_client_sees_every_service() {
         "{printed}"
     );
 }
+
+#[tokio::test]
+async fn reflection_v1_serves_the_services_and_the_error_detail_types() {
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+
+    let server = TestServer::start(&local_provider("local", "1s")).await;
+    let mut client = ServerReflectionClient::new(server.channel.clone());
+    let requests = [
+        MessageRequest::ListServices(String::new()),
+        MessageRequest::FileContainingSymbol("google.rpc.ErrorInfo".into()),
+        MessageRequest::FileContainingSymbol("streamgate.v1.StreamService".into()),
+    ]
+    .map(|message| ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(message),
+    });
+    let mut answers = client
+        .server_reflection_info(tokio_stream::iter(requests))
+        .await
+        .unwrap()
+        .into_inner();
+    let Some(MessageResponse::ListServicesResponse(list)) =
+        answers.message().await.unwrap().unwrap().message_response
+    else {
+        panic!("no service list");
+    };
+    let names: Vec<_> = list.service.iter().map(|s| s.name.as_str()).collect();
+    for service in [
+        "streamgate.v1.StreamService",
+        "grpc.reflection.v1.ServerReflection",
+    ] {
+        assert!(names.contains(&service), "{service} not in {names:?}");
+    }
+    for _ in 0..2 {
+        let answer = answers.message().await.unwrap().unwrap().message_response;
+        assert!(
+            matches!(answer, Some(MessageResponse::FileDescriptorResponse(ref files)) if !files.file_descriptor_proto.is_empty()),
+            "{answer:?}"
+        );
+    }
+}
