@@ -11,7 +11,7 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use streamgate::pb;
-use support::{Binary, TestServer, output_text, reason, venv_tool};
+use support::{Binary, TestServer, op_error, output_text, reason, venv_tool};
 use tonic::Code;
 use tonic_types::StatusExt;
 use vod::FakeVod;
@@ -49,19 +49,6 @@ fn stream_name(video: &str, job: &str) -> String {
 
 fn jobs(prefix: &str, n: usize) -> Vec<String> {
     (0..n).map(|i| format!("{prefix}{i:02}")).collect()
-}
-
-/// The `google.rpc.Status` of a failed operation.
-fn op_error(op: &pb::Operation) -> tonic::Status {
-    let Some(pb::operation::Result::Error(status)) = &op.result else {
-        panic!("the operation did not fail: {op:?}");
-    };
-    use prost::Message;
-    tonic::Status::with_details(
-        Code::from_i32(status.code),
-        status.message.clone(),
-        status.encode_to_vec().into(),
-    )
 }
 
 async fn wait(server: &TestServer, op: pb::Operation) -> pb::Operation {

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use streamgate::pb;
 use streamgate::pb::stream::State;
 use streamgate::pb::watch_stream_response::ChangeType;
-use support::{TestServer, local_provider, reason, violated_fields};
+use support::{TestServer, local_provider, op_error, reason, violated_fields, wait};
 use tonic::Code;
 
 fn create_request(stream_id: &str) -> pb::CreateStreamRequest {
@@ -31,21 +31,6 @@ fn stream_name(id: &str) -> String {
     format!("providers/local/streams/{id}")
 }
 
-async fn wait(server: &TestServer, op: &pb::Operation) -> pb::Operation {
-    server
-        .operations()
-        .wait_operation(pb::WaitOperationRequest {
-            name: op.name.clone(),
-            timeout: Some(prost_types::Duration {
-                seconds: 10,
-                nanos: 0,
-            }),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-}
-
 async fn create_active(server: &TestServer, id: &str) -> pb::Stream {
     let op = server
         .streams()
@@ -60,17 +45,8 @@ async fn create_active(server: &TestServer, id: &str) -> pb::Stream {
 }
 
 fn error_reason(op: &pb::Operation) -> (i32, String) {
-    match &op.result {
-        Some(pb::operation::Result::Error(status)) => {
-            let status = tonic::Status::with_details(
-                Code::from(status.code),
-                status.message.clone(),
-                prost::Message::encode_to_vec(status).into(),
-            );
-            (status.code() as i32, reason(&status))
-        }
-        other => panic!("expected an error, got {other:?}"),
-    }
+    let status = op_error(op);
+    (status.code() as i32, reason(&status))
 }
 
 #[tokio::test]

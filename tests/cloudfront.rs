@@ -12,7 +12,7 @@ use streamgate::pb;
 use streamgate::pb::stream::State;
 use support::cloudfront_fake::{StreamingFake, body_enabled};
 use support::moto::{AWS_ENV, Moto};
-use support::{TestServer, reason};
+use support::{TestServer, reason, wait};
 use tonic::Code;
 
 fn streaming_provider(fake: &StreamingFake, poll: &str) -> String {
@@ -38,21 +38,6 @@ fn web_provider(moto: &Moto, poll: &str) -> String {
 async fn start_streaming(fake: &StreamingFake, poll: &str) -> TestServer {
     let dir = tempfile::tempdir().unwrap();
     TestServer::start_in_env(dir, &streaming_provider(fake, poll), &AWS_ENV).await
-}
-
-async fn wait(server: &TestServer, op: &pb::Operation) -> pb::Operation {
-    server
-        .operations()
-        .wait_operation(pb::WaitOperationRequest {
-            name: op.name.clone(),
-            timeout: Some(prost_types::Duration {
-                seconds: 20,
-                nanos: 0,
-            }),
-        })
-        .await
-        .unwrap()
-        .into_inner()
 }
 
 async fn get_op(server: &TestServer, name: &str) -> pb::Operation {

@@ -11,8 +11,8 @@ use aws_sdk_kinesisvideo::error::ProvideErrorMetadata;
 use streamgate::pb;
 use streamgate::pb::stream::State;
 use streamgate::pb::watch_stream_response::ChangeType;
-use support::kvs_fake::{KvsFake, RunningKvsFake, Throttle};
-use support::{AWS_ENV, TestServer, reason, violated_fields};
+use support::kvs_fake::{KvsFake, RunningKvsFake, Throttle, kvs_client};
+use support::{AWS_ENV, TestServer, info_metadata, op_error, reason, violated_fields, wait};
 use tonic::Code;
 use tonic_types::StatusExt;
 
@@ -26,22 +26,6 @@ fn provider(fake: &RunningKvsFake, extra: &str) -> String {
 
 async fn gateway(fake: &RunningKvsFake, extra: &str) -> TestServer {
     TestServer::start_env(&provider(fake, extra), &AWS_ENV).await
-}
-
-async fn sdk(url: &str) -> aws_sdk_kinesisvideo::Client {
-    let config = aws_sdk_kinesisvideo::config::Builder::new()
-        .behavior_version(aws_sdk_kinesisvideo::config::BehaviorVersion::latest())
-        .region(aws_sdk_kinesisvideo::config::Region::new("us-east-1"))
-        .endpoint_url(url)
-        .credentials_provider(aws_sdk_kinesisvideo::config::Credentials::new(
-            "AKIDSTREAMGATETEST",
-            "streamgate-test-secret",
-            None,
-            None,
-            "test",
-        ))
-        .build();
-    aws_sdk_kinesisvideo::Client::from_conf(config)
 }
 
 fn create(id: &str) -> pb::CreateStreamRequest {
@@ -64,46 +48,11 @@ fn name(id: &str) -> String {
     format!("providers/kvs/streams/{id}")
 }
 
-async fn wait(server: &TestServer, op: pb::Operation) -> pb::Operation {
-    server
-        .operations()
-        .wait_operation(pb::WaitOperationRequest {
-            name: op.name,
-            timeout: Some(prost_types::Duration {
-                seconds: 20,
-                nanos: 0,
-            }),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-}
-
-/// The status of a failed operation, rebuilt so its details can be read.
-fn op_error(op: &pb::Operation) -> tonic::Status {
-    match &op.result {
-        Some(pb::operation::Result::Error(status)) => tonic::Status::with_details(
-            Code::from(status.code),
-            status.message.clone(),
-            prost::Message::encode_to_vec(status).into(),
-        ),
-        other => panic!("expected an error, got {other:?}"),
-    }
-}
-
-fn metadata(status: &tonic::Status, key: &str) -> String {
-    status
-        .get_error_details()
-        .error_info()
-        .and_then(|i| i.metadata.get(key).cloned())
-        .unwrap_or_default()
-}
-
 #[tokio::test]
 async fn the_fake_speaks_kvs_to_the_aws_sdk() {
     let fake = KvsFake::start().await;
     fake.fake.set_creating_describes(1);
-    let client = sdk(&fake.url).await;
+    let client = kvs_client(&fake.url);
     let arn = client
         .create_stream()
         .stream_name("sdk")
@@ -193,7 +142,7 @@ async fn create_polls_until_active_with_every_parameter() {
         .unwrap()
         .into_inner();
     assert!(!op.done);
-    let done = wait(&server, op).await;
+    let done = wait(&server, &op).await;
     let Some(pb::operation::Result::Stream(stream)) = done.result else {
         panic!("{done:?}");
     };
@@ -241,8 +190,7 @@ async fn a_stale_etag_is_aborted_by_kvs_version_mismatch() {
     assert_eq!(got.etag, version, "the etag is the KVS version");
 
     // Someone changes the stream behind the gateway's back.
-    sdk(&fake.url)
-        .await
+    kvs_client(&fake.url)
         .update_stream()
         .stream_name("cam")
         .current_version(&version)
@@ -266,11 +214,11 @@ async fn a_stale_etag_is_aborted_by_kvs_version_mismatch() {
     assert_eq!(status.code(), Code::Aborted);
     assert_eq!(reason(&status), "ETAG_MISMATCH");
     assert_eq!(
-        metadata(&status, "provider_code"),
+        info_metadata(&status, "provider_code"),
         "VersionMismatchException"
     );
-    assert!(metadata(&status, "provider_request_id").starts_with("req-"));
-    assert_eq!(metadata(&status, "provider"), "kvs");
+    assert!(info_metadata(&status, "provider_request_id").starts_with("req-"));
+    assert_eq!(info_metadata(&status, "provider"), "kvs");
     assert!(fake.fake.has("cam"));
 
     let update = server
@@ -290,7 +238,7 @@ async fn a_stale_etag_is_aborted_by_kvs_version_mismatch() {
     let status = op_error(&update);
     assert_eq!(reason(&status), "ETAG_MISMATCH");
     assert_eq!(
-        metadata(&status, "provider_code"),
+        info_metadata(&status, "provider_code"),
         "VersionMismatchException"
     );
 
@@ -332,7 +280,7 @@ async fn three_throttles_then_success_and_constant_throttling() {
         .await
         .unwrap()
         .into_inner();
-    let done = wait(&server, op).await;
+    let done = wait(&server, &op).await;
     assert!(
         matches!(done.result, Some(pb::operation::Result::Stream(_))),
         "{done:?}"
@@ -357,7 +305,7 @@ async fn three_throttles_then_success_and_constant_throttling() {
     assert_eq!(status.code(), Code::ResourceExhausted);
     assert_eq!(reason(&status), "PROVIDER_THROTTLED");
     assert_eq!(
-        metadata(&status, "provider_code"),
+        info_metadata(&status, "provider_code"),
         "ClientLimitExceededException"
     );
     assert!(
@@ -390,7 +338,7 @@ async fn batch_delete_of_200_streams_stays_under_the_delete_rate() {
         .await
         .unwrap()
         .into_inner();
-    let done = wait(&server, op).await;
+    let done = wait(&server, &op).await;
     let Some(pb::operation::Result::BatchDeleteStreams(result)) = done.result else {
         panic!("{done:?}");
     };
@@ -435,7 +383,7 @@ async fn update_changes_fields_retention_and_tags() {
     let server = gateway(&fake, "").await;
     wait(
         &server,
-        server
+        &server
             .streams()
             .create_stream(create("upd"))
             .await
@@ -480,7 +428,7 @@ async fn update_changes_fields_retention_and_tags() {
             .await
             .unwrap()
             .into_inner();
-        let done = wait(&server, op).await;
+        let done = wait(&server, &op).await;
         let Some(pb::operation::Result::Stream(stream)) = done.result else {
             panic!("{done:?}");
         };
@@ -531,7 +479,10 @@ async fn authorization_and_quota_errors_are_mapped() {
     let status = op_error(&op);
     assert_eq!(status.code(), Code::PermissionDenied);
     assert_eq!(reason(&status), "PROVIDER_PERMISSION_DENIED");
-    assert_eq!(metadata(&status, "provider_code"), "NotAuthorizedException");
+    assert_eq!(
+        info_metadata(&status, "provider_code"),
+        "NotAuthorizedException"
+    );
 
     let op = server
         .streams()
@@ -539,11 +490,11 @@ async fn authorization_and_quota_errors_are_mapped() {
         .await
         .unwrap()
         .into_inner();
-    let status = op_error(&wait(&server, op).await);
+    let status = op_error(&wait(&server, &op).await);
     assert_eq!(status.code(), Code::ResourceExhausted);
     assert_eq!(reason(&status), "PROVIDER_QUOTA_EXCEEDED");
     assert_eq!(
-        metadata(&status, "provider_code"),
+        info_metadata(&status, "provider_code"),
         "AccountStreamLimitExceededException"
     );
 
@@ -666,7 +617,7 @@ async fn list_pages_with_the_prefix_filter_and_watch_polls() {
         .into_inner();
     let initial = watch.message().await.unwrap().unwrap();
     assert_eq!(initial.change_type, ChangeType::Initial as i32);
-    let client = sdk(&fake.url).await;
+    let client = kvs_client(&fake.url);
     let version = initial.stream.unwrap().etag;
     client
         .update_stream()
@@ -757,13 +708,13 @@ async fn every_seed_exception_reaches_the_caller_with_its_code_and_request_id() 
             .await
             .unwrap()
             .into_inner();
-        let status = op_error(&wait(&server, op).await);
+        let status = op_error(&wait(&server, &op).await);
         fake.fake.throttle("deleteStream", Throttle::Next(0));
         assert_eq!(status.code(), grpc, "{code}");
         assert_eq!(reason(&status), why, "{code}");
-        assert_eq!(metadata(&status, "provider_code"), code);
+        assert_eq!(info_metadata(&status, "provider_code"), code);
         assert!(
-            metadata(&status, "provider_request_id").starts_with("req-"),
+            info_metadata(&status, "provider_request_id").starts_with("req-"),
             "{code}"
         );
     }
@@ -807,12 +758,12 @@ async fn every_seed_exception_reaches_the_caller_with_its_code_and_request_id() 
             .await
             .unwrap()
             .into_inner();
-        let status = op_error(&wait(&server, op).await);
+        let status = op_error(&wait(&server, &op).await);
         assert_eq!(status.code(), grpc, "{code}");
         assert_eq!(reason(&status), why, "{code}");
-        assert_eq!(metadata(&status, "provider_code"), code);
+        assert_eq!(info_metadata(&status, "provider_code"), code);
         assert!(
-            metadata(&status, "provider_request_id").starts_with("req-"),
+            info_metadata(&status, "provider_request_id").starts_with("req-"),
             "{code}"
         );
     }

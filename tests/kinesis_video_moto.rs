@@ -7,6 +7,7 @@ mod support;
 use std::process::Command;
 
 use streamgate::pb;
+use support::kvs_fake::kvs_client;
 use support::moto::Moto;
 use support::{AWS_ENV, Binary, TestServer, reason, venv_tool};
 use tonic::Code;
@@ -18,22 +19,6 @@ fn provider(moto: &Moto) -> String {
          endpoint_url = \"{}\"\ncreation_poll_interval = \"50ms\"\nread_tags = false\n",
         moto.url()
     )
-}
-
-async fn sdk(url: &str) -> aws_sdk_kinesisvideo::Client {
-    let config = aws_sdk_kinesisvideo::config::Builder::new()
-        .behavior_version(aws_sdk_kinesisvideo::config::BehaviorVersion::latest())
-        .region(aws_sdk_kinesisvideo::config::Region::new("us-east-1"))
-        .endpoint_url(url)
-        .credentials_provider(aws_sdk_kinesisvideo::config::Credentials::new(
-            "AKIDSTREAMGATETEST",
-            "streamgate-test-secret",
-            None,
-            None,
-            "test",
-        ))
-        .build();
-    aws_sdk_kinesisvideo::Client::from_conf(config)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -73,7 +58,7 @@ async fn create_describe_list_delete_against_moto() {
     };
 
     // moto's own record, read with the SDK.
-    let client = sdk(&moto.url()).await;
+    let client = kvs_client(&moto.url());
     let info = client
         .describe_stream()
         .stream_name("lobby")
@@ -212,7 +197,7 @@ async fn the_binary_and_grpcurl_against_moto() {
     assert_eq!(done["done"], true, "{done}");
     assert_eq!(done["stream"]["state"], "STATE_ACTIVE", "{done}");
 
-    let client = sdk(&moto.url()).await;
+    let client = kvs_client(&moto.url());
     let info = client
         .describe_stream()
         .stream_name("dock")

@@ -505,3 +505,20 @@ impl KvsFake {
             .collect()
     }
 }
+
+/// An AWS SDK client of the KVS API at `url` (the fake or moto), with test credentials.
+pub fn kvs_client(url: &str) -> aws_sdk_kinesisvideo::Client {
+    let config = aws_sdk_kinesisvideo::config::Builder::new()
+        .behavior_version(aws_sdk_kinesisvideo::config::BehaviorVersion::latest())
+        .region(aws_sdk_kinesisvideo::config::Region::new("us-east-1"))
+        .endpoint_url(url)
+        .credentials_provider(aws_sdk_kinesisvideo::config::Credentials::new(
+            "AKIDSTREAMGATETEST",
+            "streamgate-test-secret",
+            None,
+            None,
+            "test",
+        ))
+        .build();
+    aws_sdk_kinesisvideo::Client::from_conf(config)
+}

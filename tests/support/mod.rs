@@ -184,6 +184,46 @@ pub async fn connect(addr: SocketAddr) -> Channel {
     }
 }
 
+/// Waits (up to 30 s) until `op` is done, and returns it as it is then.
+pub async fn wait(
+    server: &TestServer,
+    op: &streamgate::pb::Operation,
+) -> streamgate::pb::Operation {
+    server
+        .operations()
+        .wait_operation(streamgate::pb::WaitOperationRequest {
+            name: op.name.clone(),
+            timeout: Some(prost_types::Duration {
+                seconds: 30,
+                nanos: 0,
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+/// The status of a failed operation, rebuilt with its details so they can be read.
+pub fn op_error(op: &streamgate::pb::Operation) -> tonic::Status {
+    let Some(streamgate::pb::operation::Result::Error(status)) = &op.result else {
+        panic!("the operation did not fail: {op:?}");
+    };
+    tonic::Status::with_details(
+        tonic::Code::from(status.code),
+        status.message.clone(),
+        prost::Message::encode_to_vec(status).into(),
+    )
+}
+
+/// A metadata value of a status's ErrorInfo (empty when absent).
+pub fn info_metadata(status: &tonic::Status, key: &str) -> String {
+    status
+        .get_error_details()
+        .error_info()
+        .and_then(|i| i.metadata.get(key).cloned())
+        .unwrap_or_default()
+}
+
 /// The ErrorInfo reason of a status.
 pub fn reason(status: &tonic::Status) -> String {
     status
