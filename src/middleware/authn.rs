@@ -5,16 +5,13 @@
 //! Async-capable as a layer, not an interceptor, so that later key sources can await.
 
 use std::collections::HashMap;
-use std::sync::Arc;
-use std::task::{Context, Poll};
 
-use futures::future::BoxFuture;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
-use tower::{Layer, Service};
 
-use super::{is_public, reject};
+use super::gate::{Gate, GateLayer, Gated};
+use super::is_public;
 use crate::api::{ANONYMOUS, Principal};
 use crate::config::{AuthConfig, AuthMode, ConfigError, Environment, JwtConfig};
 use crate::error::{Error, Kind};
@@ -226,68 +223,23 @@ impl Authenticator {
     }
 }
 
+impl Gate for Authenticator {
+    fn admit(
+        &self,
+        path: &str,
+        headers: &http::HeaderMap,
+        extensions: &mut http::Extensions,
+    ) -> Result<(), Error> {
+        let principal = self.authenticate(path, headers).inspect_err(|error| {
+            tracing::info!(path, reason = error.message(), "unauthenticated call");
+        })?;
+        extensions.insert(Principal(principal));
+        Ok(())
+    }
+}
+
 /// Authenticates every call.
-#[derive(Clone)]
-pub struct AuthnLayer {
-    authenticator: Arc<Authenticator>,
-}
-
-impl AuthnLayer {
-    /// A layer over `authenticator`.
-    pub fn new(authenticator: Arc<Authenticator>) -> Self {
-        AuthnLayer { authenticator }
-    }
-}
-
-impl<S> Layer<S> for AuthnLayer {
-    type Service = Authn<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        Authn {
-            inner,
-            authenticator: Arc::clone(&self.authenticator),
-        }
-    }
-}
+pub type AuthnLayer = GateLayer<Authenticator>;
 
 /// The service of [`AuthnLayer`].
-#[derive(Clone)]
-pub struct Authn<S> {
-    inner: S,
-    authenticator: Arc<Authenticator>,
-}
-
-impl<S, B> Service<http::Request<B>> for Authn<S>
-where
-    S: Service<http::Request<B>, Response = http::Response<tonic::body::Body>> + Send,
-    S::Error: Send + 'static,
-    S::Future: Send + 'static,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = BoxFuture<'static, Result<S::Response, S::Error>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
-        match self
-            .authenticator
-            .authenticate(request.uri().path(), request.headers())
-        {
-            Ok(principal) => {
-                request.extensions_mut().insert(Principal(principal));
-                Box::pin(self.inner.call(request))
-            }
-            Err(error) => {
-                tracing::info!(
-                    path = request.uri().path(),
-                    reason = error.message(),
-                    "unauthenticated call"
-                );
-                Box::pin(std::future::ready(Ok(reject(&error))))
-            }
-        }
-    }
-}
+pub type Authn<S> = Gated<S, Authenticator>;

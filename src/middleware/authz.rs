@@ -5,13 +5,11 @@
 //! Denials name what was denied, never whether a resource exists.
 
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
-use futures::future::BoxFuture;
 use globset::{Glob, GlobMatcher, GlobSet, GlobSetBuilder};
-use tower::{Layer, Service};
 
-use super::{is_public, method_names, reject};
+use super::gate::{Gate, GateLayer, Gated};
+use super::{is_public, method_names};
 use crate::api::{ANONYMOUS, Principal};
 use crate::config::{AuthMode, AuthorizationRule, ConfigError};
 use crate::error::{Error, Kind};
@@ -118,65 +116,26 @@ impl Authorizer {
     }
 }
 
+impl Gate for Authorizer {
+    fn admit(
+        &self,
+        path: &str,
+        _headers: &http::HeaderMap,
+        extensions: &mut http::Extensions,
+    ) -> Result<(), Error> {
+        let principal = extensions
+            .get::<Principal>()
+            .map_or(ANONYMOUS, |p| p.0.as_str());
+        let grants = self.authorize(principal, path).inspect_err(|_| {
+            tracing::info!(%principal, path, "call denied");
+        })?;
+        extensions.insert(grants);
+        Ok(())
+    }
+}
+
 /// Checks the method of every call.
-#[derive(Clone)]
-pub struct AuthzLayer {
-    authorizer: Arc<Authorizer>,
-}
-
-impl AuthzLayer {
-    /// A layer over `authorizer`.
-    pub fn new(authorizer: Arc<Authorizer>) -> Self {
-        AuthzLayer { authorizer }
-    }
-}
-
-impl<S> Layer<S> for AuthzLayer {
-    type Service = Authz<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        Authz {
-            inner,
-            authorizer: Arc::clone(&self.authorizer),
-        }
-    }
-}
+pub type AuthzLayer = GateLayer<Authorizer>;
 
 /// The service of [`AuthzLayer`].
-#[derive(Clone)]
-pub struct Authz<S> {
-    inner: S,
-    authorizer: Arc<Authorizer>,
-}
-
-impl<S, B> Service<http::Request<B>> for Authz<S>
-where
-    S: Service<http::Request<B>, Response = http::Response<tonic::body::Body>> + Send,
-    S::Error: Send + 'static,
-    S::Future: Send + 'static,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = BoxFuture<'static, Result<S::Response, S::Error>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
-        let principal = request
-            .extensions()
-            .get::<Principal>()
-            .map_or(ANONYMOUS.to_string(), |p| p.0.clone());
-        match self.authorizer.authorize(&principal, request.uri().path()) {
-            Ok(grants) => {
-                request.extensions_mut().insert(grants);
-                Box::pin(self.inner.call(request))
-            }
-            Err(error) => {
-                tracing::info!(%principal, path = request.uri().path(), "call denied");
-                Box::pin(std::future::ready(Ok(reject(&error))))
-            }
-        }
-    }
-}
+pub type Authz<S> = Gated<S, Authorizer>;

@@ -8,11 +8,13 @@
 //! - `authz.rs`: what the caller may do (methods here; provider instances in the handlers).
 //! - `rate_limit.rs`: inbound rates per principal and method.
 //! - `deadline.rs`: the call's deadline, visible to everything the call does.
+//! - `gate.rs`: not a layer of its own; the plumbing of authn, authz and rate limits.
 //! - `outcome.rs`: not a layer; how the trace and metrics layers learn a call's final status.
 
 mod authn;
 mod authz;
 mod deadline;
+mod gate;
 mod load_shed;
 mod outcome;
 mod rate_limit;
@@ -28,9 +30,10 @@ use tower::layer::util::{Identity, Stack};
 pub use authn::{Authenticator, Authn, AuthnLayer};
 pub use authz::{Authorizer, Authz, AuthzLayer, Grants};
 pub use deadline::{Deadline, DeadlineLayer};
+pub use gate::{Gate, GateLayer, Gated};
 pub use load_shed::{LoadShed, LoadShedLayer};
 pub use outcome::Observed;
-pub use rate_limit::{InboundLimits, RateLimit, RateLimitLayer};
+pub use rate_limit::{InboundGate, InboundLimits, RateLimit, RateLimitLayer};
 pub use rpc_metrics::{RpcMetrics, RpcMetricsLayer};
 pub use trace::{Trace, TraceLayer};
 
@@ -42,7 +45,7 @@ use crate::telemetry::Telemetry;
 pub struct Security {
     authenticator: Arc<Authenticator>,
     authorizer: Arc<Authorizer>,
-    limits: Option<Arc<InboundLimits>>,
+    limits: Arc<InboundGate>,
     max_in_flight: usize,
     default_deadline: Duration,
 }
@@ -61,12 +64,13 @@ impl Security {
                 &config.auth.public,
                 &config.authorization,
             )?),
-            limits: config
-                .rate_limits
-                .as_ref()
-                .map(InboundLimits::from_config)
-                .transpose()?
-                .map(Arc::new),
+            limits: Arc::new(InboundGate::new(
+                config
+                    .rate_limits
+                    .as_ref()
+                    .map(InboundLimits::from_config)
+                    .transpose()?,
+            )),
             max_in_flight: config.server.max_in_flight.max(1),
             default_deadline: config.server.default_deadline,
         })
@@ -105,7 +109,7 @@ pub fn stack(telemetry: &Arc<Telemetry>, security: &Security) -> ServiceBuilder<
         // What they may call: denied calls never spend their rate or reach a handler.
         .layer(AuthzLayer::new(Arc::clone(&security.authorizer)))
         // Rates count only calls that were allowed, per principal and method.
-        .layer(RateLimitLayer::new(security.limits.clone()))
+        .layer(RateLimitLayer::new(Arc::clone(&security.limits)))
         // Innermost: the deadline scopes the handler and everything it calls, provider retries
         // included, and nothing above spends any of it.
         .layer(DeadlineLayer::new(security.default_deadline))

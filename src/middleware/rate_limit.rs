@@ -3,16 +3,13 @@
 //! default. Over the rate → RESOURCE_EXHAUSTED / RATE_LIMITED with RetryInfo saying when.
 
 use std::num::NonZeroU32;
-use std::sync::Arc;
-use std::task::{Context, Poll};
 
-use futures::future::BoxFuture;
 use globset::{Glob, GlobMatcher};
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
-use tower::{Layer, Service};
 
-use super::{method_names, reject};
+use super::gate::{Gate, GateLayer, Gated};
+use super::method_names;
 use crate::api::{ANONYMOUS, Principal};
 use crate::config::{ConfigError, RateLimitConfig};
 use crate::error::{Error, Kind};
@@ -88,63 +85,38 @@ impl InboundLimits {
     }
 }
 
+/// The limits of a gateway; none configured admits everything.
+pub struct InboundGate(Option<InboundLimits>);
+
+impl InboundGate {
+    /// A gate over `limits`.
+    pub fn new(limits: Option<InboundLimits>) -> Self {
+        InboundGate(limits)
+    }
+}
+
+impl Gate for InboundGate {
+    fn admit(
+        &self,
+        path: &str,
+        _headers: &http::HeaderMap,
+        extensions: &mut http::Extensions,
+    ) -> Result<(), Error> {
+        let Some(limits) = &self.0 else {
+            return Ok(());
+        };
+        let principal = extensions
+            .get::<Principal>()
+            .map_or(ANONYMOUS, |p| p.0.as_str());
+        limits.check(principal, path).inspect_err(|_| {
+            tracing::info!(principal, path, "call over its rate");
+            crate::telemetry::rate_limited(principal, path);
+        })
+    }
+}
+
 /// Applies the inbound limits.
-#[derive(Clone)]
-pub struct RateLimitLayer {
-    limits: Option<Arc<InboundLimits>>,
-}
-
-impl RateLimitLayer {
-    /// A layer over `limits` (none: no limits).
-    pub fn new(limits: Option<Arc<InboundLimits>>) -> Self {
-        RateLimitLayer { limits }
-    }
-}
-
-impl<S> Layer<S> for RateLimitLayer {
-    type Service = RateLimit<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        RateLimit {
-            inner,
-            limits: self.limits.clone(),
-        }
-    }
-}
+pub type RateLimitLayer = GateLayer<InboundGate>;
 
 /// The service of [`RateLimitLayer`].
-#[derive(Clone)]
-pub struct RateLimit<S> {
-    inner: S,
-    limits: Option<Arc<InboundLimits>>,
-}
-
-impl<S, B> Service<http::Request<B>> for RateLimit<S>
-where
-    S: Service<http::Request<B>, Response = http::Response<tonic::body::Body>> + Send,
-    S::Error: Send + 'static,
-    S::Future: Send + 'static,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = BoxFuture<'static, Result<S::Response, S::Error>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        if let Some(limits) = &self.limits {
-            let principal = request
-                .extensions()
-                .get::<Principal>()
-                .map_or(ANONYMOUS, |p| p.0.as_str());
-            if let Err(error) = limits.check(principal, request.uri().path()) {
-                tracing::info!(principal, path = request.uri().path(), "call over its rate");
-                crate::telemetry::rate_limited(principal, request.uri().path());
-                return Box::pin(std::future::ready(Ok(reject(&error))));
-            }
-        }
-        Box::pin(self.inner.call(request))
-    }
-}
+pub type RateLimit<S> = Gated<S, InboundGate>;
