@@ -28,6 +28,13 @@ pub const ACCEPTED: &str = "accepted";
 pub const VALIDATED: &str = "validated";
 /// The final outcome of an operation that succeeded.
 pub const SUCCEEDED: &str = "succeeded";
+/// At most this many characters of a caller's target or request_id are kept: an invalid
+/// request may send anything.
+const MAX_FIELD_CHARS: usize = 512;
+
+fn bounded(text: &str) -> String {
+    text.chars().take(MAX_FIELD_CHARS).collect()
+}
 
 /// What a handler tells the audit trail about its call.
 #[derive(Debug)]
@@ -36,7 +43,8 @@ pub struct Call<'a> {
     pub principal: String,
     /// The method, e.g. `DeleteStream`.
     pub method: &'static str,
-    /// The resource the call acts on, as the caller sent it.
+    /// The resource the call acts on, as the caller sent it (the first 512 characters are
+    /// kept).
     pub target: String,
     /// The request_id the caller sent, or empty.
     pub request_id: &'a str,
@@ -83,8 +91,8 @@ impl Audit {
             time_ms: now_ms(),
             principal: call.principal,
             method: call.method.to_string(),
-            target: call.target,
-            request_id: call.request_id.to_string(),
+            target: bounded(&call.target),
+            request_id: bounded(call.request_id),
             operation,
             outcome: outcome.to_string(),
             provider_request_id: provider_request_id.to_string(),

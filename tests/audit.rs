@@ -331,5 +331,23 @@ async fn validate_only_and_batch_calls_are_audited() {
     assert_eq!(records[1].method, "CreateStream");
     assert_eq!(records[1].outcome, "validated");
     assert!(records[1].operation.is_empty());
+
+    // A caller's oversized target is kept only in part.
+    let long = "x".repeat(10_000);
+    let refused = streams
+        .delete_stream(as_(
+            OPS_KEY,
+            pb::DeleteStreamRequest {
+                name: long.clone(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::InvalidArgument);
+    let deletes = all(&server, "method = \"DeleteStream\"").await;
+    assert_eq!(deletes.len(), 1);
+    assert_eq!(deletes[0].target, long[..512]);
+    assert_eq!(deletes[0].outcome, "INVALID_ARGUMENT");
     server.stop().await.unwrap();
 }
