@@ -20,6 +20,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/streamgate/v1/stream_service.proto",
         "proto/streamgate/v1/operation.proto",
         "proto/streamgate/v1/provider.proto",
+        "proto/streamgate/v1/audit.proto",
     ];
     tonic_prost_build::configure()
         .file_descriptor_set_path(&descriptor_path)

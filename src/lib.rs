@@ -12,13 +12,15 @@
 //! - [`domain`] — the provider-neutral model: names, streams, operations, capabilities, paging.
 //! - [`providers`] — the provider trait, the registry, and one folder per kind.
 //! - [`operations`] — the durable runner of long-running operations.
-//! - [`store`] — the operation store on SQLite or PostgreSQL.
+//! - [`audit`] — the audit trail of mutating calls (table, log line, AuditService).
+//! - [`store`] — the operation store and the audit table on SQLite or PostgreSQL.
 //! - [`watch`] — fan-out of stream changes to WatchStream subscribers.
 //! - [`middleware`] — the tower layers in front of every call.
 //! - [`telemetry`] — logs, OpenTelemetry traces and metrics, the Prometheus scrape endpoint.
 //! - [`pb`] — the generated protobuf types, clients and servers of `streamgate.v1`.
 
 pub mod api;
+pub mod audit;
 pub mod config;
 pub mod deadline;
 pub mod domain;

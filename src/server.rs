@@ -1,4 +1,5 @@
-//! The gRPC server: mounts StreamService, ProviderService, OperationService, `grpc.health.v1`
+//! The gRPC server: mounts StreamService, ProviderService, OperationService, AuditService,
+//! `grpc.health.v1`
 //! and reflection (v1 and v1alpha, with the `google.rpc` error detail types) behind the
 //! middleware stack, serves the Prometheus scrape endpoint when configured, and shuts down
 //! gracefully.
@@ -19,10 +20,12 @@ use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 use tracing::{info, warn};
 
-use crate::api::{Gateway, OperationApi, ProviderApi, StreamApi};
+use crate::api::{AuditApi, Gateway, OperationApi, ProviderApi, StreamApi};
+use crate::audit::Audit;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::operations::Runner;
+use crate::pb::audit_service_server::AuditServiceServer;
 use crate::pb::operation_service_server::OperationServiceServer;
 use crate::pb::provider_service_server::ProviderServiceServer;
 use crate::pb::stream_service_server::StreamServiceServer;
@@ -32,10 +35,11 @@ use crate::telemetry::{Telemetry, scrape};
 use crate::watch::WatchHub;
 
 /// The names of the services whose health is reported, besides the overall `""`.
-pub const SERVICES: [&str; 3] = [
+pub const SERVICES: [&str; 4] = [
     <StreamServiceServer<StreamApi> as NamedService>::NAME,
     <ProviderServiceServer<ProviderApi> as NamedService>::NAME,
     <OperationServiceServer<OperationApi> as NamedService>::NAME,
+    <AuditServiceServer<AuditApi> as NamedService>::NAME,
 ];
 
 async fn set_health(reporter: &HealthReporter, status: ServingStatus) {
@@ -65,15 +69,18 @@ pub async fn run(
     let hub = Arc::new(WatchHub::default());
     let registry =
         Arc::new(Registry::build(&config.providers, &config.environment, &store, &hub).await?);
+    let audit = Audit::new(Arc::new(store.clone()));
     let runner = Runner::new(
         Arc::new(store.clone()),
         Arc::clone(&registry),
         Arc::clone(&telemetry),
+        Arc::clone(&audit) as Arc<dyn crate::operations::OperationObserver>,
     );
     runner.resume_all().await?;
     let gateway = Arc::new(Gateway {
         registry,
         runner: Arc::clone(&runner),
+        audit,
         hub,
         shutdown: CancellationToken::new(),
     });
@@ -119,6 +126,7 @@ pub async fn run(
         .add_service(OperationServiceServer::new(OperationApi::new(Arc::clone(
             &gateway,
         ))))
+        .add_service(AuditServiceServer::new(AuditApi::new(Arc::clone(&gateway))))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
             let _ = stop_rx.await;
         });

@@ -956,6 +956,7 @@ async fn health_reports_each_service_and_goes_not_serving_on_shutdown() {
         "streamgate.v1.StreamService",
         "streamgate.v1.ProviderService",
         "streamgate.v1.OperationService",
+        "streamgate.v1.AuditService",
     ] {
         let status = health
             .check(HealthCheckRequest {

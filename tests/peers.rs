@@ -20,6 +20,7 @@ async fn grpcurl_lists_describes_calls_and_prints_error_details() {
         "streamgate.v1.StreamService",
         "streamgate.v1.ProviderService",
         "streamgate.v1.OperationService",
+        "streamgate.v1.AuditService",
         "grpc.health.v1.Health",
     ] {
         assert!(

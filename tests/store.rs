@@ -1,5 +1,6 @@
 //! One suite for the operation store, run against every backend: SQLite (a file) and
-//! PostgreSQL (a throwaway server the test starts). Plus the whole API on PostgreSQL.
+//! PostgreSQL (a throwaway server the test starts); the same for the audit trail. Plus the whole
+//! API on PostgreSQL.
 
 mod support;
 
@@ -7,7 +8,9 @@ use streamgate::domain::{OpRequest, OpResult, Operation, StreamName};
 use streamgate::error::{Error, Kind};
 use streamgate::operations::fingerprint;
 use streamgate::pb;
-use streamgate::store::{Inserted, OperationFilter, OperationStore, SqlStore};
+use streamgate::store::{
+    AuditFilter, AuditRecord, AuditStore, Inserted, OperationFilter, OperationStore, SqlStore,
+};
 use support::postgres::Postgres;
 use support::{TestServer, local_provider};
 
@@ -181,6 +184,114 @@ async fn operation_store_on_sqlite() {
 async fn operation_store_on_postgres() {
     let pg = Postgres::start();
     suite(SqlStore::open(&pg.url).await.unwrap()).await;
+}
+
+fn audit_record(
+    id: &str,
+    time_ms: i64,
+    principal: &str,
+    method: &str,
+    operation: &str,
+) -> AuditRecord {
+    AuditRecord {
+        id: id.into(),
+        time_ms,
+        principal: principal.into(),
+        method: method.into(),
+        target: "providers/local/streams/cam-1".into(),
+        request_id: String::new(),
+        operation: operation.into(),
+        outcome: if operation.is_empty() {
+            "ETAG_MISMATCH"
+        } else {
+            "accepted"
+        }
+        .into(),
+        provider_request_id: if operation.is_empty() { "req-9" } else { "" }.into(),
+        ..AuditRecord::default()
+    }
+}
+
+async fn audit_suite(store: SqlStore) {
+    let a = audit_record("a", 100, "ops", "CreateStream", "operations/o1");
+    let b = audit_record("b", 200, "reader", "DeleteStream", "");
+    let c = audit_record("c", 200, "ops", "DeleteStream", "operations/o2");
+    // The completion may come before the call's row: the order does not matter.
+    store
+        .complete("operations/o2", 250, "STREAM_IN_USE", "req-7")
+        .await
+        .unwrap();
+    for r in [&a, &b, &c] {
+        store.record(r).await.unwrap();
+    }
+    store
+        .complete("operations/o1", 150, "succeeded", "")
+        .await
+        .unwrap();
+    // The first final outcome wins.
+    store
+        .complete("operations/o1", 160, "INTERNAL", "")
+        .await
+        .unwrap();
+
+    let all = store
+        .list_records(&AuditFilter::default(), None, 10)
+        .await
+        .unwrap();
+    let ids: Vec<&str> = all.iter().map(|r| r.id.as_str()).collect();
+    assert_eq!(ids, ["c", "b", "a"]);
+    assert_eq!(all[0].final_outcome, "STREAM_IN_USE");
+    assert_eq!(all[0].final_provider_request_id, "req-7");
+    assert_eq!(all[1].final_outcome, "");
+    assert_eq!(all[1].provider_request_id, "req-9");
+    assert_eq!(all[2].final_outcome, "succeeded");
+    let expected_a = AuditRecord {
+        final_outcome: "succeeded".into(),
+        ..a.clone()
+    };
+    assert_eq!(all[2], expected_a);
+
+    let page = store
+        .list_records(&AuditFilter::default(), Some((200, "c".into())), 1)
+        .await
+        .unwrap();
+    assert_eq!(page[0].id, "b");
+    let page = store
+        .list_records(&AuditFilter::default(), Some((200, "b".into())), 5)
+        .await
+        .unwrap();
+    assert_eq!(page.len(), 1);
+    assert_eq!(page[0].id, "a");
+
+    let filter = AuditFilter {
+        principal: Some("ops".into()),
+        method: Some("DeleteStream".into()),
+        ..AuditFilter::default()
+    };
+    let found = store.list_records(&filter, None, 10).await.unwrap();
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].id, "c");
+    let filter = AuditFilter {
+        operation: Some("operations/o1".into()),
+        target: Some("providers/local/streams/cam-1".into()),
+        ..AuditFilter::default()
+    };
+    let found = store.list_records(&filter, None, 10).await.unwrap();
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].id, "a");
+}
+
+#[tokio::test]
+async fn audit_store_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/sg.db", dir.path().display());
+    audit_suite(SqlStore::open(&url).await.unwrap()).await;
+}
+
+#[tokio::test]
+async fn audit_store_on_postgres() {
+    let pg = Postgres::start();
+    audit_suite(SqlStore::open(&pg.url).await.unwrap()).await;
 }
 
 #[tokio::test]

@@ -3,8 +3,10 @@
 //! - `stream.rs`: StreamService.
 //! - `provider.rs`: ProviderService.
 //! - `operation.rs`: OperationService.
+//! - `audit.rs`: AuditService (admin).
 //! - `convert.rs`: domain ↔ protobuf.
 
+mod audit;
 mod convert;
 mod operation;
 mod provider;
@@ -15,10 +17,12 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
+pub use audit::AuditApi;
 pub use operation::OperationApi;
 pub use provider::ProviderApi;
 pub use stream::StreamApi;
 
+use crate::audit::Audit;
 use crate::error::{Error, Kind, Result};
 use crate::middleware::Grants;
 use crate::operations::Runner;
@@ -41,6 +45,8 @@ pub struct Gateway {
     pub registry: Arc<Registry>,
     /// The durable operation runner.
     pub runner: Arc<Runner>,
+    /// The audit trail of mutating calls.
+    pub audit: Arc<Audit>,
     /// Stream change fan-out for WatchStream.
     pub hub: Arc<WatchHub>,
     /// Cancelled at shutdown, to end WatchStream calls so the server can drain.

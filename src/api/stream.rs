@@ -1,5 +1,6 @@
 //! StreamService: validates each request, checks the provider's capability, and either reads
-//! through the adapter or hands a mutation to the operation runner.
+//! through the adapter or hands a mutation to the operation runner. Every mutating call that
+//! reaches its handler is recorded in the audit trail, whatever its outcome.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -10,6 +11,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use super::{Gateway, authorize_provider, convert, first_step_wait, principal};
+use crate::audit::{Call, CallOutcome};
 use crate::domain::page::{PageToken, page_size, parse_filter};
 use crate::domain::validate::{
     Violations, check_etag, check_patch, check_request_id, check_spec, check_stream_id,
@@ -75,6 +77,158 @@ impl StreamApi {
             .submit(&principal, request_id, op, first_step_wait())
             .await?;
         Ok(convert::operation(&op))
+    }
+
+    /// Records the call in the audit trail and answers it.
+    async fn audited<T>(
+        &self,
+        request: &Request<T>,
+        method: Method,
+        target: String,
+        request_id: &str,
+        result: Result<pb::Operation>,
+    ) -> Result<Response<pb::Operation>, Status> {
+        let outcome = match &result {
+            Ok(op) => CallOutcome::Operation(&op.name),
+            Err(e) => CallOutcome::Failed(e),
+        };
+        let call = Call {
+            principal: principal(request),
+            method: method.as_str(),
+            target,
+            request_id,
+        };
+        self.gateway.audit.call(call, outcome).await;
+        Ok(Response::new(result?))
+    }
+
+    async fn create_stream_call(
+        &self,
+        request: &Request<pb::CreateStreamRequest>,
+    ) -> Result<pb::Operation> {
+        let r = request.get_ref();
+        let mut v = Violations::default();
+        let parent = ParentName::parse(&r.parent, "parent");
+        let provider = match &parent {
+            Ok(p) => Some(self.provider(request, &p.provider, Method::CreateStream)?),
+            Err(e) => {
+                v.absorb(Err(e.clone()))?;
+                None
+            }
+        };
+        let stream_id = names::check_segment(&r.stream_id, "stream_id");
+        let stream_id_valid = stream_id.is_ok();
+        v.check("stream_id", stream_id);
+        check_request_id(&r.request_id, &mut v);
+        let spec = r.stream.as_ref().map(convert::spec).unwrap_or_default();
+        if let Some(provider) = provider {
+            if stream_id_valid {
+                check_stream_id(&r.stream_id, provider.capability(), "stream_id", &mut v);
+            }
+            check_spec(&spec, provider.capability(), "stream", &mut v);
+        }
+        v.finish()?;
+        // Both are set: a bad parent left a violation, and finish() returned it.
+        let (Ok(parent), Some(provider)) = (parent, provider) else {
+            return Err(Error::internal("create_stream: unchecked parent"));
+        };
+        let op = OpRequest::Create {
+            name: parent.child(&r.stream_id),
+            spec,
+        };
+        let op = self
+            .start(request, provider, op, &r.request_id, r.validate_only)
+            .await?;
+        Ok(op)
+    }
+
+    async fn update_stream_call(
+        &self,
+        request: &Request<pb::UpdateStreamRequest>,
+    ) -> Result<pb::Operation> {
+        let r = request.get_ref();
+        let (name, patch, etag) = self.parse_update(r)?;
+        let provider = self.provider(request, &name.provider, Method::UpdateStream)?;
+        let mut v = Violations::default();
+        check_patch(&patch, provider.capability(), &mut v);
+        v.finish()?;
+        let op = OpRequest::Update { name, patch, etag };
+        let op = self
+            .start(request, provider, op, &r.request_id, r.validate_only)
+            .await?;
+        Ok(op)
+    }
+
+    async fn delete_stream_call(
+        &self,
+        request: &Request<pb::DeleteStreamRequest>,
+    ) -> Result<pb::Operation> {
+        let r = request.get_ref();
+        let mut v = Violations::default();
+        let name = StreamName::parse(&r.name, "name");
+        if let Err(e) = &name {
+            v.absorb(Err(e.clone()))?;
+        }
+        check_etag(&r.etag, "etag", &mut v);
+        check_request_id(&r.request_id, &mut v);
+        v.finish()?;
+        // A bad name left a violation, and finish() returned it.
+        let name = name?;
+        let provider = self.provider(request, &name.provider, Method::DeleteStream)?;
+        let op = OpRequest::Delete {
+            name,
+            etag: (!r.etag.is_empty()).then(|| r.etag.clone()),
+            allow_missing: r.allow_missing,
+        };
+        let op = self
+            .start(request, provider, op, &r.request_id, r.validate_only)
+            .await?;
+        Ok(op)
+    }
+
+    async fn batch_delete_streams_call(
+        &self,
+        request: &Request<pb::BatchDeleteStreamsRequest>,
+    ) -> Result<pb::Operation> {
+        let r = request.get_ref();
+        let parent = ParentName::parse(&r.parent, "parent")?;
+        let provider = self.provider(request, &parent.provider, Method::BatchDeleteStreams)?;
+        let max = provider.capability().max_batch_size;
+        let mut v = Violations::default();
+        check_request_id(&r.request_id, &mut v);
+        if r.names.is_empty() {
+            v.add("names", "at least one name is required");
+        }
+        if r.names.len() > max {
+            v.add(
+                "names",
+                format!(
+                    "at most {max} names per call for this provider, got {}",
+                    r.names.len()
+                ),
+            );
+        }
+        let mut names = Vec::with_capacity(r.names.len());
+        let mut seen = std::collections::HashSet::new();
+        for (i, raw) in r.names.iter().enumerate().take(max) {
+            let field = format!("names[{i}]");
+            match StreamName::parse(raw, &field) {
+                Ok(name) if !parent.contains(&name) => {
+                    v.add(field, format!("is not under {parent}"));
+                }
+                Ok(name) if !seen.insert(name.clone()) => {
+                    v.add(field, "appears twice");
+                }
+                Ok(name) => names.push(name),
+                Err(e) => v.absorb(Err(e))?,
+            }
+        }
+        v.finish()?;
+        let op = OpRequest::BatchDelete { parent, names };
+        let op = self
+            .start(request, provider, op, &r.request_id, false)
+            .await?;
+        Ok(op)
     }
 
     fn parse_update(
@@ -168,39 +322,15 @@ impl StreamService for StreamApi {
         request: Request<pb::CreateStreamRequest>,
     ) -> Result<Response<pb::Operation>, Status> {
         let r = request.get_ref();
-        let mut v = Violations::default();
-        let parent = ParentName::parse(&r.parent, "parent");
-        let provider = match &parent {
-            Ok(p) => Some(self.provider(&request, &p.provider, Method::CreateStream)?),
-            Err(e) => {
-                v.absorb(Err(e.clone()))?;
-                None
-            }
-        };
-        let stream_id = names::check_segment(&r.stream_id, "stream_id");
-        let stream_id_valid = stream_id.is_ok();
-        v.check("stream_id", stream_id);
-        check_request_id(&r.request_id, &mut v);
-        let spec = r.stream.as_ref().map(convert::spec).unwrap_or_default();
-        if let Some(provider) = provider {
-            if stream_id_valid {
-                check_stream_id(&r.stream_id, provider.capability(), "stream_id", &mut v);
-            }
-            check_spec(&spec, provider.capability(), "stream", &mut v);
-        }
-        v.finish()?;
-        // Both are set: a bad parent left a violation, and finish() returned it.
-        let (Ok(parent), Some(provider)) = (parent, provider) else {
-            return Err(Error::internal("create_stream: unchecked parent").into());
-        };
-        let op = OpRequest::Create {
-            name: parent.child(&r.stream_id),
-            spec,
-        };
-        let op = self
-            .start(&request, provider, op, &r.request_id, r.validate_only)
-            .await?;
-        Ok(Response::new(op))
+        let result = self.create_stream_call(&request).await;
+        self.audited(
+            &request,
+            Method::CreateStream,
+            format!("{}/streams/{}", r.parent, r.stream_id),
+            &r.request_id,
+            result,
+        )
+        .await
     }
 
     async fn get_stream(
@@ -248,16 +378,18 @@ impl StreamService for StreamApi {
         request: Request<pb::UpdateStreamRequest>,
     ) -> Result<Response<pb::Operation>, Status> {
         let r = request.get_ref();
-        let (name, patch, etag) = self.parse_update(r)?;
-        let provider = self.provider(&request, &name.provider, Method::UpdateStream)?;
-        let mut v = Violations::default();
-        check_patch(&patch, provider.capability(), &mut v);
-        v.finish()?;
-        let op = OpRequest::Update { name, patch, etag };
-        let op = self
-            .start(&request, provider, op, &r.request_id, r.validate_only)
-            .await?;
-        Ok(Response::new(op))
+        let result = self.update_stream_call(&request).await;
+        self.audited(
+            &request,
+            Method::UpdateStream,
+            r.stream
+                .as_ref()
+                .map(|s| s.name.clone())
+                .unwrap_or_default(),
+            &r.request_id,
+            result,
+        )
+        .await
     }
 
     async fn delete_stream(
@@ -265,26 +397,15 @@ impl StreamService for StreamApi {
         request: Request<pb::DeleteStreamRequest>,
     ) -> Result<Response<pb::Operation>, Status> {
         let r = request.get_ref();
-        let mut v = Violations::default();
-        let name = StreamName::parse(&r.name, "name");
-        if let Err(e) = &name {
-            v.absorb(Err(e.clone()))?;
-        }
-        check_etag(&r.etag, "etag", &mut v);
-        check_request_id(&r.request_id, &mut v);
-        v.finish()?;
-        // A bad name left a violation, and finish() returned it.
-        let name = name?;
-        let provider = self.provider(&request, &name.provider, Method::DeleteStream)?;
-        let op = OpRequest::Delete {
-            name,
-            etag: (!r.etag.is_empty()).then(|| r.etag.clone()),
-            allow_missing: r.allow_missing,
-        };
-        let op = self
-            .start(&request, provider, op, &r.request_id, r.validate_only)
-            .await?;
-        Ok(Response::new(op))
+        let result = self.delete_stream_call(&request).await;
+        self.audited(
+            &request,
+            Method::DeleteStream,
+            r.name.clone(),
+            &r.request_id,
+            result,
+        )
+        .await
     }
 
     async fn batch_delete_streams(
@@ -292,44 +413,15 @@ impl StreamService for StreamApi {
         request: Request<pb::BatchDeleteStreamsRequest>,
     ) -> Result<Response<pb::Operation>, Status> {
         let r = request.get_ref();
-        let parent = ParentName::parse(&r.parent, "parent")?;
-        let provider = self.provider(&request, &parent.provider, Method::BatchDeleteStreams)?;
-        let max = provider.capability().max_batch_size;
-        let mut v = Violations::default();
-        check_request_id(&r.request_id, &mut v);
-        if r.names.is_empty() {
-            v.add("names", "at least one name is required");
-        }
-        if r.names.len() > max {
-            v.add(
-                "names",
-                format!(
-                    "at most {max} names per call for this provider, got {}",
-                    r.names.len()
-                ),
-            );
-        }
-        let mut names = Vec::with_capacity(r.names.len());
-        let mut seen = std::collections::HashSet::new();
-        for (i, raw) in r.names.iter().enumerate().take(max) {
-            let field = format!("names[{i}]");
-            match StreamName::parse(raw, &field) {
-                Ok(name) if !parent.contains(&name) => {
-                    v.add(field, format!("is not under {parent}"));
-                }
-                Ok(name) if !seen.insert(name.clone()) => {
-                    v.add(field, "appears twice");
-                }
-                Ok(name) => names.push(name),
-                Err(e) => v.absorb(Err(e))?,
-            }
-        }
-        v.finish()?;
-        let op = OpRequest::BatchDelete { parent, names };
-        let op = self
-            .start(&request, provider, op, &r.request_id, false)
-            .await?;
-        Ok(Response::new(op))
+        let result = self.batch_delete_streams_call(&request).await;
+        self.audited(
+            &request,
+            Method::BatchDeleteStreams,
+            r.parent.clone(),
+            &r.request_id,
+            result,
+        )
+        .await
     }
 
     type WatchStreamStream = WatchStreamOut;

@@ -10,6 +10,8 @@
 //! Each operation task runs in a telemetry context of its own (provider-call spans under the
 //! call that started it, if any) and counts in `streamgate_operations_in_flight` while it runs.
 //!
+//! When an operation is done, the runner tells its [`OperationObserver`] (the audit trail).
+//!
 //! It does not validate requests or check etags: the API layer and the adapters do.
 
 use std::collections::HashMap;
@@ -40,6 +42,13 @@ const MAX_STEP_RETRIES: i32 = 8;
 /// How often a waiter re-reads an operation another process may be driving.
 const WAIT_POLL: Duration = Duration::from_secs(1);
 
+/// Told about every operation this runner finishes (after it is saved).
+#[async_trait::async_trait]
+pub trait OperationObserver: Send + Sync {
+    /// `op` is done: it succeeded or failed for good.
+    async fn done(&self, op: &Operation);
+}
+
 /// What a running operation's task listens to.
 #[derive(Default)]
 struct Control {
@@ -61,6 +70,8 @@ pub struct Runner {
     tasks: TaskTracker,
     // The server's tracer and instruments, for the tasks' spans and the in-flight gauge.
     telemetry: Arc<Telemetry>,
+    // Told when an operation is done.
+    observer: Arc<dyn OperationObserver>,
 }
 
 /// A digest of a request, to tell a retry from a different request with the same request_id.
@@ -89,11 +100,13 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Runner {
-    /// A runner over `store` that dispatches to `registry`.
+    /// A runner over `store` that dispatches to `registry` and tells `observer` about every
+    /// operation it finishes.
     pub fn new(
         store: Arc<dyn OperationStore>,
         registry: Arc<Registry>,
         telemetry: Arc<Telemetry>,
+        observer: Arc<dyn OperationObserver>,
     ) -> Arc<Self> {
         Arc::new(Runner {
             store,
@@ -103,6 +116,7 @@ impl Runner {
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
             telemetry,
+            observer,
         })
     }
 
@@ -273,6 +287,7 @@ impl Runner {
                     }
                     _ => info!("operation done"),
                 }
+                self.observer.done(&op).await;
                 break;
             }
         }

@@ -2,7 +2,9 @@
 //!
 //! One implementation, [`SqlStore`], serves SQLite (embedded, the default) and PostgreSQL
 //! (several replicas) through sqlx's `Any` driver, with portable SQL and `$n` placeholders.
+//! It also holds the audit trail ([`AuditStore`], in `audit.rs`).
 
+mod audit;
 mod sql;
 
 use async_trait::async_trait;
@@ -58,4 +60,67 @@ pub trait OperationStore: Send + Sync {
     ) -> Result<Vec<Operation>>;
     /// Every operation that is not done, oldest first.
     async fn unfinished(&self) -> Result<Vec<Operation>>;
+}
+
+/// One mutating call, as the audit trail holds it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AuditRecord {
+    /// A unique id.
+    pub id: String,
+    /// When the call reached its handler, in milliseconds since the epoch.
+    pub time_ms: i64,
+    /// Who called.
+    pub principal: String,
+    /// The method, e.g. `DeleteStream`.
+    pub method: String,
+    /// The resource the call acts on (a stream, or a parent for a batch).
+    pub target: String,
+    /// The request_id of the call, or empty.
+    pub request_id: String,
+    /// `operations/{id}` of the operation the call started or found, or empty.
+    pub operation: String,
+    /// `accepted`, `validated`, or the error reason of the call.
+    pub outcome: String,
+    /// The provider's request id of the call's failure, or empty.
+    pub provider_request_id: String,
+    /// Once the operation is done: `succeeded` or its error reason (read only; see
+    /// [`AuditStore::complete`]).
+    pub final_outcome: String,
+    /// The provider's request id of the operation's failure, or empty (read only).
+    pub final_provider_request_id: String,
+}
+
+/// Filters of ListAuditRecords: every one given must match exactly.
+#[derive(Clone, Debug, Default)]
+pub struct AuditFilter {
+    /// Only calls of this principal.
+    pub principal: Option<String>,
+    /// Only calls of this method.
+    pub method: Option<String>,
+    /// Only calls on this resource.
+    pub target: Option<String>,
+    /// Only calls that started or found this operation (`operations/{id}`).
+    pub operation: Option<String>,
+}
+
+/// Where the audit trail lives.
+#[async_trait]
+pub trait AuditStore: Send + Sync {
+    /// Records a call (its `final_*` fields are ignored).
+    async fn record(&self, record: &AuditRecord) -> Result<()>;
+    /// Records the final outcome of `operation` (`operations/{id}`); the first one wins.
+    async fn complete(
+        &self,
+        operation: &str,
+        time_ms: i64,
+        outcome: &str,
+        provider_request_id: &str,
+    ) -> Result<()>;
+    /// Newest first, after `after` (a `(time_ms, id)` position), with the final outcomes.
+    async fn list_records(
+        &self,
+        filter: &AuditFilter,
+        after: Option<(i64, String)>,
+        limit: usize,
+    ) -> Result<Vec<AuditRecord>>;
 }

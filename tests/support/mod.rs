@@ -90,6 +90,17 @@ impl TestServer {
         Self::start_text(dir, &url, server, rest, env).await
     }
 
+    /// Like [`TestServer::start_configured`], on the SQLite store in `dir` (for a restart).
+    pub async fn start_configured_in(
+        dir: TempDir,
+        server: &str,
+        rest: &str,
+        env: &[(&str, &str)],
+    ) -> Self {
+        let url = format!("sqlite://{}/sg.db", dir.path().display());
+        Self::start_text(dir, &url, server, rest, env).await
+    }
+
     async fn start_text(
         dir: TempDir,
         url: &str,
