@@ -367,8 +367,10 @@ impl Binary {
         assert!(status.success());
     }
 
-    /// Waits for the process to exit, at most `bound`.
-    pub fn wait_exit(&mut self, bound: Duration) -> std::process::ExitStatus {
+    /// Waits for the process to exit, at most `bound`. Async, so that the test's own client
+    /// connections keep running meanwhile (a blocked runtime would never answer the server's
+    /// graceful-shutdown GOAWAY ping, and hold its drain until the bound).
+    pub async fn wait_exit(&mut self, bound: Duration) -> std::process::ExitStatus {
         let deadline = Instant::now() + bound;
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
@@ -378,7 +380,7 @@ impl Binary {
                 Instant::now() < deadline,
                 "streamgate did not exit in {bound:?}"
             );
-            std::thread::sleep(Duration::from_millis(20));
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 }
