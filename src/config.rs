@@ -17,7 +17,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
@@ -112,6 +112,29 @@ pub struct ServerConfig {
     /// Calls in flight at most; more are shed with RESOURCE_EXHAUSTED (default 1024).
     #[serde(default = "default_max_in_flight")]
     pub max_in_flight: usize,
+    /// `[server.tls]`: TLS on the gRPC listener, and client certificates (mTLS). Plaintext
+    /// when absent.
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+}
+
+/// `[server.tls]`.
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// The server's PEM certificate chain.
+    pub cert_file: PathBuf,
+    /// The server's PEM private key.
+    pub key_file: PathBuf,
+    /// A PEM bundle of the CAs that sign client certificates. When set, clients present a
+    /// certificate signed by one of them (mTLS).
+    #[serde(default)]
+    pub client_ca_file: Option<PathBuf>,
+    /// Accept TLS connections without a client certificate (default false). Calls on such a
+    /// connection are then refused UNAUTHENTICATED in mode `mtls`, except to public services
+    /// (e.g. health checks by a prober that has no certificate).
+    #[serde(default)]
+    pub client_auth_optional: bool,
 }
 
 fn default_deadline() -> Duration {
@@ -137,7 +160,8 @@ pub struct StoreConfig {
 #[serde(deny_unknown_fields)]
 pub struct AuthConfig {
     /// `none` (callers are anonymous; loopback only), `api-key` or `jwt` (a bearer token in
-    /// the `authorization` metadata).
+    /// the `authorization` metadata), or `mtls` (the client certificate; needs
+    /// `[server.tls] client_ca_file`).
     #[serde(default)]
     pub mode: AuthMode,
     /// Services callable without credentials (default: `grpc.health.v1.Health`).
@@ -177,6 +201,9 @@ pub enum AuthMode {
     ApiKey,
     /// `authorization: Bearer <JWT>`, checked per `[auth.jwt]`.
     Jwt,
+    /// A client certificate verified against `[server.tls] client_ca_file`; the principal is
+    /// its first URI subject alternative name, else its first DNS name.
+    Mtls,
 }
 
 /// One API key.
@@ -417,6 +444,7 @@ impl Default for ServerConfig {
             drain_timeout: default_drain(),
             default_deadline: default_deadline(),
             max_in_flight: default_max_in_flight(),
+            tls: None,
         }
     }
 }
@@ -553,6 +581,27 @@ impl Config {
         }
         crate::providers::check_configs(&self.providers)?;
         crate::middleware::Security::from_config(self)?;
+        if let Some(tls) = &self.server.tls {
+            crate::tls::server_config(tls)?;
+        }
+        let client_ca = self
+            .server
+            .tls
+            .as_ref()
+            .is_some_and(|tls| tls.client_ca_file.is_some());
+        if self.auth.mode == AuthMode::Mtls && !client_ca {
+            return Err(ConfigError::Invalid(
+                "auth mode mtls needs [server.tls] with client_ca_file".into(),
+            ));
+        }
+        if let Some(tls) = &self.server.tls
+            && tls.client_auth_optional
+            && tls.client_ca_file.is_none()
+        {
+            return Err(ConfigError::Invalid(
+                "[server.tls] client_auth_optional needs client_ca_file".into(),
+            ));
+        }
         crate::telemetry::otel::OtelSettings::from_env(&self.environment)?;
         if self.auth.mode == AuthMode::None && !self.server.listen.ip().is_loopback() {
             return Err(ConfigError::Invalid(format!(

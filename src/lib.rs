@@ -31,6 +31,7 @@ pub mod providers;
 pub mod server;
 pub mod store;
 pub mod telemetry;
+pub mod tls;
 pub mod watch;
 
 /// The generated code of `proto/streamgate/v1`, and its descriptor set for reflection.

@@ -1,4 +1,4 @@
-//! The gRPC server: mounts StreamService, ProviderService, OperationService, AuditService,
+//! The gRPC server (plaintext, or TLS / mTLS per `[server.tls]`, see [`crate::tls`]): mounts StreamService, ProviderService, OperationService, AuditService,
 //! `grpc.health.v1`
 //! and reflection (v1 and v1alpha, with the `google.rpc` error detail types) behind the
 //! middleware stack, serves the Prometheus scrape endpoint when configured, and shuts down
@@ -112,7 +112,14 @@ pub async fn run(
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let address = listener.local_addr().ok();
-    let server = tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = &config.server.tls {
+        let tls = crate::tls::server_config(tls).map_err(|e| Error::internal(e.to_string()))?;
+        builder = builder
+            .tls_config(tls)
+            .map_err(|e| Error::internal(format_args!("[server.tls]: {e}")))?;
+    }
+    let server = builder
         .layer(crate::middleware::stack(&telemetry, &security))
         .add_service(health_service)
         .add_service(reflection_v1)
@@ -132,7 +139,13 @@ pub async fn run(
         });
     tokio::pin!(server);
     if let Some(address) = address {
-        info!(%address, "serving");
+        let tls = match &config.server.tls {
+            None => "off",
+            Some(tls) if tls.client_ca_file.is_none() => "on",
+            Some(tls) if tls.client_auth_optional => "on, client certificates optional",
+            Some(_) => "on, client certificates required",
+        };
+        info!(%address, tls, "serving");
     }
 
     let served = tokio::select! {

@@ -826,7 +826,7 @@ async fn binary_and_grpcurl_wrong_secret_from_the_environment_is_a_credentials_e
     );
 
     gateway.signal("TERM");
-    gateway.wait_exit(Duration::from_secs(10));
+    gateway.wait_exit(Duration::from_secs(10)).await;
     let log = std::fs::read_to_string(&gateway.log).unwrap();
     assert!(
         log.contains("vod call failed"),

@@ -52,7 +52,7 @@ async fn kill_9_mid_operation_then_restart_finishes_it() {
     let created = Instant::now();
 
     first.signal("KILL");
-    let status = first.wait_exit(Duration::from_secs(5));
+    let status = first.wait_exit(Duration::from_secs(5)).await;
     assert!(!status.success(), "killed, not exited: {status}");
 
     let mut second = Binary::spawn(&config, dir.path(), "second");
@@ -144,7 +144,7 @@ async fn sigterm_drains_and_exits_zero() {
     gateway.signal("TERM");
     // The open watch ends cleanly instead of holding the drain.
     assert!(watch.message().await.unwrap().is_none());
-    let status = gateway.wait_exit(Duration::from_secs(10));
+    let status = gateway.wait_exit(Duration::from_secs(10)).await;
     assert!(status.success(), "{status}");
     // Drained, not cut off at the 3 s bound (the slack is for a loaded machine).
     assert!(

@@ -1194,7 +1194,7 @@ async fn the_binary_deletes_a_streaming_distribution_through_grpcurl_and_survive
     }
     tokio::time::sleep(Duration::from_millis(600)).await;
     gateway.signal("KILL");
-    assert!(!gateway.wait_exit(Duration::from_secs(5)).success());
+    assert!(!gateway.wait_exit(Duration::from_secs(5)).await.success());
     let puts = |fake: &StreamingFake| {
         fake.requests()
             .into_iter()
@@ -1305,7 +1305,7 @@ async fn the_binary_deletes_a_web_distribution_on_moto_through_grpcurl_and_survi
     assert_eq!(disabled["state"], "STATE_DISABLED", "{disabled}");
     assert_eq!(disabled["cloudfront"]["status"], "InProgress", "{disabled}");
     gateway.signal("KILL");
-    assert!(!gateway.wait_exit(Duration::from_secs(5)).success());
+    assert!(!gateway.wait_exit(Duration::from_secs(5)).await.success());
 
     let mut second = support::Binary::spawn_with_env(&config, dir.path(), "second", &AWS_ENV);
     second.ready().await;
@@ -1361,7 +1361,7 @@ async fn a_put_cut_off_by_kill_9_is_not_repeated_after_the_restart() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     gateway.signal("KILL");
-    assert!(!gateway.wait_exit(Duration::from_secs(5)).success());
+    assert!(!gateway.wait_exit(Duration::from_secs(5)).await.success());
     assert!(!fake.is_enabled("ECUT"), "the PUT took effect");
     fake.delay_put_answers(Duration::ZERO);
     let before_restart = fake.requests().len();

@@ -5,6 +5,7 @@
 
 mod support;
 
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
@@ -389,4 +390,247 @@ async fn the_server_default_deadline_bounds_calls_that_send_none() {
         "{:?}",
         started.elapsed()
     );
+}
+
+/// Writes a config file into `dir` with an SQLite store there; returns its path.
+fn config_file(dir: &Path, text: &str) -> PathBuf {
+    let path = dir.join("streamgate.toml");
+    let full = format!(
+        "[server]\ndrain_timeout = \"2s\"\n[store]\nurl = \"sqlite://{}/sg.db\"\n{text}",
+        dir.display()
+    );
+    std::fs::write(&path, full).unwrap();
+    path
+}
+
+/// What grpcurl printed for a refused call: its code, and the `reason` of its ErrorInfo.
+fn assert_refused(output: &std::process::Output, code: &str, reason: &str, message: &str) {
+    let printed = output_text(output);
+    assert!(!output.status.success(), "{printed}");
+    assert!(printed.contains(&format!("Code: {code}")), "{printed}");
+    assert!(
+        printed.contains(&format!(r#""reason":"{reason}""#)),
+        "{printed}"
+    );
+    assert!(printed.contains(message), "{printed}");
+}
+
+const PUBLIC_REFLECTION: &str = "public = [\"grpc.health.v1.Health\", \
+     \"grpc.reflection.v1.ServerReflection\", \"grpc.reflection.v1alpha.ServerReflection\"]\n";
+
+#[tokio::test]
+async fn the_binary_refuses_each_bad_caller_with_its_code_and_reason_through_grpcurl() {
+    use jsonwebtoken::{EncodingKey, Header, encode};
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_file(
+        dir.path(),
+        &format!(
+            "{}[auth]\nmode = \"jwt\"\n{PUBLIC_REFLECTION}[auth.jwt]\n\
+             issuer = \"https://issuer.test\"\naudience = \"streamgate\"\n\
+             hs256_secret_env = \"SG_JWT_SECRET\"\nleeway = \"0s\"\n{OPS_EVERYTHING}\
+             [[authorization]]\nprincipal = \"reader\"\n\
+             methods = [\"ProviderService/*\", \"StreamService/Get*\"]\nproviders = [\"local\"]\n\
+             [rate_limits]\nper_second = 1000\n[[rate_limits.rules]]\nprincipal = \"ops\"\n\
+             method = \"ProviderService/GetProvider\"\nper_second = 1\nburst = 2\n",
+            providers()
+        ),
+    );
+    let mut binary = support::Binary::spawn_with_env(
+        &config,
+        dir.path(),
+        "jwt",
+        &[("SG_JWT_SECRET", "hs256-binary-secret")],
+    );
+    binary.ready().await;
+    let addr = binary.addr.to_string();
+    let key = EncodingKey::from_secret(b"hs256-binary-secret");
+    let token = |sub: &str, exp: u64| {
+        encode(&Header::default(), &claims(sub, exp, "streamgate"), &key).unwrap()
+    };
+    let (ops, reader, expired) = (
+        token("ops", now() + 300),
+        token("reader", now() + 300),
+        token("ops", now() - 60),
+    );
+    let call = |token: Option<&str>, data: &str, method: &str| {
+        let header = token.map(|t| format!("authorization: Bearer {t}"));
+        let mut args = Vec::new();
+        if let Some(header) = &header {
+            args.extend(["-H", header.as_str()]);
+        }
+        args.extend(["-d", data, addr.as_str(), method]);
+        grpcurl(&args)
+    };
+    const LIST: &str = "streamgate.v1.ProviderService/ListProviders";
+    const GET: &str = "streamgate.v1.ProviderService/GetProvider";
+
+    assert_refused(
+        &call(None, "{}", LIST),
+        "Unauthenticated",
+        "UNAUTHENTICATED",
+        "no bearer token",
+    );
+    assert_refused(
+        &call(Some("not-a-token"), "{}", LIST),
+        "Unauthenticated",
+        "UNAUTHENTICATED",
+        "not a JWT",
+    );
+    assert_refused(
+        &call(Some(&expired), "{}", LIST),
+        "Unauthenticated",
+        "UNAUTHENTICATED",
+        "expired",
+    );
+    // Outside its allow-list: a method it may not call, a provider it may not use.
+    assert_refused(
+        &call(
+            Some(&reader),
+            r#"{"name": "providers/local/streams/cam-1"}"#,
+            "streamgate.v1.StreamService/DeleteStream",
+        ),
+        "PermissionDenied",
+        "PERMISSION_DENIED",
+        "DeleteStream",
+    );
+    assert_refused(
+        &call(Some(&reader), r#"{"name": "providers/secret"}"#, GET),
+        "PermissionDenied",
+        "PERMISSION_DENIED",
+        "secret",
+    );
+    let allowed = call(Some(&reader), r#"{"name": "providers/local"}"#, GET);
+    assert!(allowed.status.success(), "{}", output_text(&allowed));
+
+    // ops may read GetProvider twice at once, then once a second.
+    let mut outputs = Vec::new();
+    for _ in 0..8 {
+        let output = call(Some(&ops), r#"{"name": "providers/local"}"#, GET);
+        let limited = !output.status.success();
+        outputs.push(output);
+        if limited {
+            break;
+        }
+    }
+    assert!(outputs[0].status.success(), "{}", output_text(&outputs[0]));
+    let last = outputs.last().unwrap();
+    assert_refused(
+        last,
+        "ResourceExhausted",
+        "RATE_LIMITED",
+        "google.rpc.RetryInfo",
+    );
+    // Another method keeps its own budget.
+    let listed = call(Some(&ops), "{}", LIST);
+    assert!(
+        output_text(&listed).contains("providers/secret"),
+        "{}",
+        output_text(&listed)
+    );
+}
+
+/// mTLS with a client CA; with client certificates optional, health and reflection are
+/// public (a prober and grpcurl without a certificate).
+fn mtls_config(pki: &support::pki::Pki, server: &support::pki::Pair, optional: bool) -> String {
+    let public = if optional { PUBLIC_REFLECTION } else { "" };
+    format!(
+        "[server.tls]\ncert_file = \"{}\"\nkey_file = \"{}\"\nclient_ca_file = \"{}\"\n\
+         client_auth_optional = {optional}\n{}[auth]\nmode = \"mtls\"\n{public}\
+         [[authorization]]\nprincipal = \"spiffe://streamgate.test/ops\"\nmethods = [\"*\"]\n\
+         [[authorization]]\nprincipal = \"spiffe://streamgate.test/reader\"\n\
+         methods = [\"ProviderService/*\", \"grpc.reflection.*\"]\nproviders = [\"local\"]\n",
+        server.cert.display(),
+        server.key.display(),
+        pki.ca_file.display(),
+        providers()
+    )
+}
+
+#[tokio::test]
+async fn mtls_names_the_caller_by_its_certificate_and_refuses_a_client_without_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = support::pki::Pki::new(dir.path(), "trusted");
+    let server = pki.server("server");
+    let ops = pki.client("ops", "spiffe://streamgate.test/ops");
+    let reader = pki.client("reader", "spiffe://streamgate.test/reader");
+    let rogue =
+        support::pki::Pki::new(dir.path(), "rogue").client("rogue", "spiffe://streamgate.test/ops");
+    let config = config_file(dir.path(), &mtls_config(&pki, &server, false));
+    let mut binary = support::Binary::spawn(&config, dir.path(), "mtls");
+    binary.ready_tls(&pki.ca_file, Some(&ops)).await;
+    let addr = binary.addr.to_string();
+    let ca = pki.ca_file.to_str().unwrap();
+    let call = |pair: Option<&support::pki::Pair>, data: &str, method: &str| {
+        // grpc-go redials a refused handshake until the connect timeout (default 10 s).
+        let mut args = vec!["-connect-timeout", "3", "-cacert", ca];
+        if let Some(pair) = pair {
+            let (cert, key) = pair.paths();
+            args.extend(["-cert", cert, "-key", key]);
+        }
+        args.extend(["-d", data, addr.as_str(), method]);
+        support::grpcurl_tls(&args)
+    };
+
+    let listed = call(
+        Some(&ops),
+        "{}",
+        "streamgate.v1.ProviderService/ListProviders",
+    );
+    let printed = output_text(&listed);
+    assert!(listed.status.success(), "{printed}");
+    assert!(printed.contains("providers/secret"), "{printed}");
+    // The principal is the certificate's URI SAN: reader's allow-list applies to reader.
+    let denied = call(
+        Some(&reader),
+        r#"{"name": "providers/secret"}"#,
+        "streamgate.v1.ProviderService/GetProvider",
+    );
+    assert_refused(&denied, "PermissionDenied", "PERMISSION_DENIED", "secret");
+    // No certificate, or one from another CA: the handshake fails, nothing is served.
+    for (what, pair) in [("no certificate", None), ("another CA", Some(&rogue))] {
+        let refused = call(pair, "{}", "grpc.health.v1.Health/Check");
+        let printed = output_text(&refused);
+        assert!(!refused.status.success(), "{what}: {printed}");
+        assert!(!printed.contains("SERVING"), "{what}: {printed}");
+    }
+    // Plaintext is not served either.
+    let plaintext = grpcurl(&["-d", "{}", &addr, "grpc.health.v1.Health/Check"]);
+    assert!(!plaintext.status.success(), "{}", output_text(&plaintext));
+    drop(binary);
+
+    // With client certificates optional, a prober without one gets health (public), and a
+    // caller without one is refused UNAUTHENTICATED, ErrorInfo and all.
+    let config = config_file(dir.path(), &mtls_config(&pki, &server, true));
+    let mut binary = support::Binary::spawn(&config, dir.path(), "mtls-optional");
+    binary.ready_tls(&pki.ca_file, None).await;
+    let addr = binary.addr.to_string();
+    let bare = |data: &str, method: &str| {
+        support::grpcurl_tls(&["-cacert", ca, "-d", data, &addr, method])
+    };
+    let health = bare("{}", "grpc.health.v1.Health/Check");
+    assert!(
+        output_text(&health).contains("\"SERVING\""),
+        "{}",
+        output_text(&health)
+    );
+    assert_refused(
+        &bare("{}", "streamgate.v1.ProviderService/ListProviders"),
+        "Unauthenticated",
+        "UNAUTHENTICATED",
+        "no certificate",
+    );
+    let (cert, key) = ops.paths();
+    let with_cert = support::grpcurl_tls(&[
+        "-cacert",
+        ca,
+        "-cert",
+        cert,
+        "-key",
+        key,
+        "-d",
+        "{}",
+        &addr,
+        "streamgate.v1.ProviderService/ListProviders",
+    ]);
+    assert!(with_cert.status.success(), "{}", output_text(&with_cert));
 }

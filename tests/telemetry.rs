@@ -4,6 +4,9 @@
 //! trace id in the log lines of the real binary.
 
 mod support;
+#[allow(dead_code)]
+#[path = "fakes/vod.rs"]
+mod vod;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -14,6 +17,7 @@ use serde_json::Value;
 use streamgate::pb;
 use streamgate::pb::operation_service_client::OperationServiceClient;
 use streamgate::pb::stream_service_client::StreamServiceClient;
+use support::cloudfront_fake::StreamingFake;
 use support::kvs_fake::KvsFake;
 use support::otlp::{OtlpReceiver, attribute};
 use support::scrape::{sample, scrape};
@@ -177,6 +181,63 @@ async fn otlp_receiver_gets_the_server_span_under_the_callers_traceparent_and_pr
         failed_describe.status.as_ref().map(|s| s.code),
         Some(StatusCode::Error as i32)
     );
+}
+
+#[tokio::test]
+async fn aliyun_vod_and_cloudfront_calls_are_provider_call_spans_under_the_server_span() {
+    let receiver = OtlpReceiver::start().await;
+    let vod = vod::FakeVod::start().await;
+    vod.add_key("LTAI5tFakeKeyId01", "fake-secret", None);
+    vod.add_video("v1", &["job-1"]);
+    let cloudfront = StreamingFake::start(0).await;
+    cloudfront.add("EFAKE1", true, "one");
+    let mut env = AWS_ENV.to_vec();
+    env.push(("OTEL_EXPORTER_OTLP_ENDPOINT", &receiver.endpoint));
+    let providers = format!(
+        "[[providers]]\nid = \"vod\"\nkind = \"aliyun-vod\"\nregion = \"cn-shanghai\"\n\
+         endpoint_url = \"{}\"\naccess_key_id = \"LTAI5tFakeKeyId01\"\n\
+         access_key_secret = \"fake-secret\"\n\
+         [[providers]]\nid = \"rtmp\"\nkind = \"cloudfront-streaming\"\nendpoint_url = \"{}\"\n",
+        vod.url(),
+        cloudfront.url()
+    );
+    let server = TestServer::start_env(&providers, &env).await;
+    let mut streams = server.streams();
+    streams
+        .get_stream(traced(get("providers/vod/videos/v1/streams/job-1")))
+        .await
+        .unwrap();
+    streams
+        .get_stream(traced(get("providers/rtmp/streams/EFAKE1")))
+        .await
+        .unwrap();
+    server.stop().await.unwrap();
+
+    let spans = receiver.spans();
+    let ours: Vec<_> = spans
+        .iter()
+        .filter(|s| hex(&s.trace_id) == TRACE_ID)
+        .collect();
+    for (name, provider) in [
+        ("aliyun-vod GetPlayInfo", "vod"),
+        ("cloudfront-streaming GetStreamingDistribution", "rtmp"),
+    ] {
+        let span = ours
+            .iter()
+            .find(|s| s.name == name)
+            .unwrap_or_else(|| panic!("no {name} span: {ours:#?}"));
+        assert_eq!(span.kind, SpanKind::Client as i32, "{name}");
+        assert_eq!(
+            attribute(&span.attributes, "provider").as_deref(),
+            Some(provider)
+        );
+        let parent = ours
+            .iter()
+            .find(|s| s.span_id == span.parent_span_id)
+            .unwrap_or_else(|| panic!("{name} has no parent in the trace"));
+        assert_eq!(parent.kind, SpanKind::Server as i32, "{name}");
+        assert_eq!(parent.name, "streamgate.v1.StreamService/GetStream");
+    }
 }
 
 /// A gateway with one `local` instance and the scrape endpoint on a free port.

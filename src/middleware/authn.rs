@@ -1,6 +1,7 @@
 //! Authentication: who calls. Bearer API keys (configured as SHA-256 hashes, compared in
-//! constant time) or JWTs (HS256 with a secret from the environment; RS256 / ES256 with keys
-//! from a JWKS file; issuer, audience and expiry checked). The principal goes into the request
+//! constant time), JWTs (HS256 with a secret from the environment; RS256 / ES256 with keys
+//! from a JWKS file; issuer, audience and expiry checked), or client certificates verified by
+//! the TLS handshake (mTLS; the name is read by [`crate::tls::principal`]). The principal goes into the request
 //! extensions as [`Principal`]; public services (health by default) pass without credentials.
 //! Async-capable as a layer, not an interceptor, so that later key sources can await.
 
@@ -185,10 +186,19 @@ impl Authenticator {
         })
     }
 
-    /// The principal of a call with these headers to `path`.
-    pub fn authenticate(&self, path: &str, headers: &http::HeaderMap) -> Result<String, Error> {
+    /// The principal of a call with these headers and request extensions (where the
+    /// connection's TLS information is) to `path`.
+    pub fn authenticate(
+        &self,
+        path: &str,
+        headers: &http::HeaderMap,
+        extensions: &http::Extensions,
+    ) -> Result<String, Error> {
         if self.mode == AuthMode::None || is_public(&self.public, path) {
             return Ok(ANONYMOUS.to_string());
+        }
+        if self.mode == AuthMode::Mtls {
+            return crate::tls::principal(extensions).map_err(unauthenticated);
         }
         let token = headers
             .get("authorization")
@@ -218,7 +228,7 @@ impl Authenticator {
                 Some(jwt) => jwt.check(token),
                 None => Err(unauthenticated("JWTs are not configured")),
             },
-            AuthMode::None => Ok(ANONYMOUS.to_string()),
+            AuthMode::None | AuthMode::Mtls => Ok(ANONYMOUS.to_string()),
         }
     }
 }
@@ -230,9 +240,11 @@ impl Gate for Authenticator {
         headers: &http::HeaderMap,
         extensions: &mut http::Extensions,
     ) -> Result<(), Error> {
-        let principal = self.authenticate(path, headers).inspect_err(|error| {
-            tracing::info!(path, reason = error.message(), "unauthenticated call");
-        })?;
+        let principal = self
+            .authenticate(path, headers, extensions)
+            .inspect_err(|error| {
+                tracing::info!(path, reason = error.message(), "unauthenticated call");
+            })?;
         extensions.insert(Principal(principal));
         Ok(())
     }

@@ -8,6 +8,7 @@ pub mod cloudfront_fake;
 pub mod kvs_fake;
 pub mod moto;
 pub mod otlp;
+pub mod pki;
 pub mod postgres;
 pub mod scrape;
 
@@ -305,6 +306,32 @@ impl Binary {
 
     /// Waits until overall health is SERVING; returns the channel.
     pub async fn ready(&mut self) -> Channel {
+        let endpoint = Channel::from_shared(format!("http://{}", self.addr)).unwrap();
+        self.ready_on(endpoint).await
+    }
+
+    /// Like [`Binary::ready`], over TLS: `ca` verifies the server, `identity` is the client
+    /// certificate, if any.
+    pub async fn ready_tls(&mut self, ca: &Path, identity: Option<&pki::Pair>) -> Channel {
+        let mut tls = tonic::transport::ClientTlsConfig::new()
+            .ca_certificate(tonic::transport::Certificate::from_pem(
+                std::fs::read(ca).unwrap(),
+            ))
+            .domain_name("localhost");
+        if let Some(pair) = identity {
+            tls = tls.identity(tonic::transport::Identity::from_pem(
+                std::fs::read(&pair.cert).unwrap(),
+                std::fs::read(&pair.key).unwrap(),
+            ));
+        }
+        let endpoint = Channel::from_shared(format!("https://{}", self.addr))
+            .unwrap()
+            .tls_config(tls)
+            .unwrap();
+        self.ready_on(endpoint).await
+    }
+
+    async fn ready_on(&mut self, endpoint: tonic::transport::Endpoint) -> Channel {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
@@ -313,11 +340,7 @@ impl Binary {
                     std::fs::read_to_string(&self.log).unwrap_or_default()
                 );
             }
-            if let Ok(channel) = Channel::from_shared(format!("http://{}", self.addr))
-                .unwrap()
-                .connect()
-                .await
-            {
+            if let Ok(channel) = endpoint.connect().await {
                 let serving = HealthClient::new(channel.clone())
                     .check(tonic_health::pb::HealthCheckRequest {
                         service: String::new(),
@@ -344,8 +367,10 @@ impl Binary {
         assert!(status.success());
     }
 
-    /// Waits for the process to exit, at most `bound`.
-    pub fn wait_exit(&mut self, bound: Duration) -> std::process::ExitStatus {
+    /// Waits for the process to exit, at most `bound`. Async, so that the test's own client
+    /// connections keep running meanwhile (a blocked runtime would never answer the server's
+    /// graceful-shutdown GOAWAY ping, and hold its drain until the bound).
+    pub async fn wait_exit(&mut self, bound: Duration) -> std::process::ExitStatus {
         let deadline = Instant::now() + bound;
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
@@ -355,7 +380,7 @@ impl Binary {
                 Instant::now() < deadline,
                 "streamgate did not exit in {bound:?}"
             );
-            std::thread::sleep(Duration::from_millis(20));
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 }
@@ -383,8 +408,14 @@ pub fn repo() -> PathBuf {
 
 /// Runs grpcurl 1.8.6 from the test venv in plaintext mode.
 pub fn grpcurl(args: &[&str]) -> std::process::Output {
+    let mut all = vec!["-plaintext"];
+    all.extend_from_slice(args);
+    grpcurl_tls(&all)
+}
+
+/// Runs grpcurl 1.8.6 from the test venv with exactly `args` (TLS unless `-plaintext`).
+pub fn grpcurl_tls(args: &[&str]) -> std::process::Output {
     Command::new(venv_tool("grpcurl"))
-        .arg("-plaintext")
         .args(args)
         .output()
         .unwrap_or_else(|e| panic!("grpcurl: {e}"))

@@ -15,6 +15,7 @@ use super::signer;
 use crate::error::{Error, Kind, Result};
 use crate::providers::limits::OutboundLimits;
 use crate::providers::retry::{RetryPolicy, retry};
+use crate::telemetry::provider_call;
 
 /// The VOD API version.
 const VERSION: &str = "2017-03-21";
@@ -190,7 +191,7 @@ impl VodCore {
         params: &[(&str, &str)],
         failed: &AtomicBool,
     ) -> Result<serde_json::Value> {
-        retry(self.retry, || async {
+        let tries = retry(self.retry, || async {
             let outcome = self.call_once(action, params).await;
             outcome.map_err(|e| {
                 let error = parse_error(&self.provider, &e);
@@ -213,8 +214,8 @@ impl VodCore {
                 );
                 error
             })
-        })
-        .await
+        });
+        provider_call(&self.provider, super::KIND, action, tries).await
     }
 
     /// The streams of `video` (GetPlayInfo with every stream, not only the latest of each

@@ -21,6 +21,7 @@ use crate::config::{Environment, ProviderConfig};
 use crate::domain::{CloudFrontDetails, CloudFrontOrigin};
 use crate::error::{Error, Kind, Result};
 use crate::providers::retry::{RetryPolicy, retry};
+use crate::telemetry::provider_call;
 
 /// CloudFront is global; its API is signed for us-east-1 whatever the instance says.
 const GLOBAL_REGION: &str = "us-east-1";
@@ -188,21 +189,26 @@ impl CloudFrontCore {
         }
     }
 
-    /// Runs one SDK call with retries, mapping its failure into the taxonomy.
-    async fn call<T, F, Fut>(&self, call: F) -> Result<T>
+    /// Runs one SDK call with retries, mapping its failure into the taxonomy; traced and
+    /// measured as one provider call named `web` or `streaming` by the instance's variant.
+    async fn call<T, F, Fut>(&self, [web, streaming]: [&'static str; 2], call: F) -> Result<T>
     where
         F: Fn() -> Fut,
         Fut: Future<Output = std::result::Result<T, CloudFrontError>>,
     {
-        retry(RetryPolicy::default(), || async {
+        let action = match self.variant {
+            Variant::Web => web,
+            Variant::Streaming => streaming,
+        };
+        let tries = retry(RetryPolicy::default(), || async {
             call().await.map_err(|e| parse_error(&self.provider, e))
-        })
-        .await
+        });
+        provider_call(&self.provider, self.variant.kind(), action, tries).await
     }
 
     /// Reads a distribution with its status and ETag.
     pub async fn get(&self, id: &str) -> Result<Distribution> {
-        self.call(|| async {
+        self.call(["GetDistribution", "GetStreamingDistribution"], || async {
             match self.variant {
                 Variant::Streaming => {
                     let out = self
@@ -235,40 +241,43 @@ impl CloudFrontCore {
 
     /// Reads a distribution's configuration and its ETag.
     pub async fn config(&self, id: &str) -> Result<Versioned> {
-        self.call(|| async {
-            let (etag, config) = match self.variant {
-                Variant::Streaming => {
-                    let out = self
-                        .client
-                        .get_streaming_distribution_config()
-                        .id(id)
-                        .send()
-                        .await
-                        .map_err(from_sdk)?;
-                    let config = out
-                        .streaming_distribution_config
-                        .ok_or_else(|| missing("StreamingDistributionConfig"))?;
-                    (out.e_tag, Config::Streaming(Box::new(config)))
-                }
-                Variant::Web => {
-                    let out = self
-                        .client
-                        .get_distribution_config()
-                        .id(id)
-                        .send()
-                        .await
-                        .map_err(from_sdk)?;
-                    let config = out
-                        .distribution_config
-                        .ok_or_else(|| missing("DistributionConfig"))?;
-                    (out.e_tag, Config::Web(Box::new(config)))
-                }
-            };
-            Ok(Versioned {
-                etag: etag.ok_or_else(|| missing("ETag"))?,
-                config,
-            })
-        })
+        self.call(
+            ["GetDistributionConfig", "GetStreamingDistributionConfig"],
+            || async {
+                let (etag, config) = match self.variant {
+                    Variant::Streaming => {
+                        let out = self
+                            .client
+                            .get_streaming_distribution_config()
+                            .id(id)
+                            .send()
+                            .await
+                            .map_err(from_sdk)?;
+                        let config = out
+                            .streaming_distribution_config
+                            .ok_or_else(|| missing("StreamingDistributionConfig"))?;
+                        (out.e_tag, Config::Streaming(Box::new(config)))
+                    }
+                    Variant::Web => {
+                        let out = self
+                            .client
+                            .get_distribution_config()
+                            .id(id)
+                            .send()
+                            .await
+                            .map_err(from_sdk)?;
+                        let config = out
+                            .distribution_config
+                            .ok_or_else(|| missing("DistributionConfig"))?;
+                        (out.e_tag, Config::Web(Box::new(config)))
+                    }
+                };
+                Ok(Versioned {
+                    etag: etag.ok_or_else(|| missing("ETag"))?,
+                    config,
+                })
+            },
+        )
         .await
     }
 
@@ -280,65 +289,71 @@ impl CloudFrontCore {
         config: &Config,
         if_match: &str,
     ) -> Result<Distribution> {
-        self.call(|| async {
-            match config {
-                Config::Streaming(c) => {
-                    let out = self
-                        .client
-                        .update_streaming_distribution()
-                        .id(id)
-                        .if_match(if_match)
-                        .streaming_distribution_config(c.as_ref().clone())
-                        .send()
-                        .await
-                        .map_err(from_sdk)?;
-                    let d = out
-                        .streaming_distribution()
-                        .ok_or_else(|| missing("StreamingDistribution"))?;
-                    Ok(streaming(d, out.e_tag()))
+        self.call(
+            ["UpdateDistribution", "UpdateStreamingDistribution"],
+            || async {
+                match config {
+                    Config::Streaming(c) => {
+                        let out = self
+                            .client
+                            .update_streaming_distribution()
+                            .id(id)
+                            .if_match(if_match)
+                            .streaming_distribution_config(c.as_ref().clone())
+                            .send()
+                            .await
+                            .map_err(from_sdk)?;
+                        let d = out
+                            .streaming_distribution()
+                            .ok_or_else(|| missing("StreamingDistribution"))?;
+                        Ok(streaming(d, out.e_tag()))
+                    }
+                    Config::Web(c) => {
+                        let out = self
+                            .client
+                            .update_distribution()
+                            .id(id)
+                            .if_match(if_match)
+                            .distribution_config(c.as_ref().clone())
+                            .send()
+                            .await
+                            .map_err(from_sdk)?;
+                        let d = out.distribution().ok_or_else(|| missing("Distribution"))?;
+                        Ok(web(d, out.e_tag()))
+                    }
                 }
-                Config::Web(c) => {
-                    let out = self
-                        .client
-                        .update_distribution()
-                        .id(id)
-                        .if_match(if_match)
-                        .distribution_config(c.as_ref().clone())
-                        .send()
-                        .await
-                        .map_err(from_sdk)?;
-                    let d = out.distribution().ok_or_else(|| missing("Distribution"))?;
-                    Ok(web(d, out.e_tag()))
-                }
-            }
-        })
+            },
+        )
         .await
     }
 
     /// Deletes a disabled, deployed distribution if its ETag is still `if_match`.
     pub async fn delete(&self, id: &str, if_match: &str) -> Result<()> {
-        self.call(|| async {
-            match self.variant {
-                Variant::Streaming => self
-                    .client
-                    .delete_streaming_distribution()
-                    .id(id)
-                    .if_match(if_match)
-                    .send()
-                    .await
-                    .map(|_| ())
-                    .map_err(from_sdk),
-                Variant::Web => self
-                    .client
-                    .delete_distribution()
-                    .id(id)
-                    .if_match(if_match)
-                    .send()
-                    .await
-                    .map(|_| ())
-                    .map_err(from_sdk),
-            }
-        })
+        self.call(
+            ["DeleteDistribution", "DeleteStreamingDistribution"],
+            || async {
+                match self.variant {
+                    Variant::Streaming => self
+                        .client
+                        .delete_streaming_distribution()
+                        .id(id)
+                        .if_match(if_match)
+                        .send()
+                        .await
+                        .map(|_| ())
+                        .map_err(from_sdk),
+                    Variant::Web => self
+                        .client
+                        .delete_distribution()
+                        .id(id)
+                        .if_match(if_match)
+                        .send()
+                        .await
+                        .map(|_| ())
+                        .map_err(from_sdk),
+                }
+            },
+        )
         .await
     }
 
@@ -349,82 +364,85 @@ impl CloudFrontCore {
         max_items: usize,
     ) -> Result<(Vec<Distribution>, Option<String>)> {
         let max_items = i32::try_from(max_items).unwrap_or(i32::MAX);
-        self.call(|| async {
-            match self.variant {
-                Variant::Streaming => {
-                    let out = self
-                        .client
-                        .list_streaming_distributions()
-                        .set_marker(marker.map(str::to_string))
-                        .max_items(max_items)
-                        .send()
-                        .await
-                        .map_err(from_sdk)?;
-                    let Some(list) = out.streaming_distribution_list() else {
-                        return Ok((Vec::new(), None));
-                    };
-                    let items = list
-                        .items()
-                        .iter()
-                        .map(|s| Distribution {
-                            id: s.id.clone(),
-                            arn: s.arn.clone(),
-                            etag: String::new(),
-                            status: s.status.clone(),
-                            last_modified_ms: millis(Some(&s.last_modified_time)),
-                            details: CloudFrontDetails {
-                                domain_name: s.domain_name.clone(),
-                                enabled: s.enabled,
-                                comment: s.comment.clone(),
+        self.call(
+            ["ListDistributions", "ListStreamingDistributions"],
+            || async {
+                match self.variant {
+                    Variant::Streaming => {
+                        let out = self
+                            .client
+                            .list_streaming_distributions()
+                            .set_marker(marker.map(str::to_string))
+                            .max_items(max_items)
+                            .send()
+                            .await
+                            .map_err(from_sdk)?;
+                        let Some(list) = out.streaming_distribution_list() else {
+                            return Ok((Vec::new(), None));
+                        };
+                        let items = list
+                            .items()
+                            .iter()
+                            .map(|s| Distribution {
+                                id: s.id.clone(),
+                                arn: s.arn.clone(),
+                                etag: String::new(),
                                 status: s.status.clone(),
-                                origin: s3_origin(s.s3_origin.as_ref()),
-                            },
-                        })
-                        .collect();
-                    let next = list
-                        .is_truncated
-                        .then(|| list.next_marker.clone())
-                        .flatten();
-                    Ok((items, next))
-                }
-                Variant::Web => {
-                    let out = self
-                        .client
-                        .list_distributions()
-                        .set_marker(marker.map(str::to_string))
-                        .max_items(max_items)
-                        .send()
-                        .await
-                        .map_err(from_sdk)?;
-                    let Some(list) = out.distribution_list() else {
-                        return Ok((Vec::new(), None));
-                    };
-                    let items = list
-                        .items()
-                        .iter()
-                        .map(|s| Distribution {
-                            id: s.id.clone(),
-                            arn: s.arn.clone(),
-                            etag: s.e_tag.clone().unwrap_or_default(),
-                            status: s.status.clone(),
-                            last_modified_ms: millis(Some(&s.last_modified_time)),
-                            details: CloudFrontDetails {
-                                domain_name: s.domain_name.clone(),
-                                enabled: s.enabled,
-                                comment: s.comment.clone(),
+                                last_modified_ms: millis(Some(&s.last_modified_time)),
+                                details: CloudFrontDetails {
+                                    domain_name: s.domain_name.clone(),
+                                    enabled: s.enabled,
+                                    comment: s.comment.clone(),
+                                    status: s.status.clone(),
+                                    origin: s3_origin(s.s3_origin.as_ref()),
+                                },
+                            })
+                            .collect();
+                        let next = list
+                            .is_truncated
+                            .then(|| list.next_marker.clone())
+                            .flatten();
+                        Ok((items, next))
+                    }
+                    Variant::Web => {
+                        let out = self
+                            .client
+                            .list_distributions()
+                            .set_marker(marker.map(str::to_string))
+                            .max_items(max_items)
+                            .send()
+                            .await
+                            .map_err(from_sdk)?;
+                        let Some(list) = out.distribution_list() else {
+                            return Ok((Vec::new(), None));
+                        };
+                        let items = list
+                            .items()
+                            .iter()
+                            .map(|s| Distribution {
+                                id: s.id.clone(),
+                                arn: s.arn.clone(),
+                                etag: s.e_tag.clone().unwrap_or_default(),
                                 status: s.status.clone(),
-                                origin: web_origin(s.origins.as_ref()),
-                            },
-                        })
-                        .collect();
-                    let next = list
-                        .is_truncated
-                        .then(|| list.next_marker.clone())
-                        .flatten();
-                    Ok((items, next))
+                                last_modified_ms: millis(Some(&s.last_modified_time)),
+                                details: CloudFrontDetails {
+                                    domain_name: s.domain_name.clone(),
+                                    enabled: s.enabled,
+                                    comment: s.comment.clone(),
+                                    status: s.status.clone(),
+                                    origin: web_origin(s.origins.as_ref()),
+                                },
+                            })
+                            .collect();
+                        let next = list
+                            .is_truncated
+                            .then(|| list.next_marker.clone())
+                            .flatten();
+                        Ok((items, next))
+                    }
                 }
-            }
-        })
+            },
+        )
         .await
     }
 
@@ -439,17 +457,20 @@ impl CloudFrontCore {
         let config =
             web_config(caller_reference, details).map_err(|e| parse_error(&self.provider, e))?;
         let created = self
-            .call(|| async {
-                let out = self
-                    .client
-                    .create_distribution()
-                    .distribution_config(config.clone())
-                    .send()
-                    .await
-                    .map_err(from_sdk)?;
-                let d = out.distribution().ok_or_else(|| missing("Distribution"))?;
-                Ok(web(d, out.e_tag()))
-            })
+            .call(
+                ["CreateDistribution", "CreateStreamingDistribution"],
+                || async {
+                    let out = self
+                        .client
+                        .create_distribution()
+                        .distribution_config(config.clone())
+                        .send()
+                        .await
+                        .map_err(from_sdk)?;
+                    let d = out.distribution().ok_or_else(|| missing("Distribution"))?;
+                    Ok(web(d, out.e_tag()))
+                },
+            )
             .await;
         match created {
             Err(e) if e.kind() == Kind::StreamAlreadyExists => {
