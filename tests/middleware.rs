@@ -187,6 +187,73 @@ async fn authorization_denies_by_default_and_never_tells_existence() {
     assert_eq!(ops.code(), Code::PermissionDenied);
 }
 
+#[tokio::test]
+async fn list_operations_fills_each_page_with_operations_the_caller_may_see() {
+    let rules = format!(
+        "{OPS_EVERYTHING}[[authorization]]\nprincipal = \"reader\"\n\
+         methods = [\"OperationService/*\"]\nproviders = [\"local\"]\n"
+    );
+    let server = TestServer::start_configured("", &api_key_config(&rules), &[]).await;
+    // 3 operations on `secret` between each pair on `local`, newest first when listed.
+    let mut local = Vec::new();
+    for i in 0..5 {
+        for (provider, n) in [("local", 1), ("secret", 3)] {
+            for j in 0..n {
+                let op = server
+                    .streams()
+                    .create_stream(with_token(
+                        pb::CreateStreamRequest {
+                            parent: format!("providers/{provider}"),
+                            stream_id: format!("s{i}-{j}"),
+                            ..Default::default()
+                        },
+                        KEY,
+                    ))
+                    .await
+                    .unwrap()
+                    .into_inner();
+                if provider == "local" {
+                    local.push(op.name);
+                }
+            }
+        }
+    }
+    let mut seen = Vec::new();
+    let mut token = String::new();
+    let mut pages = Vec::new();
+    loop {
+        let page = server
+            .operations()
+            .list_operations(with_token(
+                pb::ListOperationsRequest {
+                    page_size: 2,
+                    page_token: token.clone(),
+                    ..Default::default()
+                },
+                "reader-key",
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        pages.push(page.operations.len());
+        seen.extend(page.operations.into_iter().map(|op| op.name));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    // (Operations made in the same millisecond list in id order, so compare as sets.)
+    let distinct: std::collections::BTreeSet<_> = seen.iter().cloned().collect();
+    assert_eq!(distinct.len(), seen.len(), "no operation twice: {seen:?}");
+    local.sort();
+    assert_eq!(
+        distinct.into_iter().collect::<Vec<_>>(),
+        local,
+        "every operation on local, none on secret"
+    );
+    assert_eq!(pages, [2, 2, 1], "full pages");
+}
+
 fn jwt_config(jwks: &std::path::Path) -> String {
     format!(
         "{}[auth]\nmode = \"jwt\"\n[auth.jwt]\nissuer = \"https://issuer.test\"\naudience = \"streamgate\"\n\

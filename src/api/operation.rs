@@ -6,13 +6,24 @@ use std::time::Duration;
 use tonic::{Request, Response, Status};
 
 use super::{Gateway, authorize_provider, convert, within_deadline};
-use crate::domain::OperationName;
 use crate::domain::page::{MAX_PAGE_SIZE, PageToken, page_size, parse_filter};
+use crate::domain::{Operation, OperationName};
 use crate::error::Error;
 use crate::middleware::Grants;
 use crate::pb;
 use crate::pb::operation_service_server::OperationService;
 use crate::store::OperationFilter;
+
+/// How many store pages one ListOperations call reads at most while skipping operations the
+/// caller may not see.
+const MAX_SCANNED_BATCHES: usize = 10;
+
+fn position_token(cursor: &Option<(i64, String)>, parts: &[&str]) -> String {
+    cursor
+        .as_ref()
+        .map(|(time, id)| PageToken::encode(&format!("{time}/{id}"), parts))
+        .unwrap_or_default()
+}
 
 /// The longest WaitOperation waits.
 const MAX_WAIT: Duration = Duration::from_secs(60);
@@ -79,28 +90,43 @@ impl OperationService for OperationApi {
                 Some((time, id))
             }
         };
-        let mut ops = self
-            .gateway
-            .runner
-            .store()
-            .list(&filter, after, size + 1)
-            .await?;
-        let next_page_token = if ops.len() > size {
-            ops.truncate(size);
-            ops.last()
-                .map(|op| PageToken::encode(&format!("{}/{}", op.create_time_ms, op.id), &parts))
-                .unwrap_or_default()
-        } else {
-            String::new()
-        };
-        // Operations on providers the caller may not use are left out of its pages.
+        // Operations on providers the caller may not use are skipped while the page is
+        // filled, so pages stay full; the scan is bounded, and a page cut short by the bound
+        // still carries a token (AIP-158 allows short pages that are not the last).
         let grants = request.extensions().get::<Grants>();
+        let allowed = |op: &Operation| grants.is_none_or(|g| g.allows(op.request.provider()));
+        let store = self.gateway.runner.store();
+        let mut page = Vec::with_capacity(size);
+        let mut cursor = after;
+        let mut next_page_token = String::new();
+        for _ in 0..MAX_SCANNED_BATCHES {
+            let batch = store.list(&filter, cursor.clone(), size + 1).await?;
+            let more = batch.len() > size;
+            let scanned = batch.len().min(size);
+            let mut full = false;
+            for (i, op) in batch.into_iter().take(size).enumerate() {
+                cursor = Some((op.create_time_ms, op.id.clone()));
+                if allowed(&op) {
+                    page.push(op);
+                }
+                if page.len() == size {
+                    full = more || i + 1 < scanned;
+                    break;
+                }
+            }
+            if page.len() == size || !more {
+                next_page_token = if full {
+                    position_token(&cursor, &parts)
+                } else {
+                    String::new()
+                };
+                break;
+            }
+            // Out of scans: the page ends short, its token where the scan stopped.
+            next_page_token = position_token(&cursor, &parts);
+        }
         Ok(Response::new(pb::ListOperationsResponse {
-            operations: ops
-                .iter()
-                .filter(|op| grants.is_none_or(|g| g.allows(op.request.provider())))
-                .map(convert::operation)
-                .collect(),
+            operations: page.iter().map(convert::operation).collect(),
             next_page_token,
         }))
     }
