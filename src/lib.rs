@@ -17,6 +17,7 @@
 //! - [`watch`] — fan-out of stream changes to WatchStream subscribers.
 //! - [`middleware`] — the tower layers in front of every call.
 //! - [`telemetry`] — logs, OpenTelemetry traces and metrics, the Prometheus scrape endpoint.
+//! - [`probe`] — the client side of `streamgate probe`, the container image's health check.
 //! - [`pb`] — the generated protobuf types, clients and servers of `streamgate.v1`.
 
 pub mod api;
@@ -27,6 +28,7 @@ pub mod domain;
 pub mod error;
 pub mod middleware;
 pub mod operations;
+pub mod probe;
 pub mod providers;
 pub mod server;
 pub mod store;

@@ -1,13 +1,15 @@
-//! The `streamgate` binary: arguments → configuration → telemetry → [`server::run`].
+//! The `streamgate` binary: arguments → configuration → telemetry → [`server::run`]; and
+//! two subcommands that do not serve: `check-config` and `probe` (the image's health check).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use streamgate::config::{Config, LogFormat};
-use streamgate::{server, telemetry};
+use streamgate::config::{Config, LogFormat, parse_duration};
+use streamgate::{probe, server, telemetry};
 
 /// A provider-neutral gRPC gateway for the lifecycle of video streams.
 ///
@@ -36,12 +38,42 @@ enum Command {
         /// The TOML file.
         file: PathBuf,
     },
+    /// Asks a running gateway's grpc.health.v1 whether it is serving (plaintext); exits 0 when
+    /// it is SERVING, 1 otherwise. Loads no configuration.
+    Probe {
+        /// The gateway's gRPC address.
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:50051")]
+        addr: SocketAddr,
+        /// The service to ask about; empty: the server as a whole.
+        #[arg(long, default_value = "")]
+        service: String,
+        /// How long to wait for the answer, connecting included.
+        #[arg(long, value_name = "DURATION", default_value = "3s", value_parser = parse_duration)]
+        timeout: Duration,
+    },
+}
+
+async fn run_probe(addr: SocketAddr, service: &str, bound: Duration) -> ExitCode {
+    match probe::check(addr, service, bound).await {
+        Ok(status) => {
+            println!("{}", status.as_str_name());
+            if status == probe::ServingStatus::Serving {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("streamgate: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn load(args: &Args, env: &HashMap<String, String>) -> Result<Config, String> {
     let path = match &args.command {
         Some(Command::CheckConfig { file }) => Some(file.as_path()),
-        None => args.config.as_deref(),
+        Some(Command::Probe { .. }) | None => args.config.as_deref(),
     };
     let mut config = Config::load(path, env).map_err(|e| e.to_string())?;
     if let Some(listen) = args.listen {
@@ -78,6 +110,14 @@ async fn shutdown_signal() {
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
+    if let Some(Command::Probe {
+        addr,
+        service,
+        timeout,
+    }) = &args.command
+    {
+        return run_probe(*addr, service, *timeout).await;
+    }
     let env: HashMap<String, String> = std::env::vars().collect();
     let config = match load(&args, &env) {
         Ok(config) => config,

@@ -1,5 +1,6 @@
 //! The real `streamgate` binary: kill -9 in the middle of an operation and restart, graceful
-//! shutdown on SIGTERM, the start-up refusals, and `--help`.
+//! shutdown on SIGTERM, the start-up refusals, `--help`, `check-config` on every configuration
+//! shipped under `deploy/`, and `probe` (the container image's health check).
 
 mod support;
 
@@ -178,7 +179,13 @@ fn help_and_check_config() {
         .unwrap();
     assert!(help.status.success());
     let text = String::from_utf8_lossy(&help.stdout);
-    for flag in ["--config", "--listen", "--log-format", "check-config"] {
+    for flag in [
+        "--config",
+        "--listen",
+        "--log-format",
+        "check-config",
+        "probe",
+    ] {
         assert!(text.contains(flag), "{flag} missing from --help:\n{text}");
     }
 
@@ -259,26 +266,167 @@ async fn json_logs_on_request() {
     assert!(lines.iter().any(|l| l["message"] == "serving"), "{text}");
 }
 
+/// `streamgate check-config FILE` in an environment holding only `env`, so that nothing of the
+/// caller's (STREAMGATE_LISTEN, a store URL) changes the verdict.
+fn check_config(path: &std::path::Path, env: &[(&str, &str)]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_streamgate"))
+        .arg("check-config")
+        .arg(path)
+        .env_clear()
+        .envs(env.iter().copied())
+        .output()
+        .unwrap()
+}
+
+/// The block scalar under `key:` of a YAML file (a ConfigMap's `streamgate.toml: |`), dedented.
+fn yaml_block(path: &std::path::Path, key: &str) -> String {
+    let text = std::fs::read_to_string(path).unwrap();
+    let mut lines = text.lines();
+    let header = lines
+        .find(|l| l.trim() == format!("{key}: |"))
+        .unwrap_or_else(|| panic!("no `{key}: |` block in {}", path.display()));
+    let outer = header.len() - header.trim_start().len();
+    let body: Vec<&str> = lines
+        .take_while(|l| l.trim().is_empty() || l.len() - l.trim_start().len() > outer)
+        .collect();
+    let indent = body
+        .iter()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| l.len() - l.trim_start().len())
+        .min()
+        .unwrap_or(0);
+    body.iter()
+        .map(|l| l.get(indent..).unwrap_or_default())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 #[test]
 fn example_configs_load() {
     let examples = support::repo().join("deploy/examples");
-    let mut checked = 0;
+    let mut checked = Vec::new();
     for entry in std::fs::read_dir(&examples).unwrap() {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|e| e == "toml") {
-            let output = Command::new(env!("CARGO_BIN_EXE_streamgate"))
-                .arg("check-config")
-                .arg(&path)
-                .output()
-                .unwrap();
+            let output = check_config(&path, &[]);
             assert!(
                 output.status.success(),
                 "{}: {}",
                 path.display(),
                 String::from_utf8_lossy(&output.stderr)
             );
-            checked += 1;
+            checked.push(path.file_name().unwrap().to_string_lossy().into_owned());
         }
     }
-    assert!(checked > 0, "no example configs in {}", examples.display());
+    assert!(checked.len() >= 6, "missing example configs: {checked:?}");
+
+    // all.toml holds one instance of every kind.
+    let all = check_config(&examples.join("all.toml"), &[]);
+    let listed = String::from_utf8_lossy(&all.stdout);
+    for kind in [
+        "(local)",
+        "(kinesis-video)",
+        "(cloudfront)",
+        "(cloudfront-streaming)",
+        "(aliyun-vod)",
+    ] {
+        assert!(listed.contains(kind), "all.toml has no {kind}: {listed}");
+    }
+}
+
+#[test]
+fn deployment_configs_load() {
+    let deploy = support::repo().join("deploy");
+    let compose = check_config(&deploy.join("compose/streamgate.toml"), &[]);
+    assert!(
+        compose.status.success(),
+        "{}",
+        support::output_text(&compose)
+    );
+
+    // The Kubernetes ConfigMap's TOML, with the environment the Deployment gives it.
+    let dir = tempfile::tempdir().unwrap();
+    let embedded = dir.path().join("configmap.toml");
+    std::fs::write(
+        &embedded,
+        yaml_block(&deploy.join("k8s/configmap.yaml"), "streamgate.toml"),
+    )
+    .unwrap();
+    let env = [
+        (
+            "STREAMGATE_JWT_SECRET",
+            "a-test-secret-of-at-least-32-bytes",
+        ),
+        (
+            "STREAMGATE_STORE_URL",
+            "postgres://streamgate:pw@streamgate-postgres:5432/streamgate",
+        ),
+    ];
+    let k8s = check_config(&embedded, &env);
+    assert!(k8s.status.success(), "{}", support::output_text(&k8s));
+    assert!(
+        String::from_utf8_lossy(&k8s.stdout).contains("3 provider instance(s)"),
+        "{}",
+        support::output_text(&k8s)
+    );
+    // The Secret's JWT key is what makes it valid: without it, the gateway refuses to start.
+    let without_secret = check_config(&embedded, &env[1..]);
+    assert_eq!(without_secret.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&without_secret.stderr).contains("STREAMGATE_JWT_SECRET"),
+        "{}",
+        support::output_text(&without_secret)
+    );
+}
+
+/// `streamgate probe`, the container image's health check.
+fn probe(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_streamgate"))
+        .arg("probe")
+        .args(args)
+        // The probe loads no configuration, not even a broken one.
+        .env("STREAMGATE_CONFIG", "/nonexistent/streamgate.toml")
+        .output()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn probe_asks_grpc_health() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "1s");
+    let mut server = Binary::spawn(&config, dir.path(), "probe");
+    server.ready().await;
+    let addr = server.addr.to_string();
+
+    let serving = probe(&["--addr", &addr]);
+    assert!(
+        serving.status.success(),
+        "{}",
+        support::output_text(&serving)
+    );
+    assert_eq!(String::from_utf8_lossy(&serving.stdout).trim(), "SERVING");
+    let service = probe(&["--addr", &addr, "--service", "streamgate.v1.StreamService"]);
+    assert!(
+        service.status.success(),
+        "{}",
+        support::output_text(&service)
+    );
+
+    let unknown = probe(&["--addr", &addr, "--service", "no.such.Service"]);
+    assert_eq!(unknown.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&unknown.stderr).contains("NotFound"),
+        "{}",
+        support::output_text(&unknown)
+    );
+
+    server.signal("KILL");
+    server.wait_exit(Duration::from_secs(10));
+    let down = probe(&["--addr", &addr, "--timeout", "1s"]);
+    assert_eq!(down.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&down.stderr).contains("cannot connect"),
+        "{}",
+        support::output_text(&down)
+    );
 }
