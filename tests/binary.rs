@@ -421,7 +421,7 @@ async fn probe_asks_grpc_health() {
     );
 
     server.signal("KILL");
-    server.wait_exit(Duration::from_secs(10));
+    server.wait_exit(Duration::from_secs(10)).await;
     let down = probe(&["--addr", &addr, "--timeout", "1s"]);
     assert_eq!(down.status.code(), Some(1));
     assert!(

@@ -353,7 +353,8 @@ async fn jwts_are_checked_for_signature_issuer_audience_and_expiry() {
 async fn a_caller_over_its_rate_gets_rate_limited_with_retry_info() {
     let rest = format!(
         "{}[rate_limits]\nper_second = 1000\n[[rate_limits.rules]]\nprincipal = \"ops\"\n\
-         method = \"ProviderService/GetProvider\"\nper_second = 1\nburst = 2\n",
+         method = \"ProviderService/GetProvider\"\nper_second = 1\nburst = 2\n\
+         [[rate_limits.rules]]\nprincipal = \"anonymous\"\nper_second = 1\nburst = 1\n",
         api_key_config(OPS_EVERYTHING)
     );
     let server = TestServer::start_configured("", &rest, &[]).await;
@@ -377,6 +378,14 @@ async fn a_caller_over_its_rate_gets_rate_limited_with_retry_info() {
         .cloned()
         .expect("RetryInfo");
     assert!(retry.retry_delay.unwrap() <= Duration::from_secs(1));
+    // Health has no rate, even where a rule covers it (the anonymous prober's budget is 1).
+    for _ in 0..5 {
+        server
+            .health()
+            .check(tonic_health::pb::HealthCheckRequest::default())
+            .await
+            .expect("health is not rate limited");
+    }
     // Another method has its own bucket.
     providers
         .list_providers(with_token(pb::ListProvidersRequest::default(), KEY))
@@ -416,6 +425,13 @@ async fn calls_beyond_the_in_flight_bound_are_shed() {
         .unwrap_err();
     assert_eq!(shed.code(), Code::ResourceExhausted);
     assert_eq!(reason(&shed), "OVERLOADED");
+    // Health is never shed: an overloaded gateway is alive, and its prober must see so.
+    let health = server
+        .health()
+        .check(tonic_health::pb::HealthCheckRequest::default())
+        .await
+        .expect("health answers while calls are shed");
+    assert_eq!(health.into_inner().status, 1);
     waiting.await.unwrap().unwrap();
     server
         .providers()

@@ -1,6 +1,7 @@
 //! Load shedding: at most `[server] max_in_flight` calls are handled at once; a call beyond
 //! that is answered at once with RESOURCE_EXHAUSTED / OVERLOADED (never INTERNAL), instead of
 //! queueing until everyone times out. A streaming call counts until its response starts.
+//! Health checks are never shed (see `is_health`).
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -60,6 +61,9 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        if super::is_health(request.uri().path()) {
+            return Box::pin(self.inner.call(request));
+        }
         match Arc::clone(&self.permits).try_acquire_owned() {
             Ok(permit) => {
                 let future = self.inner.call(request);

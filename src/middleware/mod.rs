@@ -132,6 +132,13 @@ fn method_names(path: &str) -> (String, String) {
     (full, short)
 }
 
+/// Whether `path` is a `grpc.health.v1.Health` method. Health is never shed nor rate limited:
+/// an overloaded gateway is still alive, and a prober that saw it fail would restart it and
+/// so cut off every call it was finishing; probes come at the prober's fixed pace.
+fn is_health(path: &str) -> bool {
+    path.starts_with("/grpc.health.v1.Health/")
+}
+
 /// Whether `path` belongs to one of the `public` services.
 fn is_public(public: &[String], path: &str) -> bool {
     let service = path

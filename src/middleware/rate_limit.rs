@@ -105,6 +105,9 @@ impl Gate for InboundGate {
         let Some(limits) = &self.0 else {
             return Ok(());
         };
+        if super::is_health(path) {
+            return Ok(());
+        }
         let principal = extensions
             .get::<Principal>()
             .map_or(ANONYMOUS, |p| p.0.as_str());

@@ -3,15 +3,14 @@
 //!
 //! The provider instance is read from the call's telemetry context, which the trace layer
 //! opens outside this one and the registry fills in when a handler resolves the instance.
-//! A method no service serves is counted as `unknown`, so that callers cannot invent label
-//! values.
+//! A method no service serves is counted as `unknown` (see [`RpcName::parse`]), so that
+//! callers cannot invent label values, whichever layer refused the call.
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
 use futures::future::BoxFuture;
-use tonic::Code;
 use tower::{Layer, Service};
 
 use super::outcome::{Observed, Outcome, observe_call};
@@ -70,14 +69,7 @@ where
         let context = call::current();
         let telemetry = Arc::clone(&self.telemetry);
         let finish = move |outcome: Outcome| {
-            // tonic answers a method no service serves with a bare UNIMPLEMENTED; ours carry
-            // details.
-            let served = outcome.code != Code::Unimplemented || outcome.detailed;
-            let name = if served {
-                RpcName::parse(&path)
-            } else {
-                RpcName::UNKNOWN
-            };
+            let name = RpcName::parse(&path);
             let labels = RpcLabels {
                 service: name.service,
                 method: name.method,

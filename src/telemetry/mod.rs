@@ -18,8 +18,9 @@ pub mod metrics;
 pub mod otel;
 pub mod scrape;
 
+use std::collections::HashSet;
 use std::io::IsTerminal;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use opentelemetry::metrics::MeterProvider;
 use opentelemetry::trace::TracerProvider;
@@ -64,24 +65,58 @@ pub struct RpcName<'a> {
 }
 
 impl<'a> RpcName<'a> {
-    /// Splits `path`; anything else than `/service/method` is `unknown/unknown`.
+    /// Splits `path` when it names a method this server serves; anything else (a made-up
+    /// method, even one refused before routing) is [`RpcName::UNKNOWN`], so that callers
+    /// cannot make up label values or span names.
     pub fn parse(path: &'a str) -> Self {
+        if !served_methods().contains(path) {
+            return RpcName::UNKNOWN;
+        }
         match path.strip_prefix('/').and_then(|p| p.split_once('/')) {
-            Some((service, method))
-                if !service.is_empty() && !method.is_empty() && !method.contains('/') =>
-            {
-                RpcName { service, method }
-            }
-            _ => RpcName::UNKNOWN,
+            Some((service, method)) => RpcName { service, method },
+            None => RpcName::UNKNOWN,
         }
     }
 
-    /// What a path that is not a served method is counted as, so that a caller cannot make
-    /// up label values.
+    /// What a path that is not a served method is counted as.
     pub const UNKNOWN: RpcName<'static> = RpcName {
         service: "unknown",
         method: "unknown",
     };
+}
+
+/// The `/package.Service/Method` paths the server serves: every method of the descriptor
+/// sets it registers (streamgate, health, reflection v1 and v1alpha).
+pub fn served_methods() -> &'static HashSet<String> {
+    static SERVED: OnceLock<HashSet<String>> = OnceLock::new();
+    SERVED.get_or_init(|| {
+        use prost::Message;
+        let sets = [
+            crate::pb::FILE_DESCRIPTOR_SET,
+            tonic_health::pb::FILE_DESCRIPTOR_SET,
+            tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+            tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+        ];
+        let mut served = HashSet::new();
+        for bytes in sets {
+            // Built into the binary by build.rs and the tonic crates: always decodable.
+            let Ok(set) = prost_types::FileDescriptorSet::decode(bytes) else {
+                continue;
+            };
+            for file in &set.file {
+                for service in &file.service {
+                    let full = match file.package() {
+                        "" => service.name().to_string(),
+                        package => format!("{package}.{}", service.name()),
+                    };
+                    for method in &service.method {
+                        served.insert(format!("/{full}/{}", method.name()));
+                    }
+                }
+            }
+        }
+        served
+    })
 }
 
 /// The trace and metric pipelines of one server.
@@ -197,7 +232,26 @@ mod tests {
                 method: "GetStream"
             }
         );
-        for bad in ["", "/", "/x", "/x/", "//m", "/a/b/c", "no-slash/m"] {
+        assert_eq!(
+            RpcName::parse("/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo").method,
+            "ServerReflectionInfo"
+        );
+        assert_eq!(
+            RpcName::parse("/grpc.health.v1.Health/Watch").service,
+            "grpc.health.v1.Health"
+        );
+        // Well-formed but not served: a caller must not be able to mint label values.
+        for bad in [
+            "",
+            "/",
+            "/x",
+            "/x/",
+            "//m",
+            "/a/b/c",
+            "no-slash/m",
+            "/attacker.Made1/Up1",
+            "/streamgate.v1.StreamService/NoSuchMethod",
+        ] {
             assert_eq!(RpcName::parse(bad), RpcName::UNKNOWN, "{bad:?}");
         }
     }
