@@ -186,6 +186,30 @@ async fn operation_store_on_postgres() {
     suite(SqlStore::open(&pg.url).await.unwrap()).await;
 }
 
+#[tokio::test]
+async fn operation_store_on_postgres_over_tls_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = support::pki::Pki::new(dir.path(), "db");
+    let pg = Postgres::start_tls(&pki.server("db-server"));
+    // The server takes TCP connections over TLS only.
+    let plain = SqlStore::open(&format!("{}?sslmode=disable", pg.url)).await;
+    assert!(plain.is_err(), "a plaintext connection was accepted");
+    // A server certificate no trusted CA signed is refused.
+    let other = support::pki::Pki::new(dir.path(), "other");
+    let foreign = format!(
+        "{}?sslmode=verify-full&sslrootcert={}",
+        pg.url,
+        other.ca_file.display()
+    );
+    assert!(SqlStore::open(&foreign).await.is_err(), "a foreign CA was trusted");
+    let verified = format!(
+        "{}?sslmode=verify-full&sslrootcert={}",
+        pg.url,
+        pki.ca_file.display()
+    );
+    suite(SqlStore::open(&verified).await.unwrap()).await;
+}
+
 fn audit_record(
     id: &str,
     time_ms: i64,

@@ -64,6 +64,8 @@ impl SqlStore {
     /// Connects to `url` (`sqlite://…` or `postgres://…`) and runs the migrations.
     pub async fn open(url: &str) -> Result<Self> {
         sqlx::any::install_default_drivers();
+        // PostgreSQL over TLS (`sslmode=require`, `verify-full` with `sslrootcert=…`) uses rustls.
+        crate::tls::install_crypto_provider();
         let sqlite = url.starts_with("sqlite:");
         let url = if sqlite {
             prepare_sqlite_url(url)?

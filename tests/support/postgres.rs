@@ -65,6 +65,16 @@ impl Postgres {
 
     /// Starts a new cluster.
     pub fn start() -> Self {
+        Self::start_with(None)
+    }
+
+    /// Starts a new cluster that accepts TCP connections over TLS only, with `server` (a
+    /// certificate for 127.0.0.1) as its certificate.
+    pub fn start_tls(server: &super::pki::Pair) -> Self {
+        Self::start_with(Some(server))
+    }
+
+    fn start_with(tls: Option<&super::pki::Pair>) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("streamgate-pg")
             .tempdir()
@@ -90,7 +100,29 @@ impl Postgres {
             "initdb",
             &["-D", &data, "-A", "trust", "-U", "postgres", "--no-sync"],
         );
-        let options = format!("-p {port} -h 127.0.0.1 -k {data} -F");
+        let mut options = format!("-p {port} -h 127.0.0.1 -k {data} -F");
+        if let Some(pair) = tls {
+            // Into the data directory, owned by the server's user, the key private to it.
+            let (cert, key) = (pg.data().join("server.crt"), pg.data().join("server.key"));
+            std::fs::copy(&pair.cert, &cert).unwrap();
+            std::fs::copy(&pair.key, &key).unwrap();
+            std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+                .unwrap();
+            std::fs::write(
+                pg.data().join("pg_hba.conf"),
+                "local all all trust\nhostssl all all 127.0.0.1/32 trust\n",
+            )
+            .unwrap();
+            if as_root {
+                let status = Command::new("chown")
+                    .args(["postgres:postgres"])
+                    .args([&cert, &key, &pg.data().join("pg_hba.conf")])
+                    .status()
+                    .unwrap();
+                assert!(status.success());
+            }
+            options += " -c ssl=on -c ssl_cert_file=server.crt -c ssl_key_file=server.key";
+        }
         pg.run(
             "pg_ctl",
             &[
