@@ -153,6 +153,15 @@ pub struct StoreConfig {
     /// `sqlite://data/streamgate.db`).
     #[serde(default = "default_store_url")]
     pub url: String,
+    /// How long an unfinished operation stays with the process driving it without a renewal
+    /// (renewed every third of it); after that another process sharing the store adopts it
+    /// (default `30s`).
+    #[serde(default = "default_lease", deserialize_with = "de_duration")]
+    pub operation_lease: Duration,
+}
+
+fn default_lease() -> Duration {
+    crate::operations::DEFAULT_LEASE
 }
 
 /// `[auth]`: who may call.
@@ -393,6 +402,7 @@ impl fmt::Debug for StoreConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("StoreConfig")
             .field("url", &redact_url(&self.url))
+            .field("operation_lease", &self.operation_lease)
             .finish()
     }
 }
@@ -453,6 +463,7 @@ impl Default for StoreConfig {
     fn default() -> Self {
         StoreConfig {
             url: default_store_url(),
+            operation_lease: default_lease(),
         }
     }
 }
@@ -580,6 +591,11 @@ impl Config {
             }
         }
         crate::providers::check_configs(&self.providers)?;
+        if self.store.operation_lease < Duration::from_secs(1) {
+            return Err(ConfigError::Invalid(
+                "[store] operation_lease must be at least 1s".into(),
+            ));
+        }
         crate::middleware::Security::from_config(self)?;
         if let Some(tls) = &self.server.tls {
             crate::tls::server_config(tls)?;

@@ -75,6 +75,7 @@ pub async fn run(
         Arc::clone(&registry),
         Arc::clone(&telemetry),
         Arc::clone(&audit) as Arc<dyn crate::operations::OperationObserver>,
+        config.store.operation_lease,
     );
     runner.resume_all().await?;
     let gateway = Arc::new(Gateway {

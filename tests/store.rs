@@ -4,15 +4,22 @@
 
 mod support;
 
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
 use streamgate::domain::{OpRequest, OpResult, Operation, StreamName};
 use streamgate::error::{Error, Kind};
 use streamgate::operations::fingerprint;
 use streamgate::pb;
 use streamgate::store::{
-    AuditFilter, AuditRecord, AuditStore, Inserted, OperationFilter, OperationStore, SqlStore,
+    AuditFilter, AuditRecord, AuditStore, Inserted, Lease, OperationFilter, OperationStore,
+    SqlStore,
 };
+
+use streamgate::pb::operation_service_client::OperationServiceClient;
+use streamgate::pb::stream_service_client::StreamServiceClient;
 use support::postgres::Postgres;
-use support::{TestServer, local_provider};
+use support::{Binary, TestServer, local_provider};
+use tonic::transport::Channel;
 
 fn op(id: &str, stream: &str, time: i64, request_id: Option<&str>) -> Operation {
     let request = OpRequest::Delete {
@@ -43,14 +50,33 @@ fn op(id: &str, stream: &str, time: i64, request_id: Option<&str>) -> Operation 
     }
 }
 
+/// The runner processes of the lease checks.
+const A: &str = "runner-a";
+const B: &str = "runner-b";
+const C: &str = "runner-c";
+
+fn lease(owner: &str, until_ms: i64) -> Lease {
+    Lease {
+        owner: owner.into(),
+        until_ms,
+    }
+}
+
+fn ids(ops: &[Operation]) -> Vec<&str> {
+    ops.iter().map(|o| o.id.as_str()).collect()
+}
+
 async fn suite(store: SqlStore) {
     // Insert, read back, and the AIP-155 uniqueness of (principal, request_id).
     let first = op("op1", "a", 1_000, Some("rid-1"));
-    assert!(matches!(store.insert(&first).await.unwrap(), Inserted::New));
+    assert!(matches!(
+        store.insert(&first, &lease(A, 10_000)).await.unwrap(),
+        Inserted::New
+    ));
     assert_eq!(store.get("op1").await.unwrap().unwrap(), first);
     assert!(store.get("nope").await.unwrap().is_none());
     match store
-        .insert(&op("op2", "b", 1_001, Some("rid-1")))
+        .insert(&op("op2", "b", 1_001, Some("rid-1")), &lease(A, 10_000))
         .await
         .unwrap()
     {
@@ -60,16 +86,25 @@ async fn suite(store: SqlStore) {
     let mut other = op("op2", "b", 1_001, Some("rid-1"));
     other.principal = "bob".into();
     assert!(
-        matches!(store.insert(&other).await.unwrap(), Inserted::New),
+        matches!(
+            store.insert(&other, &lease(A, 10_000)).await.unwrap(),
+            Inserted::New
+        ),
         "request ids are per principal"
     );
     assert!(matches!(
-        store.insert(&op("op3", "c", 1_002, None)).await.unwrap(),
+        store
+            .insert(&op("op3", "c", 1_002, None), &lease(A, 10_000))
+            .await
+            .unwrap(),
         Inserted::New
     ));
     assert!(
         matches!(
-            store.insert(&op("op4", "d", 1_002, None)).await.unwrap(),
+            store
+                .insert(&op("op4", "d", 1_002, None), &lease(A, 10_000))
+                .await
+                .unwrap(),
             Inserted::New
         ),
         "no request_id never collides"
@@ -90,7 +125,7 @@ async fn suite(store: SqlStore) {
     assert!(running.cancel_requested);
     running.step = "creating".into();
     running.cancel_requested = false;
-    store.save(&running).await.unwrap();
+    assert!(store.save(&running, A).await.unwrap());
     let read = store.get("op3").await.unwrap().unwrap();
     assert_eq!(read.step, "creating");
     assert!(read.cancel_requested, "save keeps the cancel flag");
@@ -101,7 +136,7 @@ async fn suite(store: SqlStore) {
         Error::new(Kind::StreamNotFound, "gone").with_provider_code("X")
     ));
     finished.update_time_ms = 2_000;
-    store.save(&finished).await.unwrap();
+    assert!(store.save(&finished, A).await.unwrap());
     assert_eq!(store.get("op1").await.unwrap().unwrap(), finished);
     assert!(!store.request_cancel("op1").await.unwrap());
     let unfinished: Vec<_> = store
@@ -166,8 +201,74 @@ async fn suite(store: SqlStore) {
         name: StreamName::parse(&ok.request.target(), "name").unwrap(),
         existed: true,
     }));
-    store.save(&ok).await.unwrap();
+    assert!(store.save(&ok, A).await.unwrap());
     assert_eq!(store.get("op4").await.unwrap().unwrap(), ok);
+
+    leases(&store).await;
+}
+
+/// Leases: one owner per unfinished operation; adoption once a lease ends; fenced saves.
+/// Unfinished here: op2 and op3 (cancel requested), both leased to A until 10 000.
+async fn leases(store: &SqlStore) {
+    assert!(
+        store
+            .claim(&lease(B, 30_000), 5_000, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let mut op3 = store.get("op3").await.unwrap().unwrap();
+    op3.step = "stolen".into();
+    assert!(!store.save(&op3, B).await.unwrap(), "B does not hold op3");
+    assert_eq!(store.get("op3").await.unwrap().unwrap().step, "creating");
+    // A renews (and learns op3's cancellation); B still cannot take them.
+    assert_eq!(store.renew(&lease(A, 20_000)).await.unwrap(), ["op3"]);
+    assert!(
+        store
+            .claim(&lease(B, 30_000), 15_000, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // A stopped renewing: B adopts them, oldest first, as many as it asks for.
+    let first = store.claim(&lease(B, 30_000), 25_000, 1).await.unwrap();
+    assert_eq!(ids(&first), ["op2"]);
+    let rest = store.claim(&lease(B, 30_000), 25_000, 10).await.unwrap();
+    assert_eq!(ids(&rest), ["op3"]);
+    assert!(rest[0].cancel_requested);
+    // A's saves are fenced now; B's go through.
+    assert!(!store.save(&op3, A).await.unwrap());
+    assert!(store.save(&op3, B).await.unwrap());
+    assert_eq!(store.get("op3").await.unwrap().unwrap().step, "stolen");
+    // B stops cleanly: C adopts at once, long before B's lease would end.
+    store.release(B).await.unwrap();
+    let adopted = store.claim(&lease(C, 40_000), 25_001, 10).await.unwrap();
+    assert_eq!(ids(&adopted), ["op2", "op3"]);
+    // Done operations are never claimed.
+    let mut done = adopted[0].clone();
+    done.outcome = Some(Err(Error::new(Kind::Internal, "x")));
+    assert!(store.save(&done, C).await.unwrap());
+    store.release(C).await.unwrap();
+    let left = store.claim(&lease(A, 50_000), 40_001, 10).await.unwrap();
+    assert_eq!(ids(&left), ["op3"]);
+
+    // Two processes claiming at once never both get an operation.
+    for i in 0..20 {
+        let orphan = op(&format!("orphan{i:02}"), &format!("o{i}"), 3_000 + i, None);
+        store.insert(&orphan, &lease(A, 0)).await.unwrap();
+    }
+    let (lease_b, lease_c) = (lease(B, 90_000), lease(C, 90_000));
+    let (b, c) = tokio::join!(
+        store.claim(&lease_b, 60_000, 100),
+        store.claim(&lease_c, 60_000, 100)
+    );
+    let (b, c) = (b.unwrap(), c.unwrap());
+    let mut all: Vec<&str> = ids(&b).into_iter().chain(ids(&c)).collect();
+    all.sort();
+    // (op3's lease, A's until 50 000, has ended too.)
+    let mut expected: Vec<String> = (0..20).map(|i| format!("orphan{i:02}")).collect();
+    expected.insert(0, "op3".into());
+    assert_eq!(all, expected, "each claimed exactly once");
 }
 
 #[tokio::test]
@@ -201,7 +302,10 @@ async fn operation_store_on_postgres_over_tls_only() {
         pg.url,
         other.ca_file.display()
     );
-    assert!(SqlStore::open(&foreign).await.is_err(), "a foreign CA was trusted");
+    assert!(
+        SqlStore::open(&foreign).await.is_err(),
+        "a foreign CA was trusted"
+    );
     let verified = format!(
         "{}?sslmode=verify-full&sslrootcert={}",
         pg.url,
@@ -397,4 +501,124 @@ async fn the_api_on_postgres() {
     };
     assert!(result.results[0].deleted);
     assert!(!result.results[1].deleted);
+}
+
+/// A config for a replica on the shared PostgreSQL at `url`, with this operation lease.
+fn replica_config(dir: &std::path::Path, name: &str, url: &str, lease: &str) -> PathBuf {
+    let path = dir.join(format!("{name}.toml"));
+    std::fs::write(
+        &path,
+        format!(
+            "[server]\ndrain_timeout = \"2s\"\n[store]\nurl = \"{url}\"\n\
+             operation_lease = \"{lease}\"\n\
+             [[providers]]\nid = \"local\"\nkind = \"local\"\ncreate_delay = \"3s\"\n"
+        ),
+    )
+    .unwrap();
+    path
+}
+
+async fn create(channel: &Channel, id: &str) -> pb::Operation {
+    let op = StreamServiceClient::new(channel.clone())
+        .create_stream(pb::CreateStreamRequest {
+            parent: "providers/local".into(),
+            stream_id: id.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!op.done, "{op:?}");
+    op
+}
+
+async fn wait_on(channel: &Channel, op: &pb::Operation) -> pb::Operation {
+    OperationServiceClient::new(channel.clone())
+        .wait_operation(pb::WaitOperationRequest {
+            name: op.name.clone(),
+            timeout: Some(prost_types::Duration {
+                seconds: 30,
+                nanos: 0,
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+fn drove(binary: &Binary, op: &pb::Operation) -> bool {
+    let id = op.name.trim_start_matches("operations/");
+    std::fs::read_to_string(&binary.log)
+        .unwrap()
+        .contains(&format!("operation{{operation={id}}}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_on_postgres_drive_each_operation_once_and_adopt_a_dead_ones() {
+    let pg = Postgres::start();
+    let dir = tempfile::tempdir().unwrap();
+    let short = replica_config(dir.path(), "short", &pg.url, "1s");
+    let mut a = Binary::spawn(&short, dir.path(), "a");
+    let mut b = Binary::spawn(&short, dir.path(), "b");
+    let (to_a, to_b) = (a.ready().await, b.ready().await);
+
+    // A 3 s operation on A, with 1 s leases: A renews, B never takes it over.
+    let op = create(&to_a, "one").await;
+    let done = wait_on(&to_b, &op).await;
+    assert!(
+        done.done && matches!(done.result, Some(pb::operation::Result::Stream(_))),
+        "{done:?}"
+    );
+    assert!(drove(&a, &op));
+    assert!(!drove(&b, &op), "B drove a live replica's operation");
+
+    // A dies mid-operation: B adopts it once A's lease has run out, and finishes it.
+    let op = create(&to_a, "two").await;
+    a.signal("KILL");
+    a.wait_exit(Duration::from_secs(5)).await;
+    let done = wait_on(&to_b, &op).await;
+    assert!(
+        done.done && matches!(done.result, Some(pb::operation::Result::Stream(_))),
+        "{done:?}"
+    );
+    assert!(
+        drove(&b, &op),
+        "B did not adopt the dead replica's operation"
+    );
+    let log = std::fs::read_to_string(&b.log).unwrap();
+    assert!(
+        log.contains("adopted operations whose process stopped"),
+        "{log}"
+    );
+
+    // C holds 60 s leases, and stops cleanly mid-operation: it releases them, so B adopts the
+    // operation at once rather than after 60 s.
+    let long = replica_config(dir.path(), "long", &pg.url, "60s");
+    let mut c = Binary::spawn(&long, dir.path(), "c");
+    let to_c = c.ready().await;
+    let op = create(&to_c, "three").await;
+    let stopped = Instant::now();
+    c.signal("TERM");
+    assert!(c.wait_exit(Duration::from_secs(10)).await.success());
+    let done = wait_on(&to_b, &op).await;
+    assert!(
+        done.done && matches!(done.result, Some(pb::operation::Result::Stream(_))),
+        "{done:?}"
+    );
+    assert!(drove(&b, &op));
+    assert!(
+        stopped.elapsed() < Duration::from_secs(20),
+        "adopted only after {:?}",
+        stopped.elapsed()
+    );
+    let streams = StreamServiceClient::new(to_b.clone())
+        .list_streams(pb::ListStreamsRequest {
+            parent: "providers/local".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .streams;
+    assert_eq!(streams.len(), 3, "{streams:?}");
 }

@@ -240,6 +240,43 @@ async fn aliyun_vod_and_cloudfront_calls_are_provider_call_spans_under_the_serve
     }
 }
 
+#[tokio::test]
+async fn spans_reach_an_https_collector_that_only_its_configured_ca_vouches_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = support::pki::Pki::new(dir.path(), "collector");
+    let receiver = OtlpReceiver::start_tls(&pki.server("collector")).await;
+    let ca = pki.ca_file.display().to_string();
+    let env = [
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.endpoint.as_str()),
+        ("OTEL_EXPORTER_OTLP_CERTIFICATE", ca.as_str()),
+    ];
+    let server = TestServer::start_env(&local_provider("local", "1s"), &env).await;
+    server
+        .providers()
+        .list_providers(traced(pb::ListProvidersRequest::default()))
+        .await
+        .unwrap();
+    server.stop().await.unwrap();
+    let spans = receiver.spans();
+    assert!(
+        spans.iter().any(|s| hex(&s.trace_id) == TRACE_ID
+            && s.name == "streamgate.v1.ProviderService/ListProviders"),
+        "{spans:#?}"
+    );
+
+    // Without the CA, the webpki roots do not vouch for the collector: nothing arrives.
+    let receiver = OtlpReceiver::start_tls(&pki.server("collector-2")).await;
+    let env = [("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.endpoint.as_str())];
+    let server = TestServer::start_env(&local_provider("local", "1s"), &env).await;
+    server
+        .providers()
+        .list_providers(traced(pb::ListProvidersRequest::default()))
+        .await
+        .unwrap();
+    server.stop().await.unwrap();
+    assert!(receiver.spans().is_empty());
+}
+
 /// A gateway with one `local` instance and the scrape endpoint on a free port.
 async fn scraped_gateway(extra_env: &[(&str, &str)]) -> (TestServer, SocketAddr) {
     let metrics: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();

@@ -12,6 +12,14 @@
 //!
 //! When an operation is done, the runner tells its [`OperationObserver`] (the audit trail).
 //!
+//! Several processes may share one store (PostgreSQL): each unfinished operation is driven by
+//! one process at a time, the holder of its lease ([`Lease`]). A runner renews the leases of
+//! its operations every third of the lease, and on each renewal also adopts operations whose
+//! lease ran out (their process died) and picks up cancellations requested through another
+//! process. Every save is fenced by the owner: a runner that lost an operation (it stalled
+//! longer than the lease and another adopted it) writes nothing more and lets it go. A runner
+//! that stops cleanly releases its leases, so others adopt its operations at once.
+//!
 //! It does not validate requests or check etags: the API layer and the adapters do.
 
 use std::collections::HashMap;
@@ -29,7 +37,7 @@ use tracing::{Instrument, info, warn};
 use crate::domain::{OpRequest, Operation, now_ms};
 use crate::error::{Error, Kind, Result};
 use crate::providers::{Registry, Step};
-use crate::store::{Inserted, OperationStore};
+use crate::store::{Inserted, Lease, OperationStore};
 use crate::telemetry::Telemetry;
 use crate::telemetry::call::CallContext;
 
@@ -41,6 +49,10 @@ pub const STEP_DONE: &str = "done";
 const MAX_STEP_RETRIES: i32 = 8;
 /// How often a waiter re-reads an operation another process may be driving.
 const WAIT_POLL: Duration = Duration::from_secs(1);
+/// How many operations one adoption round takes at most.
+const CLAIM_BATCH: usize = 256;
+/// The default lease of an operation (`[store] operation_lease`).
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(30);
 
 /// Told about every operation this runner finishes (after it is saved).
 #[async_trait::async_trait]
@@ -72,6 +84,10 @@ pub struct Runner {
     telemetry: Arc<Telemetry>,
     // Told when an operation is done.
     observer: Arc<dyn OperationObserver>,
+    // This process, as the owner of the operations it drives.
+    instance: String,
+    // How long an operation stays this process's without a renewal.
+    lease: Duration,
 }
 
 /// A digest of a request, to tell a retry from a different request with the same request_id.
@@ -107,6 +123,7 @@ impl Runner {
         registry: Arc<Registry>,
         telemetry: Arc<Telemetry>,
         observer: Arc<dyn OperationObserver>,
+        lease: Duration,
     ) -> Arc<Self> {
         Arc::new(Runner {
             store,
@@ -117,7 +134,16 @@ impl Runner {
             tasks: TaskTracker::new(),
             telemetry,
             observer,
+            instance: uuid::Uuid::new_v4().simple().to_string(),
+            lease: lease.max(Duration::from_millis(300)),
         })
+    }
+
+    fn lease_from(&self, now: i64) -> Lease {
+        Lease {
+            owner: self.instance.clone(),
+            until_ms: now + self.lease.as_millis() as i64,
+        }
     }
 
     /// The store, for reads.
@@ -125,18 +151,69 @@ impl Runner {
         &self.store
     }
 
-    /// Resumes every unfinished operation; returns how many.
+    /// Adopts every unfinished operation no live process holds (all of them, after a restart
+    /// of the only process), then keeps this runner's leases: renewing them, adopting
+    /// operations of processes that died, and acting on cancellations requested elsewhere.
+    /// Returns how many operations it adopted at first.
     pub async fn resume_all(self: &Arc<Self>) -> Result<usize> {
-        let unfinished = self.store.unfinished().await?;
-        let count = unfinished.len();
-        for mut op in unfinished {
-            op.replayed = true;
-            self.spawn(op, None);
-        }
+        let count = self.adopt(self.store.exclusive()).await?;
         if count > 0 {
             info!(count, "resumed unfinished operations");
         }
+        let runner = Arc::clone(self);
+        self.tasks.spawn(async move { runner.keep_leases().await });
         Ok(count)
+    }
+
+    /// Takes the unfinished operations whose lease ended (every one when `all`: the store is
+    /// this process's alone) and starts driving them.
+    async fn adopt(self: &Arc<Self>, all: bool) -> Result<usize> {
+        let mut count = 0;
+        loop {
+            let now = now_ms();
+            let ended_before = if all { i64::MAX } else { now };
+            let claimed = self
+                .store
+                .claim(&self.lease_from(now), ended_before, CLAIM_BATCH)
+                .await?;
+            let n = claimed.len();
+            for mut op in claimed {
+                op.replayed = true;
+                self.spawn(op, None);
+            }
+            count += n;
+            if n < CLAIM_BATCH {
+                return Ok(count);
+            }
+        }
+    }
+
+    async fn keep_leases(self: Arc<Self>) {
+        let period = self.lease / 3;
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(period) => {}
+                () = self.shutdown.cancelled() => return,
+            }
+            match self.store.renew(&self.lease_from(now_ms())).await {
+                Ok(cancelled) => {
+                    for id in cancelled {
+                        let control = lock(&self.running).get(&id).cloned();
+                        if let Some(control) = control
+                            && !control.cancel.swap(true, Ordering::SeqCst)
+                        {
+                            control.wake.notify_one();
+                        }
+                    }
+                }
+                Err(e) => warn!(error = %e, "could not renew the operation leases"),
+            }
+            match self.adopt(false).await {
+                Ok(0) => {}
+                Ok(count) => info!(count, "adopted operations whose process stopped"),
+                Err(e) => warn!(error = %e, "could not adopt orphaned operations"),
+            }
+        }
     }
 
     /// The operation a principal started earlier with `request_id`, if any; a different
@@ -191,7 +268,7 @@ impl Runner {
             create_time_ms: now,
             update_time_ms: now,
         };
-        match self.store.insert(&op).await? {
+        match self.store.insert(&op, &self.lease_from(now)).await? {
             Inserted::Existing(existing) if existing.fingerprint == op.fingerprint => {
                 return Ok(*existing);
             }
@@ -272,9 +349,19 @@ impl Runner {
             }
             op.cancel_requested |= control.cancel.load(Ordering::SeqCst);
             self.step(&mut op).await;
-            if let Err(e) = self.save(&op).await {
-                warn!(error = %e, "could not save the operation; it resumes at the next start");
-                break;
+            match self.save(&op).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    warn!(
+                        "another process adopted the operation (this one held it past its \
+                         lease); leaving it to that process"
+                    );
+                    break;
+                }
+                Err(e) => {
+                    warn!(error = %e, "could not save the operation; another process or the next start resumes it");
+                    break;
+                }
             }
             self.notify(&op.id);
             if let Some(tx) = first.take() {
@@ -342,10 +429,10 @@ impl Runner {
         }
     }
 
-    async fn save(&self, op: &Operation) -> Result<()> {
+    async fn save(&self, op: &Operation) -> Result<bool> {
         let mut retry = 0;
         loop {
-            match self.store.save(op).await {
+            match self.store.save(op, &self.instance).await {
                 Err(e) if e.is_temporary() && retry < MAX_STEP_RETRIES => {
                     retry += 1;
                     tokio::time::sleep(backoff(retry)).await;
@@ -423,7 +510,10 @@ impl Runner {
         self.wait(id, Duration::from_secs(2)).await
     }
 
-    /// Stops every task at its next wait and waits up to `bound` for steps in flight to save.
+    /// Stops every task at its next wait and waits up to `bound` for steps in flight to save;
+    /// then releases this process's leases, so that another process adopts its operations at
+    /// once. A step still running at the bound keeps its lease, to run out: no other process
+    /// may start that step while this one may still be in it.
     pub async fn shutdown(&self, bound: Duration) {
         self.shutdown.cancel();
         self.tasks.close();
@@ -431,7 +521,14 @@ impl Runner {
             .await
             .is_err()
         {
-            warn!("operation steps still running at shutdown; they resume at the next start");
+            warn!(
+                "operation steps still running at shutdown; their operations resume once their \
+                 lease ends"
+            );
+            return;
+        }
+        if let Err(e) = self.store.release(&self.instance).await {
+            warn!(error = %e, "could not release the operation leases; they run out instead");
         }
     }
 }

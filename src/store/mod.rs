@@ -23,6 +23,15 @@ pub enum Inserted {
     Existing(Box<Operation>),
 }
 
+/// Who drives an operation, and until when unless renewed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Lease {
+    /// The process (a runner's instance id).
+    pub owner: String,
+    /// Milliseconds since the epoch.
+    pub until_ms: i64,
+}
+
 /// Filters of ListOperations.
 #[derive(Clone, Debug, Default)]
 pub struct OperationFilter {
@@ -37,8 +46,9 @@ pub struct OperationFilter {
 /// Where the durable operations live.
 #[async_trait]
 pub trait OperationStore: Send + Sync {
-    /// Records a new operation, unless one with its principal and request_id exists.
-    async fn insert(&self, op: &Operation) -> Result<Inserted>;
+    /// Records a new operation, leased to `lease`, unless one with its principal and
+    /// request_id exists.
+    async fn insert(&self, op: &Operation, lease: &Lease) -> Result<Inserted>;
     /// Reads one operation.
     async fn get(&self, id: &str) -> Result<Option<Operation>>;
     /// Reads the operation a principal started with a request_id.
@@ -47,8 +57,9 @@ pub trait OperationStore: Send + Sync {
         principal: &str,
         request_id: &str,
     ) -> Result<Option<Operation>>;
-    /// Writes the runner's progress (not the cancel flag).
-    async fn save(&self, op: &Operation) -> Result<()>;
+    /// Writes the runner's progress (not the cancel flag), if `owner` still holds the
+    /// operation; false when another process adopted it meanwhile (then nothing is written).
+    async fn save(&self, op: &Operation, owner: &str) -> Result<bool>;
     /// Sets the cancel flag; false if there is no such unfinished operation.
     async fn request_cancel(&self, id: &str) -> Result<bool>;
     /// Newest first, after `after` (a `(create_time_ms, id)` position).
@@ -60,6 +71,18 @@ pub trait OperationStore: Send + Sync {
     ) -> Result<Vec<Operation>>;
     /// Every operation that is not done, oldest first.
     async fn unfinished(&self) -> Result<Vec<Operation>>;
+    /// Takes every unfinished operation that has no owner, or another owner whose lease ended
+    /// before `now_ms`, at most `limit`, oldest first: they are leased to `lease` and
+    /// returned. Two processes claiming at once never both get one.
+    async fn claim(&self, lease: &Lease, now_ms: i64, limit: usize) -> Result<Vec<Operation>>;
+    /// Extends the lease of every unfinished operation `lease.owner` holds; returns the ids of
+    /// those whose cancellation was requested (maybe through another process).
+    async fn renew(&self, lease: &Lease) -> Result<Vec<String>>;
+    /// Ends the leases of `owner` (it stops): others may adopt its operations at once.
+    async fn release(&self, owner: &str) -> Result<()>;
+    /// Whether one process only uses this store (embedded SQLite): then a process starting
+    /// takes every unfinished operation at once, leases or not, since whoever held them is gone.
+    fn exclusive(&self) -> bool;
 }
 
 /// One mutating call, as the audit trail holds it.

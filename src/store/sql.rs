@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row};
 
-use super::{Inserted, OperationFilter, OperationStore};
+use super::{Inserted, Lease, OperationFilter, OperationStore};
 use crate::domain::Operation;
 use crate::error::{Error, Result};
 
@@ -23,6 +23,8 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("src/store/migrations"
 pub struct SqlStore {
     // Shared by the runner, the API handlers and every `local` provider instance.
     pool: AnyPool,
+    // SQLite: one process only.
+    sqlite: bool,
 }
 
 impl std::fmt::Debug for SqlStore {
@@ -102,7 +104,7 @@ impl SqlStore {
             .run(&pool)
             .await
             .map_err(|e| Error::internal(format_args!("store: migration failed: {e}")))?;
-        Ok(SqlStore { pool })
+        Ok(SqlStore { pool, sqlite })
     }
 
     /// The pool, for the `local` provider's own table.
@@ -128,12 +130,12 @@ const COLUMNS: &str = "record, cancel_requested";
 
 #[async_trait]
 impl OperationStore for SqlStore {
-    async fn insert(&self, op: &Operation) -> Result<Inserted> {
+    async fn insert(&self, op: &Operation, lease: &Lease) -> Result<Inserted> {
         let record = serde_json::to_string(op)?;
         let result = sqlx::query(
             "INSERT INTO operations (id, principal, request_id, provider, verb, target, done, \
-             cancel_requested, create_time_ms, update_time_ms, record) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+             cancel_requested, create_time_ms, update_time_ms, record, owner, lease_until_ms) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
         )
         .bind(&op.id)
         .bind(&op.principal)
@@ -146,6 +148,8 @@ impl OperationStore for SqlStore {
         .bind(op.create_time_ms)
         .bind(op.update_time_ms)
         .bind(record)
+        .bind(&lease.owner)
+        .bind(lease.until_ms)
         .execute(&self.pool)
         .await;
         match result {
@@ -184,18 +188,20 @@ impl OperationStore for SqlStore {
         row.as_ref().map(decode).transpose()
     }
 
-    async fn save(&self, op: &Operation) -> Result<()> {
+    async fn save(&self, op: &Operation, owner: &str) -> Result<bool> {
         let record = serde_json::to_string(op)?;
-        sqlx::query(
-            "UPDATE operations SET done = $1, update_time_ms = $2, record = $3 WHERE id = $4",
+        let result = sqlx::query(
+            "UPDATE operations SET done = $1, update_time_ms = $2, record = $3 \
+             WHERE id = $4 AND owner = $5",
         )
         .bind(i64::from(op.done()))
         .bind(op.update_time_ms)
         .bind(record)
         .bind(&op.id)
+        .bind(owner)
         .execute(&self.pool)
         .await?;
-        Ok(())
+        Ok(result.rows_affected() > 0)
     }
 
     async fn request_cancel(&self, id: &str) -> Result<bool> {
@@ -249,6 +255,67 @@ impl OperationStore for SqlStore {
         }
         let rows = query.bind(limit as i64).fetch_all(&self.pool).await?;
         rows.iter().map(decode).collect()
+    }
+
+    async fn claim(&self, lease: &Lease, now_ms: i64, limit: usize) -> Result<Vec<Operation>> {
+        let candidates: Vec<String> = sqlx::query_scalar(
+            "SELECT id FROM operations WHERE done = 0 \
+             AND (owner IS NULL OR (owner <> $1 AND lease_until_ms < $2)) \
+             ORDER BY create_time_ms, id LIMIT $3",
+        )
+        .bind(&lease.owner)
+        .bind(now_ms)
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut claimed = Vec::new();
+        for id in candidates {
+            // The same condition again, in the UPDATE: of two claimers, one changes the row.
+            let taken = sqlx::query(
+                "UPDATE operations SET owner = $1, lease_until_ms = $2 WHERE id = $3 AND done = 0 \
+                 AND (owner IS NULL OR (owner <> $4 AND lease_until_ms < $5))",
+            )
+            .bind(&lease.owner)
+            .bind(lease.until_ms)
+            .bind(&id)
+            .bind(&lease.owner)
+            .bind(now_ms)
+            .execute(&self.pool)
+            .await?;
+            if taken.rows_affected() > 0
+                && let Some(op) = self.get(&id).await?
+            {
+                claimed.push(op);
+            }
+        }
+        Ok(claimed)
+    }
+
+    async fn renew(&self, lease: &Lease) -> Result<Vec<String>> {
+        sqlx::query("UPDATE operations SET lease_until_ms = $1 WHERE owner = $2 AND done = 0")
+            .bind(lease.until_ms)
+            .bind(&lease.owner)
+            .execute(&self.pool)
+            .await?;
+        let cancelled = sqlx::query_scalar(
+            "SELECT id FROM operations WHERE owner = $1 AND done = 0 AND cancel_requested = 1",
+        )
+        .bind(&lease.owner)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(cancelled)
+    }
+
+    async fn release(&self, owner: &str) -> Result<()> {
+        sqlx::query("UPDATE operations SET lease_until_ms = 0 WHERE owner = $1 AND done = 0")
+            .bind(owner)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    fn exclusive(&self) -> bool {
+        self.sqlite
     }
 
     async fn unfinished(&self) -> Result<Vec<Operation>> {

@@ -17,6 +17,7 @@
 //! - `OTEL_BSP_SCHEDULE_DELAY`: milliseconds between span batches (default 5000).
 //! - `OTEL_METRIC_EXPORT_INTERVAL`: milliseconds between metric exports (default 60000).
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use opentelemetry::KeyValue;
@@ -25,6 +26,7 @@ use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::Sampler;
 use percent_encoding::percent_decode_str;
 use tonic::metadata::{MetadataKey, MetadataMap, MetadataValue};
+use tonic::transport::{Certificate, ClientTlsConfig, Identity};
 
 use crate::config::{ConfigError, Environment};
 
@@ -32,8 +34,9 @@ use crate::config::{ConfigError, Environment};
 /// is given.
 const DEFAULT_ENDPOINT: &str = "http://localhost:4317";
 
-/// Where and how one signal (traces or metrics) is exported.
-#[derive(Debug, Clone, PartialEq)]
+/// Where and how one signal (traces or metrics) is exported. `Debug` shows header names only:
+/// their values may be a hosted backend's API key.
+#[derive(Clone, PartialEq)]
 pub struct Export {
     /// The collector's gRPC endpoint.
     pub endpoint: String,
@@ -41,6 +44,31 @@ pub struct Export {
     pub headers: Vec<(String, String)>,
     /// The bound of one export call.
     pub timeout: Option<Duration>,
+    /// For an `https://` endpoint: the files of `OTEL_EXPORTER_OTLP_CERTIFICATE` (the CAs
+    /// that sign the collector's certificate; the webpki roots when unset),
+    /// `…_CLIENT_CERTIFICATE` and `…_CLIENT_KEY` (mTLS to the collector).
+    pub tls: Option<TlsFiles>,
+}
+
+impl std::fmt::Debug for Export {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = self.headers.iter().map(|(k, _)| k.as_str()).collect();
+        f.debug_struct("Export")
+            .field("endpoint", &self.endpoint)
+            .field("headers", &names)
+            .field("timeout", &self.timeout)
+            .field("tls", &self.tls)
+            .finish()
+    }
+}
+
+/// The TLS files of an `https://` OTLP endpoint.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct TlsFiles {
+    /// PEM CA bundle; the webpki roots when none.
+    pub ca: Option<PathBuf>,
+    /// PEM client certificate and key, for a collector that asks for one.
+    pub identity: Option<(PathBuf, PathBuf)>,
 }
 
 /// Everything the `OTEL_*` variables configure.
@@ -140,11 +168,52 @@ fn export(env: &Environment, signal: &str) -> Result<Option<Export>, ConfigError
         Some(_) => millis(env, &var("TIMEOUT"))?,
         None => millis(env, "OTEL_EXPORTER_OTLP_TIMEOUT")?,
     };
+    let tls = if endpoint.starts_with("https://") {
+        Some(tls_files(env, &var)?)
+    } else {
+        None
+    };
     Ok(Some(Export {
         endpoint,
         headers,
         timeout,
+        tls,
     }))
+}
+
+/// The TLS files of an `https://` endpoint, each checked readable: the signal's variable wins
+/// over the shared one.
+fn tls_files(env: &Environment, var: &dyn Fn(&str) -> String) -> Result<TlsFiles, ConfigError> {
+    let file = |suffix: &str| -> Result<Option<PathBuf>, ConfigError> {
+        let name = var(suffix);
+        let (name, value) = match env.get(&name) {
+            Some(value) => (name, value),
+            None => {
+                let shared = format!("OTEL_EXPORTER_OTLP_{suffix}");
+                match env.get(&shared) {
+                    Some(value) => (shared, value),
+                    None => return Ok(None),
+                }
+            }
+        };
+        let path = PathBuf::from(value);
+        std::fs::metadata(&path)
+            .map_err(|e| invalid(&name, value, format_args!("cannot read it: {e}")))?;
+        Ok(Some(path))
+    };
+    let ca = file("CERTIFICATE")?;
+    let identity = match (file("CLIENT_CERTIFICATE")?, file("CLIENT_KEY")?) {
+        (Some(cert), Some(key)) => Some((cert, key)),
+        (None, None) => None,
+        _ => {
+            return Err(ConfigError::Invalid(
+                "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE and OTEL_EXPORTER_OTLP_CLIENT_KEY go \
+                 together"
+                    .into(),
+            ));
+        }
+    };
+    Ok(TlsFiles { ca, identity })
 }
 
 fn sampler(env: &Environment) -> Result<Sampler, ConfigError> {
@@ -230,11 +299,34 @@ impl Export {
         Ok(map)
     }
 
-    /// `builder` (of either signal's exporter) with this endpoint, metadata and timeout.
+    /// The client TLS of an `https://` endpoint.
+    fn tls_config(&self) -> Result<Option<ClientTlsConfig>, String> {
+        let Some(files) = &self.tls else {
+            return Ok(None);
+        };
+        crate::tls::install_crypto_provider();
+        let read = |path: &PathBuf| {
+            std::fs::read(path).map_err(|e| format!("OTLP TLS: {}: {e}", path.display()))
+        };
+        let mut config = ClientTlsConfig::new();
+        config = match &files.ca {
+            Some(ca) => config.ca_certificate(Certificate::from_pem(read(ca)?)),
+            None => config.with_webpki_roots(),
+        };
+        if let Some((cert, key)) = &files.identity {
+            config = config.identity(Identity::from_pem(read(cert)?, read(key)?));
+        }
+        Ok(Some(config))
+    }
+
+    /// `builder` (of either signal's exporter) with this endpoint, metadata, timeout and TLS.
     fn configure<B: WithExportConfig + WithTonicConfig>(&self, builder: B) -> Result<B, String> {
-        let builder = builder
+        let mut builder = builder
             .with_endpoint(&self.endpoint)
             .with_metadata(self.metadata()?);
+        if let Some(tls) = self.tls_config()? {
+            builder = builder.with_tls_config(tls);
+        }
         Ok(match self.timeout {
             Some(timeout) => builder.with_timeout(timeout),
             None => builder,
@@ -272,6 +364,60 @@ mod tests {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect::<HashMap<_, _>>(),
         )
+    }
+
+    #[test]
+    fn debug_shows_header_names_not_values() {
+        let settings = OtelSettings::from_env(&env(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4317"),
+            ("OTEL_EXPORTER_OTLP_HEADERS", "x-api-key=sekrit-value"),
+        ]))
+        .unwrap();
+        let printed = format!("{settings:?}");
+        assert!(printed.contains("x-api-key"), "{printed}");
+        assert!(!printed.contains("sekrit-value"), "{printed}");
+    }
+
+    #[test]
+    fn https_endpoints_take_the_tls_files_and_check_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("ca.pem");
+        std::fs::write(&ca, "pem").unwrap();
+        let ca_text = ca.display().to_string();
+        let settings = OtelSettings::from_env(&env(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "https://collector:4317"),
+            ("OTEL_EXPORTER_OTLP_CERTIFICATE", &ca_text),
+        ]))
+        .unwrap();
+        let tls = settings.traces.unwrap().tls.unwrap();
+        assert_eq!(tls.ca, Some(ca.clone()));
+        assert_eq!(tls.identity, None);
+        // Plain http ignores them; a missing file or half an identity is refused.
+        let plain = OtelSettings::from_env(&env(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4317"),
+            ("OTEL_EXPORTER_OTLP_CERTIFICATE", &ca_text),
+        ]))
+        .unwrap();
+        assert_eq!(plain.traces.unwrap().tls, None);
+        let missing = OtelSettings::from_env(&env(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "https://collector:4317"),
+            ("OTEL_EXPORTER_OTLP_CERTIFICATE", "/no/such/ca.pem"),
+        ]))
+        .unwrap_err();
+        assert!(
+            missing
+                .to_string()
+                .contains("OTEL_EXPORTER_OTLP_CERTIFICATE")
+        );
+        let half = OtelSettings::from_env(&env(&[
+            (
+                "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+                "https://collector:4317",
+            ),
+            ("OTEL_EXPORTER_OTLP_TRACES_CLIENT_CERTIFICATE", &ca_text),
+        ]))
+        .unwrap_err();
+        assert!(half.to_string().contains("CLIENT_KEY"), "{half}");
     }
 
     #[test]

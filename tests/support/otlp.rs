@@ -75,18 +75,40 @@ pub struct OtlpReceiver {
 impl OtlpReceiver {
     /// Starts the receiver on a free port.
     pub async fn start() -> Self {
+        Self::start_with(None).await
+    }
+
+    /// Starts the receiver on a free port over TLS, with this certificate (for 127.0.0.1);
+    /// its endpoint is `https://…`.
+    pub async fn start_tls(identity: &super::pki::Pair) -> Self {
+        Self::start_with(Some(identity)).await
+    }
+
+    async fn start_with(identity: Option<&super::pki::Pair>) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr: SocketAddr = listener.local_addr().unwrap();
         let received = Received::default();
-        let server = tonic::transport::Server::builder()
+        let mut builder = tonic::transport::Server::builder();
+        if let Some(pair) = identity {
+            streamgate::tls::install_crypto_provider();
+            let identity = tonic::transport::Identity::from_pem(
+                std::fs::read(&pair.cert).unwrap(),
+                std::fs::read(&pair.key).unwrap(),
+            );
+            builder = builder
+                .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))
+                .unwrap();
+        }
+        let server = builder
             .add_service(TraceServiceServer::new(received.clone()))
             .add_service(MetricsServiceServer::new(received.clone()))
             .serve_with_incoming(TcpListenerStream::new(listener));
         let task = tokio::spawn(async move {
             server.await.unwrap();
         });
+        let scheme = if identity.is_some() { "https" } else { "http" };
         OtlpReceiver {
-            endpoint: format!("http://{addr}"),
+            endpoint: format!("{scheme}://{addr}"),
             received,
             task,
         }
