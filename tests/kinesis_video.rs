@@ -131,6 +131,27 @@ async fn the_fake_speaks_kvs_to_the_aws_sdk() {
 }
 
 #[tokio::test]
+async fn a_stream_creating_past_creation_timeout_fails_the_operation_deadline_exceeded() {
+    let fake = KvsFake::start().await;
+    fake.fake.set_creating_describes(1_000_000);
+    let server = gateway(&fake, "creation_timeout = \"300ms\"\n").await;
+    let op = server
+        .streams()
+        .create_stream(create("slow"))
+        .await
+        .unwrap()
+        .into_inner();
+    let done = wait(&server, &op).await;
+    let error = op_error(&done);
+    assert_eq!(error.code(), Code::DeadlineExceeded, "{error:?}");
+    assert!(error.message().contains("creation_timeout"), "{error:?}");
+    assert!(
+        fake.fake.requests_of("describeStream").len() >= 3,
+        "it polled meanwhile"
+    );
+}
+
+#[tokio::test]
 async fn create_polls_until_active_with_every_parameter() {
     let fake = KvsFake::start().await;
     fake.fake.set_creating_describes(3);

@@ -14,7 +14,7 @@ use crate::domain::names::MAX_SEGMENT_LEN;
 use crate::domain::page::MAX_PAGE_SIZE;
 use crate::domain::{
     BatchItem, Capability, ListQuery, Method, OpRequest, OpResult, Operation, Page, ParentName,
-    Stream, StreamName, StreamPatch, StreamState,
+    Stream, StreamName, StreamPatch, StreamState, now_ms,
 };
 use crate::error::{Error, Kind, Result};
 use crate::providers::{Provider, Step};
@@ -130,6 +130,20 @@ impl KinesisVideoProvider {
             .with_provider(&self.id)
         })?;
         match state(info.status()) {
+            StreamState::Creating
+                if now_ms() - op.create_time_ms
+                    >= self.settings.creation_timeout.as_millis() as i64 =>
+            {
+                Err(Error::new(
+                    Kind::DeadlineExceeded,
+                    format!(
+                        "stream {name} was still CREATING after creation_timeout ({}); it is \
+                         left as KVS has it",
+                        humantime::format_duration(self.settings.creation_timeout)
+                    ),
+                )
+                .with_provider(&self.id))
+            }
             StreamState::Creating => Ok(continue_at(
                 STEP_CREATING,
                 self.settings.creation_poll_interval,

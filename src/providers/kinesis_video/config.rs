@@ -14,6 +14,10 @@ pub struct KvsSettings {
     /// How often a creating stream is polled (default `"1s"`).
     #[serde(default = "default_creation_poll", deserialize_with = "de_duration")]
     pub creation_poll_interval: Duration,
+    /// How long a new stream may stay CREATING before its operation fails DEADLINE_EXCEEDED
+    /// (default `"10m"`; KVS documents no bound, streams normally take seconds).
+    #[serde(default = "default_creation_timeout", deserialize_with = "de_duration")]
+    pub creation_timeout: Duration,
     /// How often WatchStream polls DescribeStream (default `"2s"`).
     #[serde(default = "default_watch_poll", deserialize_with = "de_duration")]
     pub watch_poll_interval: Duration,
@@ -71,6 +75,10 @@ fn default_true() -> bool {
 
 fn default_creation_poll() -> Duration {
     Duration::from_secs(1)
+}
+
+fn default_creation_timeout() -> Duration {
+    Duration::from_secs(600)
 }
 
 fn default_watch_poll() -> Duration {
