@@ -96,6 +96,12 @@ impl fmt::Debug for Environment {
     }
 }
 
+/// The value of a variable that is set and not empty (an empty one counts as unset, as for
+/// the `OTEL_*` and credential variables).
+fn set<'a>(env: &'a HashMap<String, String>, name: &str) -> Option<&'a str> {
+    env.get(name).map(String::as_str).filter(|v| !v.is_empty())
+}
+
 /// `[server]`.
 #[derive(Debug, Deserialize, Clone)]
 #[serde(deny_unknown_fields)]
@@ -517,7 +523,7 @@ impl Config {
     pub fn load(path: Option<&Path>, env: &HashMap<String, String>) -> Result<Config, ConfigError> {
         let path = path
             .map(Path::to_path_buf)
-            .or_else(|| env.get("STREAMGATE_CONFIG").map(Into::into));
+            .or_else(|| set(env, "STREAMGATE_CONFIG").map(Into::into));
         let mut config = match path {
             Some(path) => {
                 let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
@@ -540,16 +546,16 @@ impl Config {
     }
 
     fn apply_env(&mut self, env: &HashMap<String, String>) -> Result<(), ConfigError> {
-        if let Some(listen) = env.get("STREAMGATE_LISTEN") {
+        if let Some(listen) = set(env, "STREAMGATE_LISTEN") {
             self.server.listen = listen
                 .parse()
                 .map_err(|e| ConfigError::Invalid(format!("STREAMGATE_LISTEN={listen:?}: {e}")))?;
         }
-        if let Some(url) = env.get("STREAMGATE_STORE_URL") {
-            self.store.url = url.clone();
+        if let Some(url) = set(env, "STREAMGATE_STORE_URL") {
+            self.store.url = url.to_string();
         }
-        if let Some(format) = env.get("STREAMGATE_LOG_FORMAT") {
-            self.telemetry.log_format = match format.as_str() {
+        if let Some(format) = set(env, "STREAMGATE_LOG_FORMAT") {
+            self.telemetry.log_format = match format {
                 "text" => LogFormat::Text,
                 "json" => LogFormat::Json,
                 other => {
@@ -559,10 +565,10 @@ impl Config {
                 }
             };
         }
-        if let Some(filter) = env.get("STREAMGATE_LOG") {
-            self.telemetry.log_filter = filter.clone();
+        if let Some(filter) = set(env, "STREAMGATE_LOG") {
+            self.telemetry.log_filter = filter.to_string();
         }
-        if let Some(listen) = env.get("STREAMGATE_METRICS_LISTEN") {
+        if let Some(listen) = set(env, "STREAMGATE_METRICS_LISTEN") {
             self.telemetry.metrics_listen = Some(listen.parse().map_err(|e| {
                 ConfigError::Invalid(format!("STREAMGATE_METRICS_LISTEN={listen:?}: {e}"))
             })?);
@@ -681,6 +687,23 @@ mod tests {
         assert_eq!(config.telemetry.log_format, LogFormat::Json);
         assert_eq!(config.providers[0].id, "lab");
         assert!(config.providers[0].settings.contains_key("create_delay"));
+    }
+
+    #[test]
+    fn empty_variables_count_as_unset() {
+        let config = Config::load(
+            None,
+            &env(&[
+                ("STREAMGATE_CONFIG", ""),
+                ("STREAMGATE_LISTEN", ""),
+                ("STREAMGATE_STORE_URL", ""),
+                ("STREAMGATE_LOG", ""),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(config.server.listen, default_listen());
+        assert_eq!(config.store.url, default_store_url());
+        assert_eq!(config.telemetry.log_filter, default_log_filter());
     }
 
     #[test]
