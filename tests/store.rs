@@ -15,10 +15,9 @@ use streamgate::store::{
     SqlStore,
 };
 
-use streamgate::pb::operation_service_client::OperationServiceClient;
 use streamgate::pb::stream_service_client::StreamServiceClient;
 use support::postgres::Postgres;
-use support::{Binary, TestServer, local_provider};
+use support::{Binary, TestServer, local_provider, wait_on};
 use tonic::transport::Channel;
 
 fn op(id: &str, stream: &str, time: i64, request_id: Option<&str>) -> Operation {
@@ -530,20 +529,6 @@ async fn create(channel: &Channel, id: &str) -> pb::Operation {
         .into_inner();
     assert!(!op.done, "{op:?}");
     op
-}
-
-async fn wait_on(channel: &Channel, op: &pb::Operation) -> pb::Operation {
-    OperationServiceClient::new(channel.clone())
-        .wait_operation(pb::WaitOperationRequest {
-            name: op.name.clone(),
-            timeout: Some(prost_types::Duration {
-                seconds: 30,
-                nanos: 0,
-            }),
-        })
-        .await
-        .unwrap()
-        .into_inner()
 }
 
 fn drove(binary: &Binary, op: &pb::Operation) -> bool {

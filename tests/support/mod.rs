@@ -201,8 +201,15 @@ pub async fn wait(
     server: &TestServer,
     op: &streamgate::pb::Operation,
 ) -> streamgate::pb::Operation {
-    server
-        .operations()
+    wait_on(&server.channel, op).await
+}
+
+/// Like [`wait`], through any channel (e.g. to one of several binaries).
+pub async fn wait_on(
+    channel: &Channel,
+    op: &streamgate::pb::Operation,
+) -> streamgate::pb::Operation {
+    OperationServiceClient::new(channel.clone())
         .wait_operation(streamgate::pb::WaitOperationRequest {
             name: op.name.clone(),
             timeout: Some(prost_types::Duration {
