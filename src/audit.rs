@@ -8,9 +8,12 @@
 //! error reason) and the provider request id of a failure go into `audit_completions` and
 //! another `audit` log line. AuditService.ListAuditRecords reads both, joined.
 //!
-//! Calls refused by the authentication, authorization, rate-limit or load-shedding layers
-//! never reach a handler and are not in the table; those layers log them. A failed audit write
-//! is logged as a warning and does not fail the call, whose effect has already happened.
+//! A mutating call refused before its handler, by the authentication, authorization or
+//! rate-limit layer, is recorded too ([`Audit::refused`]): with the principal when it is known
+//! (`(unauthenticated)` otherwise) and the refusal's reason, but no target or request_id, which
+//! are in the request body those layers never read. Load shedding refuses without recording:
+//! under overload, writing would add to it; the `streamgate_rpc_*` metrics count those calls.
+//! A failed audit write is logged as a warning and does not fail the call.
 
 use std::sync::Arc;
 
@@ -26,6 +29,8 @@ use crate::store::{AuditRecord, AuditStore};
 pub const ACCEPTED: &str = "accepted";
 /// The outcome of a `validate_only` call that passed every check.
 pub const VALIDATED: &str = "validated";
+/// The principal of a refused call whose caller was not authenticated.
+pub const UNAUTHENTICATED: &str = "(unauthenticated)";
 /// The final outcome of an operation that succeeded.
 pub const SUCCEEDED: &str = "succeeded";
 /// At most this many characters of a caller's target or request_id are kept: an invalid
@@ -73,6 +78,34 @@ impl Audit {
     /// The store, for reads.
     pub fn store(&self) -> &Arc<dyn AuditStore> {
         &self.store
+    }
+
+    /// The audited method of a gRPC path (`/streamgate.v1.StreamService/DeleteStream` →
+    /// `DeleteStream`), if it is one.
+    pub fn audited_method(path: &str) -> Option<&'static str> {
+        let method = path.strip_prefix("/streamgate.v1.StreamService/")?;
+        [
+            "CreateStream",
+            "UpdateStream",
+            "DeleteStream",
+            "BatchDeleteStreams",
+        ]
+        .into_iter()
+        .find(|m| *m == method)
+    }
+
+    /// Records a mutating call refused before its handler, in the background (the refusal is
+    /// answered at once).
+    pub fn refused(self: &Arc<Self>, method: &'static str, principal: Option<&str>, error: &Error) {
+        let call = Call {
+            principal: principal.unwrap_or(UNAUTHENTICATED).to_string(),
+            method,
+            target: String::new(),
+            request_id: "",
+        };
+        let audit = Arc::clone(self);
+        let error = error.clone();
+        tokio::spawn(async move { audit.call(call, CallOutcome::Failed(&error)).await });
     }
 
     /// Records one mutating call and logs it.

@@ -121,7 +121,11 @@ pub async fn run(
             .map_err(|e| Error::internal(format_args!("[server.tls]: {e}")))?;
     }
     let server = builder
-        .layer(crate::middleware::stack(&telemetry, &security))
+        .layer(crate::middleware::stack(
+            &telemetry,
+            &security,
+            &gateway.audit,
+        ))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

@@ -16,6 +16,7 @@ use tonic::metadata::MetadataValue;
 
 const OPS_KEY: &str = "sg-audit-ops-key-0123456789";
 const READER_KEY: &str = "sg-audit-reader-key-0123456789";
+const VIEWER_KEY: &str = "sg-audit-viewer-key-0123456789";
 
 fn sha256_hex(text: &str) -> String {
     Sha256::digest(text.as_bytes())
@@ -25,7 +26,7 @@ fn sha256_hex(text: &str) -> String {
 }
 
 /// `ops` may call everything (AuditService included); `reader` may use StreamService on the
-/// `local` provider only, and not AuditService.
+/// `local` provider only, and not AuditService; `viewer` may only read streams.
 fn config() -> String {
     format!(
         "{}{}[auth]\nmode = \"api-key\"\n\
@@ -33,11 +34,14 @@ fn config() -> String {
          [[auth.api_keys]]\nprincipal = \"reader\"\nsha256 = \"{}\"\n\
          [[authorization]]\nprincipal = \"ops\"\nmethods = [\"*\"]\n\
          [[authorization]]\nprincipal = \"reader\"\nmethods = [\"StreamService/*\"]\n\
-         providers = [\"local\"]\n",
+         providers = [\"local\"]\n\
+         [[auth.api_keys]]\nprincipal = \"viewer\"\nsha256 = \"{}\"\n\
+         [[authorization]]\nprincipal = \"viewer\"\nmethods = [\"StreamService/Get*\"]\n",
         local_provider("local", "10ms"),
         local_provider("secret", "10ms"),
         sha256_hex(OPS_KEY),
         sha256_hex(READER_KEY),
+        sha256_hex(VIEWER_KEY),
     )
 }
 
@@ -350,4 +354,61 @@ async fn validate_only_and_batch_calls_are_audited() {
     assert_eq!(deletes[0].target, long[..512]);
     assert_eq!(deletes[0].outcome, "INVALID_ARGUMENT");
     server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn mutating_calls_refused_before_their_handler_are_audited_too() {
+    let server = TestServer::start_configured("", &config(), &[]).await;
+    let mut streams = server.streams();
+    let anonymous = streams
+        .delete_stream(pb::DeleteStreamRequest {
+            name: "providers/local/streams/x".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(anonymous.code(), Code::Unauthenticated);
+    let viewer = streams
+        .create_stream(as_(VIEWER_KEY, create("providers/local", "v", "")))
+        .await
+        .unwrap_err();
+    assert_eq!(viewer.code(), Code::PermissionDenied);
+    // Reads are not audited, refused or not.
+    let read = streams
+        .get_stream(pb::GetStreamRequest {
+            name: "providers/local/streams/x".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(read.code(), Code::Unauthenticated);
+
+    // The records are written in the background: wait for them.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let records = loop {
+        let records = all(&server, "").await;
+        if records.len() >= 2 || Instant::now() > deadline {
+            break records;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let mut seen: Vec<_> = records
+        .iter()
+        .map(|r| {
+            (
+                r.principal.as_str(),
+                r.method.as_str(),
+                r.outcome.as_str(),
+                r.target.as_str(),
+            )
+        })
+        .collect();
+    seen.sort();
+    assert_eq!(
+        seen,
+        [
+            ("(unauthenticated)", "DeleteStream", "UNAUTHENTICATED", ""),
+            ("viewer", "CreateStream", "PERMISSION_DENIED", ""),
+        ],
+        "{records:#?}"
+    );
 }

@@ -1,7 +1,8 @@
 //! The shape of the layers that admit or refuse a call before it runs (authentication,
 //! authorization, inbound rate limits): a [`Gate`] decides, [`GateLayer`] / [`Gated`] do the
 //! tower plumbing once for all of them. A refusal is answered at once with the error's gRPC
-//! status; an admitted call may carry what the gate learned in its extensions.
+//! status (and, for a mutating call, recorded in the audit trail when the layer is
+//! [`GateLayer::audited`]); an admitted call may carry what the gate learned in its extensions.
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -10,6 +11,8 @@ use futures::future::BoxFuture;
 use tower::{Layer, Service};
 
 use super::reject;
+use crate::api::Principal;
+use crate::audit::Audit;
 use crate::error::Error;
 
 /// Decides whether a call goes on.
@@ -27,12 +30,21 @@ pub trait Gate: Send + Sync + 'static {
 /// A layer that puts `G` in front of a service.
 pub struct GateLayer<G> {
     gate: Arc<G>,
+    audit: Option<Arc<Audit>>,
 }
 
 impl<G> GateLayer<G> {
     /// A layer deciding with `gate`.
     pub fn new(gate: Arc<G>) -> Self {
-        GateLayer { gate }
+        GateLayer { gate, audit: None }
+    }
+
+    /// The same, recording the mutating calls it refuses in `audit`.
+    pub fn audited(self, audit: &Arc<Audit>) -> Self {
+        GateLayer {
+            audit: Some(Arc::clone(audit)),
+            ..self
+        }
     }
 }
 
@@ -40,6 +52,7 @@ impl<G> Clone for GateLayer<G> {
     fn clone(&self) -> Self {
         GateLayer {
             gate: Arc::clone(&self.gate),
+            audit: self.audit.clone(),
         }
     }
 }
@@ -51,6 +64,7 @@ impl<S, G> Layer<S> for GateLayer<G> {
         Gated {
             inner,
             gate: Arc::clone(&self.gate),
+            audit: self.audit.clone(),
         }
     }
 }
@@ -59,6 +73,7 @@ impl<S, G> Layer<S> for GateLayer<G> {
 pub struct Gated<S, G> {
     inner: S,
     gate: Arc<G>,
+    audit: Option<Arc<Audit>>,
 }
 
 impl<S: Clone, G> Clone for Gated<S, G> {
@@ -66,6 +81,7 @@ impl<S: Clone, G> Clone for Gated<S, G> {
         Gated {
             inner: self.inner.clone(),
             gate: Arc::clone(&self.gate),
+            audit: self.audit.clone(),
         }
     }
 }
@@ -92,7 +108,15 @@ where
             .admit(parts.uri.path(), &parts.headers, &mut parts.extensions)
         {
             Ok(()) => Box::pin(self.inner.call(http::Request::from_parts(parts, body))),
-            Err(error) => Box::pin(std::future::ready(Ok(reject(&error)))),
+            Err(error) => {
+                if let Some(audit) = &self.audit
+                    && let Some(method) = Audit::audited_method(parts.uri.path())
+                {
+                    let principal = parts.extensions.get::<Principal>().map(|p| p.0.as_str());
+                    audit.refused(method, principal, &error);
+                }
+                Box::pin(std::future::ready(Ok(reject(&error))))
+            }
         }
     }
 }

@@ -37,6 +37,7 @@ pub use rate_limit::{InboundGate, InboundLimits, RateLimit, RateLimitLayer};
 pub use rpc_metrics::{RpcMetrics, RpcMetricsLayer};
 pub use trace::{Trace, TraceLayer};
 
+use crate::audit::Audit;
 use crate::config::{Config, ConfigError};
 use crate::error::Error;
 use crate::telemetry::Telemetry;
@@ -93,7 +94,11 @@ pub type MiddlewareStack = Stack<
 >;
 
 /// THE middleware stack, outermost first.
-pub fn stack(telemetry: &Arc<Telemetry>, security: &Security) -> ServiceBuilder<MiddlewareStack> {
+pub fn stack(
+    telemetry: &Arc<Telemetry>,
+    security: &Security,
+    audit: &Arc<Audit>,
+) -> ServiceBuilder<MiddlewareStack> {
     ServiceBuilder::new()
         // Outermost, so the span and the log line cover everything the call went through,
         // rejections by inner layers included, and so the call's telemetry context (trace
@@ -105,11 +110,12 @@ pub fn stack(telemetry: &Arc<Telemetry>, security: &Security) -> ServiceBuilder<
         // Before any work, so that an overload is refused cheaply, credentials checks included.
         .layer(LoadShedLayer::new(security.max_in_flight))
         // Who calls: everything below needs the principal.
-        .layer(AuthnLayer::new(Arc::clone(&security.authenticator)))
+        // (It and the next two record the mutating calls they refuse in the audit trail.)
+        .layer(AuthnLayer::new(Arc::clone(&security.authenticator)).audited(audit))
         // What they may call: denied calls never spend their rate or reach a handler.
-        .layer(AuthzLayer::new(Arc::clone(&security.authorizer)))
+        .layer(AuthzLayer::new(Arc::clone(&security.authorizer)).audited(audit))
         // Rates count only calls that were allowed, per principal and method.
-        .layer(RateLimitLayer::new(Arc::clone(&security.limits)))
+        .layer(RateLimitLayer::new(Arc::clone(&security.limits)).audited(audit))
         // Innermost: the deadline scopes the handler and everything it calls, provider retries
         // included, and nothing above spends any of it.
         .layer(DeadlineLayer::new(security.default_deadline))
