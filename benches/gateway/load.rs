@@ -19,6 +19,8 @@ pub struct Load {
     pub calls: u64,
     /// Calls that failed while measuring.
     pub errors: u64,
+    /// Every call made, warm-up included (what a server's CPU time is divided by).
+    pub all_calls: u64,
     /// The measured wall time.
     pub seconds: f64,
     /// Latencies of the measured calls, in nanoseconds.
@@ -35,6 +37,7 @@ impl Load {
         Load {
             calls: 0,
             errors: 0,
+            all_calls: 0,
             seconds: 0.0,
             latency: histogram(),
         }
@@ -53,6 +56,7 @@ impl Load {
     fn merge(&mut self, other: &Load) {
         self.calls += other.calls;
         self.errors += other.errors;
+        self.all_calls += other.all_calls;
         self.latency
             .add(&other.latency)
             .expect("histograms of the same bounds");
@@ -99,6 +103,7 @@ where
                 }
                 let ok = call(client.clone(), worker, sequence).await;
                 sequence += 1;
+                load.all_calls += 1;
                 if began >= from {
                     load.record(ok, began.elapsed());
                 }
@@ -136,6 +141,7 @@ where
         }
         let ok = call(sequence).await;
         sequence += 1;
+        load.all_calls += 1;
         if began >= from {
             load.record(ok, began.elapsed());
         }

@@ -113,7 +113,7 @@ impl Size {
             high: 8,
             low: 4,
             cycles: 4,
-            kvs_streams: 10,
+            kvs_streams: 50,
             kvs_every: Duration::from_millis(5),
             videos: 2,
             per_video: 30,
@@ -263,9 +263,7 @@ fn auth() -> MetadataValue<Ascii> {
 
 fn authed<T>(message: T, auth: &MetadataValue<Ascii>) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);
-    request
-        .metadata_mut()
-        .insert("authorization", auth.clone());
+    request.metadata_mut().insert("authorization", auth.clone());
     request
 }
 
@@ -301,6 +299,11 @@ async fn get_provider_load(channels: &[Channel], concurrency: usize, plan: Plan)
         }
     })
     .await
+}
+
+/// The server's CPU time per call of `load`, in microseconds.
+fn cpu_per_call(cpu: Duration, calls: f64) -> Option<f64> {
+    (calls > 0.0).then(|| cpu.as_secs_f64() * 1e6 / calls)
 }
 
 /// Samples a process's RSS every 50 ms while `work` runs; returns its result and the peak.
@@ -347,6 +350,7 @@ fn h2load_rows(
     let mut runs = Vec::new();
     for concurrency in [size.high, size.low] {
         let log = log_dir.join(format!("h2load-{label}-{concurrency}.log"));
+        let cpu = server.cpu();
         let run = h2load::run(
             server.addr,
             "/streamgate.v1.ProviderService/GetProvider",
@@ -359,7 +363,10 @@ fn h2load_rows(
             size.core(LOAD_CORE),
             &log,
         );
+        let cpu = server.cpu() - cpu;
+        let calls = run.rate * (size.plan.warmup + size.plan.measure).as_secs_f64();
         report.row(Row {
+            cpu_us: cpu_per_call(cpu, calls),
             scenario: format!("{label}, h2load"),
             concurrency: concurrency.to_string(),
             rate: run.rate,
@@ -397,17 +404,34 @@ async fn run(size: Size) -> Checks {
     let channels = connect(echo.addr, size.connections).await;
     let mut baseline = BTreeMap::new();
     for concurrency in [size.high, size.low] {
+        let cpu = echo.cpu();
         let load = get_provider_load(&channels, concurrency, size.plan).await;
+        let cpu = echo.cpu() - cpu;
         checks.expect(
             &format!("(a) echo at {concurrency}"),
             load.calls > 0 && load.errors == 0,
             format!("{} calls, {} errors", load.calls, load.errors),
         );
-        report.row(Row::closed("(a) bare tonic echo", concurrency, &load, Some(echo.rss_mib())));
+        report.row(Row {
+            cpu_us: cpu_per_call(cpu, load.all_calls as f64),
+            ..Row::closed(
+                "(a) bare tonic echo",
+                concurrency,
+                &load,
+                Some(echo.rss_mib()),
+            )
+        });
         baseline.insert(concurrency, load);
     }
     let echo_h2 = if use_h2load {
-        h2load_rows(&mut report, &size, "(a) bare tonic echo", &echo, &body, work.path())
+        h2load_rows(
+            &mut report,
+            &size,
+            "(a) bare tonic echo",
+            &echo,
+            &body,
+            work.path(),
+        )
     } else {
         Vec::new()
     };
@@ -425,9 +449,15 @@ async fn run(size: Size) -> Checks {
         vod_url: vod.url(),
         env: vec![
             ("AWS_ACCESS_KEY_ID".into(), "AKIDSTREAMGATETEST".into()),
-            ("AWS_SECRET_ACCESS_KEY".into(), "streamgate-test-secret".into()),
+            (
+                "AWS_SECRET_ACCESS_KEY".into(),
+                "streamgate-test-secret".into(),
+            ),
             ("AWS_EC2_METADATA_DISABLED".into(), "true".into()),
-            ("OTEL_EXPORTER_OTLP_ENDPOINT".into(), receiver.endpoint.clone()),
+            (
+                "OTEL_EXPORTER_OTLP_ENDPOINT".into(),
+                receiver.endpoint.clone(),
+            ),
         ],
         core: size.core(SERVER_CORE),
     };
@@ -451,15 +481,25 @@ async fn run(size: Size) -> Checks {
     let mut full_stack = BTreeMap::new();
     let mut under_b: f64 = 0.0;
     for concurrency in [size.high, size.low] {
+        let cpu = gateway.server.cpu();
         let (load, peak) =
             with_rss_peak(pid, get_provider_load(&channels, concurrency, size.plan)).await;
+        let cpu = gateway.server.cpu() - cpu;
         under_b = under_b.max(peak);
         checks.expect(
             &format!("(b) GetProvider at {concurrency}"),
             load.calls > 0 && load.errors == 0,
             format!("{} calls, {} errors", load.calls, load.errors),
         );
-        report.row(Row::closed("(b) GetProvider, full stack", concurrency, &load, Some(peak)));
+        report.row(Row {
+            cpu_us: cpu_per_call(cpu, load.all_calls as f64),
+            ..Row::closed(
+                "(b) GetProvider, full stack",
+                concurrency,
+                &load,
+                Some(peak),
+            )
+        });
         full_stack.insert(concurrency, load);
     }
     let stack_h2 = if use_h2load {
@@ -499,6 +539,7 @@ async fn run(size: Size) -> Checks {
         .expect("create the GetStream target")
         .into_inner();
     finish(&channels[0], created, &auth).await;
+    let cpu = gateway.server.cpu();
     let get_stream = {
         let auth = auth.clone();
         load::closed(&channels, size.high, size.plan, move |channel, _, _| {
@@ -517,30 +558,52 @@ async fn run(size: Size) -> Checks {
         })
         .await
     };
+    let get_stream_cpu = gateway.server.cpu() - cpu;
     checks.expect(
         "(c) GetStream",
         get_stream.calls > 0 && get_stream.errors == 0,
         format!("{} calls, {} errors", get_stream.calls, get_stream.errors),
     );
-    report.row(Row::closed("(c) GetStream, local", size.high, &get_stream, Some(gateway.server.rss_mib())));
+    report.row(Row {
+        cpu_us: cpu_per_call(get_stream_cpu, get_stream.all_calls as f64),
+        ..Row::closed(
+            "(c) GetStream, local",
+            size.high,
+            &get_stream,
+            Some(gateway.server.rss_mib()),
+        )
+    });
 
     // (d) CreateStream → WaitOperation → DeleteStream cycles.
+    let cpu = gateway.server.cpu();
     let cycles = {
         let auth = auth.clone();
-        load::closed(&channels, size.cycles, size.plan, move |channel, worker, n| {
-            let auth = auth.clone();
-            async move { cycle(channel, &auth, &format!("w{worker}n{n}")).await }
-        })
+        load::closed(
+            &channels,
+            size.cycles,
+            size.plan,
+            move |channel, worker, n| {
+                let auth = auth.clone();
+                async move { cycle(channel, &auth, &format!("w{worker}n{n}")).await }
+            },
+        )
         .await
     };
+    let cycles_cpu = gateway.server.cpu() - cpu;
     checks.expect(
         "(d) create/wait/delete cycles",
         cycles.calls > 0 && cycles.errors == 0,
         format!("{} cycles, {} errors", cycles.calls, cycles.errors),
     );
     report.row(Row {
-        note: "cycles/s; latency of a whole cycle (3 calls)".into(),
-        ..Row::closed("(d) create→wait→delete, local, SQLite", size.cycles, &cycles, Some(gateway.server.rss_mib()))
+        cpu_us: cpu_per_call(cycles_cpu, cycles.all_calls as f64),
+        note: "cycles/s; latency and CPU of a whole cycle (3 calls)".into(),
+        ..Row::closed(
+            "(d) create→wait→delete, local, SQLite",
+            size.cycles,
+            &cycles,
+            Some(gateway.server.rss_mib()),
+        )
     });
 
     // (e) KVS DescribeStream on the fake: straight from the SDK, and through the gateway.
@@ -552,9 +615,17 @@ async fn run(size: Size) -> Checks {
     let direct = load::paced(size.kvs_every, size.plan, |n| {
         let client = client.clone();
         let name = kvs_names[n as usize % kvs_names.len()].clone();
-        async move { client.describe_stream().stream_name(name).send().await.is_ok() }
+        async move {
+            client
+                .describe_stream()
+                .stream_name(name)
+                .send()
+                .await
+                .is_ok()
+        }
     })
     .await;
+    let cpu = gateway.server.cpu();
     let via = load::paced(size.kvs_every, size.plan, |n| {
         let request = authed(
             pb::GetStreamRequest {
@@ -574,13 +645,18 @@ async fn run(size: Size) -> Checks {
         }
     })
     .await;
-    for (label, load) in [("(e) KVS DescribeStream, SDK direct", &direct), ("(e) KVS GetStream via gateway", &via)] {
+    let via_cpu = cpu_per_call(gateway.server.cpu() - cpu, via.all_calls as f64);
+    for (label, load, cpu_us) in [
+        ("(e) KVS DescribeStream, SDK direct", &direct, None),
+        ("(e) KVS GetStream via gateway", &via, via_cpu),
+    ] {
         checks.expect(
             label,
             load.calls > 0 && load.errors == 0,
             format!("{} calls, {} errors", load.calls, load.errors),
         );
         report.row(Row {
+            cpu_us,
             concurrency: format!("1 every {} ms", size.kvs_every.as_millis()),
             note: format!("{} streams, round robin", size.kvs_streams),
             ..Row::closed(label, 1, load, None)
@@ -591,7 +667,9 @@ async fn run(size: Size) -> Checks {
     let mut names = Vec::new();
     for v in 0..size.videos {
         let video = format!("video{v:02}");
-        let jobs: Vec<String> = (0..size.per_video).map(|j| format!("job{v:02}x{j:04}")).collect();
+        let jobs: Vec<String> = (0..size.per_video)
+            .map(|j| format!("job{v:02}x{j:04}"))
+            .collect();
         let refs: Vec<&str> = jobs.iter().map(String::as_str).collect();
         vod.add_video(&video, &refs);
         names.extend(
@@ -656,6 +734,7 @@ async fn run(size: Size) -> Checks {
         p99: f64::NAN,
         p999: f64::NAN,
         rss: Some(gateway.server.rss_mib()),
+        cpu_us: None,
         note: format!(
             "wall {:.3} s vs quota floor {floor:.3} s ({:.1}%); DeleteStream {delete_calls} \
              ({}/video), GetPlayInfo {play_info_calls}; rate column = DeleteStream calls/s, \
@@ -711,7 +790,11 @@ async fn run(size: Size) -> Checks {
 }
 
 /// Waits for `op` to be done (WaitOperation) unless it already is.
-async fn finish(channel: &Channel, op: pb::Operation, auth: &MetadataValue<Ascii>) -> pb::Operation {
+async fn finish(
+    channel: &Channel,
+    op: pb::Operation,
+    auth: &MetadataValue<Ascii>,
+) -> pb::Operation {
     if op.done {
         return op;
     }

@@ -39,7 +39,12 @@ pub fn command(program: &Path, core: Option<u32>) -> Command {
 /// Pins the calling thread (and so every thread it starts later) to `core`.
 pub fn pin_self(core: u32) {
     let status = Command::new("taskset")
-        .args(["-p", "-c", &core.to_string(), &std::process::id().to_string()])
+        .args([
+            "-p",
+            "-c",
+            &core.to_string(),
+            &std::process::id().to_string(),
+        ])
         .stdout(Stdio::null())
         .status()
         .expect("taskset (util-linux) is needed to pin the load generator");
@@ -75,7 +80,27 @@ pub fn memory_kib(pid: u32) -> (u64, u64) {
     (field("VmRSS:"), field("VmHWM:"))
 }
 
+/// CPU time a process has used (user + system), from `/proc/PID/stat`.
+pub fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the parenthesised command name: state is the first, utime the 12th.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks: u64 = [11, 12]
+        .iter()
+        .filter_map(|&i| fields.get(i)?.parse::<u64>().ok())
+        .sum();
+    // USER_HZ is 100 on Linux.
+    Duration::from_millis(ticks * 10)
+}
+
 impl Server {
+    pub fn cpu(&self) -> Duration {
+        cpu_time(self.child.id())
+    }
+
     pub fn rss_mib(&self) -> f64 {
         memory_kib(self.child.id()).0 as f64 / 1024.0
     }

@@ -44,6 +44,8 @@ pub struct Row {
     pub p99: f64,
     pub p999: f64,
     pub rss: Option<f64>,
+    /// The server's CPU time per call (user + system, warm-up included), in microseconds.
+    pub cpu_us: Option<f64>,
     pub note: String,
 }
 
@@ -57,6 +59,7 @@ impl Row {
             p99: load.ms(0.99),
             p999: load.ms(0.999),
             rss,
+            cpu_us: None,
             note: if load.errors > 0 {
                 format!("{} errors", load.errors)
             } else {
@@ -245,15 +248,15 @@ impl Report {
 
     pub fn print(&self) {
         if !self.full {
-            return;
+            println!("(smoke run: tiny sizes, unpinned; the figures mean nothing)");
         }
         println!(
-            "| scenario | concurrency | calls/s | p50 ms | p99 ms | p99.9 ms | server RSS MiB | note |"
+            "| scenario | concurrency | calls/s | p50 ms | p99 ms | p99.9 ms | server RSS MiB | server CPU µs/call | note |"
         );
-        println!("|---|---|---:|---:|---:|---:|---:|---|");
+        println!("|---|---|---:|---:|---:|---:|---:|---:|---|");
         for r in &self.rows {
             println!(
-                "| {} | {} | {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 r.scenario,
                 r.concurrency,
                 cell(r.rate, 0),
@@ -261,6 +264,7 @@ impl Report {
                 cell(r.p99, 3),
                 cell(r.p999, 3),
                 r.rss.map_or("–".into(), |m| cell(m, 1)),
+                r.cpu_us.map_or("–".into(), |c| cell(c, 0)),
                 r.note
             );
         }
