@@ -18,8 +18,8 @@
 //! WatchStream subscribers. (a) and (b) are also driven by `h2load` when it is installed.
 //!
 //! Environment: `BENCH_SECONDS` (measured seconds per closed-loop run, default 5).
-//! `--otlp-receiver` runs only the OTLP receiver (it prints its endpoint), for profiling a
-//! gateway by hand.
+//! For profiling a gateway by hand: `--otlp-receiver` runs only the OTLP receiver (it prints
+//! its endpoint); `--cycles ADDR N [C]` drives N create/wait/delete cycles against a gateway.
 
 #[allow(dead_code)]
 #[path = "../../tests/support/kvs_fake.rs"]
@@ -146,6 +146,53 @@ fn main() {
             let receiver = otlp::Receiver::start().await;
             println!("{}", receiver.endpoint);
             std::future::pending::<()>().await;
+        });
+        return;
+    }
+    if args.get(1).map(String::as_str) == Some("--cycles") {
+        // For profiling a gateway by hand: `--cycles ADDR N [C]` runs N create/wait/delete
+        // cycles, C (default 4) at a time, against the gateway at ADDR (the bench's API key).
+        let addr: std::net::SocketAddr = args
+            .get(2)
+            .and_then(|a| a.parse().ok())
+            .expect("--cycles ADDR N");
+        let n: u64 = args
+            .get(3)
+            .and_then(|a| a.parse().ok())
+            .expect("--cycles ADDR N");
+        let c: u64 = args.get(4).and_then(|a| a.parse().ok()).unwrap_or(4);
+        let runtime = tokio::runtime::Runtime::new().expect("runtime");
+        runtime.block_on(async {
+            let channel = connect(addr, 1).await.remove(0);
+            let auth = auth();
+            let started = Instant::now();
+            let mut workers = Vec::new();
+            for w in 0..c {
+                let (channel, auth) = (channel.clone(), auth.clone());
+                workers.push(tokio::spawn(async move {
+                    let mut failed = 0;
+                    for i in (w..n).step_by(c as usize) {
+                        if !cycle(
+                            channel.clone(),
+                            &auth,
+                            &format!("p{}x{i}", std::process::id()),
+                        )
+                        .await
+                        {
+                            failed += 1;
+                        }
+                    }
+                    failed
+                }));
+            }
+            let mut failed = 0;
+            for worker in workers {
+                failed += worker.await.expect("worker");
+            }
+            println!(
+                "{n} cycles, {failed} failed, {:.0} cycles/s",
+                n as f64 / started.elapsed().as_secs_f64()
+            );
         });
         return;
     }
