@@ -348,6 +348,28 @@ async fn get_provider_load(channels: &[Channel], concurrency: usize, plan: Plan)
     .await
 }
 
+/// GetProvider calls one at a time, one every millisecond: the latency of a call that never
+/// queues behind another.
+async fn get_provider_paced(channel: &Channel, plan: Plan) -> Load {
+    let auth = auth();
+    load::paced(Duration::from_millis(1), plan, |_| {
+        let request = authed(
+            pb::GetProviderRequest {
+                name: "providers/local".into(),
+            },
+            &auth,
+        );
+        let channel = channel.clone();
+        async move {
+            ProviderServiceClient::new(channel)
+                .get_provider(request)
+                .await
+                .is_ok()
+        }
+    })
+    .await
+}
+
 /// The server's CPU time per call of `load`, in microseconds.
 fn cpu_per_call(cpu: Duration, calls: f64) -> Option<f64> {
     (calls > 0.0).then(|| cpu.as_secs_f64() * 1e6 / calls)
@@ -470,6 +492,11 @@ async fn run(size: Size) -> Checks {
         });
         baseline.insert(concurrency, load);
     }
+    let echo_paced = get_provider_paced(&channels[0], size.plan).await;
+    report.row(Row {
+        concurrency: "1 every 1 ms".into(),
+        ..Row::closed("(a) bare tonic echo", 1, &echo_paced, Some(echo.rss_mib()))
+    });
     let echo_h2 = if use_h2load {
         h2load_rows(
             &mut report,
@@ -549,6 +576,21 @@ async fn run(size: Size) -> Checks {
         });
         full_stack.insert(concurrency, load);
     }
+    let stack_paced = get_provider_paced(&channels[0], size.plan).await;
+    checks.expect(
+        "(b) GetProvider one at a time",
+        stack_paced.calls > 0 && stack_paced.errors == 0,
+        format!("{} calls, {} errors", stack_paced.calls, stack_paced.errors),
+    );
+    report.row(Row {
+        concurrency: "1 every 1 ms".into(),
+        ..Row::closed(
+            "(b) GetProvider, full stack",
+            1,
+            &stack_paced,
+            Some(gateway.server.rss_mib()),
+        )
+    });
     let stack_h2 = if use_h2load {
         let before = ok_get_provider_calls(gateway.metrics).await;
         let runs = h2load_rows(
@@ -816,6 +858,8 @@ async fn run(size: Size) -> Checks {
         baseline: &baseline,
         full_stack: &full_stack,
         echo_h2: &echo_h2,
+        echo_paced: &echo_paced,
+        stack_paced: &stack_paced,
         stack_h2: &stack_h2,
         high: size.high,
         low: size.low,
