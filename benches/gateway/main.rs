@@ -375,6 +375,17 @@ fn cpu_per_call(cpu: Duration, calls: f64) -> Option<f64> {
     (calls > 0.0).then(|| cpu.as_secs_f64() * 1e6 / calls)
 }
 
+/// Runs `work` and returns its load with the server's CPU time per call.
+async fn with_cpu(
+    server: &Server,
+    work: impl std::future::Future<Output = Load>,
+) -> (Load, Option<f64>) {
+    let before = server.cpu();
+    let load = work.await;
+    let cpu = cpu_per_call(server.cpu() - before, load.all_calls as f64);
+    (load, cpu)
+}
+
 /// Samples a process's RSS every 50 ms while `work` runs; returns its result and the peak.
 async fn with_rss_peak<T>(pid: u32, work: impl std::future::Future<Output = T>) -> (T, f64) {
     let stop = Arc::new(AtomicBool::new(false));
@@ -473,16 +484,11 @@ async fn run(size: Size) -> Checks {
     let channels = connect(echo.addr, size.connections).await;
     let mut baseline = BTreeMap::new();
     for concurrency in [size.high, size.low] {
-        let cpu = echo.cpu();
-        let load = get_provider_load(&channels, concurrency, size.plan).await;
-        let cpu = echo.cpu() - cpu;
-        checks.expect(
-            &format!("(a) echo at {concurrency}"),
-            load.calls > 0 && load.errors == 0,
-            format!("{} calls, {} errors", load.calls, load.errors),
-        );
+        let (load, cpu_us) =
+            with_cpu(&echo, get_provider_load(&channels, concurrency, size.plan)).await;
+        checks.calls(&format!("(a) echo at {concurrency}"), &load);
         report.row(Row {
-            cpu_us: cpu_per_call(cpu, load.all_calls as f64),
+            cpu_us,
             ..Row::closed(
                 "(a) bare tonic echo",
                 concurrency,
@@ -555,18 +561,18 @@ async fn run(size: Size) -> Checks {
     let mut full_stack = BTreeMap::new();
     let mut under_b: f64 = 0.0;
     for concurrency in [size.high, size.low] {
-        let cpu = gateway.server.cpu();
-        let (load, peak) =
-            with_rss_peak(pid, get_provider_load(&channels, concurrency, size.plan)).await;
-        let cpu = gateway.server.cpu() - cpu;
+        let ((load, cpu_us), peak) = with_rss_peak(
+            pid,
+            with_cpu(
+                &gateway.server,
+                get_provider_load(&channels, concurrency, size.plan),
+            ),
+        )
+        .await;
         under_b = under_b.max(peak);
-        checks.expect(
-            &format!("(b) GetProvider at {concurrency}"),
-            load.calls > 0 && load.errors == 0,
-            format!("{} calls, {} errors", load.calls, load.errors),
-        );
+        checks.calls(&format!("(b) GetProvider at {concurrency}"), &load);
         report.row(Row {
-            cpu_us: cpu_per_call(cpu, load.all_calls as f64),
+            cpu_us,
             ..Row::closed(
                 "(b) GetProvider, full stack",
                 concurrency,
@@ -577,11 +583,7 @@ async fn run(size: Size) -> Checks {
         full_stack.insert(concurrency, load);
     }
     let stack_paced = get_provider_paced(&channels[0], size.plan).await;
-    checks.expect(
-        "(b) GetProvider one at a time",
-        stack_paced.calls > 0 && stack_paced.errors == 0,
-        format!("{} calls, {} errors", stack_paced.calls, stack_paced.errors),
-    );
+    checks.calls("(b) GetProvider one at a time", &stack_paced);
     report.row(Row {
         concurrency: "1 every 1 ms".into(),
         ..Row::closed(
@@ -628,8 +630,7 @@ async fn run(size: Size) -> Checks {
         .expect("create the GetStream target")
         .into_inner();
     finish(&channels[0], created, &auth).await;
-    let cpu = gateway.server.cpu();
-    let get_stream = {
+    let (get_stream, get_stream_cpu) = with_cpu(&gateway.server, {
         let auth = auth.clone();
         load::closed(&channels, size.high, size.plan, move |channel, _, _| {
             let request = authed(
@@ -645,16 +646,11 @@ async fn run(size: Size) -> Checks {
                     .is_ok()
             }
         })
-        .await
-    };
-    let get_stream_cpu = gateway.server.cpu() - cpu;
-    checks.expect(
-        "(c) GetStream",
-        get_stream.calls > 0 && get_stream.errors == 0,
-        format!("{} calls, {} errors", get_stream.calls, get_stream.errors),
-    );
+    })
+    .await;
+    checks.calls("(c) GetStream", &get_stream);
     report.row(Row {
-        cpu_us: cpu_per_call(get_stream_cpu, get_stream.all_calls as f64),
+        cpu_us: get_stream_cpu,
         ..Row::closed(
             "(c) GetStream, local",
             size.high,
@@ -664,8 +660,7 @@ async fn run(size: Size) -> Checks {
     });
 
     // (d) CreateStream → WaitOperation → DeleteStream cycles.
-    let cpu = gateway.server.cpu();
-    let cycles = {
+    let (cycles, cycles_cpu) = with_cpu(&gateway.server, {
         let auth = auth.clone();
         load::closed(
             &channels,
@@ -676,16 +671,11 @@ async fn run(size: Size) -> Checks {
                 async move { cycle(channel, &auth, &format!("w{worker}n{n}")).await }
             },
         )
-        .await
-    };
-    let cycles_cpu = gateway.server.cpu() - cpu;
-    checks.expect(
-        "(d) create/wait/delete cycles",
-        cycles.calls > 0 && cycles.errors == 0,
-        format!("{} cycles, {} errors", cycles.calls, cycles.errors),
-    );
+    })
+    .await;
+    checks.calls("(d) create/wait/delete cycles", &cycles);
     report.row(Row {
-        cpu_us: cpu_per_call(cycles_cpu, cycles.all_calls as f64),
+        cpu_us: cycles_cpu,
         note: "cycles/s; latency and CPU of a whole cycle (3 calls)".into(),
         ..Row::closed(
             "(d) create→wait→delete, local, SQLite",
@@ -714,36 +704,33 @@ async fn run(size: Size) -> Checks {
         }
     })
     .await;
-    let cpu = gateway.server.cpu();
-    let via = load::paced(size.kvs_every, size.plan, |n| {
-        let request = authed(
-            pb::GetStreamRequest {
-                name: format!(
-                    "providers/kvs/streams/{}",
-                    kvs_names[n as usize % kvs_names.len()]
-                ),
-            },
-            &auth,
-        );
-        let channel = channels[0].clone();
-        async move {
-            StreamServiceClient::new(channel)
-                .get_stream(request)
-                .await
-                .is_ok()
-        }
-    })
+    let (via, via_cpu) = with_cpu(
+        &gateway.server,
+        load::paced(size.kvs_every, size.plan, |n| {
+            let request = authed(
+                pb::GetStreamRequest {
+                    name: format!(
+                        "providers/kvs/streams/{}",
+                        kvs_names[n as usize % kvs_names.len()]
+                    ),
+                },
+                &auth,
+            );
+            let channel = channels[0].clone();
+            async move {
+                StreamServiceClient::new(channel)
+                    .get_stream(request)
+                    .await
+                    .is_ok()
+            }
+        }),
+    )
     .await;
-    let via_cpu = cpu_per_call(gateway.server.cpu() - cpu, via.all_calls as f64);
     for (label, load, cpu_us) in [
         ("(e) KVS DescribeStream, SDK direct", &direct, None),
         ("(e) KVS GetStream via gateway", &via, via_cpu),
     ] {
-        checks.expect(
-            label,
-            load.calls > 0 && load.errors == 0,
-            format!("{} calls, {} errors", load.calls, load.errors),
-        );
+        checks.calls(label, load);
         report.row(Row {
             cpu_us,
             concurrency: format!("1 every {} ms", size.kvs_every.as_millis()),

@@ -110,12 +110,16 @@ impl Server {
     }
 }
 
-async fn serving(addr: SocketAddr) -> bool {
-    let Ok(channel) = Channel::from_shared(format!("http://{addr}"))
+async fn try_connect(addr: SocketAddr) -> Option<Channel> {
+    Channel::from_shared(format!("http://{addr}"))
         .expect("uri")
         .connect()
         .await
-    else {
+        .ok()
+}
+
+async fn serving(addr: SocketAddr) -> bool {
+    let Some(channel) = try_connect(addr).await else {
         return false;
     };
     HealthClient::new(channel)
@@ -127,11 +131,7 @@ async fn serving(addr: SocketAddr) -> bool {
 }
 
 async fn echoing(addr: SocketAddr) -> bool {
-    let Ok(channel) = Channel::from_shared(format!("http://{addr}"))
-        .expect("uri")
-        .connect()
-        .await
-    else {
+    let Some(channel) = try_connect(addr).await else {
         return false;
     };
     pb::provider_service_client::ProviderServiceClient::new(channel)

@@ -21,6 +21,15 @@ impl Checks {
         self.results.push((what.to_string(), ok, detail));
     }
 
+    /// Every call of `load` succeeded, and there were some.
+    pub fn calls(&mut self, what: &str, load: &Load) {
+        self.expect(
+            what,
+            load.calls > 0 && load.errors == 0,
+            format!("{} calls, {} errors", load.calls, load.errors),
+        );
+    }
+
     pub fn failed(&self) -> usize {
         self.results.iter().filter(|r| !r.1).count()
     }
