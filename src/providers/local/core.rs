@@ -262,24 +262,23 @@ impl LocalCore {
 
     /// Deletes the stream if the etag (when given) still matches. Returns the stream as it was.
     pub async fn delete(&self, stream_id: &str, etag: Option<&str>) -> Result<Stream> {
-        let current = self.require(stream_id).await?;
-        check_etag(&current, etag, self.name(stream_id))?;
-        let deleted = sqlx::query(
-            "DELETE FROM local_streams WHERE provider = $1 AND stream_id = $2 AND etag = $3",
-        )
-        .bind(&self.provider)
-        .bind(stream_id)
-        .bind(&current.stream.etag)
-        .execute(&self.pool)
-        .await?
-        .rows_affected();
-        if deleted == 0 {
-            return match self.get(stream_id).await? {
+        // One statement when it succeeds: RETURNING hands back the row that was deleted.
+        let condition = if etag.is_some() { " AND etag = $3" } else { "" };
+        let sql = format!(
+            "DELETE FROM local_streams WHERE provider = $1 AND stream_id = $2{condition} \
+             RETURNING {COLUMNS}"
+        );
+        let mut query = sqlx::query(&sql).bind(&self.provider).bind(stream_id);
+        if let Some(etag) = etag {
+            query = query.bind(etag);
+        }
+        match query.fetch_optional(&self.pool).await? {
+            Some(row) => Ok(self.decode(&row)?.stream),
+            None => match self.get(stream_id).await? {
                 Some(_) => Err(LocalError::EtagMismatch(self.name(stream_id))),
                 None => Err(LocalError::NotFound(self.name(stream_id))),
-            };
+            },
         }
-        Ok(current.stream)
     }
 
     /// Deletes a CREATING stream that `op_id` made (a cancelled create). True if one was.
