@@ -17,14 +17,15 @@ use crate::error::{Error, Kind};
 struct Rule {
     principal: GlobMatcher,
     methods: GlobSet,
-    providers: GlobSet,
+    // Shared with the Grants of every call it admits: cloning a GlobSet copies its matchers.
+    providers: Arc<GlobSet>,
 }
 
 /// The provider instances a call may use: those of every rule that granted its method.
 #[derive(Clone)]
 pub struct Grants {
     // None: no authorization configured (auth mode none).
-    providers: Option<Arc<Vec<GlobSet>>>,
+    providers: Option<Arc<Vec<Arc<GlobSet>>>>,
 }
 
 impl Grants {
@@ -80,7 +81,7 @@ impl Authorizer {
                         })?
                         .compile_matcher(),
                     methods: glob_set("methods", &rule.methods)?,
-                    providers: glob_set("providers", &rule.providers)?,
+                    providers: Arc::new(glob_set("providers", &rule.providers)?),
                 })
             })
             .collect::<Result<Vec<_>, ConfigError>>()?;
@@ -97,12 +98,12 @@ impl Authorizer {
             return Ok(Grants::all());
         }
         let (full, short) = method_names(path);
-        let granted: Vec<GlobSet> = self
+        let granted: Vec<Arc<GlobSet>> = self
             .rules
             .iter()
             .filter(|r| r.principal.is_match(principal))
             .filter(|r| r.methods.is_match(&full) || r.methods.is_match(&short))
-            .map(|r| r.providers.clone())
+            .map(|r| Arc::clone(&r.providers))
             .collect();
         if granted.is_empty() {
             return Err(Error::new(

@@ -81,7 +81,14 @@ impl SqlStore {
         sqlx::any::AnyConnectOptions::from_str(&url)
             .map_err(|e| Error::internal(format_args!("store: bad url: {e}")))?;
         let pool = AnyPoolOptions::new()
-            .max_connections(if sqlite { 4 } else { 16 })
+            // SQLite lets one connection write at a time, and a writer that finds the lock
+            // taken sleeps in its busy handler (1 ms, then longer): with several connections,
+            // concurrent operations spent most of their time asleep. One connection queues
+            // statements in the pool instead, without sleeping (docs/PERFORMANCE.md, (d)).
+            .max_connections(if sqlite { 1 } else { 16 })
+            // A SQLite connection is a file the process holds open: pinging it before every
+            // statement only doubled the hand-offs to its worker thread.
+            .test_before_acquire(!sqlite)
             .after_connect(|conn, _meta| {
                 Box::pin(async move {
                     if conn.backend_name() == "SQLite" {

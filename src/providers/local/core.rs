@@ -156,11 +156,13 @@ impl LocalCore {
         op_id: &str,
     ) -> Result<Stream> {
         let now = now_ms();
-        let result = sqlx::query(
+        // RETURNING (SQLite and PostgreSQL alike) hands back the row without a second query.
+        let result = sqlx::query(&format!(
             "INSERT INTO local_streams (provider, stream_id, etag, version, state, media_type, \
              data_retention_hours, device_name, kms_key_id, tags, create_time_ms, update_time_ms, \
-             created_by, last_op) VALUES ($1, $2, $3, 1, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
-        )
+             created_by, last_op) VALUES ($1, $2, $3, 1, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
+             RETURNING {COLUMNS}"
+        ))
         .bind(&self.provider)
         .bind(stream_id)
         .bind(new_etag())
@@ -174,10 +176,10 @@ impl LocalCore {
         .bind(now)
         .bind(op_id)
         .bind(op_id)
-        .execute(&self.pool)
+        .fetch_one(&self.pool)
         .await;
         match result {
-            Ok(_) => Ok(self.require(stream_id).await?.stream),
+            Ok(row) => Ok(self.decode(&row)?.stream),
             Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
                 match self.get(stream_id).await? {
                     Some(row) if row.created_by == op_id => Ok(row.stream),
@@ -190,11 +192,12 @@ impl LocalCore {
 
     /// Turns the stream `op_id` created ACTIVE. `None` if it was deleted meanwhile.
     pub async fn activate(&self, stream_id: &str, op_id: &str) -> Result<Option<Stream>> {
-        sqlx::query(
+        let activated = sqlx::query(&format!(
             "UPDATE local_streams SET state = $1, etag = $2, version = version + 1, \
              update_time_ms = $3, last_op = $4 \
-             WHERE provider = $5 AND stream_id = $6 AND created_by = $7 AND state = $8",
-        )
+             WHERE provider = $5 AND stream_id = $6 AND created_by = $7 AND state = $8 \
+             RETURNING {COLUMNS}"
+        ))
         .bind(StreamState::Active.as_str())
         .bind(new_etag())
         .bind(now_ms())
@@ -203,8 +206,12 @@ impl LocalCore {
         .bind(stream_id)
         .bind(op_id)
         .bind(StreamState::Creating.as_str())
-        .execute(&self.pool)
+        .fetch_optional(&self.pool)
         .await?;
+        if let Some(row) = activated {
+            return Ok(Some(self.decode(&row)?.stream));
+        }
+        // Not CREATING any more: a re-run after this step took effect, or deleted meanwhile.
         Ok(self
             .get(stream_id)
             .await?
@@ -255,24 +262,23 @@ impl LocalCore {
 
     /// Deletes the stream if the etag (when given) still matches. Returns the stream as it was.
     pub async fn delete(&self, stream_id: &str, etag: Option<&str>) -> Result<Stream> {
-        let current = self.require(stream_id).await?;
-        check_etag(&current, etag, self.name(stream_id))?;
-        let deleted = sqlx::query(
-            "DELETE FROM local_streams WHERE provider = $1 AND stream_id = $2 AND etag = $3",
-        )
-        .bind(&self.provider)
-        .bind(stream_id)
-        .bind(&current.stream.etag)
-        .execute(&self.pool)
-        .await?
-        .rows_affected();
-        if deleted == 0 {
-            return match self.get(stream_id).await? {
+        // One statement when it succeeds: RETURNING hands back the row that was deleted.
+        let condition = if etag.is_some() { " AND etag = $3" } else { "" };
+        let sql = format!(
+            "DELETE FROM local_streams WHERE provider = $1 AND stream_id = $2{condition} \
+             RETURNING {COLUMNS}"
+        );
+        let mut query = sqlx::query(&sql).bind(&self.provider).bind(stream_id);
+        if let Some(etag) = etag {
+            query = query.bind(etag);
+        }
+        match query.fetch_optional(&self.pool).await? {
+            Some(row) => Ok(self.decode(&row)?.stream),
+            None => match self.get(stream_id).await? {
                 Some(_) => Err(LocalError::EtagMismatch(self.name(stream_id))),
                 None => Err(LocalError::NotFound(self.name(stream_id))),
-            };
+            },
         }
-        Ok(current.stream)
     }
 
     /// Deletes a CREATING stream that `op_id` made (a cancelled create). True if one was.
