@@ -55,18 +55,7 @@ async fn wait(server: &TestServer, op: pb::Operation) -> pb::Operation {
     if op.done {
         return op;
     }
-    server
-        .operations()
-        .wait_operation(pb::WaitOperationRequest {
-            name: op.name,
-            timeout: Some(prost_types::Duration {
-                seconds: 30,
-                nanos: 0,
-            }),
-        })
-        .await
-        .unwrap()
-        .into_inner()
+    support::wait(server, &op).await
 }
 
 async fn delete(server: &TestServer, name: &str) -> pb::Operation {

@@ -11,7 +11,7 @@ use streamgate::pb;
 use streamgate::pb::operation_service_client::OperationServiceClient;
 use streamgate::pb::stream::State;
 use streamgate::pb::stream_service_client::StreamServiceClient;
-use support::Binary;
+use support::{Binary, wait_on};
 
 fn write_config(dir: &std::path::Path, create_delay: &str) -> std::path::PathBuf {
     let path = dir.join("streamgate.toml");
@@ -67,17 +67,7 @@ async fn kill_9_mid_operation_then_restart_finishes_it() {
         .unwrap()
         .into_inner();
     assert_eq!(before.metadata.as_ref().unwrap().step, "creating");
-    let done = ops
-        .wait_operation(pb::WaitOperationRequest {
-            name: op.name.clone(),
-            timeout: Some(prost_types::Duration {
-                seconds: 20,
-                nanos: 0,
-            }),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let done = wait_on(&channel, &op).await;
     assert!(done.done, "{done:?}");
     assert!(
         created.elapsed() >= Duration::from_millis(2900),

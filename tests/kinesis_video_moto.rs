@@ -9,7 +9,7 @@ use std::process::Command;
 use streamgate::pb;
 use support::kvs_fake::kvs_client;
 use support::moto::Moto;
-use support::{AWS_ENV, Binary, TestServer, reason, venv_tool};
+use support::{AWS_ENV, Binary, TestServer, reason, venv_tool, wait};
 use tonic::Code;
 
 fn provider(moto: &Moto) -> String {
@@ -41,18 +41,7 @@ async fn create_describe_list_delete_against_moto() {
         .await
         .unwrap()
         .into_inner();
-    let done = server
-        .operations()
-        .wait_operation(pb::WaitOperationRequest {
-            name: op.name,
-            timeout: Some(prost_types::Duration {
-                seconds: 20,
-                nanos: 0,
-            }),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let done = wait(&server, &op).await;
     let Some(pb::operation::Result::Stream(created)) = done.result else {
         panic!("{done:?}");
     };

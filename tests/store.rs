@@ -17,7 +17,7 @@ use streamgate::store::{
 
 use streamgate::pb::stream_service_client::StreamServiceClient;
 use support::postgres::Postgres;
-use support::{Binary, TestServer, local_provider, wait_on};
+use support::{Binary, TestServer, local_provider, wait, wait_on};
 use tonic::transport::Channel;
 
 fn op(id: &str, stream: &str, time: i64, request_id: Option<&str>) -> Operation {
@@ -445,18 +445,7 @@ async fn the_api_on_postgres() {
             .await
             .unwrap()
             .into_inner();
-        let done = server
-            .operations()
-            .wait_operation(pb::WaitOperationRequest {
-                name: op.name,
-                timeout: Some(prost_types::Duration {
-                    seconds: 10,
-                    nanos: 0,
-                }),
-            })
-            .await
-            .unwrap()
-            .into_inner();
+        let done = wait(&server, &op).await;
         assert!(done.done);
     }
     let listed = streams

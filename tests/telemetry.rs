@@ -15,13 +15,12 @@ use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
 use serde_json::Value;
 use streamgate::pb;
-use streamgate::pb::operation_service_client::OperationServiceClient;
 use streamgate::pb::stream_service_client::StreamServiceClient;
 use support::cloudfront_fake::StreamingFake;
 use support::kvs_fake::KvsFake;
 use support::otlp::{OtlpReceiver, attribute};
 use support::scrape::{sample, scrape};
-use support::{AWS_ENV, Binary, TestServer, free_port, local_provider};
+use support::{AWS_ENV, Binary, TestServer, free_port, local_provider, wait_on};
 use tonic::Code;
 
 /// The caller's trace: a W3C trace id and the id of the caller's own span.
@@ -466,17 +465,7 @@ async fn binary_log(format: &str) -> String {
         .await
         .unwrap()
         .into_inner();
-    let done = OperationServiceClient::new(channel.clone())
-        .wait_operation(pb::WaitOperationRequest {
-            name: op.name,
-            timeout: Some(prost_types::Duration {
-                seconds: 10,
-                nanos: 0,
-            }),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let done = wait_on(&channel, &op).await;
     assert!(done.done, "{done:?}");
     streams
         .get_stream(get("providers/local/streams/other"))
