@@ -92,6 +92,9 @@ pub struct Figures<'a> {
     pub cycles: &'a Load,
     pub direct: &'a Load,
     pub via: &'a Load,
+    pub direct_far: &'a Load,
+    pub via_far: &'a Load,
+    pub far: Duration,
     pub exact: bool,
     pub wall: Duration,
     pub floor: f64,
@@ -224,8 +227,26 @@ impl Report {
             f.via.ms(0.99) / f.direct.ms(0.99),
         );
         self.target(
-            "(e) gateway ≤ 1.10 × direct latency",
-            format!("p50 {p50:.2} ×, p99 {p99:.2} ×"),
+            "(e) gateway ≤ 1.10 × direct latency, fake answering at once (context: what a gRPC hop costs against a loopback call)",
+            format!(
+                "p50 {p50:.2} ×, p99 {p99:.2} × (p50 {:+.3} ms)",
+                f.via.ms(0.5) - f.direct.ms(0.5)
+            ),
+            p50 <= 1.10,
+        );
+        let (p50, p99) = (
+            f.via_far.ms(0.5) / f.direct_far.ms(0.5),
+            f.via_far.ms(0.99) / f.direct_far.ms(0.99),
+        );
+        self.target(
+            &format!(
+                "(e) gateway ≤ 1.10 × direct latency, provider {} ms away",
+                f.far.as_millis()
+            ),
+            format!(
+                "p50 {p50:.2} ×, p99 {p99:.2} × (p50 {:+.3} ms)",
+                f.via_far.ms(0.5) - f.direct_far.ms(0.5)
+            ),
             p50 <= 1.10,
         );
         self.target(

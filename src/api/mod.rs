@@ -31,7 +31,7 @@ use crate::watch::WatchHub;
 
 /// The principal of a caller, put into the request extensions by authentication.
 #[derive(Clone, Debug)]
-pub struct Principal(pub String);
+pub struct Principal(pub Arc<str>);
 
 /// The principal of unauthenticated callers.
 pub const ANONYMOUS: &str = "anonymous";
@@ -58,7 +58,7 @@ pub fn principal<T>(request: &tonic::Request<T>) -> String {
     request
         .extensions()
         .get::<Principal>()
-        .map_or_else(|| ANONYMOUS.to_string(), |p| p.0.clone())
+        .map_or_else(|| ANONYMOUS.to_string(), |p| p.0.to_string())
 }
 
 /// PERMISSION_DENIED unless the caller's grants (from the authorization layer) include the

@@ -6,6 +6,7 @@
 //! Async-capable as a layer, not an interceptor, so that later key sources can await.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use sha2::{Digest, Sha256};
@@ -22,7 +23,8 @@ pub struct Authenticator {
     mode: AuthMode,
     public: Vec<String>,
     // (principal, SHA-256 of the key)
-    keys: Vec<(String, [u8; 32])>,
+    keys: Vec<(Arc<str>, [u8; 32])>,
+    anonymous: Arc<str>,
     jwt: Option<JwtChecker>,
 }
 
@@ -162,7 +164,7 @@ impl Authenticator {
                     key.principal
                 ))
             })?;
-            keys.push((key.principal.clone(), hash));
+            keys.push((Arc::from(key.principal.as_str()), hash));
         }
         let jwt = match (&auth.jwt, auth.mode) {
             (Some(jwt), _) => Some(JwtChecker::new(jwt, environment)?),
@@ -182,6 +184,7 @@ impl Authenticator {
             mode: auth.mode,
             public: auth.public.clone(),
             keys,
+            anonymous: Arc::from(ANONYMOUS),
             jwt,
         })
     }
@@ -193,12 +196,14 @@ impl Authenticator {
         path: &str,
         headers: &http::HeaderMap,
         extensions: &http::Extensions,
-    ) -> Result<String, Error> {
+    ) -> Result<Arc<str>, Error> {
         if self.mode == AuthMode::None || is_public(&self.public, path) {
-            return Ok(ANONYMOUS.to_string());
+            return Ok(Arc::clone(&self.anonymous));
         }
         if self.mode == AuthMode::Mtls {
-            return crate::tls::principal(extensions).map_err(unauthenticated);
+            return crate::tls::principal(extensions)
+                .map(Arc::from)
+                .map_err(unauthenticated);
         }
         let token = headers
             .get("authorization")
@@ -214,21 +219,21 @@ impl Authenticator {
             AuthMode::ApiKey => {
                 let presented: [u8; 32] = Sha256::digest(token.as_bytes()).into();
                 // Every key is compared, so the time taken says nothing about which matched.
-                let mut found: Option<&str> = None;
+                let mut found: Option<&Arc<str>> = None;
                 for (principal, hash) in &self.keys {
                     if bool::from(hash.ct_eq(&presented)) {
                         found = Some(principal);
                     }
                 }
                 found
-                    .map(str::to_string)
+                    .map(Arc::clone)
                     .ok_or_else(|| unauthenticated("the API key is not valid"))
             }
             AuthMode::Jwt => match &self.jwt {
-                Some(jwt) => jwt.check(token),
+                Some(jwt) => jwt.check(token).map(Arc::from),
                 None => Err(unauthenticated("JWTs are not configured")),
             },
-            AuthMode::None | AuthMode::Mtls => Ok(ANONYMOUS.to_string()),
+            AuthMode::None | AuthMode::Mtls => Ok(Arc::clone(&self.anonymous)),
         }
     }
 }

@@ -17,6 +17,9 @@ use crate::error::{Error, Kind};
 struct Rule {
     principal: GlobMatcher,
     methods: GlobSet,
+    // Whether `methods` matches each served method, by `ServedMethod::index`: decided once,
+    // so that a call to a served method matches no method glob.
+    served: Vec<bool>,
     // Shared with the Grants of every call it admits: cloning a GlobSet copies its matchers.
     providers: Arc<GlobSet>,
 }
@@ -71,6 +74,11 @@ impl Authorizer {
         let rules = rules
             .iter()
             .map(|rule| {
+                let methods = glob_set("methods", &rule.methods)?;
+                let served = crate::telemetry::served_methods()
+                    .iter()
+                    .map(|m| methods.is_match(&m.full) || methods.is_match(&m.short))
+                    .collect();
                 Ok(Rule {
                     principal: Glob::new(&rule.principal)
                         .map_err(|e| {
@@ -80,7 +88,8 @@ impl Authorizer {
                             ))
                         })?
                         .compile_matcher(),
-                    methods: glob_set("methods", &rule.methods)?,
+                    methods,
+                    served,
                     providers: Arc::new(glob_set("providers", &rule.providers)?),
                 })
             })
@@ -97,15 +106,22 @@ impl Authorizer {
         if !self.enabled || is_public(&self.public, path) {
             return Ok(Grants::all());
         }
-        let (full, short) = method_names(path);
+        let served = crate::telemetry::served(path);
         let granted: Vec<Arc<GlobSet>> = self
             .rules
             .iter()
+            .filter(|r| match served {
+                Some(method) => r.served[method.index],
+                None => {
+                    let (full, short) = method_names(path);
+                    r.methods.is_match(&*full) || r.methods.is_match(&*short)
+                }
+            })
             .filter(|r| r.principal.is_match(principal))
-            .filter(|r| r.methods.is_match(&full) || r.methods.is_match(&short))
             .map(|r| Arc::clone(&r.providers))
             .collect();
         if granted.is_empty() {
+            let (_, short) = method_names(path);
             return Err(Error::new(
                 Kind::PermissionDenied,
                 format!("{principal} may not call {short}"),
@@ -124,9 +140,7 @@ impl Gate for Authorizer {
         _headers: &http::HeaderMap,
         extensions: &mut http::Extensions,
     ) -> Result<(), Error> {
-        let principal = extensions
-            .get::<Principal>()
-            .map_or(ANONYMOUS, |p| p.0.as_str());
+        let principal = extensions.get::<Principal>().map_or(ANONYMOUS, |p| &p.0);
         let grants = self.authorize(principal, path).inspect_err(|_| {
             tracing::info!(%principal, path, "call denied");
         })?;

@@ -112,7 +112,7 @@ where
                 if let Some(audit) = &self.audit
                     && let Some(method) = Audit::audited_method(parts.uri.path())
                 {
-                    let principal = parts.extensions.get::<Principal>().map(|p| p.0.as_str());
+                    let principal = parts.extensions.get::<Principal>().map(|p| &*p.0);
                     audit.refused(method, principal, &error);
                 }
                 Box::pin(std::future::ready(Ok(reject(&error))))

@@ -21,6 +21,7 @@ mod rate_limit;
 mod rpc_metrics;
 mod trace;
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -126,8 +127,16 @@ fn reject(error: &Error) -> http::Response<tonic::body::Body> {
     error.to_status().into_http()
 }
 
-/// `(package.Service/Method, Service/Method)` of a gRPC path.
-fn method_names(path: &str) -> (String, String) {
+/// `(package.Service/Method, Service/Method)` of a gRPC path: the served method's names,
+/// made once at start-up, else split from the path (a method no service serves: the call
+/// ends UNIMPLEMENTED if it gets through).
+fn method_names(path: &str) -> (Cow<'static, str>, Cow<'static, str>) {
+    if let Some(served) = crate::telemetry::served(path) {
+        return (
+            Cow::Borrowed(served.full.as_str()),
+            Cow::Borrowed(served.short.as_str()),
+        );
+    }
     let full = path.trim_start_matches('/').to_string();
     let short = match full.split_once('/') {
         Some((service, method)) => {
@@ -135,7 +144,7 @@ fn method_names(path: &str) -> (String, String) {
         }
         None => full.clone(),
     };
-    (full, short)
+    (Cow::Owned(full), Cow::Owned(short))
 }
 
 /// Whether `path` is a `grpc.health.v1.Health` method. Health is never shed nor rate limited:

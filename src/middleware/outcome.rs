@@ -45,6 +45,7 @@ impl Outcome {
         let message = headers
             .get("grpc-message")
             .and_then(|m| m.to_str().ok())
+            .filter(|m| !m.is_empty())
             .map(|m| percent_decode_str(m).decode_utf8_lossy().into_owned())
             .unwrap_or_default();
         Some(Outcome {

@@ -3,6 +3,7 @@
 //! default. Over the rate → RESOURCE_EXHAUSTED / RATE_LIMITED with RetryInfo saying when.
 
 use std::num::NonZeroU32;
+use std::sync::Arc;
 
 use globset::{Glob, GlobMatcher};
 use governor::clock::{Clock, DefaultClock};
@@ -14,16 +15,20 @@ use crate::api::{ANONYMOUS, Principal};
 use crate::config::{ConfigError, RateLimitConfig};
 use crate::error::{Error, Kind};
 
+/// A bucket's key: the principal and the served method's index (`usize::MAX` for every
+/// method no service serves, so that made-up paths cannot grow the table).
+type Key = (Arc<str>, usize);
+
 struct Bucket {
     principal: GlobMatcher,
     method: GlobMatcher,
-    limiter: DefaultKeyedRateLimiter<String>,
+    limiter: DefaultKeyedRateLimiter<Key>,
 }
 
 /// The inbound limits.
 pub struct InboundLimits {
     rules: Vec<Bucket>,
-    default: DefaultKeyedRateLimiter<String>,
+    default: DefaultKeyedRateLimiter<Key>,
 }
 
 fn quota(per_second: u32, burst: Option<u32>) -> Result<Quota, ConfigError> {
@@ -62,18 +67,19 @@ impl InboundLimits {
     }
 
     /// Takes a token for `principal` calling `path`, or says when to come back.
-    pub fn check(&self, principal: &str, path: &str) -> Result<(), Error> {
+    pub fn check(&self, principal: &Arc<str>, path: &str) -> Result<(), Error> {
         let (full, short) = method_names(path);
+        let index = crate::telemetry::served(path).map_or(usize::MAX, |m| m.index);
         let limiter = self
             .rules
             .iter()
             .find(|b| {
-                b.principal.is_match(principal)
-                    && (b.method.is_match(&short) || b.method.is_match(&full))
+                b.principal.is_match(&**principal)
+                    && (b.method.is_match(&*short) || b.method.is_match(&*full))
             })
             .map_or(&self.default, |b| &b.limiter);
         limiter
-            .check_key(&format!("{principal}\u{0}{full}"))
+            .check_key(&(Arc::clone(principal), index))
             .map_err(|not_until| {
                 let wait = not_until.wait_time_from(DefaultClock::default().now());
                 Error::new(
@@ -108,11 +114,16 @@ impl Gate for InboundGate {
         if super::is_health(path) {
             return Ok(());
         }
-        let principal = extensions
-            .get::<Principal>()
-            .map_or(ANONYMOUS, |p| p.0.as_str());
+        let anonymous: Arc<str>;
+        let principal = match extensions.get::<Principal>() {
+            Some(p) => &p.0,
+            None => {
+                anonymous = Arc::from(ANONYMOUS);
+                &anonymous
+            }
+        };
         limits.check(principal, path).inspect_err(|_| {
-            tracing::info!(principal, path, "call over its rate");
+            tracing::info!(principal = &**principal, path, "call over its rate");
             crate::telemetry::rate_limited(principal, path);
         })
     }

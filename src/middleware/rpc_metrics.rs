@@ -65,11 +65,10 @@ where
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
         let started = Instant::now();
-        let path = request.uri().path().to_string();
+        let name = RpcName::parse(request.uri().path());
         let context = call::current();
         let telemetry = Arc::clone(&self.telemetry);
         let finish = move |outcome: Outcome| {
-            let name = RpcName::parse(&path);
             let labels = RpcLabels {
                 service: name.service,
                 method: name.method,

@@ -85,12 +85,13 @@ fn server_fault(code: Code) -> bool {
     )
 }
 
-fn attributes<B>(request: &http::Request<B>, name: RpcName<'_>) -> Vec<KeyValue> {
-    let mut attributes = vec![
+fn attributes<B>(request: &http::Request<B>, name: RpcName<'static>) -> Vec<KeyValue> {
+    let mut attributes = Vec::with_capacity(7);
+    attributes.extend([
         KeyValue::new("rpc.system", "grpc"),
-        KeyValue::new("rpc.service", name.service.to_string()),
-        KeyValue::new("rpc.method", name.method.to_string()),
-    ];
+        KeyValue::new("rpc.service", name.service),
+        KeyValue::new("rpc.method", name.method),
+    ]);
     if let Some(authority) = request.uri().authority() {
         attributes.push(KeyValue::new(
             "server.address",
@@ -128,11 +129,12 @@ where
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
         let started = Instant::now();
+        let served = crate::telemetry::served(request.uri().path());
         let name = RpcName::parse(request.uri().path());
         let parent = TraceContextPropagator::new().extract(&Headers(request.headers()));
         let tracer = self.telemetry.tracer();
         let span = tracer
-            .span_builder(format!("{}/{}", name.service, name.method))
+            .span_builder(served.map_or("unknown/unknown", |m| m.full.as_str()))
             .with_kind(SpanKind::Server)
             .with_attributes(attributes(&request, name))
             .start_with_context(tracer, &parent);

@@ -30,9 +30,9 @@ const BUCKETS: [f64; 14] = [
 #[derive(Clone, Copy, Debug)]
 pub struct RpcLabels<'a> {
     /// e.g. `streamgate.v1.StreamService`.
-    pub service: &'a str,
+    pub service: &'static str,
     /// e.g. `GetStream`.
-    pub method: &'a str,
+    pub method: &'static str,
     /// The provider instance the call addressed, if any.
     pub provider: Option<&'a str>,
     /// The final gRPC status code.
@@ -110,8 +110,8 @@ impl Metrics {
     /// Records one finished gRPC call.
     pub fn rpc(&self, labels: RpcLabels<'_>, elapsed: Duration) {
         let mut attributes = vec![
-            KeyValue::new("rpc.service", labels.service.to_string()),
-            KeyValue::new("rpc.method", labels.method.to_string()),
+            KeyValue::new("rpc.service", labels.service),
+            KeyValue::new("rpc.method", labels.method),
             KeyValue::new("grpc.code", code_name(labels.code)),
         ];
         if let Some(provider) = labels.provider {
@@ -145,13 +145,13 @@ impl Metrics {
     }
 
     /// Records a call refused for being over its caller's rate.
-    pub fn rate_limited(&self, principal: &str, service: &str, method: &str) {
+    pub fn rate_limited(&self, principal: &str, service: &'static str, method: &'static str) {
         self.rate_limited.add(
             1,
             &[
                 KeyValue::new("principal", principal.to_string()),
-                KeyValue::new("rpc.service", service.to_string()),
-                KeyValue::new("rpc.method", method.to_string()),
+                KeyValue::new("rpc.service", service),
+                KeyValue::new("rpc.method", method),
             ],
         );
     }

@@ -18,7 +18,7 @@ pub mod metrics;
 pub mod otel;
 pub mod scrape;
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::io::IsTerminal;
 use std::sync::{Arc, OnceLock};
 
@@ -40,19 +40,37 @@ use otel::OtelSettings;
 /// The instrumentation scope of every span and instrument.
 const SCOPE: &str = "streamgate";
 
+/// Keeps the log writer's thread; dropping it writes out the lines still queued.
+#[must_use = "dropping the guard stops the log writer"]
+pub struct LogGuard {
+    _writer: tracing_appender::non_blocking::WorkerGuard,
+}
+
 /// Installs the global log subscriber. Fails if the filter is malformed.
-pub fn init(config: &TelemetryConfig) -> Result<(), String> {
+///
+/// Lines are formatted on the thread that logs and written to stderr by a writer thread
+/// through a buffer that it flushes whenever its queue is empty: one `write` for many lines
+/// under load instead of one per line (a call's access line cost a system call on the
+/// request's path). The queue is not lossy: when stderr cannot keep up with 16,384 queued
+/// lines, loggers wait.
+pub fn init(config: &TelemetryConfig) -> Result<LogGuard, String> {
     let filter = EnvFilter::try_new(&config.log_filter)
         .map_err(|e| format!("log filter {:?}: {e}", config.log_filter))?;
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .buffered_lines_limit(16_384)
+        .thread_name("streamgate-log")
+        .finish(std::io::BufWriter::new(std::io::stderr()));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(writer)
         .with_ansi(std::io::stderr().is_terminal());
     let installed = match config.log_format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
     };
-    installed.map_err(|e| format!("logging: {e}"))
+    installed.map_err(|e| format!("logging: {e}"))?;
+    Ok(LogGuard { _writer: guard })
 }
 
 /// The `/package.Service/Method` path of a gRPC call, split.
@@ -64,18 +82,15 @@ pub struct RpcName<'a> {
     pub method: &'a str,
 }
 
-impl<'a> RpcName<'a> {
+impl RpcName<'static> {
     /// Splits `path` when it names a method this server serves; anything else (a made-up
     /// method, even one refused before routing) is [`RpcName::UNKNOWN`], so that callers
     /// cannot make up label values or span names.
-    pub fn parse(path: &'a str) -> Self {
-        if !served_methods().contains(path) {
-            return RpcName::UNKNOWN;
-        }
-        match path.strip_prefix('/').and_then(|p| p.split_once('/')) {
-            Some((service, method)) => RpcName { service, method },
-            None => RpcName::UNKNOWN,
-        }
+    pub fn parse(path: &str) -> Self {
+        served(path).map_or(RpcName::UNKNOWN, |m| RpcName {
+            service: &m.service,
+            method: &m.method,
+        })
     }
 
     /// What a path that is not a served method is counted as.
@@ -85,10 +100,44 @@ impl<'a> RpcName<'a> {
     };
 }
 
-/// The `/package.Service/Method` paths the server serves: every method of the descriptor
-/// sets it registers (streamgate, health, reflection v1 and v1alpha).
-pub fn served_methods() -> &'static HashSet<String> {
-    static SERVED: OnceLock<HashSet<String>> = OnceLock::new();
+/// One method the server serves, its names spelled every way the layers need them, made
+/// once at start-up so that no call formats them.
+#[derive(Debug)]
+pub struct ServedMethod {
+    /// Its position in [`served_methods`]: a key for per-method tables.
+    pub index: usize,
+    /// `package.Service/Method`: span names, authorization and rate-limit globs.
+    pub full: String,
+    /// `Service/Method`: the short form globs and messages use.
+    pub short: String,
+    /// `package.Service`.
+    pub service: String,
+    /// `Method`.
+    pub method: String,
+}
+
+/// The served method at `path` (`/package.Service/Method`), if any.
+pub fn served(path: &str) -> Option<&'static ServedMethod> {
+    let table = served_table();
+    table.by_path.get(path).map(|&i| &table.methods[i])
+}
+
+/// Every method the server serves, by [`ServedMethod::index`].
+pub fn served_methods() -> &'static [ServedMethod] {
+    &served_table().methods
+}
+
+struct ServedTable {
+    methods: Vec<ServedMethod>,
+    // foldhash: every layer looks the path up, and SipHash was 1.5% of a call; the table is
+    // fixed at start-up, so a caller's paths cannot degrade it.
+    by_path: HashMap<String, usize, foldhash::fast::RandomState>,
+}
+
+/// The methods of the descriptor sets the server registers (streamgate, health, reflection
+/// v1 and v1alpha).
+fn served_table() -> &'static ServedTable {
+    static SERVED: OnceLock<ServedTable> = OnceLock::new();
     SERVED.get_or_init(|| {
         use prost::Message;
         let sets = [
@@ -97,7 +146,10 @@ pub fn served_methods() -> &'static HashSet<String> {
             tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
             tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
         ];
-        let mut served = HashSet::new();
+        let mut table = ServedTable {
+            methods: Vec::new(),
+            by_path: HashMap::default(),
+        };
         for bytes in sets {
             // Built into the binary by build.rs and the tonic crates: always decodable.
             let Ok(set) = prost_types::FileDescriptorSet::decode(bytes) else {
@@ -105,17 +157,29 @@ pub fn served_methods() -> &'static HashSet<String> {
             };
             for file in &set.file {
                 for service in &file.service {
-                    let full = match file.package() {
+                    let full_service = match file.package() {
                         "" => service.name().to_string(),
                         package => format!("{package}.{}", service.name()),
                     };
                     for method in &service.method {
-                        served.insert(format!("/{full}/{}", method.name()));
+                        let full = format!("{full_service}/{}", method.name());
+                        if table.by_path.contains_key(&format!("/{full}")) {
+                            continue;
+                        }
+                        let index = table.methods.len();
+                        table.by_path.insert(format!("/{full}"), index);
+                        table.methods.push(ServedMethod {
+                            index,
+                            short: format!("{}/{}", service.name(), method.name()),
+                            full,
+                            service: full_service.clone(),
+                            method: method.name().to_string(),
+                        });
                     }
                 }
             }
         }
-        served
+        table
     })
 }
 

@@ -10,7 +10,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
 use axum::extract::{Path, State};
@@ -77,6 +77,7 @@ struct Inner {
     failures: HashMap<String, (u16, String)>,
     account_stream_limit: Option<usize>,
     creating_describes: usize,
+    latency: Duration,
     requests: Vec<Recorded>,
     counter: u64,
 }
@@ -351,6 +352,15 @@ impl Inner {
 }
 
 async fn handle(State(fake): State<KvsFake>, Path(action): Path<String>, body: String) -> Response {
+    let (response, latency) = answer(&fake, action, body);
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
+    response
+}
+
+/// The answer to one request, and how long to wait before sending it.
+fn answer(fake: &KvsFake, action: String, body: String) -> (Response, Duration) {
     let body: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
     let mut inner = fake.inner.lock().unwrap();
     let request_id = inner.next_id("req-");
@@ -396,7 +406,7 @@ async fn handle(State(fake): State<KvsFake>, Path(action): Path<String>, body: S
         body,
         status: response.status().as_u16(),
     });
-    response
+    (response, inner.latency)
 }
 
 impl KvsFake {
@@ -425,6 +435,12 @@ impl KvsFake {
     /// New streams answer CREATING to this many DescribeStream calls before ACTIVE.
     pub fn set_creating_describes(&self, n: usize) {
         self.with(|i| i.creating_describes = n);
+    }
+
+    /// Answers every request `latency` after it arrived, as a provider endpoint that far
+    /// away would (the benchmark's realistic-latency runs).
+    pub fn set_latency(&self, latency: Duration) {
+        self.with(|i| i.latency = latency);
     }
 
     /// Throttles `action` (e.g. `createStream`).
