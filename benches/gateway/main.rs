@@ -43,6 +43,11 @@ use std::time::{Duration, Instant};
 
 use sha2::Digest;
 use streamgate::pb;
+
+/// The gateway's allocator (src/main.rs), so that the echo baseline, which runs from this
+/// executable, is measured with the same one.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use streamgate::pb::operation_service_client::OperationServiceClient;
 use streamgate::pb::provider_service_client::ProviderServiceClient;
 use streamgate::pb::stream_service_client::StreamServiceClient;

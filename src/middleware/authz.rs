@@ -154,3 +154,74 @@ pub type AuthzLayer = GateLayer<Authorizer>;
 
 /// The service of [`AuthzLayer`].
 pub type Authz<S> = Gated<S, Authorizer>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn authorizer(methods: &[&str]) -> Authorizer {
+        Authorizer::from_config(
+            AuthMode::ApiKey,
+            &["grpc.health.v1.Health".to_string()],
+            &[AuthorizationRule {
+                principal: "reader*".into(),
+                methods: methods.iter().map(|m| m.to_string()).collect(),
+                providers: vec!["kvs-*".into()],
+            }],
+        )
+        .unwrap()
+    }
+
+    fn denial(result: Result<Grants, Error>) -> String {
+        match result {
+            Ok(_) => panic!("allowed"),
+            Err(e) => {
+                assert_eq!(e.kind(), Kind::PermissionDenied);
+                e.message().to_string()
+            }
+        }
+    }
+
+    #[test]
+    fn served_methods_match_short_and_full_globs_decided_at_start() {
+        let authz = authorizer(&["StreamService/Get*", "streamgate.v1.ProviderService/*"]);
+        let grants = authz
+            .authorize("reader-1", "/streamgate.v1.StreamService/GetStream")
+            .unwrap();
+        assert!(grants.allows("kvs-eu") && !grants.allows("vod"));
+        assert!(
+            authz
+                .authorize("reader-1", "/streamgate.v1.ProviderService/GetProvider")
+                .is_ok()
+        );
+        assert_eq!(
+            denial(authz.authorize("reader-1", "/streamgate.v1.StreamService/DeleteStream")),
+            "reader-1 may not call StreamService/DeleteStream"
+        );
+        assert_eq!(
+            denial(authz.authorize("writer", "/streamgate.v1.StreamService/GetStream")),
+            "writer may not call StreamService/GetStream"
+        );
+        // Public services need no grant.
+        assert!(
+            authz
+                .authorize("writer", "/grpc.health.v1.Health/Check")
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn methods_no_service_serves_are_matched_against_their_path() {
+        assert_eq!(
+            denial(authorizer(&["StreamService/*"]).authorize("reader", "/x.Made/Up")),
+            "reader may not call Made/Up"
+        );
+        // Let through, they end UNIMPLEMENTED at the router.
+        assert!(authorizer(&["*"]).authorize("reader", "/x.Made/Up").is_ok());
+        assert!(
+            authorizer(&["Made/*"])
+                .authorize("reader", "/x.Made/Up")
+                .is_ok()
+        );
+    }
+}

@@ -134,3 +134,47 @@ pub type RateLimitLayer = GateLayer<InboundGate>;
 
 /// The service of [`RateLimitLayer`].
 pub type RateLimit<S> = Gated<S, InboundGate>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::RateLimitRule;
+
+    const GET: &str = "/streamgate.v1.StreamService/GetStream";
+    const DELETE: &str = "/streamgate.v1.StreamService/DeleteStream";
+
+    fn over(limits: &InboundLimits, principal: &Arc<str>, path: &str) -> bool {
+        match limits.check(principal, path) {
+            Ok(()) => false,
+            Err(e) => {
+                assert_eq!(e.kind(), Kind::RateLimited);
+                true
+            }
+        }
+    }
+
+    #[test]
+    fn buckets_are_per_principal_and_method() {
+        let limits = InboundLimits::from_config(&RateLimitConfig {
+            per_second: 1,
+            burst: None,
+            rules: vec![RateLimitRule {
+                principal: "*".into(),
+                method: "StreamService/DeleteStream".into(),
+                per_second: 2,
+                burst: None,
+            }],
+        })
+        .unwrap();
+        let (a, b): (Arc<str>, Arc<str>) = (Arc::from("a"), Arc::from("b"));
+        assert!(!over(&limits, &a, GET));
+        assert!(over(&limits, &a, GET), "a's second GetStream in the second");
+        assert!(!over(&limits, &b, GET), "b has its own bucket");
+        assert!(!over(&limits, &a, DELETE), "and so has each method");
+        assert!(!over(&limits, &a, DELETE), "at the rule's rate of 2");
+        assert!(over(&limits, &a, DELETE));
+        // Made-up paths all share one bucket per principal, so they cannot grow the table.
+        assert!(!over(&limits, &a, "/x.Made/Up1"));
+        assert!(over(&limits, &a, "/x.Made/Up2"));
+    }
+}

@@ -53,7 +53,11 @@ impl LocalProvider {
                 max_page_size: MAX_PAGE_SIZE,
             },
             settings,
-            core: LocalCore::new(store.pool().clone(), &config.id),
+            core: LocalCore::new(
+                store.pool().clone(),
+                &config.id,
+                crate::store::OperationStore::exclusive(store),
+            ),
             hub: Arc::clone(hub),
         })
     }

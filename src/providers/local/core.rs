@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use sqlx::any::AnyRow;
 use sqlx::{AnyPool, Row};
 
+use super::cache::RowCache;
 use super::error::LocalError;
 use crate::domain::{
     ListQuery, Page, Stream, StreamDetails, StreamName, StreamPatch, StreamSpec, StreamState,
@@ -21,6 +22,7 @@ const COLUMNS: &str = "stream_id, etag, version, state, media_type, data_retenti
      device_name, kms_key_id, tags, create_time_ms, update_time_ms, created_by, last_op";
 
 /// A stream row and the operations that touched it.
+#[derive(Clone)]
 pub(super) struct StoredStream {
     pub stream: Stream,
     pub created_by: String,
@@ -36,13 +38,18 @@ pub(super) struct LocalCore {
     // The shared store pool; every statement is scoped to `provider`.
     pool: AnyPool,
     provider: String,
+    // Rows read by stream id; every statement below that changes a row holds its
+    // invalidation until it ended.
+    cache: RowCache,
 }
 
 impl LocalCore {
-    pub fn new(pool: AnyPool, provider: &str) -> Self {
+    /// `exclusive`: this process is the store's only user, so rows may be kept in memory.
+    pub fn new(pool: AnyPool, provider: &str, exclusive: bool) -> Self {
         LocalCore {
             pool,
             provider: provider.to_string(),
+            cache: RowCache::new(exclusive),
         }
     }
 
@@ -85,6 +92,10 @@ impl LocalCore {
     }
 
     pub async fn get(&self, stream_id: &str) -> Result<Option<StoredStream>> {
+        let miss = match self.cache.get(stream_id) {
+            Ok(row) => return Ok(Some(row)),
+            Err(miss) => miss,
+        };
         let row = sqlx::query(&format!(
             "SELECT {COLUMNS} FROM local_streams WHERE provider = $1 AND stream_id = $2"
         ))
@@ -92,7 +103,11 @@ impl LocalCore {
         .bind(stream_id)
         .fetch_optional(&self.pool)
         .await?;
-        row.as_ref().map(|r| self.decode(r)).transpose()
+        let stored = row.as_ref().map(|r| self.decode(r)).transpose()?;
+        if let Some(stored) = &stored {
+            self.cache.fill(miss, stored);
+        }
+        Ok(stored)
     }
 
     /// The stream, or NotFound.
@@ -155,6 +170,7 @@ impl LocalCore {
         spec: &StreamSpec,
         op_id: &str,
     ) -> Result<Stream> {
+        let _change = self.cache.invalidate(stream_id);
         let now = now_ms();
         // RETURNING (SQLite and PostgreSQL alike) hands back the row without a second query.
         let result = sqlx::query(&format!(
@@ -192,6 +208,7 @@ impl LocalCore {
 
     /// Turns the stream `op_id` created ACTIVE. `None` if it was deleted meanwhile.
     pub async fn activate(&self, stream_id: &str, op_id: &str) -> Result<Option<Stream>> {
+        let _change = self.cache.invalidate(stream_id);
         let activated = sqlx::query(&format!(
             "UPDATE local_streams SET state = $1, etag = $2, version = version + 1, \
              update_time_ms = $3, last_op = $4 \
@@ -229,6 +246,7 @@ impl LocalCore {
         op_id: &str,
     ) -> Result<Stream> {
         let current = self.require(stream_id).await?;
+        let _change = self.cache.invalidate(stream_id);
         if current.last_op == op_id {
             return Ok(current.stream);
         }
@@ -262,6 +280,7 @@ impl LocalCore {
 
     /// Deletes the stream if the etag (when given) still matches. Returns the stream as it was.
     pub async fn delete(&self, stream_id: &str, etag: Option<&str>) -> Result<Stream> {
+        let _change = self.cache.invalidate(stream_id);
         // One statement when it succeeds: RETURNING hands back the row that was deleted.
         let condition = if etag.is_some() { " AND etag = $3" } else { "" };
         let sql = format!(
@@ -283,6 +302,7 @@ impl LocalCore {
 
     /// Deletes a CREATING stream that `op_id` made (a cancelled create). True if one was.
     pub async fn remove_created_by(&self, stream_id: &str, op_id: &str) -> Result<bool> {
+        let _change = self.cache.invalidate(stream_id);
         let deleted = sqlx::query(
             "DELETE FROM local_streams WHERE provider = $1 AND stream_id = $2 AND created_by = $3 \
              AND state = $4",

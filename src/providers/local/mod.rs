@@ -8,9 +8,11 @@
 //! - `config.rs`: the kind-specific keys.
 //! - `backend.rs`: the [`Provider`](crate::providers::Provider) impl; dispatch only.
 //! - `core.rs`: the SQL on the `local_streams` table.
+//! - `cache.rs`: its rows in memory, when the store is this process's alone (SQLite).
 //! - `error.rs`: the adapter's errors and their mapping to the taxonomy.
 
 mod backend;
+mod cache;
 mod config;
 mod core;
 mod error;
