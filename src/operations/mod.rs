@@ -93,10 +93,8 @@ pub struct Runner {
 /// A digest of a request, to tell a retry from a different request with the same request_id.
 pub fn fingerprint(request: &OpRequest) -> String {
     let bytes = serde_json::to_vec(request).unwrap_or_default();
-    Sha256::digest(&bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    // hex::encode, not a format! per byte: that was 28k instructions a call (callgrind).
+    hex::encode(Sha256::digest(&bytes))
 }
 
 fn backoff(retry: i32) -> Duration {

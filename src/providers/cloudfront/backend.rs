@@ -82,12 +82,8 @@ fn caller_reference(provider: &str, op: &Operation) -> String {
         Some(request_id) => format!("{provider}\0{}\0{request_id}", op.principal),
         None => format!("{provider}\0operation\0{}", op.id),
     };
-    let digest: String = Sha256::digest(basis.as_bytes())
-        .iter()
-        .take(16)
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    format!("streamgate-{digest}")
+    let digest = Sha256::digest(basis.as_bytes());
+    format!("streamgate-{}", hex::encode(&digest[..16]))
 }
 
 impl CloudFrontProvider {
