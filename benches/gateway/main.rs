@@ -623,6 +623,53 @@ async fn run(size: Size) -> Checks {
         Vec::new()
     };
 
+    // (b) again on a gateway configured as a busy production one would be: 1% of traces
+    // sampled (parent-based, so a sampled caller's trace stays whole) and warnings only in the
+    // log (no access line per call). Context for the 0.85 × target, not the target's setup.
+    {
+        let mut env = setup.env.clone();
+        env.extend([
+            (
+                "OTEL_TRACES_SAMPLER".to_string(),
+                "parentbased_traceidratio".to_string(),
+            ),
+            ("OTEL_TRACES_SAMPLER_ARG".to_string(), "0.01".to_string()),
+            ("STREAMGATE_LOG".to_string(), "warn".to_string()),
+        ]);
+        let lean = GatewaySetup {
+            binary: setup.binary.clone(),
+            kvs_url: setup.kvs_url.clone(),
+            vod_url: setup.vod_url.clone(),
+            env,
+            core: setup.core,
+        }
+        .start()
+        .await;
+        let lean_channels = connect(lean.server.addr, size.connections).await;
+        let (load, cpu_us) = with_cpu(
+            &lean.server,
+            get_provider_load(&lean_channels, size.high, size.plan),
+        )
+        .await;
+        checks.calls("(b) GetProvider, 1% sampled, warn logs", &load);
+        report.note(&format!(
+            "(b) at {} with 1% of traces sampled and log filter `warn` (context): {:.0} calls/s \
+             = {:.2} × (a)",
+            size.high,
+            load.rate(),
+            load.rate() / baseline[&size.high].rate()
+        ));
+        report.row(Row {
+            cpu_us,
+            ..Row::closed(
+                "(b) GetProvider, 1% of traces sampled, log filter warn",
+                size.high,
+                &load,
+                Some(lean.server.rss_mib()),
+            )
+        });
+    }
+
     // (c) GetStream on `local`.
     let auth = auth();
     let created = StreamServiceClient::new(channels[0].clone())
