@@ -4,6 +4,7 @@
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 
 use globset::{Glob, GlobMatcher};
 use governor::clock::{Clock, DefaultClock};
@@ -29,6 +30,9 @@ struct Bucket {
 pub struct InboundLimits {
     rules: Vec<Bucket>,
     default: DefaultKeyedRateLimiter<Key>,
+    // The checks made, for `prune_now_and_then` (principals come and go, JWT subjects above
+    // all).
+    checks: AtomicU64,
 }
 
 fn quota(per_second: u32, burst: Option<u32>) -> Result<Quota, ConfigError> {
@@ -63,6 +67,7 @@ impl InboundLimits {
         Ok(InboundLimits {
             rules,
             default: RateLimiter::keyed(quota(config.per_second, config.burst)?),
+            checks: AtomicU64::new(0),
         })
     }
 
@@ -78,16 +83,16 @@ impl InboundLimits {
                     && (b.method.is_match(&*short) || b.method.is_match(&*full))
             })
             .map_or(&self.default, |b| &b.limiter);
-        limiter
-            .check_key(&(Arc::clone(principal), index))
-            .map_err(|not_until| {
-                let wait = not_until.wait_time_from(DefaultClock::default().now());
-                Error::new(
-                    Kind::RateLimited,
-                    format!("{principal} is over its rate for {short}"),
-                )
-                .with_retry_after(wait)
-            })
+        let checked = limiter.check_key(&(Arc::clone(principal), index));
+        crate::providers::limits::prune_now_and_then(limiter, &self.checks);
+        checked.map_err(|not_until| {
+            let wait = not_until.wait_time_from(DefaultClock::default().now());
+            Error::new(
+                Kind::RateLimited,
+                format!("{principal} is over its rate for {short}"),
+            )
+            .with_retry_after(wait)
+        })
     }
 }
 

@@ -6,9 +6,29 @@
 //! limit per resource (KVS allows 5 DescribeStream per second per stream).
 
 use std::collections::HashMap;
+use std::hash::Hash;
 use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
+
+/// How many checks of a keyed limiter pass between two prunings of its keys.
+const PRUNE_EVERY: u64 = 1024;
+
+/// Forgets, once every [`PRUNE_EVERY`] calls (`checks` counts them), the keys of `limiter`
+/// whose state is back to that of a key never seen: without it a keyed limiter keeps a
+/// key for every stream name or principal it was ever asked about, however old — a table
+/// that callers naming made-up streams could grow without bound. Pruning is O(keys), so
+/// amortized O(keys / 1024) per call.
+pub(crate) fn prune_now_and_then<K: Clone + Hash + Eq>(
+    limiter: &DefaultKeyedRateLimiter<K>,
+    checks: &AtomicU64,
+) {
+    if checks.fetch_add(1, Ordering::Relaxed) % PRUNE_EVERY == PRUNE_EVERY - 1 {
+        limiter.retain_recent();
+        limiter.shrink_to_fit();
+    }
+}
 
 fn quota(per_second: NonZeroU32) -> Quota {
     Quota::per_second(per_second).allow_burst(NonZeroU32::MIN)
@@ -19,6 +39,8 @@ fn quota(per_second: NonZeroU32) -> Quota {
 pub struct OutboundLimits {
     per_action: HashMap<String, DefaultDirectRateLimiter>,
     per_resource: HashMap<String, DefaultKeyedRateLimiter<String>>,
+    // Calls of `acquire` on a per-resource limit, for `prune_now_and_then`.
+    resource_checks: AtomicU64,
 }
 
 impl std::fmt::Debug for OutboundLimits {
@@ -57,6 +79,7 @@ impl OutboundLimits {
     pub async fn acquire(&self, action: &str, resource: Option<&str>) {
         if let (Some(limiter), Some(resource)) = (self.per_resource.get(action), resource) {
             limiter.until_key_ready(&resource.to_string()).await;
+            prune_now_and_then(limiter, &self.resource_checks);
         }
         if let Some(limiter) = self.per_action.get(action) {
             limiter.until_ready().await;
@@ -98,5 +121,22 @@ mod tests {
         assert!(started.elapsed() >= Duration::from_millis(190));
         // Unlimited actions pass at once.
         limits.acquire("ListStreams", None).await;
+    }
+
+    #[tokio::test]
+    async fn resources_not_called_lately_are_forgotten() {
+        let limits =
+            OutboundLimits::new().per_resource("DescribeStream", NonZeroU32::new(1000).unwrap());
+        let tracked = |l: &OutboundLimits| l.per_resource["DescribeStream"].len();
+        for i in 0..PRUNE_EVERY - 1 {
+            limits
+                .acquire("DescribeStream", Some(&format!("made-up-{i}")))
+                .await;
+        }
+        assert_eq!(tracked(&limits) as u64, PRUNE_EVERY - 1);
+        // One emission interval (1 ms) later every one of them is as if never seen.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        limits.acquire("DescribeStream", Some("last")).await;
+        assert!(tracked(&limits) <= 1, "{} keys kept", tracked(&limits));
     }
 }
