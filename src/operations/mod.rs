@@ -76,7 +76,8 @@ pub struct Runner {
     // its task out of a wait.
     running: Mutex<HashMap<String, Arc<Control>>>,
     // A change counter per operation that someone waits on (WaitOperation).
-    progress: Mutex<HashMap<String, watch::Sender<u64>>>,
+    // The operation as this process last saved it, for the waiters of each operation.
+    progress: Mutex<HashMap<String, watch::Sender<Option<Arc<Operation>>>>>,
     // Stops every task at its next wait; their operations resume at the next start.
     shutdown: CancellationToken,
     tasks: TaskTracker,
@@ -361,7 +362,7 @@ impl Runner {
                     break;
                 }
             }
-            self.notify(&op.id);
+            self.notify(&op);
             if let Some(tx) = first.take() {
                 let _ = tx.send(op.clone());
             }
@@ -440,9 +441,9 @@ impl Runner {
         }
     }
 
-    fn notify(&self, id: &str) {
-        if let Some(tx) = lock(&self.progress).get(id) {
-            tx.send_modify(|n| *n += 1);
+    fn notify(&self, op: &Operation) {
+        if let Some(tx) = lock(&self.progress).get(&op.id) {
+            tx.send_replace(Some(Arc::new(op.clone())));
         }
     }
 
@@ -460,20 +461,31 @@ impl Runner {
     pub async fn wait(&self, id: &str, timeout: Duration) -> Result<Operation> {
         let mut changes = lock(&self.progress)
             .entry(id.to_string())
-            .or_insert_with(|| watch::channel(0).0)
+            .or_insert_with(|| watch::channel(None).0)
             .subscribe();
         let deadline = tokio::time::Instant::now() + timeout;
+        // The state this process's task just saved, when a change woke the wait: no need to
+        // read it back from the store.
+        let mut saved: Option<Arc<Operation>> = None;
+        // Whether the task stopped driving it here (its sender gone): poll the store then.
+        let mut closed = false;
         let result = loop {
-            let op = match self.get(id).await {
-                Ok(op) => op,
-                Err(e) => break Err(e),
+            let op = match saved.take() {
+                Some(op) => Operation::clone(&op),
+                None => match self.get(id).await {
+                    Ok(op) => op,
+                    Err(e) => break Err(e),
+                },
             };
             if op.done() || tokio::time::Instant::now() >= deadline {
                 break Ok(op);
             }
             let poll = (tokio::time::Instant::now() + WAIT_POLL).min(deadline);
             tokio::select! {
-                _ = changes.changed() => {}
+                changed = changes.changed(), if !closed => match changed {
+                    Ok(()) => saved = changes.borrow_and_update().clone(),
+                    Err(_) => closed = true,
+                },
                 () = tokio::time::sleep_until(poll) => {}
                 () = self.shutdown.cancelled() => {}
             }
