@@ -542,3 +542,136 @@ impl Runner {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+
+    use async_trait::async_trait;
+
+    use super::*;
+    use crate::audit::Audit;
+    use crate::config::{Config, Environment};
+    use crate::domain::{StreamName, StreamSpec};
+    use crate::store::{OperationFilter, SqlStore};
+    use crate::watch::WatchHub;
+
+    /// The SQL store, counting reads of one operation and refusing saves on demand (as when
+    /// another process adopted the operation).
+    struct Probe {
+        inner: SqlStore,
+        gets: AtomicUsize,
+        adopted_elsewhere: AtomicBool,
+    }
+
+    #[async_trait]
+    impl OperationStore for Probe {
+        async fn insert(&self, op: &Operation, lease: &Lease) -> Result<Inserted> {
+            self.inner.insert(op, lease).await
+        }
+        async fn get(&self, id: &str) -> Result<Option<Operation>> {
+            self.gets.fetch_add(1, Ordering::SeqCst);
+            self.inner.get(id).await
+        }
+        async fn find_by_request_id(
+            &self,
+            principal: &str,
+            request_id: &str,
+        ) -> Result<Option<Operation>> {
+            self.inner.find_by_request_id(principal, request_id).await
+        }
+        async fn save(&self, op: &Operation, owner: &str) -> Result<bool> {
+            if self.adopted_elsewhere.load(Ordering::SeqCst) {
+                return Ok(false);
+            }
+            self.inner.save(op, owner).await
+        }
+        async fn request_cancel(&self, id: &str) -> Result<bool> {
+            self.inner.request_cancel(id).await
+        }
+        async fn list(
+            &self,
+            filter: &OperationFilter,
+            after: Option<(i64, String)>,
+            limit: usize,
+        ) -> Result<Vec<Operation>> {
+            self.inner.list(filter, after, limit).await
+        }
+        async fn unfinished(&self) -> Result<Vec<Operation>> {
+            self.inner.unfinished().await
+        }
+        async fn claim(&self, lease: &Lease, now_ms: i64, limit: usize) -> Result<Vec<Operation>> {
+            self.inner.claim(lease, now_ms, limit).await
+        }
+        async fn renew(&self, lease: &Lease) -> Result<Vec<String>> {
+            self.inner.renew(lease).await
+        }
+        async fn release(&self, owner: &str) -> Result<()> {
+            self.inner.release(owner).await
+        }
+        fn exclusive(&self) -> bool {
+            self.inner.exclusive()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_waiter_polls_calmly_once_the_operation_is_driven_elsewhere() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config::from_toml(
+            "[[providers]]\nid = \"local\"\nkind = \"local\"\ncreate_delay = \"500ms\"\n",
+        )
+        .unwrap();
+        let sql = SqlStore::open(&format!("sqlite://{}/ops.db", dir.path().display()))
+            .await
+            .unwrap();
+        let environment = Environment::default();
+        let hub = Arc::new(WatchHub::default());
+        let registry = Arc::new(
+            Registry::build(&config.providers, &environment, &sql, &hub)
+                .await
+                .unwrap(),
+        );
+        let probe = Arc::new(Probe {
+            inner: sql.clone(),
+            gets: AtomicUsize::new(0),
+            adopted_elsewhere: AtomicBool::new(false),
+        });
+        let runner = Runner::new(
+            Arc::clone(&probe) as Arc<dyn OperationStore>,
+            registry,
+            Telemetry::start(&environment).unwrap(),
+            Audit::new(Arc::new(sql)),
+            Duration::from_secs(30),
+        );
+        let op = runner
+            .submit(
+                "tester",
+                None,
+                OpRequest::Create {
+                    name: StreamName {
+                        provider: "local".into(),
+                        video: None,
+                        stream: "s1".into(),
+                    },
+                    spec: StreamSpec::default(),
+                },
+                Duration::from_secs(5),
+            )
+            .await
+            .unwrap();
+        assert!(!op.done(), "CREATING for 500 ms first");
+        // The next save finds the operation adopted by another process: this process's task
+        // stops driving it, and the operation stays unfinished here.
+        probe.adopted_elsewhere.store(true, Ordering::SeqCst);
+        let before = probe.gets.load(Ordering::SeqCst);
+        let waited = runner
+            .wait(&op.id, Duration::from_millis(2500))
+            .await
+            .unwrap();
+        assert!(!waited.done());
+        let reads = probe.gets.load(Ordering::SeqCst) - before;
+        // One read at the start, then one per WAIT_POLL (1 s) once the task stopped; a waiter
+        // that spun on a closed channel read thousands of times.
+        assert!(reads <= 6, "{reads} reads of the operation in 2.5 s");
+    }
+}
