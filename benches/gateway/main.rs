@@ -278,6 +278,7 @@ access_key_secret = "{VOD_SECRET}"
 }
 
 /// What every gateway process of the run is started with.
+#[derive(Clone)]
 struct GatewaySetup {
     binary: PathBuf,
     kvs_url: String,
@@ -637,11 +638,8 @@ async fn run(size: Size) -> Checks {
             ("STREAMGATE_LOG".to_string(), "warn".to_string()),
         ]);
         let lean = GatewaySetup {
-            binary: setup.binary.clone(),
-            kvs_url: setup.kvs_url.clone(),
-            vod_url: setup.vod_url.clone(),
             env,
-            core: setup.core,
+            ..setup.clone()
         }
         .start()
         .await;

@@ -18,7 +18,7 @@ struct Rule {
     principal: GlobMatcher,
     methods: GlobSet,
     // Whether `methods` matches each served method, by `ServedMethod::index`: decided once,
-    // so that a call to a served method matches no method glob.
+    // so that a call to a served method runs no glob against its name.
     served: Vec<bool>,
     // Shared with the Grants of every call it admits: cloning a GlobSet copies its matchers.
     providers: Arc<GlobSet>,
@@ -107,21 +107,23 @@ impl Authorizer {
             return Ok(Grants::all());
         }
         let served = crate::telemetry::served(path);
+        // A method no service serves: its names, split from the path once for every rule.
+        let unserved = served.is_none().then(|| method_names(None, path));
         let granted: Vec<Arc<GlobSet>> = self
             .rules
             .iter()
-            .filter(|r| match served {
-                Some(method) => r.served[method.index],
-                None => {
-                    let (full, short) = method_names(path);
-                    r.methods.is_match(&*full) || r.methods.is_match(&*short)
+            .filter(|r| match (served, &unserved) {
+                (Some(method), _) => r.served[method.index],
+                (None, Some((full, short))) => {
+                    r.methods.is_match(&**full) || r.methods.is_match(&**short)
                 }
+                (None, None) => false,
             })
             .filter(|r| r.principal.is_match(principal))
             .map(|r| Arc::clone(&r.providers))
             .collect();
         if granted.is_empty() {
-            let (_, short) = method_names(path);
+            let (_, short) = method_names(served, path);
             return Err(Error::new(
                 Kind::PermissionDenied,
                 format!("{principal} may not call {short}"),

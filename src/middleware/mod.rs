@@ -41,7 +41,7 @@ pub use trace::{Trace, TraceLayer};
 use crate::audit::Audit;
 use crate::config::{Config, ConfigError};
 use crate::error::Error;
-use crate::telemetry::Telemetry;
+use crate::telemetry::{ServedMethod, Telemetry};
 
 /// What the security layers are built from, checked once at start-up.
 pub struct Security {
@@ -127,11 +127,15 @@ fn reject(error: &Error) -> http::Response<tonic::body::Body> {
     error.to_status().into_http()
 }
 
-/// `(package.Service/Method, Service/Method)` of a gRPC path: the served method's names,
-/// made once at start-up, else split from the path (a method no service serves: the call
-/// ends UNIMPLEMENTED if it gets through).
-fn method_names(path: &str) -> (Cow<'static, str>, Cow<'static, str>) {
-    if let Some(served) = crate::telemetry::served(path) {
+/// `(package.Service/Method, Service/Method)` of a gRPC path, given its served method if any
+/// (`telemetry::served(path)`, looked up once by the caller): the served method's names, made
+/// once at start-up, else split from the path (a method no service serves: the call ends
+/// UNIMPLEMENTED if it gets through).
+fn method_names(
+    served: Option<&'static ServedMethod>,
+    path: &str,
+) -> (Cow<'static, str>, Cow<'static, str>) {
+    if let Some(served) = served {
         return (
             Cow::Borrowed(served.full.as_str()),
             Cow::Borrowed(served.short.as_str()),

@@ -73,8 +73,9 @@ impl InboundLimits {
 
     /// Takes a token for `principal` calling `path`, or says when to come back.
     pub fn check(&self, principal: &Arc<str>, path: &str) -> Result<(), Error> {
-        let (full, short) = method_names(path);
-        let index = crate::telemetry::served(path).map_or(usize::MAX, |m| m.index);
+        let served = crate::telemetry::served(path);
+        let (full, short) = method_names(served, path);
+        let index = served.map_or(usize::MAX, |m| m.index);
         let limiter = self
             .rules
             .iter()

@@ -87,10 +87,7 @@ impl RpcName<'static> {
     /// method, even one refused before routing) is [`RpcName::UNKNOWN`], so that callers
     /// cannot make up label values or span names.
     pub fn parse(path: &str) -> Self {
-        served(path).map_or(RpcName::UNKNOWN, |m| RpcName {
-            service: &m.service,
-            method: &m.method,
-        })
+        served(path).map_or(RpcName::UNKNOWN, ServedMethod::name)
     }
 
     /// What a path that is not a served method is counted as.
@@ -114,6 +111,16 @@ pub struct ServedMethod {
     pub service: String,
     /// `Method`.
     pub method: String,
+}
+
+impl ServedMethod {
+    /// Its service and method.
+    pub fn name(&'static self) -> RpcName<'static> {
+        RpcName {
+            service: &self.service,
+            method: &self.method,
+        }
+    }
 }
 
 /// The served method at `path` (`/package.Service/Method`), if any.
