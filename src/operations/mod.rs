@@ -75,8 +75,8 @@ pub struct Runner {
     // Operations this process is driving, so that none is driven twice and a cancel can wake
     // its task out of a wait.
     running: Mutex<HashMap<String, Arc<Control>>>,
-    // A change counter per operation that someone waits on (WaitOperation).
-    // The operation as this process last saved it, for the waiters of each operation.
+    // Per operation that someone waits on (WaitOperation): the operation as this process last
+    // saved it.
     progress: Mutex<HashMap<String, watch::Sender<Option<Arc<Operation>>>>>,
     // Stops every task at its next wait; their operations resume at the next start.
     shutdown: CancellationToken,
