@@ -5,6 +5,7 @@ use async_trait::async_trait;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
+use super::batch::Statement;
 use super::{AuditFilter, AuditRecord, AuditStore, SqlStore};
 use crate::error::Result;
 
@@ -31,7 +32,7 @@ fn decode(row: &AnyRow) -> Result<AuditRecord> {
 #[async_trait]
 impl AuditStore for SqlStore {
     async fn record(&self, r: &AuditRecord) -> Result<()> {
-        sqlx::query(
+        let statement = Statement::new(
             "INSERT INTO audit_records (id, time_ms, principal, method, target, request_id, \
              operation, outcome, provider_request_id) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
@@ -44,9 +45,8 @@ impl AuditStore for SqlStore {
         .bind(&r.request_id)
         .bind(&r.operation)
         .bind(&r.outcome)
-        .bind(&r.provider_request_id)
-        .execute(self.pool())
-        .await?;
+        .bind(&r.provider_request_id);
+        self.db().execute(statement).await?;
         Ok(())
     }
 
@@ -57,16 +57,15 @@ impl AuditStore for SqlStore {
         outcome: &str,
         provider_request_id: &str,
     ) -> Result<()> {
-        sqlx::query(
+        let statement = Statement::new(
             "INSERT INTO audit_completions (operation, time_ms, outcome, provider_request_id) \
              VALUES ($1, $2, $3, $4) ON CONFLICT (operation) DO NOTHING",
         )
         .bind(operation)
         .bind(time_ms)
         .bind(outcome)
-        .bind(provider_request_id)
-        .execute(self.pool())
-        .await?;
+        .bind(provider_request_id);
+        self.db().execute(statement).await?;
         Ok(())
     }
 

@@ -5,10 +5,12 @@
 //! It also holds the audit trail ([`AuditStore`], in `audit.rs`).
 
 mod audit;
+mod batch;
 mod sql;
 
 use async_trait::async_trait;
 
+pub use batch::{Db, Statement};
 pub use sql::SqlStore;
 
 use crate::domain::Operation;

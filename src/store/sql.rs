@@ -11,6 +11,7 @@ use async_trait::async_trait;
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row};
 
+use super::batch::{Db, Statement};
 use super::{Inserted, Lease, OperationFilter, OperationStore};
 use crate::domain::Operation;
 use crate::error::{Error, Result};
@@ -25,6 +26,8 @@ pub struct SqlStore {
     pool: AnyPool,
     // SQLite: one process only.
     sqlite: bool,
+    // The pool's single statements, group-committed on SQLite.
+    db: Db,
 }
 
 impl std::fmt::Debug for SqlStore {
@@ -111,12 +114,18 @@ impl SqlStore {
             .run(&pool)
             .await
             .map_err(|e| Error::internal(format_args!("store: migration failed: {e}")))?;
-        Ok(SqlStore { pool, sqlite })
+        let db = Db::new(pool.clone(), sqlite);
+        Ok(SqlStore { pool, sqlite, db })
     }
 
     /// The pool, for the `local` provider's own table.
     pub fn pool(&self) -> &AnyPool {
         &self.pool
+    }
+
+    /// Single statements, group-committed on SQLite.
+    pub fn db(&self) -> &Db {
+        &self.db
     }
 
     /// Closes every connection.
@@ -139,7 +148,7 @@ const COLUMNS: &str = "record, cancel_requested";
 impl OperationStore for SqlStore {
     async fn insert(&self, op: &Operation, lease: &Lease) -> Result<Inserted> {
         let record = serde_json::to_string(op)?;
-        let result = sqlx::query(
+        let result = Statement::new(
             "INSERT INTO operations (id, principal, request_id, provider, verb, target, done, \
              cancel_requested, create_time_ms, update_time_ms, record, owner, lease_until_ms) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
@@ -156,10 +165,8 @@ impl OperationStore for SqlStore {
         .bind(op.update_time_ms)
         .bind(record)
         .bind(&lease.owner)
-        .bind(lease.until_ms)
-        .execute(&self.pool)
-        .await;
-        match result {
+        .bind(lease.until_ms);
+        match self.db.execute(result).await {
             Ok(_) => Ok(Inserted::New),
             Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
                 let request_id = op.request_id.as_deref().unwrap_or_default();
@@ -173,9 +180,11 @@ impl OperationStore for SqlStore {
     }
 
     async fn get(&self, id: &str) -> Result<Option<Operation>> {
-        let row = sqlx::query(&format!("SELECT {COLUMNS} FROM operations WHERE id = $1"))
-            .bind(id)
-            .fetch_optional(&self.pool)
+        let row = self
+            .db
+            .fetch_optional(
+                Statement::new(format!("SELECT {COLUMNS} FROM operations WHERE id = $1")).bind(id),
+            )
             .await?;
         row.as_ref().map(decode).transpose()
     }
@@ -185,30 +194,36 @@ impl OperationStore for SqlStore {
         principal: &str,
         request_id: &str,
     ) -> Result<Option<Operation>> {
-        let row = sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM operations WHERE principal = $1 AND request_id = $2"
-        ))
-        .bind(principal)
-        .bind(request_id)
-        .fetch_optional(&self.pool)
-        .await?;
+        let row = self
+            .db
+            .fetch_optional(
+                Statement::new(format!(
+                    "SELECT {COLUMNS} FROM operations WHERE principal = $1 AND request_id = $2"
+                ))
+                .bind(principal)
+                .bind(request_id),
+            )
+            .await?;
         row.as_ref().map(decode).transpose()
     }
 
     async fn save(&self, op: &Operation, owner: &str) -> Result<bool> {
         let record = serde_json::to_string(op)?;
-        let result = sqlx::query(
-            "UPDATE operations SET done = $1, update_time_ms = $2, record = $3 \
-             WHERE id = $4 AND owner = $5",
-        )
-        .bind(i64::from(op.done()))
-        .bind(op.update_time_ms)
-        .bind(record)
-        .bind(&op.id)
-        .bind(owner)
-        .execute(&self.pool)
-        .await?;
-        Ok(result.rows_affected() > 0)
+        let changed = self
+            .db
+            .execute(
+                Statement::new(
+                    "UPDATE operations SET done = $1, update_time_ms = $2, record = $3 \
+                     WHERE id = $4 AND owner = $5",
+                )
+                .bind(i64::from(op.done()))
+                .bind(op.update_time_ms)
+                .bind(record)
+                .bind(&op.id)
+                .bind(owner),
+            )
+            .await?;
+        Ok(changed > 0)
     }
 
     async fn request_cancel(&self, id: &str) -> Result<bool> {

@@ -54,7 +54,7 @@ impl LocalProvider {
             },
             settings,
             core: LocalCore::new(
-                store.pool().clone(),
+                store.db().clone(),
                 &config.id,
                 crate::store::OperationStore::exclusive(store),
             ),

@@ -6,8 +6,8 @@
 
 use std::collections::BTreeMap;
 
+use sqlx::Row;
 use sqlx::any::AnyRow;
-use sqlx::{AnyPool, Row};
 
 use super::cache::RowCache;
 use super::error::LocalError;
@@ -15,6 +15,7 @@ use crate::domain::{
     ListQuery, Page, Stream, StreamDetails, StreamName, StreamPatch, StreamSpec, StreamState,
     now_ms,
 };
+use crate::store::{Db, Statement};
 
 type Result<T> = std::result::Result<T, LocalError>;
 
@@ -35,8 +36,8 @@ fn new_etag() -> String {
 
 /// The `local_streams` table of one provider instance.
 pub(super) struct LocalCore {
-    // The shared store pool; every statement is scoped to `provider`.
-    pool: AnyPool,
+    // The shared store's statements; every one is scoped to `provider`.
+    db: Db,
     provider: String,
     // Rows read by stream id; every statement below that changes a row holds its
     // invalidation until it ended.
@@ -45,9 +46,9 @@ pub(super) struct LocalCore {
 
 impl LocalCore {
     /// `exclusive`: this process is the store's only user, so rows may be kept in memory.
-    pub fn new(pool: AnyPool, provider: &str, exclusive: bool) -> Self {
+    pub fn new(db: Db, provider: &str, exclusive: bool) -> Self {
         LocalCore {
-            pool,
+            db,
             provider: provider.to_string(),
             cache: RowCache::new(exclusive),
         }
@@ -96,13 +97,16 @@ impl LocalCore {
             Ok(row) => return Ok(Some(row)),
             Err(miss) => miss,
         };
-        let row = sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM local_streams WHERE provider = $1 AND stream_id = $2"
-        ))
-        .bind(&self.provider)
-        .bind(stream_id)
-        .fetch_optional(&self.pool)
-        .await?;
+        let row = self
+            .db
+            .fetch_optional(
+                Statement::new(format!(
+                    "SELECT {COLUMNS} FROM local_streams WHERE provider = $1 AND stream_id = $2"
+                ))
+                .bind(&self.provider)
+                .bind(stream_id),
+            )
+            .await?;
         let stored = row.as_ref().map(|r| self.decode(r)).transpose()?;
         if let Some(stored) = &stored {
             self.cache.fill(miss, stored);
@@ -135,7 +139,7 @@ impl LocalCore {
             sql += &format!(" AND state = {}", next());
         }
         sql += &format!(" ORDER BY stream_id LIMIT {}", next());
-        let mut q = sqlx::query(&sql).bind(&self.provider);
+        let mut q = Statement::new(sql).bind(&self.provider);
         if let Some(position) = &query.position {
             q = q.bind(position.clone());
         }
@@ -145,9 +149,9 @@ impl LocalCore {
         if let Some(state) = query.state {
             q = q.bind(state.as_str());
         }
-        let rows = q
-            .bind(query.page_size as i64 + 1)
-            .fetch_all(&self.pool)
+        let rows = self
+            .db
+            .fetch_all(q.bind(query.page_size as i64 + 1))
             .await?;
         let mut items = rows
             .iter()
@@ -173,7 +177,7 @@ impl LocalCore {
         let _change = self.cache.invalidate(stream_id);
         let now = now_ms();
         // RETURNING (SQLite and PostgreSQL alike) hands back the row without a second query.
-        let result = sqlx::query(&format!(
+        let statement = Statement::new(format!(
             "INSERT INTO local_streams (provider, stream_id, etag, version, state, media_type, \
              data_retention_hours, device_name, kms_key_id, tags, create_time_ms, update_time_ms, \
              created_by, last_op) VALUES ($1, $2, $3, 1, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
@@ -191,10 +195,8 @@ impl LocalCore {
         .bind(now)
         .bind(now)
         .bind(op_id)
-        .bind(op_id)
-        .fetch_one(&self.pool)
-        .await;
-        match result {
+        .bind(op_id);
+        match self.db.fetch_one(statement).await {
             Ok(row) => Ok(self.decode(&row)?.stream),
             Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
                 match self.get(stream_id).await? {
@@ -209,7 +211,7 @@ impl LocalCore {
     /// Turns the stream `op_id` created ACTIVE. `None` if it was deleted meanwhile.
     pub async fn activate(&self, stream_id: &str, op_id: &str) -> Result<Option<Stream>> {
         let _change = self.cache.invalidate(stream_id);
-        let activated = sqlx::query(&format!(
+        let statement = Statement::new(format!(
             "UPDATE local_streams SET state = $1, etag = $2, version = version + 1, \
              update_time_ms = $3, last_op = $4 \
              WHERE provider = $5 AND stream_id = $6 AND created_by = $7 AND state = $8 \
@@ -222,10 +224,8 @@ impl LocalCore {
         .bind(&self.provider)
         .bind(stream_id)
         .bind(op_id)
-        .bind(StreamState::Creating.as_str())
-        .fetch_optional(&self.pool)
-        .await?;
-        if let Some(row) = activated {
+        .bind(StreamState::Creating.as_str());
+        if let Some(row) = self.db.fetch_optional(statement).await? {
             return Ok(Some(self.decode(&row)?.stream));
         }
         // Not CREATING any more: a re-run after this step took effect, or deleted meanwhile.
@@ -253,7 +253,7 @@ impl LocalCore {
         check_writable(&current, etag, self.name(stream_id))?;
         let mut spec = current.stream.spec.clone();
         patch.apply(&mut spec);
-        let changed = sqlx::query(
+        let statement = Statement::new(
             "UPDATE local_streams SET media_type = $1, data_retention_hours = $2, \
              device_name = $3, tags = $4, etag = $5, version = version + 1, update_time_ms = $6, \
              last_op = $7 WHERE provider = $8 AND stream_id = $9 AND etag = $10",
@@ -267,11 +267,8 @@ impl LocalCore {
         .bind(op_id)
         .bind(&self.provider)
         .bind(stream_id)
-        .bind(&current.stream.etag)
-        .execute(&self.pool)
-        .await?
-        .rows_affected();
-        if changed == 0 {
+        .bind(&current.stream.etag);
+        if self.db.execute(statement).await? == 0 {
             // Someone changed it between our read and our write.
             return Err(LocalError::EtagMismatch(self.name(stream_id)));
         }
@@ -287,11 +284,11 @@ impl LocalCore {
             "DELETE FROM local_streams WHERE provider = $1 AND stream_id = $2{condition} \
              RETURNING {COLUMNS}"
         );
-        let mut query = sqlx::query(&sql).bind(&self.provider).bind(stream_id);
+        let mut statement = Statement::new(sql).bind(&self.provider).bind(stream_id);
         if let Some(etag) = etag {
-            query = query.bind(etag);
+            statement = statement.bind(etag);
         }
-        match query.fetch_optional(&self.pool).await? {
+        match self.db.fetch_optional(statement).await? {
             Some(row) => Ok(self.decode(&row)?.stream),
             None => match self.get(stream_id).await? {
                 Some(_) => Err(LocalError::EtagMismatch(self.name(stream_id))),
@@ -303,17 +300,19 @@ impl LocalCore {
     /// Deletes a CREATING stream that `op_id` made (a cancelled create). True if one was.
     pub async fn remove_created_by(&self, stream_id: &str, op_id: &str) -> Result<bool> {
         let _change = self.cache.invalidate(stream_id);
-        let deleted = sqlx::query(
-            "DELETE FROM local_streams WHERE provider = $1 AND stream_id = $2 AND created_by = $3 \
-             AND state = $4",
-        )
-        .bind(&self.provider)
-        .bind(stream_id)
-        .bind(op_id)
-        .bind(StreamState::Creating.as_str())
-        .execute(&self.pool)
-        .await?
-        .rows_affected();
+        let deleted = self
+            .db
+            .execute(
+                Statement::new(
+                    "DELETE FROM local_streams WHERE provider = $1 AND stream_id = $2 \
+                     AND created_by = $3 AND state = $4",
+                )
+                .bind(&self.provider)
+                .bind(stream_id)
+                .bind(op_id)
+                .bind(StreamState::Creating.as_str()),
+            )
+            .await?;
         Ok(deleted > 0)
     }
 }
