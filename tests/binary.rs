@@ -99,6 +99,74 @@ async fn kill_9_mid_operation_then_restart_finishes_it() {
     assert_eq!(retry.name, op.name);
 }
 
+/// Group commit (SQLite statements queued together share one transaction) under a crash: every
+/// create the gateway answered is in the store and finishes after the restart, whether its
+/// batch committed before the kill or not.
+#[tokio::test]
+async fn kill_9_under_concurrent_creates_loses_no_accepted_operation() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "200ms");
+    let mut first = Binary::spawn(&config, dir.path(), "first");
+    let channel = first.ready().await;
+    let (answers, mut answered) = tokio::sync::mpsc::unbounded_channel();
+    for i in 0..96 {
+        let mut streams = StreamServiceClient::new(channel.clone());
+        let answers = answers.clone();
+        tokio::spawn(async move {
+            let created = streams
+                .create_stream(pb::CreateStreamRequest {
+                    parent: "providers/local".into(),
+                    stream_id: format!("burst-{i}"),
+                    request_id: format!("burst-{i}"),
+                    ..Default::default()
+                })
+                .await;
+            let _ = answers.send((i, created.map(|r| r.into_inner())));
+        });
+    }
+    drop(answers);
+    // Kill once a third has been answered: the rest are in flight, some in batches not yet
+    // committed.
+    let mut accepted = Vec::new();
+    while accepted.len() < 32 {
+        let (i, created) = answered
+            .recv()
+            .await
+            .expect("every call answered or failed");
+        if let Ok(op) = created {
+            accepted.push((i, op));
+        }
+    }
+    first.signal("KILL");
+    let status = first.wait_exit(Duration::from_secs(5)).await;
+    assert!(!status.success(), "killed, not exited: {status}");
+    while let Some((i, created)) = answered.recv().await {
+        if let Ok(op) = created {
+            accepted.push((i, op));
+        }
+    }
+
+    let mut second = Binary::spawn(&config, dir.path(), "second");
+    let channel = second.ready().await;
+    let mut streams = StreamServiceClient::new(channel.clone());
+    for (i, op) in &accepted {
+        let done = wait_on(&channel, op).await;
+        assert!(done.done, "burst-{i}: {done:?}");
+        let Some(pb::operation::Result::Stream(stream)) = &done.result else {
+            panic!("burst-{i}: {done:?}");
+        };
+        assert_eq!(stream.state, State::Active as i32, "burst-{i}");
+        let stream = streams
+            .get_stream(pb::GetStreamRequest {
+                name: format!("providers/local/streams/burst-{i}"),
+            })
+            .await
+            .unwrap_or_else(|e| panic!("burst-{i} accepted, then lost: {e:?}"))
+            .into_inner();
+        assert_eq!(stream.state, State::Active as i32, "burst-{i}");
+    }
+}
+
 #[tokio::test]
 async fn sigterm_drains_and_exits_zero() {
     let dir = tempfile::tempdir().unwrap();
