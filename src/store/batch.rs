@@ -100,7 +100,8 @@ impl Statement {
 pub struct Answer {
     /// Its rows (a SELECT, or RETURNING).
     pub rows: Vec<AnyRow>,
-    /// The rows it changed.
+    /// The rows it changed (INSERT, UPDATE, DELETE; for a SELECT, SQLite repeats the count of
+    /// the connection's last change).
     pub rows_affected: u64,
 }
 
