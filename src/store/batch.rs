@@ -1,35 +1,44 @@
-//! [`Db`]: the store's statements, with group commit on SQLite.
+//! [`Db`]: the store's single statements, with group commit on SQLite.
 //!
-//! sqlx runs a SQLite connection on a worker thread of its own: each statement is a trip to
-//! that thread and back (on one core, two context switches each way), and each statement
-//! outside a transaction is a commit of its own (WAL frames of every page it touched, file
-//! locks). A create → wait → delete cycle made 16 such trips and 11 commits, and the kernel's
-//! side of them was half of the cycle's CPU (docs/PERFORMANCE.md, (d)).
+//! Through sqlx, a SQLite connection lives on a worker thread of its own and each statement is
+//! a trip to that thread and back (on one core, two context switches each way), and each
+//! statement outside a transaction is a commit of its own (the WAL frames of every page it
+//! touched, file locks). A create → wait → delete cycle made 16 such trips and 11 commits; the
+//! kernel's side of them was half of the cycle's CPU (docs/PERFORMANCE.md, (d)).
 //!
-//! On SQLite, [`Db`] hands statements to one writer task instead. Whatever statements are queued
-//! when it turns to the database go in one trip, as one transaction: `BEGIN; s1; s2; …; COMMIT`
-//! with the placeholders of each renumbered after those before it (sqlx binds `$n` across the
-//! statements of one query string). Each caller gets its own rows and count, and only once the
-//! transaction committed, so a statement's reply still means it is durable. When one statement
-//! of a batch fails (a unique key, say) the batch is rolled back and its statements run again
-//! one by one, so each caller gets its own outcome and nothing of a failed batch stays. A
-//! statement that finds the queue empty runs alone, as before. On PostgreSQL (a pool of
-//! connections, no worker thread) statements run directly.
+//! On SQLite, [`Db`] hands statements to a thread that owns a connection of its own (rusqlite):
+//! whatever statements are queued when it turns to the database run in one transaction, each
+//! from SQLite's prepared-statement cache, and every caller gets its own rows and count once the
+//! transaction committed — so an answer still means the statement is durable. When one
+//! statement of a batch fails (a unique key, say) the batch is rolled back and its statements
+//! run again one by one, each with its own outcome, so nothing of a failed batch stays. A
+//! statement that finds the queue empty runs alone. The store's other statements (claims,
+//! lease renewals, listings, migrations) stay on sqlx's pool, a second connection to the same
+//! WAL database: they are rare (every few seconds) and wait in SQLite's busy handler when they
+//! meet a batch. On PostgreSQL (a pool of connections, no worker thread) statements run
+//! directly through sqlx.
 //!
-//! Written by hand: sqlx has no statement batching, and no crate does group commit over it.
+//! Written by hand: no crate does group commit. (A first version sent each batch to sqlx's
+//! worker as one query string, `BEGIN; s1; …; COMMIT`; SQLite then parsed every statement of
+//! every batch anew, 29% of a cycle's instructions, since sqlx keeps statements prepared per
+//! query string.)
 
-use std::sync::Arc;
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-
-use sqlx::any::{AnyArguments, AnyRow};
-use sqlx::query::Query;
-use sqlx::{Any, AnyPool, Either};
-use tokio::sync::{mpsc, oneshot};
+use std::sync::{Arc, mpsc};
+use std::time::Duration;
 
 use futures::TryStreamExt;
+use rusqlite::types::{Value, ValueRef};
+use sqlx::any::AnyRow;
+use sqlx::error::{DatabaseError, ErrorKind};
+use sqlx::{Any, AnyPool, Either};
+use tokio::sync::oneshot;
 
 /// The most statements one transaction takes.
 const MAX_BATCH: usize = 64;
+/// Prepared statements kept per connection (the store has about twenty).
+const PREPARED: usize = 64;
 
 /// One bound value.
 #[derive(Clone, Debug)]
@@ -72,7 +81,7 @@ impl<T: Into<Arg>> From<Option<T>> for Arg {
     }
 }
 
-/// One SQL statement (no `;`) with `$1`, `$2`, … placeholders, and its values.
+/// One SQL statement (no `;`, no `$` but in its `$1`, `$2`, … placeholders), and its values.
 #[derive(Clone, Debug)]
 pub struct Statement {
     sql: String,
@@ -95,11 +104,62 @@ impl Statement {
     }
 }
 
+/// A column type the store reads: text or an integer.
+pub trait Cell: Sized + for<'r> sqlx::Decode<'r, Any> + sqlx::Type<Any> {
+    /// The value of a SQLite cell, if it has this type.
+    fn from_sqlite(value: &Value) -> Option<Self>;
+}
+
+impl Cell for String {
+    fn from_sqlite(value: &Value) -> Option<Self> {
+        match value {
+            Value::Text(text) => Some(text.clone()),
+            _ => None,
+        }
+    }
+}
+
+impl Cell for i64 {
+    fn from_sqlite(value: &Value) -> Option<Self> {
+        match value {
+            Value::Integer(n) => Some(*n),
+            _ => None,
+        }
+    }
+}
+
+/// A row a statement returned.
+pub enum Row {
+    /// From sqlx (PostgreSQL, or the pool).
+    Any(AnyRow),
+    /// From the SQLite thread: column names and values.
+    Sqlite(Arc<[String]>, Vec<Value>),
+}
+
+impl Row {
+    /// The value of column `name`.
+    pub fn try_get<T: Cell>(&self, name: &str) -> Result<T, sqlx::Error> {
+        match self {
+            Row::Any(row) => sqlx::Row::try_get(row, name),
+            Row::Sqlite(names, values) => {
+                let at = names
+                    .iter()
+                    .position(|n| n == name)
+                    .ok_or_else(|| sqlx::Error::ColumnNotFound(name.to_string()))?;
+                T::from_sqlite(&values[at]).ok_or_else(|| sqlx::Error::ColumnDecode {
+                    index: name.to_string(),
+                    source: format!("unexpected SQLite value {:?}", values[at].data_type()).into(),
+                })
+            }
+        }
+    }
+}
+
 /// What a statement returned.
 #[derive(Default)]
 pub struct Answer {
     /// Its rows (a SELECT, or RETURNING).
-    pub rows: Vec<AnyRow>,
+    pub rows: Vec<Row>,
     /// The rows it changed (INSERT, UPDATE, DELETE; for a SELECT, SQLite repeats the count of
     /// the connection's last change).
     pub rows_affected: u64,
@@ -110,13 +170,13 @@ struct Job {
     reply: oneshot::Sender<Result<Answer, sqlx::Error>>,
 }
 
-/// Runs statements on the store's pool: on SQLite through the group-committing writer task.
+/// Runs statements: on SQLite through the group-committing thread, else on the pool.
 #[derive(Clone)]
 pub struct Db {
     pool: AnyPool,
     // Some on SQLite.
-    queue: Option<mpsc::UnboundedSender<Job>>,
-    // Trips to the database the writer task made (in Debug, and for tests).
+    queue: Option<mpsc::Sender<Job>>,
+    // Trips to the database the SQLite thread made (in Debug, and for tests).
     trips: Arc<AtomicU64>,
 }
 
@@ -130,19 +190,27 @@ impl std::fmt::Debug for Db {
 }
 
 impl Db {
-    /// Statements on `pool`; `group` (SQLite) starts the writer task, which ends when the last
-    /// clone of this `Db` is dropped.
-    pub fn new(pool: AnyPool, group: bool) -> Self {
+    /// Statements on `pool`, or on the SQLite database at `sqlite` (migrated already) through a
+    /// thread of its own, which ends when the last clone of this `Db` is dropped.
+    pub fn new(pool: AnyPool, sqlite: Option<&Path>) -> Result<Self, sqlx::Error> {
         let trips = Arc::new(AtomicU64::new(0));
-        let queue = group.then(|| {
-            let (tx, rx) = mpsc::unbounded_channel();
-            tokio::spawn(writer(pool.clone(), rx, Arc::clone(&trips)));
-            tx
-        });
-        Db { pool, queue, trips }
+        let queue = match sqlite {
+            None => None,
+            Some(path) => {
+                let connection = open(path).map_err(from_sqlite)?;
+                let (tx, rx) = mpsc::channel();
+                let counted = Arc::clone(&trips);
+                std::thread::Builder::new()
+                    .name("streamgate-sqlite".into())
+                    .spawn(move || serve(&connection, &rx, &counted))
+                    .map_err(sqlx::Error::Io)?;
+                Some(tx)
+            }
+        };
+        Ok(Db { pool, queue, trips })
     }
 
-    /// The pool, for what is not a single statement (transactions, migrations).
+    /// The pool, for what does not go through [`Db`].
     pub fn pool(&self) -> &AnyPool {
         &self.pool
     }
@@ -165,146 +233,198 @@ impl Db {
     }
 
     /// Runs `statement`; its first row, if any.
-    pub async fn fetch_optional(
-        &self,
-        statement: Statement,
-    ) -> Result<Option<AnyRow>, sqlx::Error> {
+    pub async fn fetch_optional(&self, statement: Statement) -> Result<Option<Row>, sqlx::Error> {
         Ok(self.run(statement).await?.rows.into_iter().next())
     }
 
     /// Runs `statement`; its first row, or `RowNotFound`.
-    pub async fn fetch_one(&self, statement: Statement) -> Result<AnyRow, sqlx::Error> {
+    pub async fn fetch_one(&self, statement: Statement) -> Result<Row, sqlx::Error> {
         self.fetch_optional(statement)
             .await?
             .ok_or(sqlx::Error::RowNotFound)
     }
 
     /// Runs `statement`; all its rows.
-    pub async fn fetch_all(&self, statement: Statement) -> Result<Vec<AnyRow>, sqlx::Error> {
+    pub async fn fetch_all(&self, statement: Statement) -> Result<Vec<Row>, sqlx::Error> {
         Ok(self.run(statement).await?.rows)
     }
 }
 
-fn bind_all<'q>(
-    mut query: Query<'q, Any, AnyArguments<'q>>,
-    args: &'q [Arg],
-) -> Query<'q, Any, AnyArguments<'q>> {
-    for arg in args {
+/// Runs one statement through sqlx.
+async fn alone(pool: &AnyPool, statement: &Statement) -> Result<Answer, sqlx::Error> {
+    let mut query = sqlx::query(&statement.sql);
+    for arg in &statement.args {
         query = match arg {
             Arg::Int(value) => query.bind(*value),
             Arg::Text(value) => query.bind(value.as_str()),
             Arg::Null => query.bind(None::<String>),
         };
     }
-    query
-}
-
-/// Runs one statement on its own (a transaction of its own).
-async fn alone(pool: &AnyPool, statement: &Statement) -> Result<Answer, sqlx::Error> {
     let mut answer = Answer::default();
-    // `fetch_many` is deprecated for its several statements per query string (sqlx#3108); here
-    // it is one statement whose rows and count are both wanted.
+    // `fetch_many` is deprecated for several statements per query string (sqlx#3108); here it
+    // is one statement whose rows and count are both wanted.
     #[allow(deprecated)]
-    let mut results = bind_all(sqlx::query(&statement.sql), &statement.args).fetch_many(pool);
+    let mut results = query.fetch_many(pool);
     while let Some(item) = results.try_next().await? {
         match item {
             Either::Left(done) => answer.rows_affected += done.rows_affected(),
-            Either::Right(row) => answer.rows.push(row),
+            Either::Right(row) => answer.rows.push(Row::Any(row)),
         }
     }
     Ok(answer)
 }
 
-/// Appends `sql` with each `$n` made `$(n + offset)`.
-fn shifted(sql: &str, offset: usize, out: &mut String) {
-    let mut rest = sql;
-    while let Some(at) = rest.find('$') {
-        out.push_str(&rest[..=at]);
-        rest = &rest[at + 1..];
-        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
-        match rest[..digits].parse::<usize>() {
-            Ok(n) => out.push_str(&(n + offset).to_string()),
-            Err(_) => out.push_str(&rest[..digits]),
-        }
-        rest = &rest[digits..];
+/// A SQLite error as sqlx reports one, so callers handle both drivers alike: a busy database is
+/// an I/O error (temporary), a unique key a unique violation.
+#[derive(Debug)]
+struct SqliteError {
+    message: String,
+    kind: ErrorKind,
+}
+
+impl std::fmt::Display for SqliteError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
     }
-    out.push_str(rest);
+}
+
+impl std::error::Error for SqliteError {}
+
+impl DatabaseError for SqliteError {
+    fn message(&self) -> &str {
+        &self.message
+    }
+
+    fn as_error(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+        self
+    }
+
+    fn as_error_mut(&mut self) -> &mut (dyn std::error::Error + Send + Sync + 'static) {
+        self
+    }
+
+    fn into_error(self: Box<Self>) -> Box<dyn std::error::Error + Send + Sync + 'static> {
+        self
+    }
+
+    fn kind(&self) -> ErrorKind {
+        match self.kind {
+            ErrorKind::UniqueViolation => ErrorKind::UniqueViolation,
+            _ => ErrorKind::Other,
+        }
+    }
+}
+
+fn from_sqlite(error: rusqlite::Error) -> sqlx::Error {
+    use rusqlite::ffi;
+    let message = error.to_string();
+    match error.sqlite_error() {
+        Some(e)
+            if matches!(
+                e.code,
+                ffi::ErrorCode::DatabaseBusy | ffi::ErrorCode::DatabaseLocked
+            ) =>
+        {
+            sqlx::Error::Io(std::io::Error::other(message))
+        }
+        Some(e)
+            if e.extended_code == ffi::SQLITE_CONSTRAINT_UNIQUE
+                || e.extended_code == ffi::SQLITE_CONSTRAINT_PRIMARYKEY =>
+        {
+            sqlx::Error::Database(Box::new(SqliteError {
+                message,
+                kind: ErrorKind::UniqueViolation,
+            }))
+        }
+        _ => sqlx::Error::Database(Box::new(SqliteError {
+            message,
+            kind: ErrorKind::Other,
+        })),
+    }
+}
+
+/// The SQLite thread's connection: the settings of sqlx's (WAL, `synchronous = NORMAL`, a
+/// 10 s busy timeout).
+fn open(path: &Path) -> rusqlite::Result<rusqlite::Connection> {
+    let connection = rusqlite::Connection::open(path)?;
+    connection.query_row("PRAGMA journal_mode = WAL", [], |_| Ok(()))?;
+    connection.pragma_update(None, "synchronous", "NORMAL")?;
+    connection.busy_timeout(Duration::from_secs(10))?;
+    connection.set_prepared_statement_cache_capacity(PREPARED);
+    Ok(connection)
+}
+
+/// `sql` with each `$n` written `?n` (SQLite numbers `$n` by first appearance, `?n` by n).
+fn numbered(sql: &str) -> String {
+    sql.replace('$', "?")
+}
+
+/// Runs one statement on the SQLite connection.
+fn execute(connection: &rusqlite::Connection, statement: &Statement) -> rusqlite::Result<Answer> {
+    let mut prepared = connection.prepare_cached(&numbered(&statement.sql))?;
+    for (at, arg) in statement.args.iter().enumerate() {
+        match arg {
+            Arg::Int(value) => prepared.raw_bind_parameter(at + 1, value)?,
+            Arg::Text(value) => prepared.raw_bind_parameter(at + 1, value.as_str())?,
+            Arg::Null => prepared.raw_bind_parameter(at + 1, rusqlite::types::Null)?,
+        }
+    }
+    let columns = prepared.column_count();
+    let names: Arc<[String]> = prepared
+        .column_names()
+        .into_iter()
+        .map(str::to_string)
+        .collect();
+    let mut answer = Answer::default();
+    let mut rows = prepared.raw_query();
+    while let Some(row) = rows.next()? {
+        let values = (0..columns)
+            .map(|at| row.get_ref(at).map(ValueRef::into))
+            .collect::<rusqlite::Result<Vec<Value>>>()?;
+        answer.rows.push(Row::Sqlite(Arc::clone(&names), values));
+    }
+    drop(rows);
+    answer.rows_affected = connection.changes();
+    Ok(answer)
 }
 
 /// Runs `jobs` in one transaction: their answers, in order, once it committed. On any error
 /// the transaction is rolled back.
-async fn together(pool: &AnyPool, jobs: &[Job]) -> Result<Vec<Answer>, sqlx::Error> {
-    let mut sql = String::from("BEGIN;\n");
-    let mut args = Vec::new();
-    for job in jobs {
-        shifted(&job.statement.sql, args.len(), &mut sql);
-        sql.push_str(";\n");
-        args.extend_from_slice(&job.statement.args);
+fn together(connection: &rusqlite::Connection, jobs: &[Job]) -> rusqlite::Result<Vec<Answer>> {
+    connection.execute_batch("BEGIN IMMEDIATE")?;
+    let answers = jobs
+        .iter()
+        .map(|job| execute(connection, &job.statement))
+        .collect::<rusqlite::Result<Vec<Answer>>>()
+        .and_then(|answers| connection.execute_batch("COMMIT").map(|()| answers));
+    if answers.is_err() && !connection.is_autocommit() {
+        // The failed statement undid itself; the ones before it are undone here.
+        let _ = connection.execute_batch("ROLLBACK");
     }
-    sql.push_str("COMMIT");
-    let mut connection = pool.acquire().await?;
-    let mut answers: Vec<Answer> = Vec::with_capacity(jobs.len());
-    let outcome: Result<(), sqlx::Error> = async {
-        // Not kept prepared: each batch is a different string. Several statements in one
-        // query string with bound values is SQLite's alone, and sqlx deprecated it (sqlx#3108:
-        // `raw_sql` runs several but binds nothing); the store's tests run this path, so a
-        // sqlx that drops it fails them.
-        #[allow(deprecated)]
-        let mut results =
-            bind_all(sqlx::query(&sql).persistent(false), &args).fetch_many(&mut *connection);
-        // Each statement's rows, then its count: BEGIN's count, each job's, COMMIT's.
-        let mut current = Answer::default();
-        let mut ended = 0usize;
-        while let Some(item) = results.try_next().await? {
-            match item {
-                Either::Right(row) => current.rows.push(row),
-                Either::Left(done) => {
-                    current.rows_affected = done.rows_affected();
-                    let answer = std::mem::take(&mut current);
-                    if (1..=jobs.len()).contains(&ended) {
-                        answers.push(answer);
-                    }
-                    ended += 1;
-                }
-            }
-        }
-        if ended == jobs.len() + 2 {
-            Ok(())
-        } else {
-            Err(sqlx::Error::Protocol(format!(
-                "a batch of {} statements ended after {ended}",
-                jobs.len() + 2
-            )))
-        }
-    }
-    .await;
-    match outcome {
-        Ok(()) => Ok(answers),
-        Err(e) => {
-            // The failed statement undid itself; the ones before it are undone here. (After a
-            // failed COMMIT there may be no transaction left: that error is not this batch's.)
-            let _ = sqlx::query("ROLLBACK").execute(&mut *connection).await;
-            Err(e)
-        }
-    }
+    answers
 }
 
-async fn writer(pool: AnyPool, mut queue: mpsc::UnboundedReceiver<Job>, trips: Arc<AtomicU64>) {
-    let mut jobs = Vec::with_capacity(MAX_BATCH);
-    while queue.recv_many(&mut jobs, MAX_BATCH).await > 0 {
+fn serve(connection: &rusqlite::Connection, queue: &mpsc::Receiver<Job>, trips: &AtomicU64) {
+    while let Ok(first) = queue.recv() {
+        let mut jobs = vec![first];
+        while jobs.len() < MAX_BATCH
+            && let Ok(job) = queue.try_recv()
+        {
+            jobs.push(job);
+        }
         if jobs.len() > 1 {
             trips.fetch_add(1, Ordering::Relaxed);
-            if let Ok(answers) = together(&pool, &jobs).await {
-                for (job, answer) in jobs.drain(..).zip(answers) {
+            if let Ok(answers) = together(connection, &jobs) {
+                for (job, answer) in jobs.into_iter().zip(answers) {
                     let _ = job.reply.send(Ok(answer));
                 }
                 continue;
             }
         }
         // One statement, or a batch that failed: each on its own, with its own outcome.
-        for job in jobs.drain(..) {
+        for job in jobs {
             trips.fetch_add(1, Ordering::Relaxed);
-            let answer = alone(&pool, &job.statement).await;
+            let answer = execute(connection, &job.statement).map_err(from_sqlite);
             let _ = job.reply.send(answer);
         }
     }
@@ -315,7 +435,6 @@ mod tests {
     use std::sync::Arc;
 
     use futures::future::join_all;
-    use sqlx::Row;
 
     use super::*;
     use crate::store::SqlStore;
@@ -331,6 +450,26 @@ mod tests {
         (dir, store)
     }
 
+    /// Runs `statements` at once while the pool's connection holds the write lock, so that all
+    /// but the first queue up behind it: the first runs alone, the others as one batch.
+    async fn queued(
+        store: &SqlStore,
+        statements: Vec<Statement>,
+    ) -> Vec<Result<Answer, sqlx::Error>> {
+        let mut lock = store.pool().acquire().await.unwrap();
+        sqlx::query("BEGIN IMMEDIATE")
+            .execute(&mut *lock)
+            .await
+            .unwrap();
+        let db = store.db().clone();
+        let runs =
+            tokio::spawn(async move { join_all(statements.into_iter().map(|s| db.run(s))).await });
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        sqlx::query("COMMIT").execute(&mut *lock).await.unwrap();
+        drop(lock);
+        runs.await.unwrap()
+    }
+
     fn insert(k: &str, n: i64) -> Statement {
         Statement::new("INSERT INTO t (k, n, note) VALUES ($1, $2, $3) RETURNING k, n")
             .bind(k)
@@ -342,7 +481,11 @@ mod tests {
     async fn concurrent_statements_share_trips_and_each_gets_its_own_rows() {
         let (_dir, store) = store().await;
         let db = store.db();
-        let answers = join_all((0..50).map(|i| db.run(insert(&format!("k{i}"), i)))).await;
+        let answers = queued(
+            &store,
+            (0..50).map(|i| insert(&format!("k{i}"), i)).collect(),
+        )
+        .await;
         for (i, answer) in answers.into_iter().enumerate() {
             let answer = answer.unwrap();
             assert_eq!(answer.rows_affected, 1);
@@ -388,7 +531,7 @@ mod tests {
                 }
             })
             .collect();
-        let answers = join_all(statements.into_iter().map(|s| db.run(s))).await;
+        let answers = queued(&store, statements).await;
         for (i, answer) in answers.into_iter().enumerate() {
             match answer {
                 Err(sqlx::Error::Database(e)) if i == 7 => assert!(e.is_unique_violation()),
@@ -396,9 +539,10 @@ mod tests {
                 other => panic!("statement {i}: {:?}", other.map(|a| a.rows_affected)),
             }
         }
-        assert!(
-            db.trips.load(Ordering::SeqCst) - before > 20,
-            "the failed batch ran again statement by statement"
+        assert_eq!(
+            db.trips.load(Ordering::SeqCst) - before,
+            1 + 1 + 19,
+            "the first alone, the failed batch of the others, then each of them again alone"
         );
         let rows: Vec<(String, i64)> = sqlx::query_as("SELECT k, n FROM t ORDER BY n, k")
             .fetch_all(store.pool())
@@ -429,12 +573,10 @@ mod tests {
     }
 
     #[test]
-    fn placeholders_are_shifted_past_the_statements_before() {
-        let mut out = String::new();
-        shifted("UPDATE t SET a = $1, b = $12 WHERE c = $2", 10, &mut out);
-        assert_eq!(out, "UPDATE t SET a = $11, b = $22 WHERE c = $12");
-        let mut out = String::new();
-        shifted("SELECT '$' || $1", 0, &mut out);
-        assert_eq!(out, "SELECT '$' || $1");
+    fn placeholders_are_numbered_explicitly() {
+        assert_eq!(
+            numbered("UPDATE t SET a = $2, b = $12 WHERE c = $1"),
+            "UPDATE t SET a = ?2, b = ?12 WHERE c = ?1"
+        );
     }
 }

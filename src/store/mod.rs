@@ -10,7 +10,7 @@ mod sql;
 
 use async_trait::async_trait;
 
-pub use batch::{Db, Statement};
+pub use batch::{Db, Row, Statement};
 pub use sql::SqlStore;
 
 use crate::domain::Operation;

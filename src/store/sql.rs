@@ -4,14 +4,14 @@
 //! of the process (kill -9), which is what durability means for the embedded default; use
 //! PostgreSQL where a machine crash must not lose the last commits.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use async_trait::async_trait;
-use sqlx::any::{AnyPoolOptions, AnyRow};
-use sqlx::{AnyPool, Row};
+use sqlx::AnyPool;
+use sqlx::any::AnyPoolOptions;
 
-use super::batch::{Db, Statement};
+use super::batch::{Db, Row, Statement};
 use super::{Inserted, Lease, OperationFilter, OperationStore};
 use crate::domain::Operation;
 use crate::error::{Error, Result};
@@ -37,7 +37,8 @@ impl std::fmt::Debug for SqlStore {
 }
 
 /// Makes a SQLite URL create its file (and folder) if missing.
-fn prepare_sqlite_url(url: &str) -> Result<String> {
+/// Returns the URL for sqlx and the file's path.
+fn prepare_sqlite_url(url: &str) -> Result<(String, PathBuf)> {
     let rest = url
         .strip_prefix("sqlite://")
         .or_else(|| url.strip_prefix("sqlite:"))
@@ -56,12 +57,13 @@ fn prepare_sqlite_url(url: &str) -> Result<String> {
             Error::internal(format_args!("store: cannot create {}: {e}", dir.display()))
         })?;
     }
+    let path = PathBuf::from(path);
     Ok(if url.contains("mode=") {
-        url.to_string()
+        (url.to_string(), path)
     } else if url.contains('?') {
-        format!("{url}&mode=rwc")
+        (format!("{url}&mode=rwc"), path)
     } else {
-        format!("{url}?mode=rwc")
+        (format!("{url}?mode=rwc"), path)
     })
 }
 
@@ -72,10 +74,11 @@ impl SqlStore {
         // PostgreSQL over TLS (`sslmode=require`, `verify-full` with `sslrootcert=…`) uses rustls.
         crate::tls::install_crypto_provider();
         let sqlite = url.starts_with("sqlite:");
-        let url = if sqlite {
-            prepare_sqlite_url(url)?
+        let (url, file) = if sqlite {
+            let (url, file) = prepare_sqlite_url(url)?;
+            (url, Some(file))
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            url.to_string()
+            (url.to_string(), None)
         } else {
             return Err(Error::internal(
                 "store: url must start with sqlite:// or postgres://",
@@ -114,7 +117,7 @@ impl SqlStore {
             .run(&pool)
             .await
             .map_err(|e| Error::internal(format_args!("store: migration failed: {e}")))?;
-        let db = Db::new(pool.clone(), sqlite);
+        let db = Db::new(pool.clone(), file.as_deref())?;
         Ok(SqlStore { pool, sqlite, db })
     }
 
@@ -134,7 +137,7 @@ impl SqlStore {
     }
 }
 
-fn decode(row: &AnyRow) -> Result<Operation> {
+fn decode(row: &Row) -> Result<Operation> {
     let record: String = row.try_get("record")?;
     let cancel: i64 = row.try_get("cancel_requested")?;
     let mut op: Operation = serde_json::from_str(&record)?;
@@ -227,12 +230,16 @@ impl OperationStore for SqlStore {
     }
 
     async fn request_cancel(&self, id: &str) -> Result<bool> {
-        let result =
-            sqlx::query("UPDATE operations SET cancel_requested = 1 WHERE id = $1 AND done = 0")
-                .bind(id)
-                .execute(&self.pool)
-                .await?;
-        Ok(result.rows_affected() > 0)
+        let changed = self
+            .db
+            .execute(
+                Statement::new(
+                    "UPDATE operations SET cancel_requested = 1 WHERE id = $1 AND done = 0",
+                )
+                .bind(id),
+            )
+            .await?;
+        Ok(changed > 0)
     }
 
     async fn list(
@@ -276,7 +283,7 @@ impl OperationStore for SqlStore {
             query = query.bind(time).bind(time).bind(id);
         }
         let rows = query.bind(limit as i64).fetch_all(&self.pool).await?;
-        rows.iter().map(decode).collect()
+        rows.into_iter().map(|row| decode(&Row::Any(row))).collect()
     }
 
     async fn claim(&self, lease: &Lease, now_ms: i64, limit: usize) -> Result<Vec<Operation>> {
@@ -346,6 +353,6 @@ impl OperationStore for SqlStore {
         ))
         .fetch_all(&self.pool)
         .await?;
-        rows.iter().map(decode).collect()
+        rows.into_iter().map(|row| decode(&Row::Any(row))).collect()
     }
 }

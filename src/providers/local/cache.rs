@@ -1,7 +1,7 @@
 //! The `local` provider's rows in memory, for reads of one stream (GetStream, and the reads
 //! before each change), when this process is the store's only user (SQLite): a read served
-//! here skips a statement that sqlx runs on its SQLite worker thread, two thread switches
-//! per read (docs/PERFORMANCE.md, scenario (c)). With PostgreSQL, other replicas change rows
+//! here skips a statement on the store's SQLite thread, a trip there and back
+//! (docs/PERFORMANCE.md, scenario (c)). With PostgreSQL, other replicas change rows
 //! behind this process's back, so there is no cache.
 //!
 //! Hand-written rather than a cache crate (moka, quick_cache): what matters here is not

@@ -6,16 +6,13 @@
 
 use std::collections::BTreeMap;
 
-use sqlx::Row;
-use sqlx::any::AnyRow;
-
 use super::cache::RowCache;
 use super::error::LocalError;
 use crate::domain::{
     ListQuery, Page, Stream, StreamDetails, StreamName, StreamPatch, StreamSpec, StreamState,
     now_ms,
 };
-use crate::store::{Db, Statement};
+use crate::store::{Db, Row, Statement};
 
 type Result<T> = std::result::Result<T, LocalError>;
 
@@ -62,7 +59,7 @@ impl LocalCore {
         }
     }
 
-    fn decode(&self, row: &AnyRow) -> Result<StoredStream> {
+    fn decode(&self, row: &Row) -> Result<StoredStream> {
         let tags: String = row.try_get("tags")?;
         let state: String = row.try_get("state")?;
         let stream_id: String = row.try_get("stream_id")?;
