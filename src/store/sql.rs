@@ -36,20 +36,23 @@ impl std::fmt::Debug for SqlStore {
     }
 }
 
-/// Makes a SQLite URL create its file (and folder) if missing.
-/// Returns the URL for sqlx and the file's path.
+/// Makes a SQLite URL create its file (and folder) if missing; returns the URL for sqlx and the
+/// file's path.
 fn prepare_sqlite_url(url: &str) -> Result<(String, PathBuf)> {
     let rest = url
         .strip_prefix("sqlite://")
         .or_else(|| url.strip_prefix("sqlite:"))
         .unwrap_or_default();
-    let path = rest.split('?').next().unwrap_or_default();
+    // Percent-decoded, as sqlx reads it: the SQLite thread must open the same file.
+    let path = percent_encoding::percent_decode_str(rest.split('?').next().unwrap_or_default())
+        .decode_utf8_lossy()
+        .into_owned();
     if path.is_empty() || path.starts_with(":memory:") {
         return Err(Error::internal(
             "store: an in-memory SQLite database is not durable; name a file",
         ));
     }
-    if let Some(dir) = Path::new(path)
+    if let Some(dir) = Path::new(&path)
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
     {
@@ -354,5 +357,34 @@ impl OperationStore for SqlStore {
         .fetch_all(&self.pool)
         .await?;
         rows.into_iter().map(|row| decode(&Row::Any(row))).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_sqlite_url_names_the_file_sqlx_opens() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/with%20space/sg.db", dir.path().display());
+        let (for_sqlx, file) = prepare_sqlite_url(&url).unwrap();
+        assert_eq!(for_sqlx, format!("{url}?mode=rwc"));
+        assert_eq!(file, dir.path().join("with space/sg.db"));
+        let (_, relative) = prepare_sqlite_url("sqlite:target/url-test/x.db?mode=rwc").unwrap();
+        assert_eq!(relative, PathBuf::from("target/url-test/x.db"));
+        // Both connections, sqlx's and the SQLite thread's, are on that one file.
+        let store = SqlStore::open(&url).await.unwrap();
+        sqlx::query("CREATE TABLE t (x INTEGER)")
+            .execute(store.pool())
+            .await
+            .unwrap();
+        let inserted = store
+            .db()
+            .execute(Statement::new("INSERT INTO t (x) VALUES ($1)").bind(7))
+            .await
+            .unwrap();
+        assert_eq!(inserted, 1);
+        assert!(dir.path().join("with space/sg.db").is_file());
     }
 }
