@@ -149,3 +149,42 @@ where
     load.seconds = plan.measure.as_secs_f64();
     load
 }
+
+/// `callers` callers, caller `i` calling through `clients[i % clients.len()]`, each making a call
+/// every `every` (waiting for each answer), their paces spread evenly over `every`: at most
+/// `callers` calls in flight, at an offered rate of `callers / every` — below what the server
+/// can do, the latency of calls that rarely queue, at that concurrency.
+pub async fn paced_callers<C, F, Fut>(
+    clients: &[C],
+    callers: usize,
+    every: Duration,
+    plan: Plan,
+    call: F,
+) -> Load
+where
+    C: Clone + Send + 'static,
+    F: Fn(C, u64) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = bool> + Send,
+{
+    let start = Instant::now();
+    let mut workers = Vec::with_capacity(callers);
+    for caller in 0..callers {
+        let client = clients[caller % clients.len()].clone();
+        let call = call.clone();
+        let offset = every * caller as u32 / callers as u32;
+        workers.push(tokio::spawn(async move {
+            tokio::time::sleep_until((start + offset).into()).await;
+            let plan = Plan {
+                warmup: plan.warmup.saturating_sub(offset),
+                measure: plan.measure,
+            };
+            paced(every, plan, move |n| call(client.clone(), n)).await
+        }));
+    }
+    let mut total = Load::empty();
+    for worker in workers {
+        total.merge(&worker.await.expect("paced caller"));
+    }
+    total.seconds = plan.measure.as_secs_f64();
+    total
+}

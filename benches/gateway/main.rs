@@ -357,6 +357,37 @@ async fn get_provider_load(channels: &[Channel], concurrency: usize, plan: Plan)
     .await
 }
 
+/// How often each of `low` paced callers calls in the (a)/(b) rows below saturation: 16 callers
+/// every 4 ms offer 4,000 calls/s, under a third of what the gateway serves at 16.
+const CALLER_PACE: Duration = Duration::from_millis(4);
+
+fn callers_label(callers: usize) -> String {
+    format!(
+        "{callers} callers, 1 every {} ms each",
+        CALLER_PACE.as_millis()
+    )
+}
+
+/// GetProvider from `callers` paced callers over `channels` (see [`load::paced_callers`]).
+async fn get_provider_callers(channels: &[Channel], callers: usize, plan: Plan) -> Load {
+    let auth = auth();
+    load::paced_callers(channels, callers, CALLER_PACE, plan, move |channel, _| {
+        let request = authed(
+            pb::GetProviderRequest {
+                name: "providers/local".into(),
+            },
+            &auth,
+        );
+        async move {
+            ProviderServiceClient::new(channel)
+                .get_provider(request)
+                .await
+                .is_ok()
+        }
+    })
+    .await
+}
+
 /// GetProvider calls one at a time, one every millisecond: the latency of a call that never
 /// queues behind another.
 async fn get_provider_paced(channel: &Channel, plan: Plan) -> Load {
@@ -512,6 +543,16 @@ async fn run(size: Size) -> Checks {
         concurrency: "1 every 1 ms".into(),
         ..Row::closed("(a) bare tonic echo", 1, &echo_paced, Some(echo.rss_mib()))
     });
+    let echo_callers = get_provider_callers(&channels, size.low, size.plan).await;
+    report.row(Row {
+        concurrency: callers_label(size.low),
+        ..Row::closed(
+            "(a) bare tonic echo",
+            size.low,
+            &echo_callers,
+            Some(echo.rss_mib()),
+        )
+    });
     let echo_h2 = if use_h2load {
         h2load_rows(
             &mut report,
@@ -591,6 +632,17 @@ async fn run(size: Size) -> Checks {
         });
         full_stack.insert(concurrency, load);
     }
+    let stack_callers = get_provider_callers(&channels, size.low, size.plan).await;
+    checks.calls("(b) GetProvider, paced callers", &stack_callers);
+    report.row(Row {
+        concurrency: callers_label(size.low),
+        ..Row::closed(
+            "(b) GetProvider, full stack",
+            size.low,
+            &stack_callers,
+            Some(gateway.server.rss_mib()),
+        )
+    });
     let stack_paced = get_provider_paced(&channels[0], size.plan).await;
     checks.calls("(b) GetProvider one at a time", &stack_paced);
     report.row(Row {
@@ -929,6 +981,8 @@ async fn run(size: Size) -> Checks {
         echo_h2: &echo_h2,
         echo_paced: &echo_paced,
         stack_paced: &stack_paced,
+        echo_callers: &echo_callers,
+        stack_callers: &stack_callers,
         stack_h2: &stack_h2,
         high: size.high,
         low: size.low,
