@@ -337,22 +337,31 @@ async fn connect(addr: std::net::SocketAddr, n: usize) -> Vec<Channel> {
     channels
 }
 
+/// One GetProvider call of `providers/local` (the same request for the echo server and the
+/// gateway); whether it succeeded.
+fn get_provider(
+    channel: Channel,
+    auth: &MetadataValue<Ascii>,
+) -> impl std::future::Future<Output = bool> + Send + use<> {
+    let request = authed(
+        pb::GetProviderRequest {
+            name: "providers/local".into(),
+        },
+        auth,
+    );
+    async move {
+        ProviderServiceClient::new(channel)
+            .get_provider(request)
+            .await
+            .is_ok()
+    }
+}
+
 /// Closed-loop GetProvider calls (the same request for the echo server and the gateway).
 async fn get_provider_load(channels: &[Channel], concurrency: usize, plan: Plan) -> Load {
     let auth = auth();
     load::closed(channels, concurrency, plan, move |channel, _, _| {
-        let request = authed(
-            pb::GetProviderRequest {
-                name: "providers/local".into(),
-            },
-            &auth,
-        );
-        async move {
-            ProviderServiceClient::new(channel)
-                .get_provider(request)
-                .await
-                .is_ok()
-        }
+        get_provider(channel, &auth)
     })
     .await
 }
@@ -372,18 +381,7 @@ fn callers_label(callers: usize) -> String {
 async fn get_provider_callers(channels: &[Channel], callers: usize, plan: Plan) -> Load {
     let auth = auth();
     load::paced_callers(channels, callers, CALLER_PACE, plan, move |channel, _| {
-        let request = authed(
-            pb::GetProviderRequest {
-                name: "providers/local".into(),
-            },
-            &auth,
-        );
-        async move {
-            ProviderServiceClient::new(channel)
-                .get_provider(request)
-                .await
-                .is_ok()
-        }
+        get_provider(channel, &auth)
     })
     .await
 }
@@ -393,19 +391,7 @@ async fn get_provider_callers(channels: &[Channel], callers: usize, plan: Plan) 
 async fn get_provider_paced(channel: &Channel, plan: Plan) -> Load {
     let auth = auth();
     load::paced(Duration::from_millis(1), plan, |_| {
-        let request = authed(
-            pb::GetProviderRequest {
-                name: "providers/local".into(),
-            },
-            &auth,
-        );
-        let channel = channel.clone();
-        async move {
-            ProviderServiceClient::new(channel)
-                .get_provider(request)
-                .await
-                .is_ok()
-        }
+        get_provider(channel.clone(), &auth)
     })
     .await
 }
