@@ -16,6 +16,7 @@
 pub mod call;
 pub mod metrics;
 pub mod otel;
+pub mod otlp;
 pub mod scrape;
 
 use std::collections::HashMap;

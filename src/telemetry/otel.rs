@@ -333,12 +333,15 @@ impl Export {
         })
     }
 
-    /// The OTLP/gRPC span exporter. Must be called inside the Tokio runtime: the channel's
-    /// connection task runs there.
-    pub fn span_exporter(&self) -> Result<opentelemetry_otlp::SpanExporter, String> {
-        self.configure(opentelemetry_otlp::SpanExporter::builder().with_tonic())?
-            .build()
-            .map_err(|e| format!("OTLP span exporter for {}: {e}", self.endpoint))
+    /// The OTLP/gRPC span exporter ([`super::otlp`]). Must be called inside the Tokio
+    /// runtime: the channel's connection task runs there.
+    pub fn span_exporter(&self) -> Result<super::otlp::OtlpSpanExporter, String> {
+        super::otlp::OtlpSpanExporter::new(
+            &self.endpoint,
+            self.metadata()?,
+            self.timeout,
+            self.tls_config()?,
+        )
     }
 
     /// The OTLP/gRPC metric exporter (see [`Export::span_exporter`]).
