@@ -71,6 +71,14 @@ impl Extractor for Headers<'_> {
     }
 }
 
+/// `bytes` in lower-case hex, written into `out` (twice their length).
+fn hex_str<'a>(bytes: &[u8], out: &'a mut [u8]) -> &'a str {
+    match hex::encode_to_slice(bytes, out) {
+        Ok(()) => std::str::from_utf8(out).unwrap_or_default(),
+        Err(_) => "",
+    }
+}
+
 /// The codes a server span reports as an error (the server's fault, per the semantic
 /// conventions); the others are the caller's business.
 fn server_fault(code: Code) -> bool {
@@ -140,14 +148,18 @@ where
             .start_with_context(tracer, &parent);
         let otel = parent.with_span(span);
         let ids = otel.span().span_context().clone();
+        let (mut trace_id, mut span_id) = ([0u8; 32], [0u8; 16]);
+        let trace_id = hex_str(&ids.trace_id().to_bytes(), &mut trace_id);
+        let span_id = hex_str(&ids.span_id().to_bytes(), &mut span_id);
         // At ERROR level so that it is enabled whenever any line is: whatever the log filter,
-        // the lines of the call carry its fields.
+        // the lines of the call carry its fields. Recorded as `Display` (`%`): a `&str` field
+        // is written through `Debug`, escaped character by character, each call.
         let log_span = tracing::error_span!(
             "call",
-            rpc.service = name.service,
-            rpc.method = name.method,
-            trace_id = %ids.trace_id(),
-            span_id = %ids.span_id(),
+            rpc.service = %name.service,
+            rpc.method = %name.method,
+            trace_id = %trace_id,
+            span_id = %span_id,
         );
         let context = CallContext::new(Arc::clone(&self.telemetry), otel);
         let future = context.sync_scope(|| log_span.in_scope(|| self.inner.call(request)));
@@ -163,9 +175,9 @@ where
             let code = code_name(outcome.code);
             log_span.in_scope(|| {
                 if server_fault(outcome.code) {
-                    tracing::warn!(grpc.code = code, grpc.message = %outcome.message, latency_ms, "call failed");
+                    tracing::warn!(grpc.code = %code, grpc.message = %outcome.message, latency_ms, "call failed");
                 } else {
-                    tracing::info!(grpc.code = code, latency_ms, "call finished");
+                    tracing::info!(grpc.code = %code, latency_ms, "call finished");
                 }
             });
         };

@@ -101,8 +101,9 @@ impl SpanExporter for OtlpSpanExporter {
             let Some((mut client, request)) = send else {
                 return Ok(());
             };
-            let failed =
-                |e: String| OTelSdkError::InternalFailure(format!("OTLP export to {endpoint}: {e}"));
+            let failed = |e: String| {
+                OTelSdkError::InternalFailure(format!("OTLP export to {endpoint}: {e}"))
+            };
             client.ready().await.map_err(|e| failed(e.to_string()))?;
             let response = client
                 .unary(request, PathAndQuery::from_static(EXPORT), Raw)
@@ -188,7 +189,11 @@ fn field_len(tag: u32, body: usize) -> usize {
 
 /// A proto3 string field (absent when empty).
 fn string_len(tag: u32, s: &str) -> usize {
-    if s.is_empty() { 0 } else { field_len(tag, s.len()) }
+    if s.is_empty() {
+        0
+    } else {
+        field_len(tag, s.len())
+    }
 }
 
 /// A proto3 uint32 field (absent when zero).
@@ -263,7 +268,9 @@ fn array_items(array: &Array) -> Box<dyn Iterator<Item = Scalar<'_>> + '_> {
 }
 
 fn array_len(array: &Array) -> usize {
-    array_items(array).map(|s| field_len(1, scalar_len(s))).sum()
+    array_items(array)
+        .map(|s| field_len(1, scalar_len(s)))
+        .sum()
 }
 
 fn value_len(value: &Value) -> usize {
@@ -316,16 +323,28 @@ fn span_len(span: &SpanData) -> usize {
     field_len(1, 16)
         + field_len(2, 8)
         + string_len(3, &context.trace_state().header())
-        + if span.parent_span_id == SpanId::INVALID { 0 } else { field_len(4, 8) }
+        + if span.parent_span_id == SpanId::INVALID {
+            0
+        } else {
+            field_len(4, 8)
+        }
         + string_len(5, &span.name)
         + 2
         + if nanos(span.start_time) == 0 { 0 } else { 9 }
         + if nanos(span.end_time) == 0 { 0 } else { 9 }
         + attributes_len(9, pairs(&span.attributes))
         + u32_len(10, span.dropped_attributes_count)
-        + span.events.iter().map(|e| field_len(11, event_len(e))).sum::<usize>()
+        + span
+            .events
+            .iter()
+            .map(|e| field_len(11, event_len(e)))
+            .sum::<usize>()
         + u32_len(12, span.events.dropped_count)
-        + span.links.iter().map(|l| field_len(13, link_len(l))).sum::<usize>()
+        + span
+            .links
+            .iter()
+            .map(|l| field_len(13, link_len(l)))
+            .sum::<usize>()
         + u32_len(14, span.links.dropped_count)
         + field_len(15, status_len(&span.status))
         + 6
@@ -510,7 +529,10 @@ fn encode_request(resource: &[u8], resource_schema_url: &str, batch: &[SpanData]
     }
     let scope_spans_len = |scope: &InstrumentationScope, spans: &[(&SpanData, usize)]| {
         field_len(1, scope_len(scope))
-            + spans.iter().map(|(_, len)| field_len(2, *len)).sum::<usize>()
+            + spans
+                .iter()
+                .map(|(_, len)| field_len(2, *len))
+                .sum::<usize>()
             + string_len(3, scope.schema_url().unwrap_or_default())
     };
     let scope_lens: Vec<usize> = scopes
@@ -518,7 +540,10 @@ fn encode_request(resource: &[u8], resource_schema_url: &str, batch: &[SpanData]
         .map(|(scope, spans)| scope_spans_len(scope, spans))
         .collect();
     let resource_spans_len = resource.len()
-        + scope_lens.iter().map(|len| field_len(2, *len)).sum::<usize>()
+        + scope_lens
+            .iter()
+            .map(|len| field_len(2, *len))
+            .sum::<usize>()
         + string_len(3, resource_schema_url);
 
     let mut out = Out(Vec::with_capacity(field_len(1, resource_spans_len)));
@@ -544,9 +569,7 @@ fn encode_request(resource: &[u8], resource_schema_url: &str, batch: &[SpanData]
 mod tests {
     use std::time::Duration;
 
-    use opentelemetry::trace::{
-        Event, Link, SpanContext, SpanId, TraceFlags, TraceId, TraceState,
-    };
+    use opentelemetry::trace::{Event, Link, SpanContext, SpanId, TraceFlags, TraceId, TraceState};
     use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
     use opentelemetry_proto::transform::common::tonic::ResourceAttributesWithSchema;
     use opentelemetry_proto::transform::trace::tonic::group_spans_by_resource_and_scope;
@@ -577,15 +600,29 @@ mod tests {
         events.dropped_count = 2;
         let mut links = SpanLinks::default();
         links.links.push(Link::new(
-            context(99, 98, true, TraceState::from_key_value([("k", "v")]).unwrap()),
+            context(
+                99,
+                98,
+                true,
+                TraceState::from_key_value([("k", "v")]).unwrap(),
+            ),
             vec![KeyValue::new("why", "follows")],
             0,
         ));
         links.dropped_count = u32::from(n == 4);
         SpanData {
-            span_context: context(0xabcdef + u128::from(n), 0x1000 + n, false, TraceState::NONE),
-            parent_span_id: if n % 2 == 0 { SpanId::from(7) } else { SpanId::INVALID },
-            parent_span_is_remote: n % 3 == 0,
+            span_context: context(
+                0xabcdef + u128::from(n),
+                0x1000 + n,
+                false,
+                TraceState::NONE,
+            ),
+            parent_span_id: if n.is_multiple_of(2) {
+                SpanId::from(7)
+            } else {
+                SpanId::INVALID
+            },
+            parent_span_is_remote: n.is_multiple_of(3),
             span_kind: [SpanKind::Server, SpanKind::Client, SpanKind::Internal][n as usize % 3]
                 .clone(),
             name: format!("streamgate.v1.StreamService/GetStream{n}").into(),
@@ -596,7 +633,7 @@ mod tests {
                 KeyValue::new("server.port", 50051_i64),
                 KeyValue::new("negative", -3_i64),
                 KeyValue::new("ratio", 0.25),
-                KeyValue::new("flag", n % 2 == 0),
+                KeyValue::new("flag", n.is_multiple_of(2)),
                 KeyValue::new("empty", ""),
                 KeyValue::new("", "empty key"),
                 KeyValue::new("bools", Value::Array(Array::Bool(vec![true, false]))),
@@ -623,7 +660,10 @@ mod tests {
     #[tokio::test]
     async fn batches_encode_as_the_official_transform_builds_them() {
         let resource = Resource::builder_empty()
-            .with_schema_url([KeyValue::new("deployment.environment", "test")], "https://x/1")
+            .with_schema_url(
+                [KeyValue::new("deployment.environment", "test")],
+                "https://x/1",
+            )
             .with_service_name("streamgate")
             .build();
         let server = InstrumentationScope::builder("streamgate")
@@ -673,7 +713,16 @@ mod tests {
 
     #[test]
     fn varint_lengths_match_the_encoding() {
-        for v in [0_u64, 1, 127, 128, 16_383, 16_384, u64::from(u32::MAX), u64::MAX] {
+        for v in [
+            0_u64,
+            1,
+            127,
+            128,
+            16_383,
+            16_384,
+            u64::from(u32::MAX),
+            u64::MAX,
+        ] {
             let mut out = Out(Vec::new());
             out.varint(v);
             assert_eq!(out.0.len(), varint_len(v), "{v}");
