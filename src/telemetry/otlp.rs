@@ -678,15 +678,8 @@ mod tests {
             .map(|n| span(if n % 3 == 1 { &other } else { &server }, n))
             .collect();
 
-        let mut exporter = OtlpSpanExporter {
-            endpoint: "http://127.0.0.1:1".into(),
-            client: tonic::client::Grpc::new(
-                Endpoint::from_static("http://127.0.0.1:1").connect_lazy(),
-            ),
-            metadata: MetadataMap::new(),
-            resource: Vec::new(),
-            resource_schema_url: String::new(),
-        };
+        let mut exporter =
+            OtlpSpanExporter::new("http://127.0.0.1:1", MetadataMap::new(), None, None).unwrap();
         exporter.set_resource(&resource);
         let ours = ExportTraceServiceRequest::decode(exporter.encode(&batch).as_slice()).unwrap();
 
