@@ -520,11 +520,25 @@ async fn create(channel: &Channel, id: &str) -> pb::Operation {
     op
 }
 
-fn drove(binary: &Binary, op: &pb::Operation) -> bool {
+/// Whether `binary` logged a line in `op`'s `operation` span. A replica logs "operation done"
+/// after saving the operation, so a caller can see it done before the line reaches the log:
+/// this looks again for up to 5 s before answering no.
+async fn drove(binary: &Binary, op: &pb::Operation) -> bool {
     let id = op.name.trim_start_matches("operations/");
-    std::fs::read_to_string(&binary.log)
-        .unwrap()
-        .contains(&format!("operation{{operation={id}}}"))
+    let span = format!("operation{{operation={id}}}");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        if std::fs::read_to_string(&binary.log)
+            .unwrap()
+            .contains(&span)
+        {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -543,8 +557,8 @@ async fn replicas_on_postgres_drive_each_operation_once_and_adopt_a_dead_ones() 
         done.done && matches!(done.result, Some(pb::operation::Result::Stream(_))),
         "{done:?}"
     );
-    assert!(drove(&a, &op));
-    assert!(!drove(&b, &op), "B drove a live replica's operation");
+    assert!(drove(&a, &op).await);
+    assert!(!drove(&b, &op).await, "B drove a live replica's operation");
 
     // A dies mid-operation: B adopts it once A's lease has run out, and finishes it.
     let op = create(&to_a, "two").await;
@@ -556,7 +570,7 @@ async fn replicas_on_postgres_drive_each_operation_once_and_adopt_a_dead_ones() 
         "{done:?}"
     );
     assert!(
-        drove(&b, &op),
+        drove(&b, &op).await,
         "B did not adopt the dead replica's operation"
     );
     let log = std::fs::read_to_string(&b.log).unwrap();
@@ -579,7 +593,11 @@ async fn replicas_on_postgres_drive_each_operation_once_and_adopt_a_dead_ones() 
         done.done && matches!(done.result, Some(pb::operation::Result::Stream(_))),
         "{done:?}"
     );
-    assert!(drove(&b, &op));
+    assert!(
+        drove(&b, &op).await,
+        "B did not adopt the released operation; C's log:\n{}",
+        std::fs::read_to_string(&c.log).unwrap()
+    );
     assert!(
         stopped.elapsed() < Duration::from_secs(20),
         "adopted only after {:?}",
