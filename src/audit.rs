@@ -120,7 +120,8 @@ impl Audit {
             ),
         };
         let record = AuditRecord {
-            id: uuid::Uuid::new_v4().simple().to_string(),
+            // Time-ordered, as operation ids are: see `Runner::submit`.
+            id: uuid::Uuid::now_v7().simple().to_string(),
             time_ms: now_ms(),
             principal: call.principal,
             method: call.method.to_string(),

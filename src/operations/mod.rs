@@ -251,7 +251,10 @@ impl Runner {
     ) -> Result<Operation> {
         let now = now_ms();
         let op = Operation {
-            id: uuid::Uuid::new_v4().simple().to_string(),
+            // Time-ordered (UUIDv7, 74 random bits): the rows and index entries of operations
+            // accepted together land on the same rightmost B-tree pages, so a group commit
+            // writes a few WAL frames instead of one per index per operation (issue 7 (d)).
+            id: uuid::Uuid::now_v7().simple().to_string(),
             fingerprint: fingerprint(&request),
             request,
             principal: principal.to_string(),
