@@ -163,12 +163,12 @@ impl OperationObserver for Audit {
         info!(
             target: "audit",
             principal = %op.principal,
-            method = op.request.verb().as_str(),
+            method = %op.request.verb().as_str(),
             target = %op.request.target(),
-            request_id = op.request_id.as_deref().unwrap_or_default(),
+            request_id = %op.request_id.as_deref().unwrap_or_default(),
             operation = %operation,
-            outcome,
-            provider_request_id,
+            outcome = %outcome,
+            provider_request_id = %provider_request_id,
             "audit"
         );
         if let Err(e) = self
