@@ -11,9 +11,11 @@
 //! - `otel.rs`: the `OTEL_*` settings and the OTLP exporters.
 //! - `metrics.rs`: the instruments and their names.
 //! - `call.rs`: the current call's telemetry context; provider-call spans.
+//! - `clock.rs`: the log lines' timestamps.
 //! - `scrape.rs`: the Prometheus scrape endpoint.
 
 pub mod call;
+mod clock;
 pub mod metrics;
 pub mod otel;
 pub mod otlp;
@@ -65,6 +67,7 @@ pub fn init(config: &TelemetryConfig) -> Result<LogGuard, String> {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(writer)
+        .with_timer(clock::CachedUtc)
         .with_ansi(std::io::stderr().is_terminal());
     let installed = match config.log_format {
         LogFormat::Text => builder.try_init(),
