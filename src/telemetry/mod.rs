@@ -12,6 +12,7 @@
 //! - `metrics.rs`: the instruments and their names.
 //! - `call.rs`: the current call's telemetry context; provider-call spans.
 //! - `clock.rs`: the log lines' timestamps.
+//! - `text.rs`: the text log line written to a file or a pipe.
 //! - `scrape.rs`: the Prometheus scrape endpoint.
 
 pub mod call;
@@ -20,6 +21,7 @@ pub mod metrics;
 pub mod otel;
 pub mod otlp;
 pub mod scrape;
+mod text;
 
 use std::collections::HashMap;
 use std::io::IsTerminal;
@@ -64,13 +66,20 @@ pub fn init(config: &TelemetryConfig) -> Result<LogGuard, String> {
         .buffered_lines_limit(16_384)
         .thread_name("streamgate-log")
         .finish(std::io::BufWriter::new(std::io::stderr()));
+    let terminal = std::io::stderr().is_terminal();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(writer)
         .with_timer(clock::CachedUtc)
-        .with_ansi(std::io::stderr().is_terminal());
+        .with_ansi(terminal);
     let installed = match config.log_format {
-        LogFormat::Text => builder.try_init(),
+        // Coloured, for a person at a terminal.
+        LogFormat::Text if terminal => builder.try_init(),
+        // The same line without colours, written the short way (`text.rs`).
+        LogFormat::Text => builder
+            .fmt_fields(text::TextFields)
+            .event_format(text::TextLine::new(clock::CachedUtc))
+            .try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
     };
     installed.map_err(|e| format!("logging: {e}"))?;
