@@ -206,7 +206,7 @@ impl Authenticator {
                 .map_err(unauthenticated);
         }
         let token = headers
-            .get("authorization")
+            .get(http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| {
                 v.strip_prefix("Bearer ")

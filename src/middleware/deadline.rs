@@ -33,6 +33,9 @@ impl DeadlineLayer {
     }
 }
 
+/// The deadline header, looked up by name without parsing it on every call.
+const GRPC_TIMEOUT: http::HeaderName = http::HeaderName::from_static("grpc-timeout");
+
 impl<S> Layer<S> for DeadlineLayer {
     type Service = Deadline<S>;
 
@@ -69,7 +72,7 @@ where
         let streaming = STREAMING.contains(&request.uri().path());
         let timeout = request
             .headers()
-            .get("grpc-timeout")
+            .get(&GRPC_TIMEOUT)
             .and_then(|v| v.to_str().ok())
             .and_then(crate::deadline::parse_grpc_timeout)
             .or((!streaming).then_some(self.default));

@@ -8,11 +8,17 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use futures::future::BoxFuture;
-use http::HeaderMap;
+use http::{HeaderMap, HeaderName};
 use http_body::{Body, Frame, SizeHint};
 use percent_encoding::percent_decode_str;
 use pin_project_lite::pin_project;
 use tonic::Code;
+
+// Looked up by `HeaderName`: a lookup by `&str` parses the name first, and every call looks at
+// its headers and its trailers in two layers.
+const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
+const GRPC_MESSAGE: HeaderName = HeaderName::from_static("grpc-message");
+const GRPC_STATUS_DETAILS: HeaderName = HeaderName::from_static("grpc-status-details-bin");
 
 /// How a call ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -37,13 +43,13 @@ impl Outcome {
 
     fn from_headers(headers: &HeaderMap) -> Option<Self> {
         let code = headers
-            .get("grpc-status")?
+            .get(&GRPC_STATUS)?
             .to_str()
             .ok()?
             .parse::<i32>()
             .ok()?;
         let message = headers
-            .get("grpc-message")
+            .get(&GRPC_MESSAGE)
             .and_then(|m| m.to_str().ok())
             .filter(|m| !m.is_empty())
             .map(|m| percent_decode_str(m).decode_utf8_lossy().into_owned())
@@ -51,7 +57,7 @@ impl Outcome {
         Some(Outcome {
             code: Code::from_i32(code),
             message,
-            detailed: headers.contains_key("grpc-status-details-bin"),
+            detailed: headers.contains_key(&GRPC_STATUS_DETAILS),
         })
     }
 }
