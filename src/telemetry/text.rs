@@ -91,12 +91,7 @@ impl Visit for Fields<'_> {
         self.result = write!(Escaping(&mut self.writer), "{value}");
         if let Some(source) = value.source() {
             self.result = self.result.and_then(|()| {
-                write!(
-                    self.writer,
-                    " {}.sources={}",
-                    field.name(),
-                    Sources(source)
-                )
+                write!(self.writer, " {}.sources={}", field.name(), Sources(source))
             });
         }
     }
@@ -331,7 +326,11 @@ mod tests {
                 tracing::error!(error = &Inner as &(dyn std::error::Error + 'static), quoted = "a \"b\"\n", "plain");
             });
         });
-        tracing::debug!(n = -5_i64, yes = false, "message with \x1b[31mred\x1b[0m, \u{9b}C1 and ünïcode\ttab");
+        tracing::debug!(
+            n = -5_i64,
+            yes = false,
+            "message with \x1b[31mred\x1b[0m, \u{9b}C1 and ünïcode\ttab"
+        );
         tracing::trace!(message = "a str message \x07", extra = 1);
         tracing::info!(target: "custom::target", "no fields at all");
         let record = log::Record::builder()
@@ -380,6 +379,9 @@ mod tests {
         ));
         assert!(ours.contains("\\x1b[31mred"), "{ours}");
         assert!(ours.contains("\\u{9b}C1"), "{ours}");
-        assert!(ours.contains(" WARN sqlx::query: from the log crate\n"), "{ours}");
+        assert!(
+            ours.contains(" WARN sqlx::query: from the log crate\n"),
+            "{ours}"
+        );
     }
 }
