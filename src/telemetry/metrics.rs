@@ -77,6 +77,17 @@ struct SeriesRef<'a> {
     provider: Option<&'a str>,
 }
 
+impl From<&SeriesRef<'_>> for SeriesKey {
+    fn from(key: &SeriesRef<'_>) -> Self {
+        SeriesKey {
+            service: key.service,
+            method: key.method,
+            code: key.code,
+            provider: key.provider.map(Box::from),
+        }
+    }
+}
+
 impl Equivalent<SeriesKey> for SeriesRef<'_> {
     fn equivalent(&self, key: &SeriesKey) -> bool {
         self.service == key.service
@@ -179,22 +190,8 @@ impl Metrics {
         }
         drop(known);
         let mut all = self.rpc_series.write().unwrap_or_else(|e| e.into_inner());
-        if let Some(series) = all.get(&key) {
-            // Bound by another call meanwhile.
-            record(series);
-            return;
-        }
-        let series = self.bind_rpc(labels);
-        record(&series);
-        all.insert(
-            SeriesKey {
-                service: labels.service,
-                method: labels.method,
-                code: key.code,
-                provider: labels.provider.map(Box::from),
-            },
-            series,
-        );
+        // Another call may have bound it meanwhile.
+        record(all.entry_ref(&key).or_insert_with(|| self.bind_rpc(labels)));
     }
 
     /// Binds the per-call instruments to `labels`.
