@@ -116,6 +116,48 @@ async fn providers_are_listed_with_capabilities() {
 }
 
 #[tokio::test]
+async fn with_no_create_delay_a_stream_is_active_from_the_start() {
+    let server = TestServer::start(&local_provider("local", "0s")).await;
+    let mut streams = server.streams();
+    let op = streams
+        .create_stream(create_request("cam-0"))
+        .await
+        .unwrap()
+        .into_inner();
+    // One step: the call returns the finished operation.
+    assert!(op.done, "{op:?}");
+    assert_eq!(op.metadata.as_ref().unwrap().step, "done");
+    let Some(pb::operation::Result::Stream(created)) = op.result.clone() else {
+        panic!("no stream in {op:?}");
+    };
+    assert_eq!(created.state, State::Active as i32);
+    assert_eq!(created.device_name, "camera-7");
+    let got = streams
+        .get_stream(pb::GetStreamRequest {
+            name: stream_name("cam-0"),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(got, created);
+    let mut watch = streams
+        .watch_stream(pb::WatchStreamRequest {
+            name: stream_name("cam-0"),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let initial = watch.message().await.unwrap().unwrap();
+    assert_eq!(initial.change_type, ChangeType::Initial as i32);
+    assert_eq!(initial.stream.as_ref(), Some(&created));
+    let again = streams
+        .create_stream(create_request("cam-0"))
+        .await
+        .unwrap_err();
+    assert_eq!(again.code(), Code::AlreadyExists);
+}
+
+#[tokio::test]
 async fn create_goes_creating_then_active_and_get_reads_it() {
     let server = TestServer::start(&local_provider("local", "300ms")).await;
     let mut streams = server.streams();

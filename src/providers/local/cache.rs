@@ -13,6 +13,12 @@
 //!
 //! So a read that raced a change (it may have read the row before the change committed)
 //! never leaves its copy behind, and a row in the cache is always the row in the table.
+//!
+//! A change whose statement returned the row it left (INSERT or UPDATE … RETURNING) may keep
+//! that row as it ends ([`Invalidation::settle`]), so the next read of a stream just created or
+//! changed skips its statement too — but only when no other change began or ended while it
+//! ran (the generation did not move and no other change is open): then nothing can have
+//! changed the row after its statement.
 //! Bounded: at [`CAPACITY`] rows it starts over empty.
 
 use std::collections::HashMap;
@@ -31,6 +37,8 @@ pub(super) struct RowCache {
 #[derive(Default)]
 struct Inner {
     generation: u64,
+    // Changes begun and not yet ended (live [`Invalidation`]s).
+    open: usize,
     rows: HashMap<String, StoredStream>,
 }
 
@@ -72,6 +80,10 @@ impl RowCache {
         if inner.generation != generation {
             return;
         }
+        Self::keep(&mut inner, row);
+    }
+
+    fn keep(inner: &mut Inner, row: &StoredStream) {
         if inner.rows.len() >= CAPACITY {
             inner.rows.clear();
         }
@@ -84,17 +96,21 @@ impl RowCache {
     /// the statement that changes the row.
     pub fn invalidate(&self, stream_id: &str) -> Invalidation {
         let inner = self.inner.clone();
+        let mut generation = 0;
         if let Some(inner) = &inner {
-            Self::forget(inner, stream_id);
+            let mut locked = Self::lock(inner);
+            Self::forget(&mut locked, stream_id);
+            locked.open += 1;
+            generation = locked.generation;
         }
         Invalidation {
             inner,
             stream_id: stream_id.to_string(),
+            generation,
         }
     }
 
-    fn forget(inner: &Mutex<Inner>, stream_id: &str) {
-        let mut inner = Self::lock(inner);
+    fn forget(inner: &mut Inner, stream_id: &str) {
         inner.generation += 1;
         inner.rows.remove(stream_id);
     }
@@ -104,12 +120,32 @@ impl RowCache {
 pub(super) struct Invalidation {
     inner: Option<Arc<Mutex<Inner>>>,
     stream_id: String,
+    // The generation right after this change began.
+    generation: u64,
+}
+
+impl Invalidation {
+    /// Ends the change, whose statement left `row` in the table, and keeps `row` if this was
+    /// the only change since it began.
+    pub fn settle(mut self, row: &StoredStream) {
+        if let Some(inner) = self.inner.take() {
+            let mut locked = RowCache::lock(&inner);
+            let alone = locked.generation == self.generation && locked.open == 1;
+            RowCache::forget(&mut locked, &self.stream_id);
+            locked.open -= 1;
+            if alone && row.stream.name.stream == self.stream_id {
+                RowCache::keep(&mut locked, row);
+            }
+        }
+    }
 }
 
 impl Drop for Invalidation {
     fn drop(&mut self) {
         if let Some(inner) = &self.inner {
-            RowCache::forget(inner, &self.stream_id);
+            let mut locked = RowCache::lock(inner);
+            RowCache::forget(&mut locked, &self.stream_id);
+            locked.open -= 1;
         }
     }
 }
@@ -171,11 +207,67 @@ mod tests {
     }
 
     #[test]
+    fn a_change_alone_keeps_the_row_it_left() {
+        let cache = RowCache::new(true);
+        let change = cache.invalidate("s");
+        change.settle(&row("s", "mine"));
+        assert!(matches!(cache.get("s"), Ok(row) if row.stream.etag == "mine"));
+    }
+
+    #[test]
+    fn a_change_that_overlapped_another_keeps_nothing() {
+        let cache = RowCache::new(true);
+        // Another change began before this one and is still open: its statement may commit
+        // after this one's.
+        let earlier = cache.invalidate("s");
+        let change = cache.invalidate("s");
+        change.settle(&row("s", "mine"));
+        assert!(cache.get("s").is_err());
+        drop(earlier);
+        assert!(cache.get("s").is_err());
+
+        // Another change began and ended while this one ran (of any row).
+        let change = cache.invalidate("s");
+        drop(cache.invalidate("t"));
+        change.settle(&row("s", "mine"));
+        assert!(cache.get("s").is_err());
+
+        // A change that began after this one and is still open.
+        let change = cache.invalidate("s");
+        let later = cache.invalidate("s");
+        change.settle(&row("s", "mine"));
+        assert!(cache.get("s").is_err());
+        later.settle(&row("s", "later"));
+        assert!(
+            cache.get("s").is_err(),
+            "the later change began while the first was open"
+        );
+
+        // Once every change has ended, the next one alone keeps its row again.
+        let change = cache.invalidate("s");
+        change.settle(&row("s", "last"));
+        assert!(matches!(cache.get("s"), Ok(row) if row.stream.etag == "last"));
+    }
+
+    #[test]
+    fn a_read_during_a_settled_change_does_not_fill_in() {
+        let cache = RowCache::new(true);
+        let change = cache.invalidate("s");
+        // A read that began while the change was open (it may have read the old row).
+        let during = missed(&cache, "s");
+        change.settle(&row("s", "new"));
+        cache.fill(during, &row("s", "old"));
+        assert!(matches!(cache.get("s"), Ok(row) if row.stream.etag == "new"));
+    }
+
+    #[test]
     fn disabled_keeps_nothing() {
         let cache = RowCache::new(false);
         let miss = missed(&cache, "s");
         assert!(miss.is_none());
         cache.fill(miss, &row("s", "e"));
+        assert!(cache.get("s").is_err());
+        cache.invalidate("s").settle(&row("s", "e"));
         assert!(cache.get("s").is_err());
     }
 

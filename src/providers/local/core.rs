@@ -163,15 +163,16 @@ impl LocalCore {
         Ok(Page { items, next })
     }
 
-    /// Inserts a CREATING stream made by `op_id`; a row this operation made already counts as
-    /// success.
-    pub async fn insert_creating(
+    /// Inserts a stream in `state` (CREATING, or ACTIVE when it is created at once) made by
+    /// `op_id`; a row this operation made already counts as success, in whatever state it is.
+    pub async fn insert(
         &self,
         stream_id: &str,
         spec: &StreamSpec,
         op_id: &str,
+        state: StreamState,
     ) -> Result<Stream> {
-        let _change = self.cache.invalidate(stream_id);
+        let change = self.cache.invalidate(stream_id);
         let now = now_ms();
         // RETURNING (SQLite and PostgreSQL alike) hands back the row without a second query.
         let statement = Statement::new(format!(
@@ -183,7 +184,7 @@ impl LocalCore {
         .bind(&self.provider)
         .bind(stream_id)
         .bind(new_etag())
-        .bind(StreamState::Creating.as_str())
+        .bind(state.as_str())
         .bind(&spec.media_type)
         .bind(i64::from(spec.data_retention_hours))
         .bind(&spec.device_name)
@@ -194,7 +195,11 @@ impl LocalCore {
         .bind(op_id)
         .bind(op_id);
         match self.db.fetch_one(statement).await {
-            Ok(row) => Ok(self.decode(&row)?.stream),
+            Ok(row) => {
+                let stored = self.decode(&row)?;
+                change.settle(&stored);
+                Ok(stored.stream)
+            }
             Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
                 match self.get(stream_id).await? {
                     Some(row) if row.created_by == op_id => Ok(row.stream),
@@ -207,7 +212,7 @@ impl LocalCore {
 
     /// Turns the stream `op_id` created ACTIVE. `None` if it was deleted meanwhile.
     pub async fn activate(&self, stream_id: &str, op_id: &str) -> Result<Option<Stream>> {
-        let _change = self.cache.invalidate(stream_id);
+        let change = self.cache.invalidate(stream_id);
         let statement = Statement::new(format!(
             "UPDATE local_streams SET state = $1, etag = $2, version = version + 1, \
              update_time_ms = $3, last_op = $4 \
@@ -223,7 +228,9 @@ impl LocalCore {
         .bind(op_id)
         .bind(StreamState::Creating.as_str());
         if let Some(row) = self.db.fetch_optional(statement).await? {
-            return Ok(Some(self.decode(&row)?.stream));
+            let stored = self.decode(&row)?;
+            change.settle(&stored);
+            return Ok(Some(stored.stream));
         }
         // Not CREATING any more: a re-run after this step took effect, or deleted meanwhile.
         Ok(self

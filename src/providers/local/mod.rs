@@ -2,7 +2,7 @@
 //! that a new user can drive the whole API without a cloud account.
 //!
 //! It behaves like a real asynchronous provider: a new stream is CREATING for `create_delay`
-//! before it turns ACTIVE, every change issues a new etag, a stale etag is refused, and every
+//! before it turns ACTIVE (with `create_delay = "0s"` it is ACTIVE from the start), every change issues a new etag, a stale etag is refused, and every
 //! change is published to WatchStream subscribers.
 //!
 //! - `config.rs`: the kind-specific keys.
