@@ -370,18 +370,20 @@ fn execute(connection: &rusqlite::Connection, statement: &Statement) -> rusqlite
         }
     }
     let columns = prepared.column_count();
-    let names: Arc<[String]> = prepared
-        .column_names()
-        .into_iter()
-        .map(str::to_string)
-        .collect();
+    // The column names, taken when the first row comes: most statements return none.
+    let mut names: Option<Arc<[String]>> = None;
     let mut answer = Answer::default();
     let mut rows = prepared.raw_query();
     while let Some(row) = rows.next()? {
+        let names = names.get_or_insert_with(|| {
+            (0..columns)
+                .map(|at| row.as_ref().column_name(at).unwrap_or_default().to_string())
+                .collect()
+        });
         let values = (0..columns)
             .map(|at| row.get_ref(at).map(ValueRef::into))
             .collect::<rusqlite::Result<Vec<Value>>>()?;
-        answer.rows.push(Row::Sqlite(Arc::clone(&names), values));
+        answer.rows.push(Row::Sqlite(Arc::clone(names), values));
     }
     drop(rows);
     answer.rows_affected = connection.changes();
