@@ -49,6 +49,8 @@ pub const STEP_DONE: &str = "done";
 const MAX_STEP_RETRIES: i32 = 8;
 /// How often a waiter re-reads an operation another process may be driving.
 const WAIT_POLL: Duration = Duration::from_secs(1);
+/// The most finished operations kept in memory (about a kilobyte each).
+const FINISHED_KEPT: usize = 1024;
 /// How many operations one adoption round takes at most.
 const CLAIM_BATCH: usize = 256;
 /// The default lease of an operation (`[store] operation_lease`).
@@ -78,6 +80,10 @@ pub struct Runner {
     // Per operation that someone waits on (WaitOperation): the operation as this process last
     // saved it.
     progress: Mutex<HashMap<String, watch::Sender<Option<Arc<Operation>>>>>,
+    // Operations this process finished lately, as it saved them. A finished operation never
+    // changes again (its cancel_requested column is settled: see `cancel`), so GetOperation
+    // and WaitOperation of one — the usual WaitOperation after a create — skip the store.
+    finished: Mutex<HashMap<String, Arc<Operation>>>,
     // Stops every task at its next wait; their operations resume at the next start.
     shutdown: CancellationToken,
     tasks: TaskTracker,
@@ -129,6 +135,7 @@ impl Runner {
             registry,
             running: Mutex::new(HashMap::new()),
             progress: Mutex::new(HashMap::new()),
+            finished: Mutex::new(HashMap::new()),
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
             telemetry,
@@ -370,6 +377,7 @@ impl Runner {
                 let _ = tx.send(op.clone());
             }
             if op.done() {
+                self.keep_finished(&op, &control);
                 match &op.outcome {
                     Some(Err(e)) => {
                         info!(step = %op.step, error = %e, "operation failed")
@@ -382,6 +390,19 @@ impl Runner {
         }
         lock(&self.running).remove(&op.id);
         lock(&self.progress).remove(&op.id);
+    }
+
+    /// Keeps `op`, just saved done, for reads. A cancellation requested while its last step
+    /// ran is in the store's column (set while the operation was not done) but maybe not in
+    /// `op`: taken from `control` here, or marked by `cancel` after this, under the same lock.
+    fn keep_finished(&self, op: &Operation, control: &Control) {
+        let mut kept = op.clone();
+        kept.cancel_requested |= control.cancel.load(Ordering::SeqCst);
+        let mut finished = lock(&self.finished);
+        if finished.len() >= FINISHED_KEPT {
+            finished.clear();
+        }
+        finished.insert(kept.id.clone(), Arc::new(kept));
     }
 
     /// Runs one step and records its outcome in `op` (not yet saved).
@@ -452,6 +473,9 @@ impl Runner {
 
     /// Reads an operation.
     pub async fn get(&self, id: &str) -> Result<Operation> {
+        if let Some(op) = lock(&self.finished).get(id) {
+            return Ok(Operation::clone(op));
+        }
         self.store.get(id).await?.ok_or_else(|| {
             Error::new(
                 Kind::OperationNotFound,
@@ -513,11 +537,16 @@ impl Runner {
         if op.done() {
             return Ok(op);
         }
-        self.store.request_cancel(id).await?;
+        let requested = self.store.request_cancel(id).await?;
         let control = lock(&self.running).get(id).cloned();
         if let Some(control) = control {
             control.cancel.store(true, Ordering::SeqCst);
             control.wake.notify_one();
+        }
+        // The request reached the store before the operation was saved done; if its task kept
+        // it already (before it could see `control`), the copy says so too.
+        if requested && let Some(op) = lock(&self.finished).get_mut(id) {
+            Arc::make_mut(op).cancel_requested = true;
         }
         info!(operation = %id, "cancellation requested");
         self.wait(id, Duration::from_secs(2)).await
@@ -615,6 +644,84 @@ mod tests {
         fn exclusive(&self) -> bool {
             self.inner.exclusive()
         }
+    }
+
+    async fn runner_with(delay: &str) -> (tempfile::TempDir, Arc<Probe>, Arc<Runner>) {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config::from_toml(&format!(
+            "[[providers]]\nid = \"local\"\nkind = \"local\"\ncreate_delay = \"{delay}\"\n"
+        ))
+        .unwrap();
+        let sql = SqlStore::open(&format!("sqlite://{}/ops.db", dir.path().display()))
+            .await
+            .unwrap();
+        let environment = Environment::default();
+        let hub = Arc::new(WatchHub::default());
+        let registry = Arc::new(
+            Registry::build(&config.providers, &environment, &sql, &hub)
+                .await
+                .unwrap(),
+        );
+        let probe = Arc::new(Probe {
+            inner: sql.clone(),
+            gets: AtomicUsize::new(0),
+            adopted_elsewhere: AtomicBool::new(false),
+        });
+        let runner = Runner::new(
+            Arc::clone(&probe) as Arc<dyn OperationStore>,
+            registry,
+            Telemetry::start(&environment).unwrap(),
+            Audit::new(Arc::new(sql)),
+            Duration::from_secs(30),
+        );
+        (dir, probe, runner)
+    }
+
+    fn create(stream: &str) -> OpRequest {
+        OpRequest::Create {
+            name: StreamName {
+                provider: "local".into(),
+                video: None,
+                stream: stream.into(),
+            },
+            spec: StreamSpec::default(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_finished_operation_is_read_from_memory_as_it_is_stored() {
+        let (_dir, probe, runner) = runner_with("0s").await;
+        let op = runner
+            .submit("tester", None, create("s1"), Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert!(op.done(), "no create delay: done in its first step");
+        let before = probe.gets.load(Ordering::SeqCst);
+        let got = runner.get(&op.id).await.unwrap();
+        let waited = runner.wait(&op.id, Duration::from_secs(1)).await.unwrap();
+        assert_eq!(probe.gets.load(Ordering::SeqCst), before, "no read");
+        let stored = probe.inner.get(&op.id).await.unwrap().unwrap();
+        assert_eq!(got, stored);
+        assert_eq!(waited, stored);
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_operation_kept_in_memory_says_so_as_the_store_does() {
+        let (_dir, probe, runner) = runner_with("30s").await;
+        let op = runner
+            .submit("tester", None, create("s2"), Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert!(!op.done(), "CREATING for 30 s");
+        let cancelled = runner.cancel(&op.id).await.unwrap();
+        assert!(cancelled.done(), "{cancelled:?}");
+        let before = probe.gets.load(Ordering::SeqCst);
+        let got = runner.get(&op.id).await.unwrap();
+        assert_eq!(probe.gets.load(Ordering::SeqCst), before, "no read");
+        let stored = probe.inner.get(&op.id).await.unwrap().unwrap();
+        assert!(stored.cancel_requested);
+        assert_eq!(got, stored);
+        assert_eq!(cancelled, stored);
     }
 
     #[tokio::test]
