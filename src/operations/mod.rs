@@ -594,6 +594,10 @@ mod tests {
         inner: SqlStore,
         gets: AtomicUsize,
         adopted_elsewhere: AtomicBool,
+        // When set, a cancellation request, once in the store, waits until an operation was
+        // saved done: the race of a cancel with the last step, in the order that matters.
+        hold_cancel: AtomicBool,
+        saved_done: tokio::sync::Notify,
     }
 
     #[async_trait]
@@ -616,10 +620,18 @@ mod tests {
             if self.adopted_elsewhere.load(Ordering::SeqCst) {
                 return Ok(false);
             }
-            self.inner.save(op, owner).await
+            let saved = self.inner.save(op, owner).await;
+            if op.done() {
+                self.saved_done.notify_one();
+            }
+            saved
         }
         async fn request_cancel(&self, id: &str) -> Result<bool> {
-            self.inner.request_cancel(id).await
+            let requested = self.inner.request_cancel(id).await;
+            if self.hold_cancel.load(Ordering::SeqCst) {
+                self.saved_done.notified().await;
+            }
+            requested
         }
         async fn list(
             &self,
@@ -666,6 +678,8 @@ mod tests {
             inner: sql.clone(),
             gets: AtomicUsize::new(0),
             adopted_elsewhere: AtomicBool::new(false),
+            hold_cancel: AtomicBool::new(false),
+            saved_done: tokio::sync::Notify::new(),
         });
         let runner = Runner::new(
             Arc::clone(&probe) as Arc<dyn OperationStore>,
@@ -725,6 +739,33 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_cancel_that_raced_the_last_step_is_in_the_kept_copy() {
+        let (_dir, probe, runner) = runner_with("300ms").await;
+        let op = runner
+            .submit("tester", None, create("s3"), Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert!(!op.done());
+        // The request reaches the store while the operation is unfinished; the task then
+        // saves it done (never having seen the request) and keeps it, and only then does the
+        // cancel go on.
+        probe.hold_cancel.store(true, Ordering::SeqCst);
+        let cancelled = runner.cancel(&op.id).await.unwrap();
+        let stored = probe.inner.get(&op.id).await.unwrap().unwrap();
+        assert!(stored.done());
+        assert!(
+            matches!(stored.outcome, Some(Ok(_))),
+            "the step had run: {stored:?}"
+        );
+        assert!(stored.cancel_requested, "the request is in the store");
+        let before = probe.gets.load(Ordering::SeqCst);
+        let got = runner.get(&op.id).await.unwrap();
+        assert_eq!(probe.gets.load(Ordering::SeqCst), before, "no read");
+        assert_eq!(got, stored);
+        assert_eq!(cancelled, stored);
+    }
+
+    #[tokio::test]
     async fn a_waiter_polls_calmly_once_the_operation_is_driven_elsewhere() {
         let dir = tempfile::tempdir().unwrap();
         let config = Config::from_toml(
@@ -745,6 +786,8 @@ mod tests {
             inner: sql.clone(),
             gets: AtomicUsize::new(0),
             adopted_elsewhere: AtomicBool::new(false),
+            hold_cancel: AtomicBool::new(false),
+            saved_done: tokio::sync::Notify::new(),
         });
         let runner = Runner::new(
             Arc::clone(&probe) as Arc<dyn OperationStore>,
