@@ -49,8 +49,10 @@ pub const STEP_DONE: &str = "done";
 const MAX_STEP_RETRIES: i32 = 8;
 /// How often a waiter re-reads an operation another process may be driving.
 const WAIT_POLL: Duration = Duration::from_secs(1);
-/// The most finished operations kept in memory (about a kilobyte each).
-const FINISHED_KEPT: usize = 1024;
+/// The most finished operations kept in memory: usually a kilobyte or two each, at most ~40 KB
+/// (50 tags of full length, in the request and again in the result), so ≤ ~10 MiB. Batch
+/// deletes, which carry every name and its outcome, are not kept.
+const FINISHED_KEPT: usize = 256;
 /// How many operations one adoption round takes at most.
 const CLAIM_BATCH: usize = 256;
 /// The default lease of an operation (`[store] operation_lease`).
@@ -80,9 +82,10 @@ pub struct Runner {
     // Per operation that someone waits on (WaitOperation): the operation as this process last
     // saved it.
     progress: Mutex<HashMap<String, watch::Sender<Option<Arc<Operation>>>>>,
-    // Operations this process finished lately, as it saved them. A finished operation never
-    // changes again (its cancel_requested column is settled: see `cancel`), so GetOperation
-    // and WaitOperation of one — the usual WaitOperation after a create — skip the store.
+    // Operations this process finished lately (not batches), as it saved them. A finished
+    // operation never changes again (its cancel_requested column is settled: see `cancel`), so
+    // GetOperation and WaitOperation of one — the usual WaitOperation after a create — skip
+    // the store.
     finished: Mutex<HashMap<String, Arc<Operation>>>,
     // Stops every task at its next wait; their operations resume at the next start.
     shutdown: CancellationToken,
@@ -396,6 +399,9 @@ impl Runner {
     /// ran is in the store's column (set while the operation was not done) but maybe not in
     /// `op`: taken from `control` here, or marked by `cancel` after this, under the same lock.
     fn keep_finished(&self, op: &Operation, control: &Control) {
+        if matches!(op.request, OpRequest::BatchDelete { .. }) {
+            return;
+        }
         let mut kept = op.clone();
         kept.cancel_requested |= control.cancel.load(Ordering::SeqCst);
         let mut finished = lock(&self.finished);
@@ -717,6 +723,27 @@ mod tests {
         let stored = probe.inner.get(&op.id).await.unwrap().unwrap();
         assert_eq!(got, stored);
         assert_eq!(waited, stored);
+    }
+
+    #[tokio::test]
+    async fn a_finished_batch_is_read_from_the_store() {
+        let (_dir, probe, runner) = runner_with("0s").await;
+        let batch = OpRequest::BatchDelete {
+            parent: crate::domain::ParentName {
+                provider: "local".into(),
+                video: None,
+            },
+            names: Vec::new(),
+        };
+        let op = runner
+            .submit("tester", None, batch, Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert!(op.done(), "{op:?}");
+        let before = probe.gets.load(Ordering::SeqCst);
+        let got = runner.get(&op.id).await.unwrap();
+        assert_eq!(probe.gets.load(Ordering::SeqCst), before + 1, "read");
+        assert_eq!(got, probe.inner.get(&op.id).await.unwrap().unwrap());
     }
 
     #[tokio::test]
