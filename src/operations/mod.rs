@@ -794,49 +794,9 @@ mod tests {
 
     #[tokio::test]
     async fn a_waiter_polls_calmly_once_the_operation_is_driven_elsewhere() {
-        let dir = tempfile::tempdir().unwrap();
-        let config = Config::from_toml(
-            "[[providers]]\nid = \"local\"\nkind = \"local\"\ncreate_delay = \"500ms\"\n",
-        )
-        .unwrap();
-        let sql = SqlStore::open(&format!("sqlite://{}/ops.db", dir.path().display()))
-            .await
-            .unwrap();
-        let environment = Environment::default();
-        let hub = Arc::new(WatchHub::default());
-        let registry = Arc::new(
-            Registry::build(&config.providers, &environment, &sql, &hub)
-                .await
-                .unwrap(),
-        );
-        let probe = Arc::new(Probe {
-            inner: sql.clone(),
-            gets: AtomicUsize::new(0),
-            adopted_elsewhere: AtomicBool::new(false),
-            hold_cancel: AtomicBool::new(false),
-            saved_done: tokio::sync::Notify::new(),
-        });
-        let runner = Runner::new(
-            Arc::clone(&probe) as Arc<dyn OperationStore>,
-            registry,
-            Telemetry::start(&environment).unwrap(),
-            Audit::new(Arc::new(sql)),
-            Duration::from_secs(30),
-        );
+        let (_dir, probe, runner) = runner_with("500ms").await;
         let op = runner
-            .submit(
-                "tester",
-                None,
-                OpRequest::Create {
-                    name: StreamName {
-                        provider: "local".into(),
-                        video: None,
-                        stream: "s1".into(),
-                    },
-                    spec: StreamSpec::default(),
-                },
-                Duration::from_secs(5),
-            )
+            .submit("tester", None, create("s1"), Duration::from_secs(5))
             .await
             .unwrap();
         assert!(!op.done(), "CREATING for 500 ms first");
