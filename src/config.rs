@@ -4,6 +4,7 @@
 //! Environment variables read:
 //! - `STREAMGATE_CONFIG`: the TOML file, when `--config` is not given.
 //! - `STREAMGATE_LISTEN`: overrides `[server] listen`.
+//! - `STREAMGATE_WORKER_THREADS`: overrides `[server] worker_threads`.
 //! - `STREAMGATE_STORE_URL`: overrides `[store] url`.
 //! - `STREAMGATE_LOG_FORMAT`: overrides `[telemetry] log_format` (`text` or `json`).
 //! - `STREAMGATE_LOG`: overrides `[telemetry] log_filter` (tracing's env-filter syntax).
@@ -118,6 +119,10 @@ pub struct ServerConfig {
     /// Calls in flight at most; more are shed with RESOURCE_EXHAUSTED (default 1024).
     #[serde(default = "default_max_in_flight")]
     pub max_in_flight: usize,
+    /// The runtime's worker threads; 0 (the default): one per core this process may use. One
+    /// worker means tokio's current-thread scheduler ([`crate::runtime`]).
+    #[serde(default)]
+    pub worker_threads: usize,
     /// `[server.tls]`: TLS on the gRPC listener, and client certificates (mTLS). Plaintext
     /// when absent.
     #[serde(default)]
@@ -460,6 +465,7 @@ impl Default for ServerConfig {
             drain_timeout: default_drain(),
             default_deadline: default_deadline(),
             max_in_flight: default_max_in_flight(),
+            worker_threads: 0,
             tls: None,
         }
     }
@@ -551,6 +557,11 @@ impl Config {
                 .parse()
                 .map_err(|e| ConfigError::Invalid(format!("STREAMGATE_LISTEN={listen:?}: {e}")))?;
         }
+        if let Some(workers) = set(env, "STREAMGATE_WORKER_THREADS") {
+            self.server.worker_threads = workers.parse().map_err(|e| {
+                ConfigError::Invalid(format!("STREAMGATE_WORKER_THREADS={workers:?}: {e}"))
+            })?;
+        }
         if let Some(url) = set(env, "STREAMGATE_STORE_URL") {
             self.store.url = url.to_string();
         }
@@ -601,6 +612,13 @@ impl Config {
             return Err(ConfigError::Invalid(
                 "[store] operation_lease must be at least 1s".into(),
             ));
+        }
+        if self.server.worker_threads > crate::runtime::MAX_WORKERS {
+            return Err(ConfigError::Invalid(format!(
+                "[server] worker_threads = {}: at most {} (0: one per core)",
+                self.server.worker_threads,
+                crate::runtime::MAX_WORKERS
+            )));
         }
         crate::middleware::Security::from_config(self)?;
         if let Some(tls) = &self.server.tls {
@@ -726,6 +744,31 @@ mod tests {
         )
         .unwrap();
         assert_eq!(overridden.telemetry.metrics_listen.unwrap().port(), 9000);
+    }
+
+    #[test]
+    fn worker_threads_from_the_file_or_its_variable_and_bounded() {
+        assert_eq!(
+            Config::load(None, &env(&[])).unwrap().server.worker_threads,
+            0
+        );
+        let config = Config::from_toml("[server]\nworker_threads = 4").unwrap();
+        assert_eq!(config.server.worker_threads, 4);
+        let overridden = Config::load(None, &env(&[("STREAMGATE_WORKER_THREADS", "1")])).unwrap();
+        assert_eq!(overridden.server.worker_threads, 1);
+        let error = Config::load(None, &env(&[("STREAMGATE_WORKER_THREADS", "two")]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("STREAMGATE_WORKER_THREADS=\"two\""),
+            "{error}"
+        );
+        let error = Config::from_toml("[server]\nworker_threads = 5000")
+            .unwrap()
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("worker_threads = 5000"), "{error}");
     }
 
     #[test]

@@ -17,6 +17,8 @@
 //! - [`watch`] — fan-out of stream changes to WatchStream subscribers.
 //! - [`middleware`] — the tower layers in front of every call.
 //! - [`telemetry`] — logs, OpenTelemetry traces and metrics, the Prometheus scrape endpoint.
+//! - [`runtime`] — the tokio runtime the binary runs on: one worker per core, and the
+//!   current-thread scheduler when that is one.
 //! - [`probe`] — the client side of `streamgate probe`, the container image's health check.
 //! - [`pb`] — the generated protobuf types, clients and servers of `streamgate.v1`.
 
@@ -30,6 +32,7 @@ pub mod middleware;
 pub mod operations;
 pub mod probe;
 pub mod providers;
+pub mod runtime;
 pub mod server;
 pub mod store;
 pub mod telemetry;

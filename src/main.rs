@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use streamgate::config::{Config, LogFormat, parse_duration};
-use streamgate::{probe, server, telemetry};
+use streamgate::{probe, runtime, server, telemetry};
 
 /// mimalloc instead of the system allocator: a call allocates and frees a few hundred small
 /// blocks (headers, spans, protobuf messages), and glibc's malloc and free were ~17% of the
@@ -115,8 +115,7 @@ async fn shutdown_signal() {
     let _ = interrupt.await;
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let args = Args::parse();
     if let Some(Command::Probe {
         addr,
@@ -124,7 +123,13 @@ async fn main() -> ExitCode {
         timeout,
     }) = &args.command
     {
-        return run_probe(*addr, service, *timeout).await;
+        return match runtime::build(1) {
+            Ok(runtime) => runtime.block_on(run_probe(*addr, service, *timeout)),
+            Err(e) => {
+                eprintln!("streamgate: cannot start the runtime: {e}");
+                ExitCode::FAILURE
+            }
+        };
     }
     let env: HashMap<String, String> = std::env::vars().collect();
     let config = match load(&args, &env) {
@@ -148,6 +153,16 @@ async fn main() -> ExitCode {
         );
         return ExitCode::SUCCESS;
     }
+    match runtime::build(config.server.worker_threads) {
+        Ok(runtime) => runtime.block_on(serve(config)),
+        Err(e) => {
+            eprintln!("streamgate: cannot start the runtime: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(config: Config) -> ExitCode {
     let _logs = match telemetry::init(&config.telemetry) {
         Ok(guard) => guard,
         Err(e) => {

@@ -156,7 +156,8 @@ pub async fn run(
             Some(tls) if tls.client_auth_optional => "on, client certificates optional",
             Some(_) => "on, client certificates required",
         };
-        info!(%address, tls, "serving");
+        let workers = tokio::runtime::Handle::current().metrics().num_workers();
+        info!(%address, tls, workers, "serving");
     }
 
     let served = tokio::select! {

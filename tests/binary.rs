@@ -1,5 +1,5 @@
 //! The real `streamgate` binary: kill -9 in the middle of an operation and restart, graceful
-//! shutdown on SIGTERM, the start-up refusals, `--help`, `check-config` on every configuration
+//! shutdown on SIGTERM, one worker thread (the current-thread scheduler), the start-up refusals, `--help`, `check-config` on every configuration
 //! shipped under `deploy/`, and `probe` (the container image's health check).
 
 mod support;
@@ -11,6 +11,7 @@ use streamgate::pb;
 use streamgate::pb::operation_service_client::OperationServiceClient;
 use streamgate::pb::stream::State;
 use streamgate::pb::stream_service_client::StreamServiceClient;
+use support::otlp::OtlpReceiver;
 use support::{Binary, wait_on};
 
 fn write_config(dir: &std::path::Path, create_delay: &str) -> std::path::PathBuf {
@@ -215,6 +216,67 @@ async fn sigterm_drains_and_exits_zero() {
     assert!(log.contains("shutting down"), "{log}");
     assert!(log.contains("stopped"), "{log}");
     assert!(!log.contains("after the drain bound"), "{log}");
+}
+
+/// One worker thread (`[server] worker_threads = 1`, here through its variable; the default on
+/// a machine, cgroup or affinity mask of one core) runs the gateway on tokio's current-thread
+/// scheduler: 64 concurrent creates over one connection are all answered and finished, their
+/// spans reach the OTLP receiver, and SIGTERM drains and exits 0 with the exporters flushed —
+/// nothing waits on a task that only the one thread could run.
+#[tokio::test]
+async fn one_worker_thread_serves_and_drains_on_the_current_thread_scheduler() {
+    let receiver = OtlpReceiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "0s");
+    let mut gateway = Binary::spawn_with_env(
+        &config,
+        dir.path(),
+        "one-worker",
+        &[
+            ("STREAMGATE_WORKER_THREADS", "1"),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &receiver.endpoint),
+        ],
+    );
+    let channel = gateway.ready().await;
+    let creates = (0..64).map(|i| {
+        let mut streams = StreamServiceClient::new(channel.clone());
+        async move {
+            streams
+                .create_stream(pb::CreateStreamRequest {
+                    parent: "providers/local".into(),
+                    stream_id: format!("w-{i}"),
+                    ..Default::default()
+                })
+                .await
+        }
+    });
+    for (i, created) in futures::future::join_all(creates)
+        .await
+        .into_iter()
+        .enumerate()
+    {
+        let op = created
+            .unwrap_or_else(|e| panic!("w-{i}: {e:?}"))
+            .into_inner();
+        let done = wait_on(&channel, &op).await;
+        let Some(pb::operation::Result::Stream(stream)) = &done.result else {
+            panic!("w-{i}: {done:?}");
+        };
+        assert_eq!(stream.state, State::Active as i32, "w-{i}");
+    }
+
+    gateway.signal("TERM");
+    let status = gateway.wait_exit(Duration::from_secs(10)).await;
+    assert!(status.success(), "{status}");
+    let log = std::fs::read_to_string(&gateway.log).unwrap();
+    assert!(log.contains("workers=1"), "{log}");
+    assert!(log.contains("stopped"), "{log}");
+    let exported = receiver
+        .spans()
+        .iter()
+        .filter(|s| s.name == "streamgate.v1.StreamService/CreateStream")
+        .count();
+    assert_eq!(exported, 64, "{log}");
 }
 
 #[test]

@@ -1,7 +1,8 @@
 //! The baseline: a bare tonic server, no middleware, serving the same method as scenario (b)
 //! (`ProviderService/GetProvider`, so the same request bytes reach both) by echoing the name.
-//! It runs in its own process (`--echo-server ADDR`) on the same runtime flavour as the gateway
-//! (`#[tokio::main]`'s multi-thread runtime: one worker per core it is pinned to).
+//! It runs in its own process (`--echo-server ADDR`) on the same runtime as the gateway
+//! (`streamgate::runtime::build(0)`: one worker per core it is pinned to, and tokio's
+//! current-thread scheduler when that is one).
 
 use std::net::SocketAddr;
 
@@ -34,10 +35,7 @@ impl ProviderService for Echo {
 
 /// Serves until killed.
 pub fn serve(addr: SocketAddr) {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let runtime = streamgate::runtime::build(0).expect("runtime");
     runtime.block_on(async {
         tonic::transport::Server::builder()
             .add_service(ProviderServiceServer::new(Echo))

@@ -169,7 +169,7 @@ fn main() {
             .and_then(|a| a.parse().ok())
             .expect("--cycles ADDR N");
         let c: u64 = args.get(4).and_then(|a| a.parse().ok()).unwrap_or(4);
-        let runtime = tokio::runtime::Runtime::new().expect("runtime");
+        let runtime = streamgate::runtime::build(0).expect("runtime");
         runtime.block_on(async {
             let channel = connect(addr, 1).await.remove(0);
             let auth = auth();
@@ -210,10 +210,9 @@ fn main() {
     } else {
         Size::smoke()
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
+    // The load generator runs on the gateway's kind of runtime too: pinned to one core, the
+    // current-thread scheduler, which writes the requests of several calls in one `writev`.
+    let runtime = streamgate::runtime::build(0).expect("runtime");
     let checks = runtime.block_on(run(size));
     println!("{}", checks.summary());
     if checks.failed() > 0 {
