@@ -1,6 +1,10 @@
 //! A local OTLP receiver for the gateway's batch span exporter and metric reader: it decodes
 //! each export and counts what it holds, keeping nothing (the tests' receiver keeps every span,
 //! which a benchmark would grow without bound).
+//!
+//! It runs on a thread of its own, with a runtime of its own: the load generator's runtime is
+//! the current-thread scheduler (one core), on which decoding a batch of 512 spans would hold
+//! up every call in flight until it is done. On its own thread the OS time-slices the two.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -61,27 +65,46 @@ pub struct Receiver {
     /// `http://127.0.0.1:PORT`, for `OTEL_EXPORTER_OTLP_ENDPOINT`.
     pub endpoint: String,
     counts: Counts,
-    task: tokio::task::JoinHandle<()>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Receiver {
     pub async fn start() -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind the OTLP receiver");
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind the OTLP receiver");
+        listener.set_nonblocking(true).expect("nonblocking");
         let addr: SocketAddr = listener.local_addr().expect("addr");
         let counts = Counts::default();
-        let server = tonic::transport::Server::builder()
-            .add_service(TraceServiceServer::new(counts.clone()))
-            .add_service(MetricsServiceServer::new(counts.clone()))
-            .serve_with_incoming(TcpListenerStream::new(listener));
-        let task = tokio::spawn(async move {
-            let _ = server.await;
-        });
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let served = counts.clone();
+        let thread = std::thread::Builder::new()
+            .name("otlp-receiver".into())
+            .spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("receiver runtime");
+                runtime.block_on(async move {
+                    let listener =
+                        tokio::net::TcpListener::from_std(listener).expect("receiver listener");
+                    let server = tonic::transport::Server::builder()
+                        .add_service(TraceServiceServer::new(served.clone()))
+                        .add_service(MetricsServiceServer::new(served))
+                        .serve_with_incoming(TcpListenerStream::new(listener));
+                    // Not a graceful stop: the gateway's exporter may hold its connection
+                    // open. Dropping the runtime afterwards drops the connections' tasks.
+                    tokio::select! {
+                        _ = server => {}
+                        _ = stopped => {}
+                    }
+                });
+            })
+            .expect("receiver thread");
         Receiver {
             endpoint: format!("http://{addr}"),
             counts,
-            task,
+            stop: Some(stop),
+            thread: Some(thread),
         }
     }
 
@@ -93,6 +116,11 @@ impl Receiver {
 
 impl Drop for Receiver {
     fn drop(&mut self) {
-        self.task.abort();
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
     }
 }

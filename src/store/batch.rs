@@ -165,10 +165,15 @@ pub struct Answer {
     pub rows_affected: u64,
 }
 
+type Reply = oneshot::Sender<Result<Answer, sqlx::Error>>;
+
 struct Job {
     statement: Statement,
-    reply: oneshot::Sender<Result<Answer, sqlx::Error>>,
+    reply: Reply,
 }
+
+/// The answers of one trip, with where each goes.
+type Replies = Vec<(Reply, Result<Answer, sqlx::Error>)>;
 
 /// Runs statements: on SQLite through the group-committing thread, else on the pool.
 #[derive(Clone)]
@@ -200,9 +205,10 @@ impl Db {
                 let connection = open(path).map_err(from_sqlite)?;
                 let (tx, rx) = mpsc::channel();
                 let counted = Arc::clone(&trips);
+                let courier = Courier::start();
                 std::thread::Builder::new()
                     .name("streamgate-sqlite".into())
-                    .spawn(move || serve(&connection, &rx, &counted))
+                    .spawn(move || serve(&connection, &rx, &counted, &courier))
                     .map_err(sqlx::Error::Io)?;
                 Some(tx)
             }
@@ -406,7 +412,60 @@ fn together(connection: &rusqlite::Connection, jobs: &[Job]) -> rusqlite::Result
     answers
 }
 
-fn serve(connection: &rusqlite::Connection, queue: &mpsc::Receiver<Job>, trips: &AtomicU64) {
+/// Hands a trip's answers to their callers.
+///
+/// A caller's task is woken when its answer is sent. Woken from this thread, a task of the
+/// runtime is a wake-up from outside it, and on the current-thread scheduler each of those
+/// writes the runtime's eventfd: one `write` per statement, ~12 per create/wait/delete cycle
+/// (docs/PERFORMANCE.md, (d)). So the answers of a trip go to a task on the runtime in one
+/// message, one wake-up at most, and that task sends them, which wakes the callers from
+/// inside the runtime. Without a runtime (or once it is gone) they are sent from here.
+struct Courier {
+    to_runtime: Option<tokio::sync::mpsc::UnboundedSender<Replies>>,
+}
+
+impl Courier {
+    /// A courier whose task runs on the current runtime, if there is one.
+    fn start() -> Self {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return Courier { to_runtime: None };
+        };
+        let (to_runtime, mut trips) = tokio::sync::mpsc::unbounded_channel::<Replies>();
+        runtime.spawn(async move {
+            while let Some(replies) = trips.recv().await {
+                hand_out(replies);
+            }
+        });
+        Courier {
+            to_runtime: Some(to_runtime),
+        }
+    }
+
+    fn deliver(&self, replies: Replies) {
+        let replies = match &self.to_runtime {
+            Some(to_runtime) => match to_runtime.send(replies) {
+                Ok(()) => return,
+                Err(tokio::sync::mpsc::error::SendError(replies)) => replies,
+            },
+            None => replies,
+        };
+        hand_out(replies);
+    }
+}
+
+fn hand_out(replies: Replies) {
+    for (reply, answer) in replies {
+        // A caller that went away (its call cancelled) needs no answer.
+        let _ = reply.send(answer);
+    }
+}
+
+fn serve(
+    connection: &rusqlite::Connection,
+    queue: &mpsc::Receiver<Job>,
+    trips: &AtomicU64,
+    courier: &Courier,
+) {
     while let Ok(first) = queue.recv() {
         let mut jobs = vec![first];
         while jobs.len() < MAX_BATCH
@@ -417,18 +476,25 @@ fn serve(connection: &rusqlite::Connection, queue: &mpsc::Receiver<Job>, trips: 
         if jobs.len() > 1 {
             trips.fetch_add(1, Ordering::Relaxed);
             if let Ok(answers) = together(connection, &jobs) {
-                for (job, answer) in jobs.into_iter().zip(answers) {
-                    let _ = job.reply.send(Ok(answer));
-                }
+                courier.deliver(
+                    jobs.into_iter()
+                        .zip(answers)
+                        .map(|(job, answer)| (job.reply, Ok(answer)))
+                        .collect(),
+                );
                 continue;
             }
         }
         // One statement, or a batch that failed: each on its own, with its own outcome.
-        for job in jobs {
-            trips.fetch_add(1, Ordering::Relaxed);
-            let answer = execute(connection, &job.statement).map_err(from_sqlite);
-            let _ = job.reply.send(answer);
-        }
+        let replies = jobs
+            .into_iter()
+            .map(|job| {
+                trips.fetch_add(1, Ordering::Relaxed);
+                let answer = execute(connection, &job.statement).map_err(from_sqlite);
+                (job.reply, answer)
+            })
+            .collect();
+        courier.deliver(replies);
     }
 }
 
@@ -572,6 +638,55 @@ mod tests {
         let a: i64 = answer.rows[0].try_get("a").unwrap();
         let b: String = answer.rows[0].try_get("b").unwrap();
         assert_eq!((a, b.as_str()), (1, "two"));
+    }
+
+    fn answered(n: u64) -> Result<Answer, sqlx::Error> {
+        Ok(Answer {
+            rows: Vec::new(),
+            rows_affected: n,
+        })
+    }
+
+    #[test]
+    fn the_courier_hands_out_a_trip_on_its_runtime_and_without_one_itself() {
+        // No runtime: the answers are sent by the caller of deliver.
+        let courier = Courier::start();
+        assert!(courier.to_runtime.is_none());
+        let (reply, answer) = oneshot::channel();
+        courier.deliver(vec![(reply, answered(7))]);
+        assert_eq!(answer.blocking_recv().unwrap().unwrap().rows_affected, 7);
+
+        // On a runtime: a trip's answers go to its task in one message, which sends them.
+        let runtime = crate::runtime::build(1).unwrap();
+        let courier = runtime.block_on(async { Courier::start() });
+        assert!(courier.to_runtime.is_some());
+        let (replies, answers): (Vec<_>, Vec<_>) = (0..3).map(|_| oneshot::channel()).unzip();
+        let courier = std::thread::spawn(move || {
+            courier.deliver(
+                replies
+                    .into_iter()
+                    .zip(0..)
+                    .map(|(reply, n)| (reply, answered(n)))
+                    .collect(),
+            );
+            courier
+        })
+        .join()
+        .unwrap();
+        let counts: Vec<u64> = runtime.block_on(async {
+            join_all(answers)
+                .await
+                .into_iter()
+                .map(|a| a.unwrap().unwrap().rows_affected)
+                .collect()
+        });
+        assert_eq!(counts, [0, 1, 2]);
+
+        // Its runtime gone, the courier sends them itself again.
+        drop(runtime);
+        let (reply, answer) = oneshot::channel();
+        courier.deliver(vec![(reply, answered(9))]);
+        assert_eq!(answer.blocking_recv().unwrap().unwrap().rows_affected, 9);
     }
 
     #[test]
