@@ -123,13 +123,7 @@ fn main() -> ExitCode {
         timeout,
     }) = &args.command
     {
-        return match runtime::build(1) {
-            Ok(runtime) => runtime.block_on(run_probe(*addr, service, *timeout)),
-            Err(e) => {
-                eprintln!("streamgate: cannot start the runtime: {e}");
-                ExitCode::FAILURE
-            }
-        };
+        return on_runtime(1, run_probe(*addr, service, *timeout));
     }
     let env: HashMap<String, String> = std::env::vars().collect();
     let config = match load(&args, &env) {
@@ -153,8 +147,13 @@ fn main() -> ExitCode {
         );
         return ExitCode::SUCCESS;
     }
-    match runtime::build(config.server.worker_threads) {
-        Ok(runtime) => runtime.block_on(serve(config)),
+    on_runtime(config.server.worker_threads, serve(config))
+}
+
+/// Runs `work` on a runtime of `workers` workers ([`runtime::build`]).
+fn on_runtime(workers: usize, work: impl std::future::Future<Output = ExitCode>) -> ExitCode {
+    match runtime::build(workers) {
+        Ok(runtime) => runtime.block_on(work),
         Err(e) => {
             eprintln!("streamgate: cannot start the runtime: {e}");
             ExitCode::FAILURE

@@ -80,10 +80,7 @@ impl Receiver {
         let thread = std::thread::Builder::new()
             .name("otlp-receiver".into())
             .spawn(move || {
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .expect("receiver runtime");
+                let runtime = streamgate::runtime::build(1).expect("receiver runtime");
                 runtime.block_on(async move {
                     let listener =
                         tokio::net::TcpListener::from_std(listener).expect("receiver listener");
