@@ -202,7 +202,7 @@ def check_dockerfile(repo: pathlib.Path) -> None:
         f'CMD ["{binary}", "probe"' in dockerfile,
         "Dockerfile: HEALTHCHECK does not run streamgate probe",
     )
-    for source in ("build.rs", "Cargo.lock"):
+    for source in ("build.rs", "Cargo.lock", ".cargo"):
         check(source in allowed, f"Dockerfile.dockerignore: {source} must be in the context")
 
 
