@@ -1,5 +1,5 @@
 //! What a provider kind supports. Dispatch checks it before calling an adapter; callers read it
-//! through ProviderService; the shared tests are gated on it.
+//! through ProviderService. No shared test suite is gated on it yet.
 
 use serde::{Deserialize, Serialize};
 

@@ -1,4 +1,4 @@
-//! Resource names (DESIGN.md §2): `providers/{provider}`,
+//! Resource names (docs/design.md §2): `providers/{provider}`,
 //! `providers/{provider}/streams/{stream}`, `providers/{provider}/videos/{video}/streams/{stream}`
 //! and `operations/{operation}`. Parsing checks the form and the segments' characters; the
 //! provider's own limits (e.g. a shorter id) are checked by its capability.

@@ -1,5 +1,5 @@
 //! Checks of stream fields that hold for every provider kind, bounded by the provider's
-//! capability (DESIGN.md §1 gives the KVS limits, the strictest of the kinds).
+//! capability (docs/design.md §1 gives the KVS limits, the strictest of the kinds).
 
 use super::capability::Capability;
 use super::stream::{StreamPatch, StreamSpec};
