@@ -35,8 +35,8 @@ use sha2::{Digest, Sha256};
 use tokio::sync::oneshot;
 use tracing::{info, warn};
 
+pub use crate::domain::STEP_ACCEPTED;
 use crate::domain::{OpRequest, Operation, now_ms};
-pub use crate::domain::{STEP_ACCEPTED, STEP_DONE};
 use crate::error::{Error, Kind, Result};
 use crate::providers::Registry;
 use crate::store::{Inserted, OperationStore};
