@@ -16,6 +16,8 @@
 //! through the gateway and straight from the SDK; (f) BatchDeleteStreams of VOD streams under
 //! the default 50 QPS DeleteStream limit; start-up time, idle RSS, and RSS with open
 //! WatchStream subscribers. (a) and (b) are also driven by `h2load` when it is installed.
+//! `run` calls one function per scenario, in the order (a), start-up, (b), (c)–(f), watchers,
+//! then assembles the report.
 //!
 //! Environment: `BENCH_SECONDS` (measured seconds per closed-loop run, default 5).
 //! For profiling a gateway by hand: `--otlp-receiver` runs only the OTLP receiver (it prints
@@ -43,11 +45,6 @@ use std::time::{Duration, Instant};
 
 use sha2::Digest;
 use streamgate::pb;
-
-/// The gateway's allocator (src/main.rs), so that the echo baseline, which runs from this
-/// executable, is measured with the same one.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use streamgate::pb::operation_service_client::OperationServiceClient;
 use streamgate::pb::provider_service_client::ProviderServiceClient;
 use streamgate::pb::stream_service_client::StreamServiceClient;
@@ -58,10 +55,15 @@ use load::{Load, Plan};
 use procs::{LOAD_CORE, SERVER_CORE, Server};
 use report::{Checks, Report, Row};
 
-/// The bench principal's API key (its SHA-256 is in the gateway's config).
+/// The gateway's allocator (src/main.rs), so that the echo baseline, which runs from this
+/// executable, is measured with the same one.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// (e)'s provider latency in its second run: the low end of a KVS control-plane call made
 /// from the same AWS region (an assumption; no real endpoint is reachable from here).
 const KVS_LATENCY: Duration = Duration::from_millis(10);
+/// The bench principal's API key (its SHA-256 is in the gateway's config).
 const API_KEY: &str = "bench-key-5f2c9a17d4e8";
 /// The VOD fake's AccessKey.
 const VOD_KEY_ID: &str = "LTAIbench";
@@ -443,76 +445,178 @@ async fn ok_get_provider_calls(metrics: u16) -> f64 {
         .sum()
 }
 
-/// The h2load runs of one server at 64 and 16 concurrent calls.
-fn h2load_rows(
-    report: &mut Report,
-    size: &Size,
-    label: &str,
-    server: &Server,
-    body: &Path,
-    log_dir: &Path,
-) -> Vec<h2load::H2load> {
-    let mut runs = Vec::new();
-    for concurrency in [size.high, size.low] {
-        let log = log_dir.join(format!("h2load-{label}-{concurrency}.log"));
-        let cpu = server.cpu();
-        let run = h2load::run(
-            server.addr,
-            "/streamgate.v1.ProviderService/GetProvider",
-            body,
-            &[format!("authorization: Bearer {API_KEY}")],
-            size.connections,
-            concurrency / size.connections,
-            size.plan.warmup,
-            size.plan.measure,
-            size.core(LOAD_CORE),
-            &log,
-        );
-        let cpu = server.cpu() - cpu;
-        let calls = run.rate * (size.plan.warmup + size.plan.measure).as_secs_f64();
-        report.row(Row {
-            cpu_us: cpu_per_call(cpu, calls),
-            scenario: format!("{label}, h2load"),
-            concurrency: concurrency.to_string(),
-            rate: run.rate,
-            p50: run.ms(0.5),
-            p99: run.ms(0.99),
-            p999: run.ms(0.999),
-            rss: Some(server.rss_mib()),
-            note: format!(
-                "{} answered, {} failed (HTTP level)",
-                run.succeeded, run.failed
-            ),
-        });
-        runs.push(run);
-    }
-    runs
+/// What every scenario shares: its size, the checks and the report it adds to, and h2load's
+/// work directory and request body.
+struct Bench {
+    size: Size,
+    checks: Checks,
+    report: Report,
+    work: tempfile::TempDir,
+    body: PathBuf,
+    use_h2load: bool,
 }
 
-async fn run(size: Size) -> Checks {
-    let mut checks = Checks::default();
-    let mut report = Report::new(size.full);
-    let work = tempfile::tempdir().expect("temp dir");
-    let body = h2load::write_body(
-        &work.path().join("get_provider.bin"),
-        &pb::GetProviderRequest {
-            name: "providers/local".into(),
-        },
-    );
-    let use_h2load = size.full && h2load::available();
-    if size.full && !use_h2load {
-        report.note("h2load is not installed (apt-get install nghttp2-client): no h2load rows");
+impl Bench {
+    fn new(size: Size) -> Self {
+        let mut report = Report::new(size.full);
+        let work = tempfile::tempdir().expect("temp dir");
+        let body = h2load::write_body(
+            &work.path().join("get_provider.bin"),
+            &pb::GetProviderRequest {
+                name: "providers/local".into(),
+            },
+        );
+        let use_h2load = size.full && h2load::available();
+        if size.full && !use_h2load {
+            report.note("h2load is not installed (apt-get install nghttp2-client): no h2load rows");
+        }
+        Bench {
+            size,
+            checks: Checks::default(),
+            report,
+            work,
+            body,
+            use_h2load,
+        }
     }
 
-    // (a) The baseline: a bare tonic server, no middleware.
-    let echo = procs::echo(work.path(), size.core(SERVER_CORE)).await;
+    /// The h2load runs of one server at 64 and 16 concurrent calls.
+    fn h2load_rows(&mut self, label: &str, server: &Server) -> Vec<h2load::H2load> {
+        let mut runs = Vec::new();
+        let size = &self.size;
+        for concurrency in [size.high, size.low] {
+            let log = self
+                .work
+                .path()
+                .join(format!("h2load-{label}-{concurrency}.log"));
+            let cpu = server.cpu();
+            let run = h2load::run(
+                server.addr,
+                "/streamgate.v1.ProviderService/GetProvider",
+                &self.body,
+                &[format!("authorization: Bearer {API_KEY}")],
+                size.connections,
+                concurrency / size.connections,
+                size.plan.warmup,
+                size.plan.measure,
+                size.core(LOAD_CORE),
+                &log,
+            );
+            let cpu = server.cpu() - cpu;
+            let calls = run.rate * (size.plan.warmup + size.plan.measure).as_secs_f64();
+            self.report.row(Row {
+                cpu_us: cpu_per_call(cpu, calls),
+                scenario: format!("{label}, h2load"),
+                concurrency: concurrency.to_string(),
+                rate: run.rate,
+                p50: run.ms(0.5),
+                p99: run.ms(0.99),
+                p999: run.ms(0.999),
+                rss: Some(server.rss_mib()),
+                note: format!(
+                    "{} answered, {} failed (HTTP level)",
+                    run.succeeded, run.failed
+                ),
+            });
+            runs.push(run);
+        }
+        runs
+    }
+}
+
+/// Every scenario in order, then the memory and start-up lines and the targets.
+async fn run(size: Size) -> Checks {
+    let mut bench = Bench::new(size);
+    let echo = echo_baseline(&mut bench).await;
+    let fakes = Fakes::start(&bench.size).await;
+    let (startup_median, startup_max) = startups(&fakes.setup, bench.size.startups).await;
+
+    let gateway = fakes.setup.start().await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let idle = gateway.server.rss_mib();
+    let channels = connect(gateway.server.addr, bench.size.connections).await;
+    let stack = full_stack(&mut bench, &gateway, &channels).await;
+    sampled_stack(&mut bench, &fakes.setup, &echo.loads).await;
+    let get_stream = get_stream_local(&mut bench, &gateway, &channels).await;
+    let cycles = create_wait_delete(&mut bench, &gateway, &channels).await;
+    let kvs = kvs_describe(&mut bench, &gateway, &channels, &fakes.kvs).await;
+    let batch = vod_batch_delete(&mut bench, &gateway, &channels, &fakes.vod).await;
+    let spans = fakes.receiver.spans();
+    drop(channels);
+    drop(gateway);
+
+    // Open WatchStream subscribers, on a fresh gateway.
+    let (watch_idle, watch_rss, opened) = watchers(&fakes.setup, &bench.size).await;
+    let Bench {
+        size,
+        mut checks,
+        mut report,
+        ..
+    } = bench;
+    checks.expect(
+        "watchers: every WatchStream got its initial state",
+        opened == size.watchers,
+        format!("{opened} of {}", size.watchers),
+    );
+
+    report.memory(idle, stack.peak_rss, watch_idle, watch_rss, size.watchers);
+    report.startup(startup_median, startup_max, size.startups);
+    report.note(&format!(
+        "OTLP receiver got {spans} spans from the gateway's batch exporter during the run"
+    ));
+    report.targets(report::Figures {
+        baseline: &echo.loads,
+        full_stack: &stack.loads,
+        echo_h2: &echo.h2,
+        echo_paced: &echo.paced,
+        stack_paced: &stack.paced,
+        echo_callers: &echo.callers,
+        stack_callers: &stack.callers,
+        stack_h2: &stack.h2,
+        high: size.high,
+        low: size.low,
+        get_stream: &get_stream,
+        cycles: &cycles,
+        direct: &kvs.near.0,
+        via: &kvs.near.1,
+        direct_far: &kvs.far.0,
+        via_far: &kvs.far.1,
+        far: KVS_LATENCY,
+        exact: batch.exact,
+        wall: batch.wall,
+        floor: batch.floor,
+        idle,
+        under_b: stack.peak_rss,
+        watch_rss,
+        watchers: size.watchers,
+        startup: startup_max,
+    });
+    report.print();
+    checks
+}
+
+/// GetProvider loads of one server: closed loops by concurrency, one call at a time, paced
+/// callers, and h2load's runs.
+struct GetProviderLoads {
+    loads: BTreeMap<usize, Load>,
+    paced: Load,
+    callers: Load,
+    h2: Vec<h2load::H2load>,
+}
+
+/// (a) The baseline: a bare tonic server, no middleware.
+async fn echo_baseline(bench: &mut Bench) -> GetProviderLoads {
+    let size = &bench.size;
+    let echo = procs::echo(bench.work.path(), size.core(SERVER_CORE)).await;
     let channels = connect(echo.addr, size.connections).await;
-    let mut baseline = BTreeMap::new();
+    let mut loads = BTreeMap::new();
     for concurrency in [size.high, size.low] {
         let (load, cpu_us) =
             with_cpu(&echo, get_provider_load(&channels, concurrency, size.plan)).await;
-        checks.calls(&format!("(a) echo at {concurrency}"), &load);
-        report.row(Row {
+        bench
+            .checks
+            .calls(&format!("(a) echo at {concurrency}"), &load);
+        bench.report.row(Row {
             cpu_us,
             ..Row::closed(
                 "(a) bare tonic echo",
@@ -521,92 +625,117 @@ async fn run(size: Size) -> Checks {
                 Some(echo.rss_mib()),
             )
         });
-        baseline.insert(concurrency, load);
+        loads.insert(concurrency, load);
     }
-    let echo_paced = get_provider_paced(&channels[0], size.plan).await;
-    report.row(Row {
+    let paced = get_provider_paced(&channels[0], size.plan).await;
+    bench.report.row(Row {
         concurrency: "1 every 1 ms".into(),
-        ..Row::closed("(a) bare tonic echo", 1, &echo_paced, Some(echo.rss_mib()))
+        ..Row::closed("(a) bare tonic echo", 1, &paced, Some(echo.rss_mib()))
     });
-    let echo_callers = get_provider_callers(&channels, size.low, size.plan).await;
-    report.row(Row {
+    let callers = get_provider_callers(&channels, size.low, size.plan).await;
+    bench.report.row(Row {
         concurrency: callers_label(size.low),
         ..Row::closed(
             "(a) bare tonic echo",
             size.low,
-            &echo_callers,
+            &callers,
             Some(echo.rss_mib()),
         )
     });
-    let echo_h2 = if use_h2load {
-        h2load_rows(
-            &mut report,
-            &size,
-            "(a) bare tonic echo",
-            &echo,
-            &body,
-            work.path(),
-        )
+    let h2 = if bench.use_h2load {
+        bench.h2load_rows("(a) bare tonic echo", &echo)
     } else {
         Vec::new()
     };
-    drop(channels);
-    drop(echo);
+    GetProviderLoads {
+        loads,
+        paced,
+        callers,
+        h2,
+    }
+}
 
-    // The fakes and the OTLP receiver live in this process.
-    let receiver = otlp::Receiver::start().await;
-    let kvs = kvs_fake::KvsFake::start().await;
-    let vod = vod_fake::FakeVod::start().await;
-    vod.add_key(VOD_KEY_ID, VOD_SECRET, None);
-    let setup = GatewaySetup {
-        binary: PathBuf::from(env!("CARGO_BIN_EXE_streamgate")),
-        kvs_url: kvs.url.clone(),
-        vod_url: vod.url(),
-        env: vec![
-            ("AWS_ACCESS_KEY_ID".into(), "AKIDSTREAMGATETEST".into()),
-            (
-                "AWS_SECRET_ACCESS_KEY".into(),
-                "streamgate-test-secret".into(),
-            ),
-            ("AWS_EC2_METADATA_DISABLED".into(), "true".into()),
-            (
-                "OTEL_EXPORTER_OTLP_ENDPOINT".into(),
-                receiver.endpoint.clone(),
-            ),
-        ],
-        core: size.core(SERVER_CORE),
-    };
+/// The fakes and the OTLP receiver, which live in this process, and how the gateways that
+/// use them are started.
+struct Fakes {
+    receiver: otlp::Receiver,
+    kvs: kvs_fake::RunningKvsFake,
+    vod: vod_fake::FakeVod,
+    setup: GatewaySetup,
+}
 
-    // Start-up to health SERVING, each on a fresh store.
+impl Fakes {
+    async fn start(size: &Size) -> Self {
+        let receiver = otlp::Receiver::start().await;
+        let kvs = kvs_fake::KvsFake::start().await;
+        let vod = vod_fake::FakeVod::start().await;
+        vod.add_key(VOD_KEY_ID, VOD_SECRET, None);
+        let setup = GatewaySetup {
+            binary: PathBuf::from(env!("CARGO_BIN_EXE_streamgate")),
+            kvs_url: kvs.url.clone(),
+            vod_url: vod.url(),
+            env: vec![
+                ("AWS_ACCESS_KEY_ID".into(), "AKIDSTREAMGATETEST".into()),
+                (
+                    "AWS_SECRET_ACCESS_KEY".into(),
+                    "streamgate-test-secret".into(),
+                ),
+                ("AWS_EC2_METADATA_DISABLED".into(), "true".into()),
+                (
+                    "OTEL_EXPORTER_OTLP_ENDPOINT".into(),
+                    receiver.endpoint.clone(),
+                ),
+            ],
+            core: size.core(SERVER_CORE),
+        };
+        Fakes {
+            receiver,
+            kvs,
+            vod,
+            setup,
+        }
+    }
+}
+
+/// Start-up to health SERVING, `n` times, each on a fresh store: the median and the slowest.
+async fn startups(setup: &GatewaySetup, n: usize) -> (Duration, Duration) {
     let mut startups = Vec::new();
-    for _ in 0..size.startups {
+    for _ in 0..n {
         startups.push(setup.start().await.server.started_in);
     }
     startups.sort();
-    let startup_median = startups[startups.len() / 2];
-    let startup_max = startups[startups.len() - 1];
+    (startups[startups.len() / 2], startups[startups.len() - 1])
+}
 
-    let gateway = setup.start().await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let idle = gateway.server.rss_mib();
-    let channels = connect(gateway.server.addr, size.connections).await;
+/// (b)'s loads, with the gateway's peak RSS under them.
+struct FullStack {
+    loads: BTreeMap<usize, Load>,
+    paced: Load,
+    callers: Load,
+    h2: Vec<h2load::H2load>,
+    peak_rss: f64,
+}
+
+/// (b) GetProvider through the full stack.
+async fn full_stack(bench: &mut Bench, gateway: &Gateway, channels: &[Channel]) -> FullStack {
+    let size = &bench.size;
     let pid = gateway.server.child.id();
-
-    // (b) GetProvider through the full stack.
-    let mut full_stack = BTreeMap::new();
-    let mut under_b: f64 = 0.0;
+    let mut loads = BTreeMap::new();
+    let mut peak_rss: f64 = 0.0;
     for concurrency in [size.high, size.low] {
         let ((load, cpu_us), peak) = with_rss_peak(
             pid,
             with_cpu(
                 &gateway.server,
-                get_provider_load(&channels, concurrency, size.plan),
+                get_provider_load(channels, concurrency, size.plan),
             ),
         )
         .await;
-        under_b = under_b.max(peak);
-        checks.calls(&format!("(b) GetProvider at {concurrency}"), &load);
-        report.row(Row {
+        peak_rss = peak_rss.max(peak);
+        bench
+            .checks
+            .calls(&format!("(b) GetProvider at {concurrency}"), &load);
+        bench.report.row(Row {
             cpu_us,
             ..Row::closed(
                 "(b) GetProvider, full stack",
@@ -615,97 +744,105 @@ async fn run(size: Size) -> Checks {
                 Some(peak),
             )
         });
-        full_stack.insert(concurrency, load);
+        loads.insert(concurrency, load);
     }
-    let stack_callers = get_provider_callers(&channels, size.low, size.plan).await;
-    checks.calls("(b) GetProvider, paced callers", &stack_callers);
-    report.row(Row {
+    let callers = get_provider_callers(channels, size.low, size.plan).await;
+    bench
+        .checks
+        .calls("(b) GetProvider, paced callers", &callers);
+    bench.report.row(Row {
         concurrency: callers_label(size.low),
         ..Row::closed(
             "(b) GetProvider, full stack",
             size.low,
-            &stack_callers,
+            &callers,
             Some(gateway.server.rss_mib()),
         )
     });
-    let stack_paced = get_provider_paced(&channels[0], size.plan).await;
-    checks.calls("(b) GetProvider one at a time", &stack_paced);
-    report.row(Row {
+    let paced = get_provider_paced(&channels[0], size.plan).await;
+    bench.checks.calls("(b) GetProvider one at a time", &paced);
+    bench.report.row(Row {
         concurrency: "1 every 1 ms".into(),
         ..Row::closed(
             "(b) GetProvider, full stack",
             1,
-            &stack_paced,
+            &paced,
             Some(gateway.server.rss_mib()),
         )
     });
-    let stack_h2 = if use_h2load {
+    let h2 = if bench.use_h2load {
         let before = ok_get_provider_calls(gateway.metrics).await;
-        let runs = h2load_rows(
-            &mut report,
-            &size,
-            "(b) GetProvider, full stack",
-            &gateway.server,
-            &body,
-            work.path(),
-        );
+        let runs = bench.h2load_rows("(b) GetProvider, full stack", &gateway.server);
         let ok = ok_get_provider_calls(gateway.metrics).await - before;
         let answered: u64 = runs.iter().map(|r| r.succeeded).sum();
-        report.note(&format!(
+        bench.report.note(&format!(
             "h2load (b): the gateway counted {ok:.0} GetProvider calls with grpc-status OK for \
              {answered} HTTP answers (warm-up included)"
         ));
-        under_b = under_b.max(gateway.server.peak_mib());
+        peak_rss = peak_rss.max(gateway.server.peak_mib());
         runs
     } else {
         Vec::new()
     };
-
-    // (b) again on a gateway configured as a busy production one would be: 1% of traces
-    // sampled (parent-based, so a sampled caller's trace stays whole) and warnings only in the
-    // log (no access line per call). Context for the 0.85 × target, not the target's setup.
-    {
-        let mut env = setup.env.clone();
-        env.extend([
-            (
-                "OTEL_TRACES_SAMPLER".to_string(),
-                "parentbased_traceidratio".to_string(),
-            ),
-            ("OTEL_TRACES_SAMPLER_ARG".to_string(), "0.01".to_string()),
-            ("STREAMGATE_LOG".to_string(), "warn".to_string()),
-        ]);
-        let lean = GatewaySetup {
-            env,
-            ..setup.clone()
-        }
-        .start()
-        .await;
-        let lean_channels = connect(lean.server.addr, size.connections).await;
-        let (load, cpu_us) = with_cpu(
-            &lean.server,
-            get_provider_load(&lean_channels, size.high, size.plan),
-        )
-        .await;
-        checks.calls("(b) GetProvider, 1% sampled, warn logs", &load);
-        report.note(&format!(
-            "(b) at {} with 1% of traces sampled and log filter `warn` (context): {:.0} calls/s \
-             = {:.2} × (a)",
-            size.high,
-            load.rate(),
-            load.rate() / baseline[&size.high].rate()
-        ));
-        report.row(Row {
-            cpu_us,
-            ..Row::closed(
-                "(b) GetProvider, 1% of traces sampled, log filter warn",
-                size.high,
-                &load,
-                Some(lean.server.rss_mib()),
-            )
-        });
+    FullStack {
+        loads,
+        paced,
+        callers,
+        h2,
+        peak_rss,
     }
+}
 
-    // (c) GetStream on `local`.
+/// (b) again on a gateway configured as a busy production one would be: 1% of traces
+/// sampled (parent-based, so a sampled caller's trace stays whole) and warnings only in the
+/// log (no access line per call). Context for the 0.85 × target, not the target's setup.
+async fn sampled_stack(bench: &mut Bench, setup: &GatewaySetup, baseline: &BTreeMap<usize, Load>) {
+    let size = &bench.size;
+    let mut env = setup.env.clone();
+    env.extend([
+        (
+            "OTEL_TRACES_SAMPLER".to_string(),
+            "parentbased_traceidratio".to_string(),
+        ),
+        ("OTEL_TRACES_SAMPLER_ARG".to_string(), "0.01".to_string()),
+        ("STREAMGATE_LOG".to_string(), "warn".to_string()),
+    ]);
+    let lean = GatewaySetup {
+        env,
+        ..setup.clone()
+    }
+    .start()
+    .await;
+    let lean_channels = connect(lean.server.addr, size.connections).await;
+    let (load, cpu_us) = with_cpu(
+        &lean.server,
+        get_provider_load(&lean_channels, size.high, size.plan),
+    )
+    .await;
+    bench
+        .checks
+        .calls("(b) GetProvider, 1% sampled, warn logs", &load);
+    bench.report.note(&format!(
+        "(b) at {} with 1% of traces sampled and log filter `warn` (context): {:.0} calls/s \
+         = {:.2} × (a)",
+        size.high,
+        load.rate(),
+        load.rate() / baseline[&size.high].rate()
+    ));
+    bench.report.row(Row {
+        cpu_us,
+        ..Row::closed(
+            "(b) GetProvider, 1% of traces sampled, log filter warn",
+            size.high,
+            &load,
+            Some(lean.server.rss_mib()),
+        )
+    });
+}
+
+/// (c) GetStream on `local`.
+async fn get_stream_local(bench: &mut Bench, gateway: &Gateway, channels: &[Channel]) -> Load {
+    let size = &bench.size;
     let auth = auth();
     let created = StreamServiceClient::new(channels[0].clone())
         .create_stream(authed(
@@ -720,9 +857,9 @@ async fn run(size: Size) -> Checks {
         .expect("create the GetStream target")
         .into_inner();
     finish(&channels[0], created, &auth).await;
-    let (get_stream, get_stream_cpu) = with_cpu(&gateway.server, {
-        let auth = auth.clone();
-        load::closed(&channels, size.high, size.plan, move |channel, _, _| {
+    let (get_stream, get_stream_cpu) = with_cpu(
+        &gateway.server,
+        load::closed(channels, size.high, size.plan, move |channel, _, _| {
             let request = authed(
                 pb::GetStreamRequest {
                     name: "providers/local/streams/bench-get".into(),
@@ -735,11 +872,11 @@ async fn run(size: Size) -> Checks {
                     .await
                     .is_ok()
             }
-        })
-    })
+        }),
+    )
     .await;
-    checks.calls("(c) GetStream", &get_stream);
-    report.row(Row {
+    bench.checks.calls("(c) GetStream", &get_stream);
+    bench.report.row(Row {
         cpu_us: get_stream_cpu,
         ..Row::closed(
             "(c) GetStream, local",
@@ -748,23 +885,28 @@ async fn run(size: Size) -> Checks {
             Some(gateway.server.rss_mib()),
         )
     });
+    get_stream
+}
 
-    // (d) CreateStream → WaitOperation → DeleteStream cycles.
-    let (cycles, cycles_cpu) = with_cpu(&gateway.server, {
-        let auth = auth.clone();
+/// (d) CreateStream → WaitOperation → DeleteStream cycles.
+async fn create_wait_delete(bench: &mut Bench, gateway: &Gateway, channels: &[Channel]) -> Load {
+    let size = &bench.size;
+    let auth = auth();
+    let (cycles, cycles_cpu) = with_cpu(
+        &gateway.server,
         load::closed(
-            &channels,
+            channels,
             size.cycles,
             size.plan,
             move |channel, worker, n| {
                 let auth = auth.clone();
                 async move { cycle(channel, &auth, &format!("w{worker}n{n}")).await }
             },
-        )
-    })
+        ),
+    )
     .await;
-    checks.calls("(d) create/wait/delete cycles", &cycles);
-    report.row(Row {
+    bench.checks.calls("(d) create/wait/delete cycles", &cycles);
+    bench.report.row(Row {
         cpu_us: cycles_cpu,
         note: "cycles/s; latency and CPU of a whole cycle (3 calls)".into(),
         ..Row::closed(
@@ -774,8 +916,26 @@ async fn run(size: Size) -> Checks {
             Some(gateway.server.rss_mib()),
         )
     });
+    cycles
+}
 
-    // (e) KVS DescribeStream on the fake: straight from the SDK, and through the gateway.
+/// (e)'s two runs, each straight from the SDK and through the gateway.
+struct KvsLoads {
+    /// The fake answering at once.
+    near: (Load, Load),
+    /// The fake answering after [`KVS_LATENCY`].
+    far: (Load, Load),
+}
+
+/// (e) KVS DescribeStream on the fake: straight from the SDK, and through the gateway.
+async fn kvs_describe(
+    bench: &mut Bench,
+    gateway: &Gateway,
+    channels: &[Channel],
+    kvs: &kvs_fake::RunningKvsFake,
+) -> KvsLoads {
+    let size = &bench.size;
+    let auth = auth();
     let kvs_names: Vec<String> = (0..size.kvs_streams).map(|i| format!("kvs-{i}")).collect();
     for name in &kvs_names {
         kvs.fake.add_stream(name);
@@ -838,8 +998,8 @@ async fn run(size: Size) -> Checks {
                 via_cpu,
             ),
         ] {
-            checks.calls(&label, load);
-            report.row(Row {
+            bench.checks.calls(&label, load);
+            bench.report.row(Row {
                 cpu_us,
                 concurrency: format!("1 every {} ms", size.kvs_every.as_millis()),
                 note: format!("{} streams, round robin", size.kvs_streams),
@@ -848,7 +1008,7 @@ async fn run(size: Size) -> Checks {
         }
         if !latency.is_zero() {
             // The fake's latency is in every call, or the row measures something else.
-            checks.expect(
+            bench.checks.expect(
                 "(e) every call through the gateway took the provider's latency",
                 via.ms(0.0) >= latency.as_secs_f64() * 1e3,
                 format!("fastest call {:.3} ms", via.ms(0.0)),
@@ -857,8 +1017,28 @@ async fn run(size: Size) -> Checks {
         e_loads.push((direct, via));
     }
     kvs.fake.set_latency(Duration::ZERO);
+    let far = e_loads.pop().expect("the far run");
+    let near = e_loads.pop().expect("the near run");
+    KvsLoads { near, far }
+}
 
-    // (f) A batch delete of VOD streams under the 50 QPS DeleteStream limit.
+/// What (f) found: whether each video got exactly its DeleteStream calls, the batch's wall
+/// time, and the 50 QPS quota's floor under it in seconds.
+struct Batch {
+    exact: bool,
+    wall: Duration,
+    floor: f64,
+}
+
+/// (f) A batch delete of VOD streams under the 50 QPS DeleteStream limit.
+async fn vod_batch_delete(
+    bench: &mut Bench,
+    gateway: &Gateway,
+    channels: &[Channel],
+    vod: &vod_fake::FakeVod,
+) -> Batch {
+    let size = &bench.size;
+    let auth = auth();
     let mut names = Vec::new();
     for v in 0..size.videos {
         let video = format!("video{v:02}");
@@ -911,17 +1091,17 @@ async fn run(size: Size) -> Checks {
     let play_info_calls: usize = per_video.values().map(|c| c.1).sum();
     let exact = per_video.len() == size.videos && per_video.values().all(|c| c.0 == expected);
     let floor = delete_calls as f64 / 50.0;
-    checks.expect(
+    bench.checks.expect(
         "(f) VOD batch: every stream deleted",
         deleted == names.len(),
         format!("{deleted} of {}", names.len()),
     );
-    checks.expect(
+    bench.checks.expect(
         "(f) VOD batch: ⌈streams per video / 20⌉ DeleteStream calls per video",
         exact,
         format!("{per_video:?}, expected {expected} DeleteStream each"),
     );
-    report.row(Row {
+    bench.report.row(Row {
         scenario: "(f) VOD BatchDeleteStreams".into(),
         concurrency: format!("{} streams, {} videos", names.len(), size.videos),
         rate: delete_calls as f64 / wall.as_secs_f64(),
@@ -943,52 +1123,7 @@ async fn run(size: Size) -> Checks {
                 .join(",")
         ),
     });
-    let spans = receiver.spans();
-    drop(channels);
-    drop(gateway);
-
-    // Open WatchStream subscribers, on a fresh gateway.
-    let (watch_idle, watch_rss, opened) = watchers(&setup, &size).await;
-    checks.expect(
-        "watchers: every WatchStream got its initial state",
-        opened == size.watchers,
-        format!("{opened} of {}", size.watchers),
-    );
-
-    report.memory(idle, under_b, watch_idle, watch_rss, size.watchers);
-    report.startup(startup_median, startup_max, size.startups);
-    report.note(&format!(
-        "OTLP receiver got {spans} spans from the gateway's batch exporter during the run"
-    ));
-    report.targets(report::Figures {
-        baseline: &baseline,
-        full_stack: &full_stack,
-        echo_h2: &echo_h2,
-        echo_paced: &echo_paced,
-        stack_paced: &stack_paced,
-        echo_callers: &echo_callers,
-        stack_callers: &stack_callers,
-        stack_h2: &stack_h2,
-        high: size.high,
-        low: size.low,
-        get_stream: &get_stream,
-        cycles: &cycles,
-        direct: &e_loads[0].0,
-        via: &e_loads[0].1,
-        direct_far: &e_loads[1].0,
-        via_far: &e_loads[1].1,
-        far: KVS_LATENCY,
-        exact,
-        wall,
-        floor,
-        idle,
-        under_b,
-        watch_rss,
-        watchers: size.watchers,
-        startup: startup_max,
-    });
-    report.print();
-    checks
+    Batch { exact, wall, floor }
 }
 
 /// Waits for `op` to be done (WaitOperation) unless it already is.

@@ -12,7 +12,7 @@ pub mod validate;
 
 pub use capability::{Capability, Method};
 pub use names::{OperationName, ParentName, ProviderName, StreamName};
-pub use operation::{BatchItem, OpRequest, OpResult, Operation, Verb};
+pub use operation::{BatchItem, OpRequest, OpResult, Operation, STEP_ACCEPTED, STEP_DONE, Verb};
 pub use page::{ListQuery, Page, PageToken};
 pub use stream::{
     AliyunVodDetails, CloudFrontDetails, CloudFrontOrigin, Stream, StreamDetails, StreamPatch,

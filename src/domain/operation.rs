@@ -6,6 +6,11 @@ use super::names::{ParentName, StreamName};
 use super::stream::{Stream, StreamPatch, StreamSpec};
 use crate::error::Error;
 
+/// The step of an operation that has been accepted and not yet started.
+pub const STEP_ACCEPTED: &str = "accepted";
+/// The step of an operation that succeeded.
+pub const STEP_DONE: &str = "done";
+
 /// The method that started an operation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Verb {
@@ -150,7 +155,8 @@ pub struct Operation {
     pub request_id: Option<String>,
     /// A digest of the request, to tell a retry from a different request with the same id.
     pub fingerprint: String,
-    /// The step it is in.
+    /// The step it is in: [`STEP_ACCEPTED`] before the first, then the adapter's own names,
+    /// [`STEP_DONE`] once it succeeded.
     pub step: String,
     /// Adapter-defined state carried between steps.
     pub progress: serde_json::Value,

@@ -1,0 +1,294 @@
+//! Driving operations: one task per operation, step by step.
+//!
+//! Each task calls [`Provider::advance`] (or `cancel`, once asked to) and saves the step, the
+//! adapter's progress and the outcome after every call, fenced by this process as the owner:
+//! a save the store refuses (another process adopted the operation) ends the task. Temporary
+//! errors are retried with exponential backoff and jitter (backon); anything else ends the
+//! operation with its error. Each task runs in a telemetry context of its own and counts in
+//! `streamgate_operations_in_flight` while it runs. A finished operation goes to the
+//! [`Finished`] cache and to the [`OperationObserver`]; every saved state goes to its
+//! [`Waiters`].
+//!
+//! It does not take or keep leases (`lease.rs`) nor record new operations (`mod.rs`).
+//!
+//! [`Provider::advance`]: crate::providers::Provider::advance
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use backon::BackoffBuilder;
+use tokio::sync::{Notify, oneshot};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{Instrument, info, warn};
+
+use super::finished::Finished;
+use super::waiters::Waiters;
+use crate::domain::{Operation, STEP_DONE, now_ms};
+use crate::error::{Error, Kind, Result};
+use crate::providers::{Registry, Step};
+use crate::store::OperationStore;
+use crate::telemetry::Telemetry;
+use crate::telemetry::call::CallContext;
+
+/// How many times in a row a step is retried after a temporary error.
+const MAX_STEP_RETRIES: i32 = 8;
+
+/// Told about every operation this runner finishes (after it is saved).
+#[async_trait::async_trait]
+pub trait OperationObserver: Send + Sync {
+    /// `op` is done: it succeeded or failed for good.
+    async fn done(&self, op: &Operation);
+}
+
+/// What a running operation's task listens to.
+#[derive(Default)]
+struct Control {
+    wake: Notify,
+    cancel: AtomicBool,
+}
+
+type Running = HashMap<String, Arc<Control>>;
+
+/// The tasks that drive operations, and what they share with the runner's calls.
+pub(super) struct Driver {
+    pub(super) store: Arc<dyn OperationStore>,
+    registry: Arc<Registry>,
+    // Operations this process is driving, so that none is driven twice and a cancel can wake
+    // its task out of a wait.
+    running: Mutex<Running>,
+    // Where each task publishes the states it saved, for WaitOperation.
+    pub(super) waiters: Waiters,
+    // Where each task keeps its operation once done, for GetOperation and WaitOperation.
+    pub(super) finished: Finished,
+    // Stops every task at its next wait; their operations resume at the next start.
+    pub(super) shutdown: CancellationToken,
+    pub(super) tasks: TaskTracker,
+    // The server's tracer and instruments, for the tasks' spans and the in-flight gauge.
+    telemetry: Arc<Telemetry>,
+    // Told when an operation is done.
+    observer: Arc<dyn OperationObserver>,
+    // This process, as the owner of the operations it drives: every save is fenced by it.
+    owner: String,
+}
+
+fn backoff(retry: i32) -> Duration {
+    backon::ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(200))
+        .with_max_delay(Duration::from_secs(30))
+        .with_factor(2.0)
+        .with_jitter()
+        .without_max_times()
+        .build()
+        .nth(retry.saturating_sub(1) as usize)
+        .unwrap_or(Duration::from_secs(30))
+}
+
+impl Driver {
+    /// A driver that saves to `store` as `owner`, dispatches to `registry` and tells
+    /// `observer` about every operation it finishes.
+    pub(super) fn new(
+        store: Arc<dyn OperationStore>,
+        registry: Arc<Registry>,
+        telemetry: Arc<Telemetry>,
+        observer: Arc<dyn OperationObserver>,
+        owner: String,
+    ) -> Self {
+        Driver {
+            store,
+            registry,
+            running: Mutex::new(HashMap::new()),
+            waiters: Waiters::default(),
+            finished: Finished::default(),
+            shutdown: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+            telemetry,
+            observer,
+            owner,
+        }
+    }
+
+    fn running(&self) -> MutexGuard<'_, Running> {
+        self.running.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether a task of this process drives the operation `id`.
+    pub(super) fn is_running(&self, id: &str) -> bool {
+        self.running().contains_key(id)
+    }
+
+    /// Asks the task driving `id` here, if any, to cancel before its next step, and wakes it
+    /// out of its wait.
+    pub(super) fn cancel(&self, id: &str) {
+        let control = self.running().get(id).cloned();
+        if let Some(control) = control
+            && !control.cancel.swap(true, Ordering::SeqCst)
+        {
+            control.wake.notify_one();
+        }
+    }
+
+    /// Starts a task driving `op`, unless one of this process drives it already. `first`, if
+    /// given, gets the operation after its first step.
+    pub(super) fn spawn(
+        self: &Arc<Self>,
+        op: Operation,
+        first: Option<oneshot::Sender<Operation>>,
+    ) {
+        let control = {
+            let mut running = self.running();
+            if running.contains_key(&op.id) {
+                return;
+            }
+            let control = Arc::new(Control::default());
+            control.cancel.store(op.cancel_requested, Ordering::SeqCst);
+            running.insert(op.id.clone(), Arc::clone(&control));
+            control
+        };
+        let span = tracing::info_span!("operation", operation = %op.id);
+        let context = CallContext::spawned(&self.telemetry);
+        let in_flight = self
+            .telemetry
+            .metrics()
+            .operation_in_flight(op.request.provider(), op.request.verb().as_str());
+        let driver = Arc::clone(self);
+        self.tasks.spawn(
+            context.scope(
+                async move {
+                    driver.drive(op, control, first).await;
+                    drop(in_flight);
+                }
+                .instrument(span),
+            ),
+        );
+    }
+
+    async fn drive(
+        self: Arc<Self>,
+        mut op: Operation,
+        control: Arc<Control>,
+        mut first: Option<oneshot::Sender<Operation>>,
+    ) {
+        loop {
+            let delay = op.next_run_ms - now_ms();
+            if delay > 0 && !control.cancel.load(Ordering::SeqCst) {
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_millis(delay as u64)) => {}
+                    () = control.wake.notified() => {}
+                    () = self.shutdown.cancelled() => break,
+                }
+            }
+            if self.shutdown.is_cancelled() {
+                break;
+            }
+            op.cancel_requested |= control.cancel.load(Ordering::SeqCst);
+            self.step(&mut op).await;
+            match self.save(&op).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    warn!(
+                        "another process adopted the operation (this one held it past its \
+                         lease); leaving it to that process"
+                    );
+                    break;
+                }
+                Err(e) => {
+                    warn!(error = %e, "could not save the operation; another process or the next start resumes it");
+                    break;
+                }
+            }
+            self.waiters.publish(&op);
+            if let Some(tx) = first.take() {
+                let _ = tx.send(op.clone());
+            }
+            if op.done() {
+                // A cancellation requested while the last step ran is in the store's column
+                // (set while the operation was not done) but maybe not in `op`: taken from
+                // `control` here, or marked by the runner's `cancel` after this.
+                self.finished
+                    .keep(&op, control.cancel.load(Ordering::SeqCst));
+                match &op.outcome {
+                    Some(Err(e)) => {
+                        info!(step = %op.step, error = %e, "operation failed")
+                    }
+                    _ => info!("operation done"),
+                }
+                self.observer.done(&op).await;
+                break;
+            }
+        }
+        self.running().remove(&op.id);
+        self.waiters.close(&op.id);
+    }
+
+    /// Runs one step and records its outcome in `op` (not yet saved).
+    async fn step(&self, op: &mut Operation) {
+        op.attempts += 1;
+        let outcome = match self.registry.get(op.request.provider()) {
+            Err(e) => Err(Error::new(
+                Kind::Internal,
+                format!(
+                    "the operation's provider is no longer configured: {}",
+                    e.message()
+                ),
+            )),
+            Ok(provider) if op.cancel_requested => match provider.cancel(op).await {
+                Ok(Some(error)) => Err(error),
+                Ok(None) => provider.advance(op).await,
+                Err(e) => Err(e),
+            },
+            Ok(provider) => provider.advance(op).await,
+        };
+        let now = now_ms();
+        op.update_time_ms = now;
+        match outcome {
+            Ok(Step::Continue {
+                step,
+                progress,
+                after,
+            }) => {
+                op.step = step;
+                op.progress = progress;
+                op.next_run_ms = now + after.as_millis() as i64;
+                op.retries = 0;
+                op.replayed = false;
+            }
+            Ok(Step::Done(result)) => {
+                op.step = STEP_DONE.to_string();
+                op.outcome = Some(Ok(result));
+            }
+            Err(e) if e.is_temporary() && op.retries < MAX_STEP_RETRIES => {
+                op.retries += 1;
+                op.replayed = true;
+                let delay = backoff(op.retries);
+                warn!(step = %op.step, error = %e, retry = op.retries, ?delay, "step failed; retrying");
+                op.next_run_ms = now + delay.as_millis() as i64;
+            }
+            Err(e) => op.outcome = Some(Err(e.persistent())),
+        }
+    }
+
+    /// Saves `op` as this process's; false when another process holds it now.
+    async fn save(&self, op: &Operation) -> Result<bool> {
+        let mut retry = 0;
+        loop {
+            match self.store.save(op, &self.owner).await {
+                Err(e) if e.is_temporary() && retry < MAX_STEP_RETRIES => {
+                    retry += 1;
+                    tokio::time::sleep(backoff(retry)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Stops every task at its next wait and waits up to `bound` for steps in flight to save.
+    /// Whether they all did.
+    pub(super) async fn stop(&self, bound: Duration) -> bool {
+        self.shutdown.cancel();
+        self.tasks.close();
+        tokio::time::timeout(bound, self.tasks.wait()).await.is_ok()
+    }
+}
