@@ -1,9 +1,9 @@
 //! The audit trail of mutating calls.
 //!
-//! The StreamService handlers of CreateStream, UpdateStream, DeleteStream and
-//! BatchDeleteStreams each end with [`Audit::call`]: one row in the durable `audit_records`
-//! table and one structured log line (target `audit`) with the principal, method, target,
-//! request_id, operation, outcome and provider request id. When an operation is done, the
+//! The handler of each mutating method (the table of [`crate::methods`] says which: the
+//! StreamService methods that start an operation) ends with [`Audit::call`]: one row in the
+//! durable `audit_records` table and one structured log line (target `audit`) with the
+//! principal, method, target, request_id, operation, outcome and provider request id. When an operation is done, the
 //! runner calls [`Audit`] as its [`OperationObserver`]: the final outcome (`succeeded` or the
 //! error reason) and the provider request id of a failure go into `audit_completions` and
 //! another `audit` log line. AuditService.ListAuditRecords reads both, joined.
@@ -78,20 +78,6 @@ impl Audit {
     /// The store, for reads.
     pub fn store(&self) -> &Arc<dyn AuditStore> {
         &self.store
-    }
-
-    /// The audited method of a gRPC path (`/streamgate.v1.StreamService/DeleteStream` →
-    /// `DeleteStream`), if it is one.
-    pub fn audited_method(path: &str) -> Option<&'static str> {
-        let method = path.strip_prefix("/streamgate.v1.StreamService/")?;
-        [
-            "CreateStream",
-            "UpdateStream",
-            "DeleteStream",
-            "BatchDeleteStreams",
-        ]
-        .into_iter()
-        .find(|m| *m == method)
     }
 
     /// Records a mutating call refused before its handler, in the background (the refusal is

@@ -1,4 +1,8 @@
-//! Typed configuration (DESIGN.md §4): a TOML file, then environment overrides, then flags.
+//! Typed configuration (docs/design.md §4): a TOML file, then environment overrides, then
+//! flags. Plain data and the checks of its values; the runtime objects made from it (the
+//! security layers' rules, the TLS configuration, the OpenTelemetry settings, the providers)
+//! are built once, and checked by being built, by `server::Parts::build`, which serving and
+//! `check-config` share.
 //!
 //! The loader takes the environment as a map, so tests never touch the process environment.
 //! Environment variables read:
@@ -9,7 +13,7 @@
 //! - `STREAMGATE_LOG_FORMAT`: overrides `[telemetry] log_format` (`text` or `json`).
 //! - `STREAMGATE_LOG`: overrides `[telemetry] log_filter` (tracing's env-filter syntax).
 //! - `STREAMGATE_METRICS_LISTEN`: overrides `[telemetry] metrics_listen`.
-//! - `OTEL_*`: trace and metric export, checked here and read by `telemetry::otel`.
+//! - `OTEL_*`: trace and metric export, read and checked by `telemetry::otel`.
 //!
 //! Kind-specific keys of a `[[providers]]` entry stay in [`ProviderConfig::settings`] and are
 //! parsed by the adapter's own `config.rs`. `Debug` never prints a setting's value nor the
@@ -24,6 +28,12 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer};
 
 use crate::domain::names::check_provider_id;
+
+/// The default lease of an operation (`[store] operation_lease`).
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(30);
+
+/// The most worker threads `[server] worker_threads` may ask for.
+pub const MAX_WORKERS: usize = 1024;
 
 /// Why a configuration was refused.
 #[derive(Debug, thiserror::Error)]
@@ -119,8 +129,9 @@ pub struct ServerConfig {
     /// Calls in flight at most; more are shed with RESOURCE_EXHAUSTED (default 1024).
     #[serde(default = "default_max_in_flight")]
     pub max_in_flight: usize,
-    /// The runtime's worker threads; 0 (the default): one per core this process may use. One
-    /// worker means tokio's current-thread scheduler ([`crate::runtime`]).
+    /// The runtime's worker threads; 0 (the default): one per core this process may use; at
+    /// most [`MAX_WORKERS`]. One worker means tokio's current-thread scheduler (see the
+    /// `runtime` module).
     #[serde(default)]
     pub worker_threads: usize,
     /// `[server.tls]`: TLS on the gRPC listener, and client certificates (mTLS). Plaintext
@@ -172,7 +183,7 @@ pub struct StoreConfig {
 }
 
 fn default_lease() -> Duration {
-    crate::operations::DEFAULT_LEASE
+    DEFAULT_LEASE
 }
 
 /// `[auth]`: who may call.
@@ -587,8 +598,9 @@ impl Config {
         Ok(())
     }
 
-    /// Checks what the types cannot: ids, duplicates, each kind's own keys, the `OTEL_*`
-    /// variables, and the loopback rule.
+    /// Checks what the types cannot: ids, duplicates, bounds, what needs what, and the
+    /// loopback rule. What only building can check (each kind's own keys, `[auth]` and the
+    /// rules, the TLS files, the `OTEL_*` variables) `server::Parts::build` checks.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.providers.is_empty() {
             return Err(ConfigError::Invalid(
@@ -607,22 +619,16 @@ impl Config {
                 )));
             }
         }
-        crate::providers::check_configs(&self.providers)?;
         if self.store.operation_lease < Duration::from_secs(1) {
             return Err(ConfigError::Invalid(
                 "[store] operation_lease must be at least 1s".into(),
             ));
         }
-        if self.server.worker_threads > crate::runtime::MAX_WORKERS {
+        if self.server.worker_threads > MAX_WORKERS {
             return Err(ConfigError::Invalid(format!(
-                "[server] worker_threads = {}: at most {} (0: one per core)",
+                "[server] worker_threads = {}: at most {MAX_WORKERS} (0: one per core)",
                 self.server.worker_threads,
-                crate::runtime::MAX_WORKERS
             )));
-        }
-        crate::middleware::Security::from_config(self)?;
-        if let Some(tls) = &self.server.tls {
-            crate::tls::server_config(tls)?;
         }
         let client_ca = self
             .server
@@ -642,7 +648,6 @@ impl Config {
                 "[server.tls] client_auth_optional needs client_ca_file".into(),
             ));
         }
-        crate::telemetry::otel::OtelSettings::from_env(&self.environment)?;
         if self.auth.mode == AuthMode::None && !self.server.listen.ip().is_loopback() {
             return Err(ConfigError::Invalid(format!(
                 "refusing to listen on {} without authentication: listen on a loopback address \
@@ -769,20 +774,6 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(error.contains("worker_threads = 5000"), "{error}");
-    }
-
-    #[test]
-    fn refuses_otel_variables_this_build_cannot_honour() {
-        let error = Config::load(
-            None,
-            &env(&[
-                ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318"),
-                ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
-            ]),
-        )
-        .unwrap_err()
-        .to_string();
-        assert!(error.contains("OTEL_EXPORTER_OTLP_PROTOCOL"), "{error}");
     }
 
     #[test]

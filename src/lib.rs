@@ -3,11 +3,14 @@
 //!
 //! # Layout
 //!
-//! - [`config`] — typed configuration from TOML, environment and flags.
-//! - [`server`] — mounts the services, health and reflection behind [`middleware::stack`];
-//!   graceful shutdown.
+//! - [`config`] — typed configuration from TOML, environment and flags: plain data and the
+//!   checks of its values.
+//! - [`server`] — builds the configuration's runtime objects once ([`server::Parts`]); mounts
+//!   the services, health and reflection behind [`middleware::stack`]; graceful shutdown.
 //! - [`error`] — THE error taxonomy, and the only place that builds a `tonic::Status`.
 //! - [`api`] — gRPC handlers: validate, route to a provider, convert.
+//! - [`identity`] — who the caller is: principal and grants, shared by middleware and handlers.
+//! - [`methods`] — the table of served gRPC methods, and which of them are mutating.
 //! - [`deadline`] — the caller's deadline, visible to provider retries.
 //! - [`domain`] — the provider-neutral model: names, streams, operations, capabilities, paging.
 //! - [`providers`] — the provider trait, the registry, and one folder per kind.
@@ -28,6 +31,8 @@ pub mod config;
 pub mod deadline;
 pub mod domain;
 pub mod error;
+pub mod identity;
+pub mod methods;
 pub mod middleware;
 pub mod operations;
 pub mod probe;

@@ -1,5 +1,6 @@
-//! The `streamgate` binary: arguments → configuration → telemetry → [`server::run`]; and
-//! two subcommands that do not serve: `check-config` and `probe` (the image's health check).
+//! The `streamgate` binary: arguments → configuration → its [`server::Parts`] → telemetry →
+//! [`server::run`]; and two subcommands that do not serve: `check-config` (which builds the
+//! parts as serving would, and stops there) and `probe` (the image's health check).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -9,7 +10,8 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use streamgate::config::{Config, LogFormat, parse_duration};
-use streamgate::{probe, runtime, server, telemetry};
+use streamgate::server::{self, Parts};
+use streamgate::{probe, runtime, telemetry};
 
 /// mimalloc instead of the system allocator: a call allocates and frees a few hundred small
 /// blocks (headers, spans, protobuf messages), and glibc's malloc and free were ~17% of the
@@ -78,7 +80,8 @@ async fn run_probe(addr: SocketAddr, service: &str, bound: Duration) -> ExitCode
     }
 }
 
-fn load(args: &Args, env: &HashMap<String, String>) -> Result<Config, String> {
+/// The configuration the arguments and `env` name, and its parts, or why it cannot be served.
+fn load(args: &Args, env: &HashMap<String, String>) -> Result<(Config, Parts), String> {
     let path = match &args.command {
         Some(Command::CheckConfig { file }) => Some(file.as_path()),
         Some(Command::Probe { .. }) | None => args.config.as_deref(),
@@ -91,7 +94,8 @@ fn load(args: &Args, env: &HashMap<String, String>) -> Result<Config, String> {
         config.telemetry.log_format = format;
     }
     config.validate().map_err(|e| e.to_string())?;
-    Ok(config)
+    let parts = Parts::build(&config).map_err(|e| e.to_string())?;
+    Ok((config, parts))
 }
 
 async fn shutdown_signal() {
@@ -126,8 +130,8 @@ fn main() -> ExitCode {
         return on_runtime(1, run_probe(*addr, service, *timeout));
     }
     let env: HashMap<String, String> = std::env::vars().collect();
-    let config = match load(&args, &env) {
-        Ok(config) => config,
+    let (config, parts) = match load(&args, &env) {
+        Ok(loaded) => loaded,
         Err(e) => {
             eprintln!("streamgate: {e}");
             return ExitCode::from(2);
@@ -147,7 +151,7 @@ fn main() -> ExitCode {
         );
         return ExitCode::SUCCESS;
     }
-    on_runtime(config.server.worker_threads, serve(config))
+    on_runtime(config.server.worker_threads, serve(config, parts))
 }
 
 /// Runs `work` on a runtime of `workers` workers ([`runtime::build`]).
@@ -161,7 +165,7 @@ fn on_runtime(workers: usize, work: impl std::future::Future<Output = ExitCode>)
     }
 }
 
-async fn serve(config: Config) -> ExitCode {
+async fn serve(config: Config, parts: Parts) -> ExitCode {
     let _logs = match telemetry::init(&config.telemetry) {
         Ok(guard) => guard,
         Err(e) => {
@@ -176,7 +180,7 @@ async fn serve(config: Config) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match server::run(listener, config, shutdown_signal()).await {
+    match server::run(listener, parts, shutdown_signal()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("streamgate: {e}");

@@ -32,9 +32,6 @@ use std::num::NonZeroUsize;
 
 use tokio::runtime::{Builder, Runtime};
 
-/// The most worker threads `[server] worker_threads` may ask for.
-pub const MAX_WORKERS: usize = 1024;
-
 /// How many workers `configured` means: itself, or when 0 one per core this process may use.
 pub fn workers(configured: usize) -> usize {
     if configured > 0 {

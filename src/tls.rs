@@ -11,7 +11,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
-use tonic::transport::{Certificate, Identity, ServerTlsConfig};
+use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 use x509_parser::extensions::GeneralName;
 
 use crate::config::{ConfigError, TlsConfig};
@@ -40,9 +40,10 @@ fn read(path: &Path, what: &str) -> Result<Vec<u8>, ConfigError> {
     Ok(bytes)
 }
 
-/// The listener's TLS settings, checked: the files are read and the rustls configuration is
-/// built once, so a bad certificate or key is refused at start-up (and by `check-config`).
-pub fn server_config(tls: &TlsConfig) -> Result<ServerTlsConfig, ConfigError> {
+/// A gRPC server builder terminating TLS per `tls`: the files are read and the rustls
+/// configuration is built here, once, so a bad certificate or key is refused at start-up (and
+/// by `check-config`).
+pub fn server(tls: &TlsConfig) -> Result<Server, ConfigError> {
     install_crypto_provider();
     let identity = Identity::from_pem(
         read(&tls.cert_file, "cert_file")?,
@@ -56,15 +57,12 @@ pub fn server_config(tls: &TlsConfig) -> Result<ServerTlsConfig, ConfigError> {
             .client_ca_root(Certificate::from_pem(read(ca, "client_ca_file")?))
             .client_auth_optional(tls.client_auth_optional);
     }
-    tonic::transport::Server::builder()
-        .tls_config(config.clone())
-        .map_err(|e| {
-            let detail = std::error::Error::source(&e)
-                .map(ToString::to_string)
-                .unwrap_or_else(|| e.to_string());
-            ConfigError::Invalid(format!("[server.tls]: {detail}"))
-        })?;
-    Ok(config)
+    Server::builder().tls_config(config).map_err(|e| {
+        let detail = std::error::Error::source(&e)
+            .map(ToString::to_string)
+            .unwrap_or_else(|| e.to_string());
+        ConfigError::Invalid(format!("[server.tls]: {detail}"))
+    })
 }
 
 /// The principal named by the verified client certificate of the call's connection.
@@ -141,7 +139,7 @@ mod tests {
             client_ca_file: None,
             client_auth_optional: false,
         };
-        let error = server_config(&tls).unwrap_err().to_string();
+        let error = server(&tls).unwrap_err().to_string();
         assert!(
             error.contains("cert_file") && error.contains("junk.pem"),
             "{error}"
@@ -151,7 +149,7 @@ mod tests {
             ..tls
         };
         assert!(
-            server_config(&missing)
+            server(&missing)
                 .unwrap_err()
                 .to_string()
                 .contains("missing.pem")

@@ -24,17 +24,10 @@ pub use stream::StreamApi;
 
 use crate::audit::Audit;
 use crate::error::{Error, Kind, Result};
-use crate::middleware::Grants;
+use crate::identity::{ANONYMOUS, Grants, Principal};
 use crate::operations::Runner;
 use crate::providers::Registry;
 use crate::watch::WatchHub;
-
-/// The principal of a caller, put into the request extensions by authentication.
-#[derive(Clone, Debug)]
-pub struct Principal(pub Arc<str>);
-
-/// The principal of unauthenticated callers.
-pub const ANONYMOUS: &str = "anonymous";
 
 /// How long a mutating call waits for its operation's first step at most.
 const FIRST_STEP_WAIT: Duration = Duration::from_secs(30);

@@ -9,7 +9,7 @@ use super::{Gateway, authorize_provider, convert, within_deadline};
 use crate::domain::page::{MAX_PAGE_SIZE, PageToken, page_size, parse_filter};
 use crate::domain::{Operation, OperationName};
 use crate::error::Error;
-use crate::middleware::Grants;
+use crate::identity::Grants;
 use crate::pb;
 use crate::pb::operation_service_server::OperationService;
 use crate::store::OperationFilter;

@@ -7,7 +7,7 @@ use tonic::{Request, Response, Status};
 use super::{Gateway, authorize_provider};
 use crate::domain::ProviderName;
 use crate::domain::page::{PageToken, page_size};
-use crate::middleware::Grants;
+use crate::identity::Grants;
 use crate::pb;
 use crate::pb::provider_service_server::ProviderService;
 use crate::providers::Provider;

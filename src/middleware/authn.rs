@@ -14,9 +14,9 @@ use subtle::ConstantTimeEq;
 
 use super::gate::{Gate, GateLayer, Gated};
 use super::is_public;
-use crate::api::{ANONYMOUS, Principal};
 use crate::config::{AuthConfig, AuthMode, ConfigError, Environment, JwtConfig};
 use crate::error::{Error, Kind};
+use crate::identity::{ANONYMOUS, Principal};
 
 /// Checks the credentials of a call.
 pub struct Authenticator {

@@ -10,9 +10,9 @@ use globset::{Glob, GlobMatcher, GlobSet, GlobSetBuilder};
 
 use super::gate::{Gate, GateLayer, Gated};
 use super::{is_public, method_names};
-use crate::api::{ANONYMOUS, Principal};
 use crate::config::{AuthMode, AuthorizationRule, ConfigError};
 use crate::error::{Error, Kind};
+use crate::identity::{ANONYMOUS, Grants, Principal};
 
 struct Rule {
     principal: GlobMatcher,
@@ -22,27 +22,6 @@ struct Rule {
     served: Vec<bool>,
     // Shared with the Grants of every call it admits: cloning a GlobSet copies its matchers.
     providers: Arc<GlobSet>,
-}
-
-/// The provider instances a call may use: those of every rule that granted its method.
-#[derive(Clone)]
-pub struct Grants {
-    // None: no authorization configured (auth mode none).
-    providers: Option<Arc<Vec<Arc<GlobSet>>>>,
-}
-
-impl Grants {
-    /// Everything (auth mode none).
-    pub fn all() -> Self {
-        Grants { providers: None }
-    }
-
-    /// Whether the call may use provider instance `id`.
-    pub fn allows(&self, id: &str) -> bool {
-        self.providers
-            .as_ref()
-            .is_none_or(|sets| sets.iter().any(|set| set.is_match(id)))
-    }
 }
 
 /// The compiled `[[authorization]]` rules.
@@ -75,7 +54,7 @@ impl Authorizer {
             .iter()
             .map(|rule| {
                 let methods = glob_set("methods", &rule.methods)?;
-                let served = crate::telemetry::served_methods()
+                let served = crate::methods::served_methods()
                     .iter()
                     .map(|m| methods.is_match(&m.full) || methods.is_match(&m.short))
                     .collect();
@@ -106,7 +85,7 @@ impl Authorizer {
         if !self.enabled || is_public(&self.public, path) {
             return Ok(Grants::all());
         }
-        let served = crate::telemetry::served(path);
+        let served = crate::methods::served(path);
         // A method no service serves: its names, split from the path once for every rule.
         let unserved = served.is_none().then(|| method_names(None, path));
         let granted: Vec<Arc<GlobSet>> = self
@@ -129,9 +108,7 @@ impl Authorizer {
                 format!("{principal} may not call {short}"),
             ));
         }
-        Ok(Grants {
-            providers: Some(Arc::new(granted)),
-        })
+        Ok(Grants::any_of(granted))
     }
 }
 

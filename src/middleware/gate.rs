@@ -11,9 +11,9 @@ use futures::future::BoxFuture;
 use tower::{Layer, Service};
 
 use super::reject;
-use crate::api::Principal;
 use crate::audit::Audit;
 use crate::error::Error;
+use crate::identity::Principal;
 
 /// Decides whether a call goes on.
 pub trait Gate: Send + Sync + 'static {
@@ -110,10 +110,10 @@ where
             Ok(()) => Box::pin(self.inner.call(http::Request::from_parts(parts, body))),
             Err(error) => {
                 if let Some(audit) = &self.audit
-                    && let Some(method) = Audit::audited_method(parts.uri.path())
+                    && let Some(method) = crate::methods::mutating(parts.uri.path())
                 {
                     let principal = parts.extensions.get::<Principal>().map(|p| &*p.0);
-                    audit.refused(method, principal, &error);
+                    audit.refused(&method.method, principal, &error);
                 }
                 Box::pin(std::future::ready(Ok(reject(&error))))
             }

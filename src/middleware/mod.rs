@@ -29,7 +29,7 @@ use tower::ServiceBuilder;
 use tower::layer::util::{Identity, Stack};
 
 pub use authn::{Authenticator, Authn, AuthnLayer};
-pub use authz::{Authorizer, Authz, AuthzLayer, Grants};
+pub use authz::{Authorizer, Authz, AuthzLayer};
 pub use deadline::{Deadline, DeadlineLayer};
 pub use gate::{Gate, GateLayer, Gated};
 pub use load_shed::{LoadShed, LoadShedLayer};
@@ -41,7 +41,8 @@ pub use trace::{Trace, TraceLayer};
 use crate::audit::Audit;
 use crate::config::{Config, ConfigError};
 use crate::error::Error;
-use crate::telemetry::{ServedMethod, Telemetry};
+use crate::methods::ServedMethod;
+use crate::telemetry::Telemetry;
 
 /// What the security layers are built from, checked once at start-up.
 pub struct Security {
@@ -128,7 +129,7 @@ fn reject(error: &Error) -> http::Response<tonic::body::Body> {
 }
 
 /// `(package.Service/Method, Service/Method)` of a gRPC path, given its served method if any
-/// (`telemetry::served(path)`, looked up once by the caller): the served method's names, made
+/// (`methods::served(path)`, looked up once by the caller): the served method's names, made
 /// once at start-up, else split from the path (a method no service serves: the call ends
 /// UNIMPLEMENTED if it gets through).
 fn method_names(

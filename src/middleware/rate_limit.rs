@@ -12,9 +12,9 @@ use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
 use super::gate::{Gate, GateLayer, Gated};
 use super::method_names;
-use crate::api::{ANONYMOUS, Principal};
 use crate::config::{ConfigError, RateLimitConfig};
 use crate::error::{Error, Kind};
+use crate::identity::{ANONYMOUS, Principal};
 
 /// A bucket's key: the principal and the served method's index (`usize::MAX` for every
 /// method no service serves, so that made-up paths cannot grow the table).
@@ -73,7 +73,7 @@ impl InboundLimits {
 
     /// Takes a token for `principal` calling `path`, or says when to come back.
     pub fn check(&self, principal: &Arc<str>, path: &str) -> Result<(), Error> {
-        let served = crate::telemetry::served(path);
+        let served = crate::methods::served(path);
         let (full, short) = method_names(served, path);
         let index = served.map_or(usize::MAX, |m| m.index);
         let limiter = self

@@ -25,7 +25,7 @@ use tracing::Instrument;
 use super::outcome::{Observed, Outcome, observe_call};
 use crate::telemetry::call::CallContext;
 use crate::telemetry::metrics::code_name;
-use crate::telemetry::{RpcName, ServedMethod, Telemetry};
+use crate::telemetry::{RpcName, Telemetry};
 
 /// Opens each call's spans and telemetry context.
 #[derive(Clone)]
@@ -171,8 +171,8 @@ where
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
         let started = Instant::now();
-        let served = crate::telemetry::served(request.uri().path());
-        let name = served.map_or(RpcName::UNKNOWN, ServedMethod::name);
+        let served = crate::methods::served(request.uri().path());
+        let name = served.map_or(RpcName::UNKNOWN, RpcName::of);
         let parent = TraceContextPropagator::new().extract(&Headers(request.headers()));
         let tracer = self.telemetry.tracer();
         let span = tracer

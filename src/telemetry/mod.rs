@@ -4,8 +4,8 @@
 //!   installed once per process by [`init`]. Every line written during a call carries the
 //!   call's span fields, its `trace_id` among them.
 //! - Traces and metrics: the OpenTelemetry pipelines of one server ([`Telemetry`]), built by
-//!   `server::run` from the `OTEL_*` variables of the configuration's environment
-//!   ([`otel`]) and shut down (flushed) when the server stops. One server per process in
+//!   `server::run` from the settings of the `OTEL_*` variables of the configuration's
+//!   environment ([`otel`], read once by `server::Parts::build`) and shut down (flushed) when the server stops. One server per process in
 //!   production; tests run several side by side, which is why nothing here is global.
 //!
 //! - `otel.rs`: the `OTEL_*` settings and the OTLP exporters.
@@ -23,9 +23,8 @@ pub mod otlp;
 pub mod scrape;
 mod text;
 
-use std::collections::HashMap;
 use std::io::IsTerminal;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use opentelemetry::metrics::MeterProvider;
 use opentelemetry::trace::TracerProvider;
@@ -40,6 +39,7 @@ pub use metrics::Metrics;
 
 use crate::config::{Environment, LogFormat, TelemetryConfig};
 use crate::error::{Error, Result};
+use crate::methods::{ServedMethod, served};
 use otel::OtelSettings;
 
 /// The instrumentation scope of every span and instrument.
@@ -100,7 +100,15 @@ impl RpcName<'static> {
     /// method, even one refused before routing) is [`RpcName::UNKNOWN`], so that callers
     /// cannot make up label values or span names.
     pub fn parse(path: &str) -> Self {
-        served(path).map_or(RpcName::UNKNOWN, ServedMethod::name)
+        served(path).map_or(RpcName::UNKNOWN, RpcName::of)
+    }
+
+    /// The names of a served method.
+    pub fn of(method: &'static ServedMethod) -> Self {
+        RpcName {
+            service: &method.service,
+            method: &method.method,
+        }
     }
 
     /// What a path that is not a served method is counted as.
@@ -108,99 +116,6 @@ impl RpcName<'static> {
         service: "unknown",
         method: "unknown",
     };
-}
-
-/// One method the server serves, its names spelled every way the layers need them, made
-/// once at start-up so that no call formats them.
-#[derive(Debug)]
-pub struct ServedMethod {
-    /// Its position in [`served_methods`]: a key for per-method tables.
-    pub index: usize,
-    /// `package.Service/Method`: span names, authorization and rate-limit globs.
-    pub full: String,
-    /// `Service/Method`: the short form globs and messages use.
-    pub short: String,
-    /// `package.Service`.
-    pub service: String,
-    /// `Method`.
-    pub method: String,
-}
-
-impl ServedMethod {
-    /// Its service and method.
-    pub fn name(&'static self) -> RpcName<'static> {
-        RpcName {
-            service: &self.service,
-            method: &self.method,
-        }
-    }
-}
-
-/// The served method at `path` (`/package.Service/Method`), if any.
-pub fn served(path: &str) -> Option<&'static ServedMethod> {
-    let table = served_table();
-    table.by_path.get(path).map(|&i| &table.methods[i])
-}
-
-/// Every method the server serves, by [`ServedMethod::index`].
-pub fn served_methods() -> &'static [ServedMethod] {
-    &served_table().methods
-}
-
-struct ServedTable {
-    methods: Vec<ServedMethod>,
-    // foldhash: every layer looks the path up, and SipHash was 1.5% of a call; the table is
-    // fixed at start-up, so a caller's paths cannot degrade it.
-    by_path: HashMap<String, usize, foldhash::fast::RandomState>,
-}
-
-/// The methods of the descriptor sets the server registers (streamgate, health, reflection
-/// v1 and v1alpha).
-fn served_table() -> &'static ServedTable {
-    static SERVED: OnceLock<ServedTable> = OnceLock::new();
-    SERVED.get_or_init(|| {
-        use prost::Message;
-        let sets = [
-            crate::pb::FILE_DESCRIPTOR_SET,
-            tonic_health::pb::FILE_DESCRIPTOR_SET,
-            tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
-            tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
-        ];
-        let mut table = ServedTable {
-            methods: Vec::new(),
-            by_path: HashMap::default(),
-        };
-        for bytes in sets {
-            // Built into the binary by build.rs and the tonic crates: always decodable.
-            let Ok(set) = prost_types::FileDescriptorSet::decode(bytes) else {
-                continue;
-            };
-            for file in &set.file {
-                for service in &file.service {
-                    let full_service = match file.package() {
-                        "" => service.name().to_string(),
-                        package => format!("{package}.{}", service.name()),
-                    };
-                    for method in &service.method {
-                        let full = format!("{full_service}/{}", method.name());
-                        if table.by_path.contains_key(&format!("/{full}")) {
-                            continue;
-                        }
-                        let index = table.methods.len();
-                        table.by_path.insert(format!("/{full}"), index);
-                        table.methods.push(ServedMethod {
-                            index,
-                            short: format!("{}/{}", service.name(), method.name()),
-                            full,
-                            service: full_service.clone(),
-                            method: method.name().to_string(),
-                        });
-                    }
-                }
-            }
-        }
-        table
-    })
 }
 
 /// The trace and metric pipelines of one server.
@@ -217,13 +132,18 @@ pub struct Telemetry {
 }
 
 impl Telemetry {
-    /// Builds the pipelines the `OTEL_*` variables of `environment` ask for: spans are always
-    /// made (their trace ids go into the logs) and exported only when configured; metrics are
-    /// always kept for scrapes and exported only when configured. Must run inside the Tokio
-    /// runtime.
+    /// Builds the pipelines the `OTEL_*` variables of `environment` ask for (see
+    /// [`Telemetry::new`]).
     pub fn start(environment: &Environment) -> Result<Arc<Self>> {
         let settings = OtelSettings::from_env(environment)
             .map_err(|e| Error::internal(format_args!("telemetry: {e}")))?;
+        Self::new(settings)
+    }
+
+    /// Builds the pipelines `settings` ask for: spans are always made (their trace ids go into
+    /// the logs) and exported only when configured; metrics are always kept for scrapes and
+    /// exported only when configured. Must run inside the Tokio runtime.
+    pub fn new(settings: OtelSettings) -> Result<Arc<Self>> {
         let failed = |e: String| Error::internal(format_args!("telemetry: {e}"));
 
         let mut tracer_provider = SdkTracerProvider::builder()

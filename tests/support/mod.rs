@@ -119,10 +119,11 @@ impl TestServer {
                 .collect(),
         );
         config.validate().unwrap();
+        let parts = streamgate::server::Parts::build(&config).unwrap_or_else(|e| panic!("{e}"));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
-        let handle = tokio::spawn(streamgate::server::run(listener, config, async {
+        let handle = tokio::spawn(streamgate::server::run(listener, parts, async {
             let _ = stopped.await;
         }));
         let channel = connect(addr).await;

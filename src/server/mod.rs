@@ -1,13 +1,20 @@
-//! The gRPC server (plaintext, or TLS / mTLS per `[server.tls]`, see [`crate::tls`]): mounts StreamService, ProviderService, OperationService, AuditService,
-//! `grpc.health.v1`
-//! and reflection (v1 and v1alpha, with the `google.rpc` error detail types) behind the
-//! middleware stack, serves the Prometheus scrape endpoint when configured, and shuts down
-//! gracefully.
+//! The gRPC server (plaintext, or TLS / mTLS per `[server.tls]`, see [`crate::tls`]): mounts
+//! StreamService, ProviderService, OperationService, AuditService, `grpc.health.v1` and
+//! reflection (v1 and v1alpha, with the `google.rpc` error detail types) behind the middleware
+//! stack, serves the Prometheus scrape endpoint when configured, and shuts down gracefully.
 //!
 //! Shutdown: health turns NOT_SERVING (overall and per service), WatchStream calls end, the
 //! server stops accepting and drains in-flight calls for at most `[server] drain_timeout`,
 //! then operation tasks stop at their next wait (they resume at the next start), the scrape
 //! endpoint closes, and the spans and metrics still buffered are exported.
+//!
+//! - `mod.rs`: [`run`], which serves with the [`Parts`] of a configuration.
+//! - `parts.rs`: [`Parts::build`], the one place the configuration's runtime objects are
+//!   built (and so checked), shared by serving and `check-config`.
+
+mod parts;
+
+pub use parts::Parts;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -22,7 +29,6 @@ use tracing::{info, warn};
 
 use crate::api::{AuditApi, Gateway, OperationApi, ProviderApi, StreamApi};
 use crate::audit::Audit;
-use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::operations::Runner;
 use crate::pb::audit_service_server::AuditServiceServer;
@@ -56,15 +62,20 @@ fn reflection_builder() -> tonic_reflection::server::Builder<'static> {
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
 }
 
-/// Serves on `listener` until `shutdown` completes, then drains and returns.
+/// Serves the configuration `parts` were built from on `listener` until `shutdown` completes,
+/// then drains and returns.
 pub async fn run(
     listener: TcpListener,
-    config: Config,
+    parts: Parts,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<()> {
-    let security = crate::middleware::Security::from_config(&config)
-        .map_err(|e| Error::internal(e.to_string()))?;
-    let telemetry = Telemetry::start(&config.environment)?;
+    let Parts {
+        config,
+        security,
+        transport,
+        otel,
+    } = parts;
+    let telemetry = Telemetry::new(otel)?;
     let store = SqlStore::open(&config.store.url).await?;
     let hub = Arc::new(WatchHub::default());
     let registry =
@@ -113,14 +124,7 @@ pub async fn run(
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let address = listener.local_addr().ok();
-    let mut builder = tonic::transport::Server::builder();
-    if let Some(tls) = &config.server.tls {
-        let tls = crate::tls::server_config(tls).map_err(|e| Error::internal(e.to_string()))?;
-        builder = builder
-            .tls_config(tls)
-            .map_err(|e| Error::internal(format_args!("[server.tls]: {e}")))?;
-    }
-    let server = builder
+    let server = transport
         .layer(crate::middleware::stack(
             &telemetry,
             &security,
