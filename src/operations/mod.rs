@@ -45,9 +45,6 @@ use driver::Driver;
 pub use driver::OperationObserver;
 use lease::Leases;
 
-/// The default lease of an operation (`[store] operation_lease`).
-pub const DEFAULT_LEASE: Duration = Duration::from_secs(30);
-
 /// Drives operations to completion, durably.
 pub struct Runner {
     // The tasks driving this process's operations, with the cache of finished ones and the
@@ -383,7 +380,8 @@ mod tests {
         let runner = Runner::new(
             Arc::clone(&probe) as Arc<dyn OperationStore>,
             registry,
-            Telemetry::start(&environment).unwrap(),
+            Telemetry::new(crate::telemetry::otel::OtelSettings::from_env(&environment).unwrap())
+                .unwrap(),
             Arc::new(Unobserved),
             Duration::from_secs(30),
         );

@@ -190,7 +190,10 @@ mod tests {
 
     #[tokio::test]
     async fn rate_limits_count_inside_a_call_only() {
-        let telemetry = Telemetry::start(&Environment::default()).unwrap();
+        let telemetry = Telemetry::new(
+            crate::telemetry::otel::OtelSettings::from_env(&Environment::default()).unwrap(),
+        )
+        .unwrap();
         let path = "/streamgate.v1.StreamService/DeleteStream";
         rate_limited("alice", path);
         let call = CallContext::new(Arc::clone(&telemetry), Context::new());
@@ -215,7 +218,10 @@ mod tests {
     #[tokio::test]
     async fn provider_calls_are_measured_with_their_outcome_and_the_first_provider_labels_the_call()
     {
-        let telemetry = Telemetry::start(&Environment::default()).unwrap();
+        let telemetry = Telemetry::new(
+            crate::telemetry::otel::OtelSettings::from_env(&Environment::default()).unwrap(),
+        )
+        .unwrap();
         let call = CallContext::new(Arc::clone(&telemetry), Context::new());
         let result = call
             .clone()

@@ -37,7 +37,7 @@ use tracing_subscriber::EnvFilter;
 pub use call::{provider_call, rate_limited, record_provider};
 pub use metrics::Metrics;
 
-use crate::config::{Environment, LogFormat, TelemetryConfig};
+use crate::config::{LogFormat, TelemetryConfig};
 use crate::error::{Error, Result};
 use crate::methods::{ServedMethod, served};
 use otel::OtelSettings;
@@ -132,14 +132,6 @@ pub struct Telemetry {
 }
 
 impl Telemetry {
-    /// Builds the pipelines the `OTEL_*` variables of `environment` ask for (see
-    /// [`Telemetry::new`]).
-    pub fn start(environment: &Environment) -> Result<Arc<Self>> {
-        let settings = OtelSettings::from_env(environment)
-            .map_err(|e| Error::internal(format_args!("telemetry: {e}")))?;
-        Self::new(settings)
-    }
-
     /// Builds the pipelines `settings` ask for: spans are always made (their trace ids go into
     /// the logs) and exported only when configured; metrics are always kept for scrapes and
     /// exported only when configured. Must run inside the Tokio runtime.
