@@ -9,6 +9,7 @@
 //! - `backend.rs`: the [`Provider`](crate::providers::Provider) impl; dispatch only.
 //! - `core.rs`: the SQL on the `local_streams` table.
 //! - `cache.rs`: its rows in memory, when the store is this process's alone (SQLite).
+//! - `row.rs`: one row, as `core.rs` decodes it and `cache.rs` keeps it.
 //! - `error.rs`: the adapter's errors and their mapping to the taxonomy.
 
 mod backend;
@@ -16,6 +17,7 @@ mod cache;
 mod config;
 mod core;
 mod error;
+mod row;
 
 pub use backend::LocalProvider;
 pub use config::LocalSettings;
