@@ -1,7 +1,8 @@
 //! The VOD RPC calls of one instance over reqwest: common parameters, a fresh nonce and
 //! timestamp per try, signing (`signer.rs`), and decoding of the answers; each call on the
-//! instance's [`CallPath`] (outbound limit per try — the account's QPS quotas —, retries inside
-//! the caller's deadline, one provider-call span). The batch logic lives in `backend.rs`.
+//! instance's [`CallPath`] (the account's QPS quotas as outbound limits, taken per try; retries
+//! inside the caller's deadline; one provider-call span). The batch logic lives in
+//! `backend.rs`.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -83,7 +84,7 @@ pub(super) struct VodCore {
     endpoint: String,
     region: String,
     credentials: Credentials,
-    // Keeps the instance under the account's VOD quotas, shared by every call.
+    // The path of every call: its limits keep the instance under the account's VOD quotas.
     path: CallPath,
 }
 

@@ -196,7 +196,7 @@ pub(super) struct CloudFrontCore {
 
 impl CloudFrontCore {
     /// A client on the instance's endpoint and credentials (see `providers::aws`), its calls
-    /// within `limits`.
+    /// within `limits_config`.
     pub async fn new(
         config: &ProviderConfig,
         environment: &Environment,
