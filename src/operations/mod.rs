@@ -366,7 +366,7 @@ mod tests {
         let environment = Environment::default();
         let hub = Arc::new(WatchHub::default());
         let registry = Arc::new(
-            Registry::build(&config.providers, &environment, &sql, &hub)
+            Registry::build_from_configs(&config.providers, &environment, &sql, &hub)
                 .await
                 .unwrap(),
         );

@@ -2,12 +2,15 @@
 //! throttling it would then have to absorb. GCRA limiters from `governor`, with a burst of one:
 //! calls are spaced evenly, so no one-second window sees more than the configured rate.
 //!
-//! Limits are named by the provider's action (e.g. `DeleteStream`); an action may also have a
-//! limit per resource (KVS allows 5 DescribeStream per second per stream).
+//! Limits are named by the provider's action (e.g. `DeleteStream`); several actions may share
+//! one limit (KVS counts UpdateStream, TagStream… against one budget), and an action may also
+//! have a limit per resource (KVS allows 5 DescribeStream per second per stream). The calls
+//! wait here through [`CallPath`](super::call::CallPath), once per try.
 
 use std::collections::HashMap;
 use std::hash::Hash;
 use std::num::NonZeroU32;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
@@ -37,7 +40,8 @@ fn quota(per_second: NonZeroU32) -> Quota {
 /// The outbound limits of one provider instance.
 #[derive(Default)]
 pub struct OutboundLimits {
-    per_action: HashMap<String, DefaultDirectRateLimiter>,
+    // By action; actions that share a limit hold the same limiter.
+    per_action: HashMap<String, Arc<DefaultDirectRateLimiter>>,
     per_resource: HashMap<String, DefaultKeyedRateLimiter<String>>,
     // Calls of `acquire` on a per-resource limit, for `prune_now_and_then`.
     resource_checks: AtomicU64,
@@ -62,9 +66,18 @@ impl OutboundLimits {
     }
 
     /// Limits `action` to `per_second` calls per second for the whole instance.
-    pub fn per_action(mut self, action: &str, per_second: NonZeroU32) -> Self {
-        self.per_action
-            .insert(action.to_string(), RateLimiter::direct(quota(per_second)));
+    pub fn per_action(self, action: &str, per_second: NonZeroU32) -> Self {
+        self.shared(&[action], per_second)
+    }
+
+    /// Limits the `actions` together to `per_second` calls per second for the whole instance:
+    /// a call of any of them counts against the one budget.
+    pub fn shared(mut self, actions: &[&str], per_second: NonZeroU32) -> Self {
+        let limiter = Arc::new(RateLimiter::direct(quota(per_second)));
+        for action in actions {
+            self.per_action
+                .insert(action.to_string(), Arc::clone(&limiter));
+        }
         self
     }
 
@@ -101,6 +114,27 @@ mod tests {
             limits.acquire("DeleteStream", None).await;
         }
         // 11 calls at 50/s: the first at once, then one every 20 ms.
+        assert!(
+            started.elapsed() >= Duration::from_millis(195),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+
+    #[tokio::test]
+    async fn actions_that_share_a_limit_share_its_budget() {
+        let limits = OutboundLimits::new()
+            .shared(&["TagStream", "UntagStream"], NonZeroU32::new(50).unwrap());
+        let started = Instant::now();
+        for i in 0..11 {
+            let action = if i % 2 == 0 {
+                "TagStream"
+            } else {
+                "UntagStream"
+            };
+            limits.acquire(action, None).await;
+        }
+        // 11 calls of either at 50/s together: one every 20 ms after the first.
         assert!(
             started.elapsed() >= Duration::from_millis(195),
             "{:?}",

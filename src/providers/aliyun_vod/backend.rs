@@ -1,5 +1,6 @@
-//! [`AliyunVodProvider`]: the provider trait on ApsaraVideo VOD. Dispatch and the per-name
-//! bookkeeping of batches only; the calls themselves are in `core.rs`.
+//! [`AliyunVodProvider`]: the provider trait on ApsaraVideo VOD: reads, the prechecks, and
+//! the steps of a delete and of a batch delete with the per-name bookkeeping; the calls
+//! themselves are in `core.rs`. Also how an instance is built from its [`AliyunVodSettings`].
 //!
 //! A batch delete runs in durable steps, so that every name's outcome is known even across a
 //! restart of the gateway:
@@ -13,6 +14,7 @@
 //!    step did), GetPlayInfo tells which ids are gone (reported deleted: they existed when the
 //!    batch began) and which remain (sent again).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -28,7 +30,7 @@ use crate::domain::{
     Page, ParentName, Stream, StreamDetails, StreamName, StreamSpec, StreamState,
 };
 use crate::error::{Error, Kind, Result};
-use crate::providers::{Provider, Step};
+use crate::providers::{BuildContext, InstanceSettings, Provider, Step};
 
 /// The step that sends one DeleteStream call of a batch.
 const STEP_DELETING: &str = "deleting";
@@ -82,9 +84,20 @@ pub struct AliyunVodProvider {
 }
 
 impl AliyunVodProvider {
-    /// Builds the instance from its entry and the environment (for the credentials).
+    /// Builds the instance from its entry and the environment (for the credentials), parsing
+    /// the entry's keys.
     pub fn new(config: &ProviderConfig, environment: &Environment) -> Result<Self> {
         let settings = AliyunVodSettings::parse(config).map_err(Error::internal)?;
+        Self::with_settings(config, &settings, environment)
+    }
+
+    /// Builds the instance of `config` from its parsed settings and the environment (for the
+    /// credentials).
+    pub fn with_settings(
+        config: &ProviderConfig,
+        settings: &AliyunVodSettings,
+        environment: &Environment,
+    ) -> Result<Self> {
         let credentials = settings
             .credentials(&config.id, environment)
             .map_err(Error::internal)?;
@@ -94,7 +107,7 @@ impl AliyunVodProvider {
             &region,
             config.endpoint_url.as_deref(),
             credentials,
-            &settings,
+            settings,
         )?;
         Ok(AliyunVodProvider {
             id: config.id.clone(),
@@ -305,6 +318,18 @@ impl AliyunVodProvider {
             ),
         )
         .with_provider(&self.id)
+    }
+}
+
+#[async_trait]
+impl InstanceSettings for AliyunVodSettings {
+    async fn build(
+        self: Box<Self>,
+        config: &ProviderConfig,
+        context: &BuildContext<'_>,
+    ) -> Result<Arc<dyn Provider>> {
+        let provider = AliyunVodProvider::with_settings(config, &self, context.environment)?;
+        Ok(Arc::new(provider))
     }
 }
 

@@ -1,6 +1,8 @@
 //! The VOD RPC calls of one instance over reqwest: common parameters, a fresh nonce and
-//! timestamp per try, signing (`signer.rs`), the outbound limits, retries inside the caller's
-//! deadline, and decoding of the answers. The adapter's logic lives in `backend.rs`.
+//! timestamp per try, signing (`signer.rs`), and decoding of the answers; each call on the
+//! instance's [`CallPath`] (the account's QPS quotas as outbound limits, taken per try; retries
+//! inside the caller's deadline; one provider-call span). The batch logic lives in
+//! `backend.rs`.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -13,9 +15,8 @@ use super::config::{AliyunVodSettings, Credentials};
 use super::error::{ErrorBody, VodError, parse_error};
 use super::signer;
 use crate::error::{Error, Kind, Result};
+use crate::providers::call::CallPath;
 use crate::providers::limits::OutboundLimits;
-use crate::providers::retry::{RetryPolicy, retry};
-use crate::telemetry::provider_call;
 
 /// The VOD API version.
 const VERSION: &str = "2017-03-21";
@@ -78,15 +79,13 @@ pub(super) struct DeleteReply {
 
 /// The VOD endpoint of one provider instance.
 pub(super) struct VodCore {
-    provider: String,
     // One connection pool for every call of the instance.
     http: reqwest::Client,
     endpoint: String,
     region: String,
     credentials: Credentials,
-    // Keeps the instance under the account's VOD quotas, shared by every call.
-    limits: OutboundLimits,
-    retry: RetryPolicy,
+    // The path of every call: its limits keep the instance under the account's VOD quotas.
+    path: CallPath,
 }
 
 impl VodCore {
@@ -104,27 +103,28 @@ impl VodCore {
                 Error::internal(format_args!("provider {provider:?}: http client: {e}"))
             })?;
         Ok(VodCore {
-            provider: provider.to_string(),
             http,
             endpoint: endpoint_url
                 .map(str::to_string)
                 .unwrap_or_else(|| format!("https://vod.{region}.aliyuncs.com/")),
             region: region.to_string(),
             credentials,
-            limits: OutboundLimits::new()
-                .per_action(DELETE_STREAM, settings.delete_stream_qps)
-                .per_action(GET_PLAY_INFO, settings.get_play_info_qps),
-            retry: RetryPolicy::default(),
+            path: CallPath::new(
+                provider,
+                super::KIND,
+                OutboundLimits::new()
+                    .per_action(DELETE_STREAM, settings.delete_stream_qps)
+                    .per_action(GET_PLAY_INFO, settings.get_play_info_qps),
+            ),
         })
     }
 
-    /// One signed try of `action` with `params`.
+    /// One signed try of `action` with `params`, with its own nonce and timestamp.
     async fn call_once(
         &self,
         action: &'static str,
         params: &[(&str, &str)],
     ) -> std::result::Result<serde_json::Value, VodError> {
-        self.limits.acquire(action, None).await;
         let timestamp = OffsetDateTime::now_utc()
             .replace_nanosecond(0)
             .ok()
@@ -183,39 +183,41 @@ impl VodCore {
         Ok(value)
     }
 
-    /// `action` with retries of temporary failures; `failed` is set when a try failed in a way
-    /// that may still have had an effect.
+    /// `action` on the call path (each try waits for the limit; temporary failures are tried
+    /// again); `failed` is set when a try failed in a way that may still have had an effect.
     async fn call(
         &self,
         action: &'static str,
         params: &[(&str, &str)],
         failed: &AtomicBool,
     ) -> Result<serde_json::Value> {
-        let tries = retry(self.retry, || async {
-            let outcome = self.call_once(action, params).await;
-            outcome.map_err(|e| {
-                let error = parse_error(&self.provider, &e);
-                let may_have_acted = match &e {
-                    VodError::Transport { .. } | VodError::Malformed { .. } => true,
-                    VodError::Api { body, .. } => matches!(
-                        body.code.as_str(),
-                        "DeleteStreamFailed" | "InternalError" | "ServiceUnavailable"
-                    ),
-                };
-                if may_have_acted {
-                    failed.store(true, Ordering::SeqCst);
-                }
-                tracing::debug!(
-                    provider = %self.provider,
-                    action,
-                    code = error.provider_code().unwrap_or_default(),
-                    request_id = error.provider_request_id().unwrap_or_default(),
-                    "vod call failed"
-                );
-                error
+        let provider = self.path.provider();
+        self.path
+            .call(action, None, || async {
+                let outcome = self.call_once(action, params).await;
+                outcome.map_err(|e| {
+                    let error = parse_error(provider, &e);
+                    let may_have_acted = match &e {
+                        VodError::Transport { .. } | VodError::Malformed { .. } => true,
+                        VodError::Api { body, .. } => matches!(
+                            body.code.as_str(),
+                            "DeleteStreamFailed" | "InternalError" | "ServiceUnavailable"
+                        ),
+                    };
+                    if may_have_acted {
+                        failed.store(true, Ordering::SeqCst);
+                    }
+                    tracing::debug!(
+                        provider = %provider,
+                        action,
+                        code = error.provider_code().unwrap_or_default(),
+                        request_id = error.provider_request_id().unwrap_or_default(),
+                        "vod call failed"
+                    );
+                    error
+                })
             })
-        });
-        provider_call(&self.provider, super::KIND, action, tries).await
+            .await
     }
 
     /// The streams of `video` (GetPlayInfo with every stream, not only the latest of each
@@ -232,7 +234,7 @@ impl VodCore {
                         Kind::ProviderUnavailable,
                         format!("GetPlayInfo answered an unreadable stream list: {e}"),
                     )
-                    .with_provider(&self.provider)
+                    .with_provider(self.path.provider())
                 })?;
                 Ok(VideoStreams {
                     request_id: parsed.request_id,

@@ -1,5 +1,5 @@
 //! What can go wrong in the `aliyun-vod` adapter, and [`parse_error`], the one place that turns
-//! it into the taxonomy (DESIGN.md §3).
+//! it into the taxonomy (docs/design.md §3).
 //!
 //! VOD answers a failure with a JSON body `{RequestId, HostId, Code, Message, Recommend}`.
 //! Classification looks at `Code` only, never at the HTTP status; `RequestId` becomes the

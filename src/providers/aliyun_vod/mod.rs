@@ -30,13 +30,15 @@
 //! `ALIBABA_CLOUD_ACCESS_KEY_ID`, `ALIBABA_CLOUD_ACCESS_KEY_SECRET` and
 //! `ALIBABA_CLOUD_SECURITY_TOKEN` (STS, sent as `SecurityToken`). The endpoint is
 //! `https://vod.{region}.aliyuncs.com`, or `endpoint_url`. Outbound calls stay under
-//! `delete_stream_qps` (default 50) and `get_play_info_qps` (default 360), the account quotas.
-//! Temporary errors (DeleteStreamFailed, Throttling*, SignatureNonceUsed) are retried with a
-//! fresh nonce and timestamp inside the caller's deadline.
+//! `delete_stream_qps` (default 50) and `get_play_info_qps` (default 360), the account quotas,
+//! each try counted. Temporary errors (DeleteStreamFailed, Throttling*, SignatureNonceUsed) are
+//! retried with a fresh nonce and timestamp inside the caller's deadline.
 //!
 //! - `config.rs`: the kind-specific keys and the credentials.
-//! - `backend.rs`: the [`Provider`](crate::providers::Provider) impl; dispatch and batch steps.
-//! - `core.rs`: the RPC calls over reqwest.
+//! - `backend.rs`: the [`Provider`](crate::providers::Provider) impl: reads, prechecks, and
+//!   the steps of deletes and batch deletes.
+//! - `core.rs`: the RPC calls over reqwest, on the instance's
+//!   [`CallPath`](crate::providers::call::CallPath).
 //! - `signer.rs`: signature V1 (HMAC-SHA1).
 //! - `error.rs`: the adapter's errors and `parse_error`.
 
@@ -49,5 +51,15 @@ mod signer;
 pub use backend::AliyunVodProvider;
 pub use config::AliyunVodSettings;
 
+use crate::providers::KindEntry;
+
 /// The kind name in the configuration.
 pub const KIND: &str = "aliyun-vod";
+
+/// The kind's entry in [`KINDS`](crate::providers::KINDS). Only the entry's keys are checked
+/// here; the credentials are resolved when the instance is built (`check-config` does not
+/// require them).
+pub const ENTRY: KindEntry = KindEntry {
+    names: &[KIND],
+    prepare: |config| Ok(Box::new(AliyunVodSettings::parse(config)?)),
+};

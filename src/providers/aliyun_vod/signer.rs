@@ -2,9 +2,9 @@
 //! query, the string to sign, and the signature. It owns no I/O and no credentials handling
 //! beyond taking the secret for one signature.
 //!
-//! The rules (DESIGN.md §1): sort every parameter but `Signature` by name; percent-encode names
-//! and values per RFC 3986 over UTF-8 (unreserved `A-Z a-z 0-9 - _ . ~` kept, so a space is
-//! `%20` and `*` is `%2A`); join as `k=v&…`; StringToSign = `METHOD&%2F&` + encode(query);
+//! The rules (docs/design.md §1): sort every parameter but `Signature` by name; percent-encode
+//! names and values per RFC 3986 over UTF-8 (unreserved `A-Z a-z 0-9 - _ . ~` kept, so a space
+//! is `%20` and `*` is `%2A`); join as `k=v&…`; StringToSign = `METHOD&%2F&` + encode(query);
 //! Signature = Base64(HMAC-SHA1(AccessKeySecret + "&", StringToSign)).
 
 use base64::Engine;

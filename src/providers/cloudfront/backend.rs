@@ -1,5 +1,8 @@
-//! [`CloudFrontProvider`]: dispatches the provider trait to [`CloudFrontCore`] and the delete
-//! [`Workflow`], for both CloudFront kinds, and publishes the changes it makes.
+//! [`CloudFrontProvider`]: the provider trait for both CloudFront kinds, on [`CloudFrontCore`]:
+//! reads, prechecks, the steps of create and update (with their replay and ETag rules), a
+//! delete and each name of a batch delete driven through the delete [`Workflow`] and persisted
+//! between steps, cancelling, and the announcement of every change it makes. Also how an
+//! instance is built from its [`CloudFrontSettings`].
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,7 +23,7 @@ use crate::domain::{
     Stream, StreamDetails, StreamName, StreamPatch, StreamSpec, StreamState, now_ms,
 };
 use crate::error::{Error, Kind, Result};
-use crate::providers::{Provider, Step};
+use crate::providers::{BuildContext, InstanceSettings, Provider, Step};
 use crate::watch::{Change, WatchHub};
 
 /// The most names of one BatchDeleteStreams call: each runs its own workflow.
@@ -87,17 +90,18 @@ fn caller_reference(provider: &str, op: &Operation) -> String {
 }
 
 impl CloudFrontProvider {
-    /// Builds the instance from its configuration entry.
+    /// Builds the instance of `config` from its parsed settings.
     pub async fn new(
         config: &ProviderConfig,
+        settings: CloudFrontSettings,
         environment: &Environment,
         hub: &Arc<WatchHub>,
     ) -> Result<Self> {
         let variant = Variant::of_kind(&config.kind).ok_or_else(|| {
             Error::internal(format_args!("{} is not a CloudFront kind", config.kind))
         })?;
-        let settings =
-            CloudFrontSettings::parse(config).map_err(|e| Error::internal(e.to_string()))?;
+        let core =
+            CloudFrontCore::new(config, environment, variant, &settings.outbound_limits).await;
         let methods = Method::ALL
             .into_iter()
             .filter(|m| *m != Method::CreateStream || variant == Variant::Web)
@@ -118,7 +122,7 @@ impl CloudFrontProvider {
                 max_page_size: MAX_PAGE,
             },
             settings,
-            core: CloudFrontCore::new(config, environment, variant).await,
+            core,
             handoff: Handoff::default(),
             hub: Arc::clone(hub),
         })
@@ -395,6 +399,19 @@ impl CloudFrontProvider {
                 op.step
             ),
         }
+    }
+}
+
+#[async_trait]
+impl InstanceSettings for CloudFrontSettings {
+    async fn build(
+        self: Box<Self>,
+        config: &ProviderConfig,
+        context: &BuildContext<'_>,
+    ) -> Result<Arc<dyn Provider>> {
+        let provider =
+            CloudFrontProvider::new(config, *self, context.environment, context.hub).await?;
+        Ok(Arc::new(provider))
     }
 }
 

@@ -1,6 +1,13 @@
 //! The keys of a `kind = "cloudfront"` or `kind = "cloudfront-streaming"` provider entry
 //! (besides `id`, `kind`, `region` and `endpoint_url`, which every kind has).
+//!
+//! The outbound limits: AWS publishes no request rate for CloudFront's API (its quotas page
+//! lists resources per account and viewer traffic per distribution, not calls per second of
+//! GetDistribution or UpdateDistribution), yet throttles it (`Throttling`: "Rate exceeded").
+//! The defaults are therefore conservative guesses, not quotas: 10 reads and 2 changes per
+//! second per instance.
 
+use std::num::NonZeroU32;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -18,6 +25,29 @@ pub struct CloudFrontSettings {
     /// How long a delete waits for Deployed in all before it gives up (default `"45m"`).
     #[serde(default = "default_deploy_timeout", deserialize_with = "de_duration")]
     pub deploy_timeout: Duration,
+    /// Outbound calls per second (CloudFront publishes no API rates: conservative defaults).
+    #[serde(default)]
+    pub outbound_limits: CloudFrontLimits,
+}
+
+/// Outbound calls per second (`[providers.outbound_limits]`), each class of actions one budget
+/// for the instance.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CloudFrontLimits {
+    /// Get…Distribution, Get…DistributionConfig and List…Distributions together (default 10).
+    pub reads: NonZeroU32,
+    /// Create…, Update… and Delete…Distribution together (default 2).
+    pub changes: NonZeroU32,
+}
+
+impl Default for CloudFrontLimits {
+    fn default() -> Self {
+        CloudFrontLimits {
+            reads: NonZeroU32::new(10).unwrap_or(NonZeroU32::MIN),
+            changes: NonZeroU32::new(2).unwrap_or(NonZeroU32::MIN),
+        }
+    }
 }
 
 fn default_poll_interval() -> Duration {
@@ -66,6 +96,19 @@ mod tests {
         let settings = parse("").unwrap();
         assert_eq!(settings.deploy_poll_interval, Duration::from_secs(60));
         assert_eq!(settings.deploy_timeout, Duration::from_secs(2700));
+        assert_eq!(settings.outbound_limits.reads.get(), 10);
+        assert_eq!(settings.outbound_limits.changes.get(), 2);
+    }
+
+    #[test]
+    fn outbound_limits_are_tunable_and_at_least_one() {
+        let tuned = parse("[providers.outbound_limits]\nreads = 40\nchanges = 5").unwrap();
+        assert_eq!(tuned.outbound_limits.reads.get(), 40);
+        assert_eq!(tuned.outbound_limits.changes.get(), 5);
+        let half = parse("[providers.outbound_limits]\nchanges = 1").unwrap();
+        assert_eq!(half.outbound_limits.reads.get(), 10);
+        assert!(parse("[providers.outbound_limits]\nreads = 0").is_err());
+        assert!(parse("[providers.outbound_limits]\nwrites = 3").is_err());
     }
 
     #[test]

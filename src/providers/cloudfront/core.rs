@@ -3,8 +3,11 @@
 //! read, list, change and delete the same way, so the backend and the workflow never see
 //! which API is underneath.
 //!
-//! Every call is retried here on temporary failures (throttling, 5xx, timeouts) within the
-//! caller's deadline, and its failure leaves as a taxonomy error through `parse_error`.
+//! Every call takes the instance's [`CallPath`]: it waits for the outbound limit of its class
+//! (reads or changes, [`CloudFrontLimits`]) on each try, is retried on temporary failures
+//! (throttling, 5xx, timeouts) within the caller's deadline, and is one provider-call span;
+//! its failure leaves as a taxonomy error through `parse_error`. Also here: the configuration
+//! of a new web distribution and the checks of new details.
 
 use std::future::Future;
 
@@ -16,12 +19,13 @@ use aws_sdk_cloudfront::types::{
 };
 
 use super::Variant;
+use super::config::CloudFrontLimits;
 use super::error::{CloudFrontError, from_sdk, parse_error};
 use crate::config::{Environment, ProviderConfig};
 use crate::domain::{CloudFrontDetails, CloudFrontOrigin};
 use crate::error::{Error, Kind, Result};
-use crate::providers::retry::{RetryPolicy, retry};
-use crate::telemetry::provider_call;
+use crate::providers::call::CallPath;
+use crate::providers::limits::OutboundLimits;
 
 /// CloudFront is global; its API is signed for us-east-1 whatever the instance says.
 const GLOBAL_REGION: &str = "us-east-1";
@@ -29,6 +33,22 @@ const GLOBAL_REGION: &str = "us-east-1";
 const ORIGIN_ID: &str = "streamgate-origin";
 /// AWS's managed cache policy `CachingOptimized`, the default for media delivery.
 const CACHING_OPTIMIZED: &str = "658327ea-f89d-4fab-a63d-7e88639e58f6";
+
+/// Each action by the API of the instance's variant: `[web, streaming]`.
+type Action = [&'static str; 2];
+const GET: Action = ["GetDistribution", "GetStreamingDistribution"];
+const GET_CONFIG: Action = ["GetDistributionConfig", "GetStreamingDistributionConfig"];
+const LIST: Action = ["ListDistributions", "ListStreamingDistributions"];
+const CREATE: Action = ["CreateDistribution", "CreateStreamingDistribution"];
+const UPDATE: Action = ["UpdateDistribution", "UpdateStreamingDistribution"];
+const DELETE: Action = ["DeleteDistribution", "DeleteStreamingDistribution"];
+
+/// The limits of one instance: the reads share one budget, the changes another.
+fn limits(l: &CloudFrontLimits) -> OutboundLimits {
+    OutboundLimits::new()
+        .shared(&[GET, GET_CONFIG, LIST].concat(), l.reads)
+        .shared(&[CREATE, UPDATE, DELETE].concat(), l.changes)
+}
 
 /// A distribution as either API reports it.
 #[derive(Clone, Debug)]
@@ -171,12 +191,18 @@ fn missing(what: &str) -> CloudFrontError {
 pub(super) struct CloudFrontCore {
     client: Client,
     variant: Variant,
-    provider: String,
+    path: CallPath,
 }
 
 impl CloudFrontCore {
-    /// A client on the instance's endpoint and credentials (see `providers::aws`).
-    pub async fn new(config: &ProviderConfig, environment: &Environment, variant: Variant) -> Self {
+    /// A client on the instance's endpoint and credentials (see `providers::aws`), its calls
+    /// within `limits_config`.
+    pub async fn new(
+        config: &ProviderConfig,
+        environment: &Environment,
+        variant: Variant,
+        limits_config: &CloudFrontLimits,
+    ) -> Self {
         let sdk = crate::providers::aws::sdk_config(config, environment).await;
         let mut builder = aws_sdk_cloudfront::config::Builder::from(&sdk);
         if sdk.region().is_none() {
@@ -185,13 +211,13 @@ impl CloudFrontCore {
         CloudFrontCore {
             client: Client::from_conf(builder.build()),
             variant,
-            provider: config.id.clone(),
+            path: CallPath::new(&config.id, variant.kind(), limits(limits_config)),
         }
     }
 
-    /// Runs one SDK call with retries, mapping its failure into the taxonomy; traced and
-    /// measured as one provider call named `web` or `streaming` by the instance's variant.
-    async fn call<T, F, Fut>(&self, [web, streaming]: [&'static str; 2], call: F) -> Result<T>
+    /// Runs one SDK call on the call path, mapping its failure into the taxonomy; one
+    /// provider call named `web` or `streaming` by the instance's variant.
+    async fn call<T, F, Fut>(&self, [web, streaming]: Action, send: F) -> Result<T>
     where
         F: Fn() -> Fut,
         Fut: Future<Output = std::result::Result<T, CloudFrontError>>,
@@ -200,15 +226,17 @@ impl CloudFrontCore {
             Variant::Web => web,
             Variant::Streaming => streaming,
         };
-        let tries = retry(RetryPolicy::default(), || async {
-            call().await.map_err(|e| parse_error(&self.provider, e))
-        });
-        provider_call(&self.provider, self.variant.kind(), action, tries).await
+        let provider = self.path.provider();
+        self.path
+            .call(action, None, || async {
+                send().await.map_err(|e| parse_error(provider, e))
+            })
+            .await
     }
 
     /// Reads a distribution with its status and ETag.
     pub async fn get(&self, id: &str) -> Result<Distribution> {
-        self.call(["GetDistribution", "GetStreamingDistribution"], || async {
+        self.call(GET, || async {
             match self.variant {
                 Variant::Streaming => {
                     let out = self
@@ -241,43 +269,40 @@ impl CloudFrontCore {
 
     /// Reads a distribution's configuration and its ETag.
     pub async fn config(&self, id: &str) -> Result<Versioned> {
-        self.call(
-            ["GetDistributionConfig", "GetStreamingDistributionConfig"],
-            || async {
-                let (etag, config) = match self.variant {
-                    Variant::Streaming => {
-                        let out = self
-                            .client
-                            .get_streaming_distribution_config()
-                            .id(id)
-                            .send()
-                            .await
-                            .map_err(from_sdk)?;
-                        let config = out
-                            .streaming_distribution_config
-                            .ok_or_else(|| missing("StreamingDistributionConfig"))?;
-                        (out.e_tag, Config::Streaming(Box::new(config)))
-                    }
-                    Variant::Web => {
-                        let out = self
-                            .client
-                            .get_distribution_config()
-                            .id(id)
-                            .send()
-                            .await
-                            .map_err(from_sdk)?;
-                        let config = out
-                            .distribution_config
-                            .ok_or_else(|| missing("DistributionConfig"))?;
-                        (out.e_tag, Config::Web(Box::new(config)))
-                    }
-                };
-                Ok(Versioned {
-                    etag: etag.ok_or_else(|| missing("ETag"))?,
-                    config,
-                })
-            },
-        )
+        self.call(GET_CONFIG, || async {
+            let (etag, config) = match self.variant {
+                Variant::Streaming => {
+                    let out = self
+                        .client
+                        .get_streaming_distribution_config()
+                        .id(id)
+                        .send()
+                        .await
+                        .map_err(from_sdk)?;
+                    let config = out
+                        .streaming_distribution_config
+                        .ok_or_else(|| missing("StreamingDistributionConfig"))?;
+                    (out.e_tag, Config::Streaming(Box::new(config)))
+                }
+                Variant::Web => {
+                    let out = self
+                        .client
+                        .get_distribution_config()
+                        .id(id)
+                        .send()
+                        .await
+                        .map_err(from_sdk)?;
+                    let config = out
+                        .distribution_config
+                        .ok_or_else(|| missing("DistributionConfig"))?;
+                    (out.e_tag, Config::Web(Box::new(config)))
+                }
+            };
+            Ok(Versioned {
+                etag: etag.ok_or_else(|| missing("ETag"))?,
+                config,
+            })
+        })
         .await
     }
 
@@ -289,71 +314,65 @@ impl CloudFrontCore {
         config: &Config,
         if_match: &str,
     ) -> Result<Distribution> {
-        self.call(
-            ["UpdateDistribution", "UpdateStreamingDistribution"],
-            || async {
-                match config {
-                    Config::Streaming(c) => {
-                        let out = self
-                            .client
-                            .update_streaming_distribution()
-                            .id(id)
-                            .if_match(if_match)
-                            .streaming_distribution_config(c.as_ref().clone())
-                            .send()
-                            .await
-                            .map_err(from_sdk)?;
-                        let d = out
-                            .streaming_distribution()
-                            .ok_or_else(|| missing("StreamingDistribution"))?;
-                        Ok(streaming(d, out.e_tag()))
-                    }
-                    Config::Web(c) => {
-                        let out = self
-                            .client
-                            .update_distribution()
-                            .id(id)
-                            .if_match(if_match)
-                            .distribution_config(c.as_ref().clone())
-                            .send()
-                            .await
-                            .map_err(from_sdk)?;
-                        let d = out.distribution().ok_or_else(|| missing("Distribution"))?;
-                        Ok(web(d, out.e_tag()))
-                    }
+        self.call(UPDATE, || async {
+            match config {
+                Config::Streaming(c) => {
+                    let out = self
+                        .client
+                        .update_streaming_distribution()
+                        .id(id)
+                        .if_match(if_match)
+                        .streaming_distribution_config(c.as_ref().clone())
+                        .send()
+                        .await
+                        .map_err(from_sdk)?;
+                    let d = out
+                        .streaming_distribution()
+                        .ok_or_else(|| missing("StreamingDistribution"))?;
+                    Ok(streaming(d, out.e_tag()))
                 }
-            },
-        )
+                Config::Web(c) => {
+                    let out = self
+                        .client
+                        .update_distribution()
+                        .id(id)
+                        .if_match(if_match)
+                        .distribution_config(c.as_ref().clone())
+                        .send()
+                        .await
+                        .map_err(from_sdk)?;
+                    let d = out.distribution().ok_or_else(|| missing("Distribution"))?;
+                    Ok(web(d, out.e_tag()))
+                }
+            }
+        })
         .await
     }
 
     /// Deletes a disabled, deployed distribution if its ETag is still `if_match`.
     pub async fn delete(&self, id: &str, if_match: &str) -> Result<()> {
-        self.call(
-            ["DeleteDistribution", "DeleteStreamingDistribution"],
-            || async {
-                match self.variant {
-                    Variant::Streaming => self
-                        .client
-                        .delete_streaming_distribution()
-                        .id(id)
-                        .if_match(if_match)
-                        .send()
-                        .await
-                        .map(|_| ())
-                        .map_err(from_sdk),
-                    Variant::Web => self
-                        .client
-                        .delete_distribution()
-                        .id(id)
-                        .if_match(if_match)
-                        .send()
-                        .await
-                        .map(|_| ())
-                        .map_err(from_sdk),
-                }
-            },
-        )
+        self.call(DELETE, || async {
+            match self.variant {
+                Variant::Streaming => self
+                    .client
+                    .delete_streaming_distribution()
+                    .id(id)
+                    .if_match(if_match)
+                    .send()
+                    .await
+                    .map(|_| ())
+                    .map_err(from_sdk),
+                Variant::Web => self
+                    .client
+                    .delete_distribution()
+                    .id(id)
+                    .if_match(if_match)
+                    .send()
+                    .await
+                    .map(|_| ())
+                    .map_err(from_sdk),
+            }
+        })
         .await
     }
 
@@ -364,85 +383,82 @@ impl CloudFrontCore {
         max_items: usize,
     ) -> Result<(Vec<Distribution>, Option<String>)> {
         let max_items = i32::try_from(max_items).unwrap_or(i32::MAX);
-        self.call(
-            ["ListDistributions", "ListStreamingDistributions"],
-            || async {
-                match self.variant {
-                    Variant::Streaming => {
-                        let out = self
-                            .client
-                            .list_streaming_distributions()
-                            .set_marker(marker.map(str::to_string))
-                            .max_items(max_items)
-                            .send()
-                            .await
-                            .map_err(from_sdk)?;
-                        let Some(list) = out.streaming_distribution_list() else {
-                            return Ok((Vec::new(), None));
-                        };
-                        let items = list
-                            .items()
-                            .iter()
-                            .map(|s| Distribution {
-                                id: s.id.clone(),
-                                arn: s.arn.clone(),
-                                etag: String::new(),
+        self.call(LIST, || async {
+            match self.variant {
+                Variant::Streaming => {
+                    let out = self
+                        .client
+                        .list_streaming_distributions()
+                        .set_marker(marker.map(str::to_string))
+                        .max_items(max_items)
+                        .send()
+                        .await
+                        .map_err(from_sdk)?;
+                    let Some(list) = out.streaming_distribution_list() else {
+                        return Ok((Vec::new(), None));
+                    };
+                    let items = list
+                        .items()
+                        .iter()
+                        .map(|s| Distribution {
+                            id: s.id.clone(),
+                            arn: s.arn.clone(),
+                            etag: String::new(),
+                            status: s.status.clone(),
+                            last_modified_ms: millis(Some(&s.last_modified_time)),
+                            details: CloudFrontDetails {
+                                domain_name: s.domain_name.clone(),
+                                enabled: s.enabled,
+                                comment: s.comment.clone(),
                                 status: s.status.clone(),
-                                last_modified_ms: millis(Some(&s.last_modified_time)),
-                                details: CloudFrontDetails {
-                                    domain_name: s.domain_name.clone(),
-                                    enabled: s.enabled,
-                                    comment: s.comment.clone(),
-                                    status: s.status.clone(),
-                                    origin: s3_origin(s.s3_origin.as_ref()),
-                                },
-                            })
-                            .collect();
-                        let next = list
-                            .is_truncated
-                            .then(|| list.next_marker.clone())
-                            .flatten();
-                        Ok((items, next))
-                    }
-                    Variant::Web => {
-                        let out = self
-                            .client
-                            .list_distributions()
-                            .set_marker(marker.map(str::to_string))
-                            .max_items(max_items)
-                            .send()
-                            .await
-                            .map_err(from_sdk)?;
-                        let Some(list) = out.distribution_list() else {
-                            return Ok((Vec::new(), None));
-                        };
-                        let items = list
-                            .items()
-                            .iter()
-                            .map(|s| Distribution {
-                                id: s.id.clone(),
-                                arn: s.arn.clone(),
-                                etag: s.e_tag.clone().unwrap_or_default(),
-                                status: s.status.clone(),
-                                last_modified_ms: millis(Some(&s.last_modified_time)),
-                                details: CloudFrontDetails {
-                                    domain_name: s.domain_name.clone(),
-                                    enabled: s.enabled,
-                                    comment: s.comment.clone(),
-                                    status: s.status.clone(),
-                                    origin: web_origin(s.origins.as_ref()),
-                                },
-                            })
-                            .collect();
-                        let next = list
-                            .is_truncated
-                            .then(|| list.next_marker.clone())
-                            .flatten();
-                        Ok((items, next))
-                    }
+                                origin: s3_origin(s.s3_origin.as_ref()),
+                            },
+                        })
+                        .collect();
+                    let next = list
+                        .is_truncated
+                        .then(|| list.next_marker.clone())
+                        .flatten();
+                    Ok((items, next))
                 }
-            },
-        )
+                Variant::Web => {
+                    let out = self
+                        .client
+                        .list_distributions()
+                        .set_marker(marker.map(str::to_string))
+                        .max_items(max_items)
+                        .send()
+                        .await
+                        .map_err(from_sdk)?;
+                    let Some(list) = out.distribution_list() else {
+                        return Ok((Vec::new(), None));
+                    };
+                    let items = list
+                        .items()
+                        .iter()
+                        .map(|s| Distribution {
+                            id: s.id.clone(),
+                            arn: s.arn.clone(),
+                            etag: s.e_tag.clone().unwrap_or_default(),
+                            status: s.status.clone(),
+                            last_modified_ms: millis(Some(&s.last_modified_time)),
+                            details: CloudFrontDetails {
+                                domain_name: s.domain_name.clone(),
+                                enabled: s.enabled,
+                                comment: s.comment.clone(),
+                                status: s.status.clone(),
+                                origin: web_origin(s.origins.as_ref()),
+                            },
+                        })
+                        .collect();
+                    let next = list
+                        .is_truncated
+                        .then(|| list.next_marker.clone())
+                        .flatten();
+                    Ok((items, next))
+                }
+            }
+        })
         .await
     }
 
@@ -454,23 +470,20 @@ impl CloudFrontCore {
         caller_reference: &str,
         details: &CloudFrontDetails,
     ) -> Result<Distribution> {
-        let config =
-            web_config(caller_reference, details).map_err(|e| parse_error(&self.provider, e))?;
+        let config = web_config(caller_reference, details)
+            .map_err(|e| parse_error(self.path.provider(), e))?;
         let created = self
-            .call(
-                ["CreateDistribution", "CreateStreamingDistribution"],
-                || async {
-                    let out = self
-                        .client
-                        .create_distribution()
-                        .distribution_config(config.clone())
-                        .send()
-                        .await
-                        .map_err(from_sdk)?;
-                    let d = out.distribution().ok_or_else(|| missing("Distribution"))?;
-                    Ok(web(d, out.e_tag()))
-                },
-            )
+            .call(CREATE, || async {
+                let out = self
+                    .client
+                    .create_distribution()
+                    .distribution_config(config.clone())
+                    .send()
+                    .await
+                    .map_err(from_sdk)?;
+                let d = out.distribution().ok_or_else(|| missing("Distribution"))?;
+                Ok(web(d, out.e_tag()))
+            })
             .await;
         match created {
             Err(e) if e.kind() == Kind::StreamAlreadyExists => {
@@ -633,5 +646,66 @@ pub(super) fn check_comment(
 ) {
     if comment.chars().count() > 128 {
         violations.add(field, "at most 128 characters");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::num::NonZeroU32;
+    use std::time::{Duration, Instant};
+
+    use super::*;
+
+    /// A core whose calls never reach the client: only the path they take is exercised.
+    async fn core(variant: Variant, reads: u32, changes: u32) -> CloudFrontCore {
+        let config = crate::config::Config::from_toml(
+            "[[providers]]\nid = \"cf\"\nkind = \"cloudfront\"\nregion = \"us-east-1\"\n\
+             endpoint_url = \"http://127.0.0.1:9\"\n",
+        )
+        .unwrap()
+        .providers
+        .remove(0);
+        let limits = CloudFrontLimits {
+            reads: NonZeroU32::new(reads).unwrap(),
+            changes: NonZeroU32::new(changes).unwrap(),
+        };
+        CloudFrontCore::new(&config, &Environment::default(), variant, &limits).await
+    }
+
+    async fn calls(core: &CloudFrontCore, actions: &[Action]) {
+        for action in actions {
+            core.call(*action, || async { Ok(()) }).await.unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn reads_share_one_limit_of_the_instance() {
+        let core = core(Variant::Web, 20, 1000).await;
+        let started = Instant::now();
+        calls(&core, &[GET, GET_CONFIG, LIST, GET, GET_CONFIG]).await;
+        // Five reads at 20/s together: the first at once, then one every 50 ms.
+        assert!(
+            started.elapsed() >= Duration::from_millis(195),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+
+    #[tokio::test]
+    async fn changes_have_their_own_limit_in_both_apis() {
+        for variant in [Variant::Web, Variant::Streaming] {
+            let core = core(variant, 1000, 20).await;
+            let started = Instant::now();
+            calls(&core, &[CREATE, UPDATE, DELETE]).await;
+            assert!(
+                started.elapsed() >= Duration::from_millis(95),
+                "{variant:?}: {:?}",
+                started.elapsed()
+            );
+            // The reads' budget is untouched by the changes.
+            let reads = Instant::now();
+            calls(&core, &[GET, LIST]).await;
+            assert!(reads.elapsed() < Duration::from_millis(40), "{variant:?}");
+        }
     }
 }

@@ -1,5 +1,5 @@
 //! What can go wrong in the CloudFront adapter, and [`parse_error`]: the one place that turns
-//! CloudFront's answers into the taxonomy (DESIGN.md §3), keeping the provider's code and
+//! CloudFront's answers into the taxonomy (docs/design.md §3), keeping the provider's code and
 //! request id.
 
 use aws_sdk_cloudfront::error::{ProvideErrorMetadata, SdkError};
@@ -75,8 +75,8 @@ fn chain(error: &dyn std::error::Error) -> String {
     text
 }
 
-/// Turns a CloudFront failure into the taxonomy (DESIGN.md §3), naming the provider instance
-/// and keeping CloudFront's code and request id.
+/// Turns a CloudFront failure into the taxonomy (docs/design.md §3), naming the provider
+/// instance and keeping CloudFront's code and request id.
 pub(super) fn parse_error(provider: &str, error: CloudFrontError) -> Error {
     let (code, message, request_id, status) = match error {
         CloudFrontError::Service {

@@ -5,9 +5,16 @@
 //! (disable with If-Match, wait until Deployed, delete with the newest ETag): `workflow.rs`
 //! runs it as the steps of a durable operation, for both kinds and for every name of a batch.
 //!
-//! - `config.rs`: the kind-specific keys (`deploy_poll_interval`, `deploy_timeout`).
-//! - `backend.rs`: the [`Provider`](crate::providers::Provider) impl; dispatch only.
-//! - `core.rs`: the SDK calls of both kinds behind one interface.
+//! Outbound calls stay under `[providers.outbound_limits]`: `reads` and `changes` per second,
+//! each try counted. AWS publishes no rate for this API, so the defaults (10 and 2) are
+//! conservative guesses; throttling that still happens is retried inside the caller's deadline.
+//!
+//! - `config.rs`: the kind-specific keys (`deploy_poll_interval`, `deploy_timeout`,
+//!   `outbound_limits`).
+//! - `backend.rs`: the [`Provider`](crate::providers::Provider) impl: reads, prechecks, the
+//!   steps of create, update, delete and batch delete, cancelling, watch announcements.
+//! - `core.rs`: the SDK calls of both kinds behind one interface, on the instance's
+//!   [`CallPath`](crate::providers::call::CallPath).
 //! - `workflow.rs`: the disable → wait → delete state machine.
 //! - `error.rs`: the adapter's errors and [`parse_error`](error::parse_error).
 
@@ -18,12 +25,21 @@ mod error;
 mod workflow;
 
 pub use backend::CloudFrontProvider;
-pub use config::CloudFrontSettings;
+pub use config::{CloudFrontLimits, CloudFrontSettings};
+
+use crate::providers::KindEntry;
 
 /// The kind name of legacy streaming (RTMP) distributions.
 pub const KIND_STREAMING: &str = "cloudfront-streaming";
 /// The kind name of web distributions.
 pub const KIND_WEB: &str = "cloudfront";
+
+/// The entry of both kinds in [`KINDS`](crate::providers::KINDS): one adapter, the API picked
+/// by the kind's [`Variant`] when the instance is built.
+pub const ENTRY: KindEntry = KindEntry {
+    names: &[KIND_STREAMING, KIND_WEB],
+    prepare: |config| Ok(Box::new(CloudFrontSettings::parse(config)?)),
+};
 
 /// Which of the two distribution APIs an instance uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -1,6 +1,9 @@
-//! [`KinesisVideoProvider`]: the Provider impl of `kinesis-video`; the steps of its
-//! operations, dispatching to [`KvsCore`].
+//! [`KinesisVideoProvider`]: the Provider impl of `kinesis-video` on [`KvsCore`]: reads, the
+//! prechecks, and the steps of its operations (create and poll until ACTIVE; update in three
+//! steps — stream, retention, tags; delete one or a batch), including how a replayed step
+//! recognises its own earlier effect. Also how an instance is built from its [`KvsSettings`].
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -17,7 +20,7 @@ use crate::domain::{
     Stream, StreamName, StreamPatch, StreamState, now_ms,
 };
 use crate::error::{Error, Kind, Result};
-use crate::providers::{Provider, Step};
+use crate::providers::{BuildContext, InstanceSettings, Provider, Step};
 
 const STEP_CREATING: &str = "creating";
 const STEP_RETENTION: &str = "retention";
@@ -46,12 +49,15 @@ fn continue_at(step: &str, after: Duration) -> Step {
 }
 
 impl KinesisVideoProvider {
-    /// Builds the instance and its SDK client.
-    pub async fn new(config: &ProviderConfig, environment: &Environment) -> Result<Self> {
-        let settings = KvsSettings::parse(config).map_err(|e| Error::internal(e.to_string()))?;
+    /// Builds the instance of `config` from its parsed settings, and its SDK client.
+    pub async fn new(
+        config: &ProviderConfig,
+        settings: KvsSettings,
+        environment: &Environment,
+    ) -> Self {
         let sdk = crate::providers::aws::sdk_config(config, environment).await;
         let client = aws_sdk_kinesisvideo::Client::new(&sdk);
-        Ok(KinesisVideoProvider {
+        KinesisVideoProvider {
             id: config.id.clone(),
             region: config.region.clone(),
             capability: Capability {
@@ -68,7 +74,7 @@ impl KinesisVideoProvider {
             },
             core: KvsCore::new(&config.id, client, &settings.outbound_limits),
             settings,
-        })
+        }
     }
 
     fn not_found(&self, name: &StreamName) -> Error {
@@ -256,6 +262,18 @@ impl KinesisVideoProvider {
                 Ok(true)
             }
         }
+    }
+}
+
+#[async_trait]
+impl InstanceSettings for KvsSettings {
+    async fn build(
+        self: Box<Self>,
+        config: &ProviderConfig,
+        context: &BuildContext<'_>,
+    ) -> Result<Arc<dyn Provider>> {
+        let provider = KinesisVideoProvider::new(config, *self, context.environment).await;
+        Ok(Arc::new(provider))
     }
 }
 

@@ -1,9 +1,9 @@
-//! The KVS calls of one instance: each waits for its outbound limit, is retried while the
-//! error is temporary (inside the caller's deadline), maps its error through [`parse_error`],
-//! and is one provider-call span and latency sample ([`crate::telemetry::provider_call`]).
+//! The KVS calls of one instance through `aws-sdk-kinesisvideo`, each on the instance's
+//! [`CallPath`] (outbound limit per try, retries inside the caller's deadline, one
+//! provider-call span), its error mapped through [`parse_error`]; the outbound limits of the
+//! KVS quotas; and the neutral [`Stream`] of a KVS StreamInfo.
 
 use std::collections::{BTreeMap, HashMap};
-use std::future::Future;
 
 use aws_sdk_kinesisvideo::Client;
 use aws_sdk_kinesisvideo::types::{
@@ -14,23 +14,24 @@ use super::config::KvsLimits;
 use super::error::{Action, parse_error};
 use crate::domain::{Stream, StreamDetails, StreamName, StreamSpec, StreamState};
 use crate::error::{Kind, Result};
+use crate::providers::call::CallPath;
 use crate::providers::limits::OutboundLimits;
-use crate::providers::retry::{RetryPolicy, retry};
-use crate::telemetry::provider_call;
 
 const CREATE: &str = "CreateStream";
 const DELETE: &str = "DeleteStream";
 const DESCRIBE: &str = "DescribeStream";
 const LIST: &str = "ListStreams";
-const OTHER: &str = "Other";
+const LIST_TAGS: &str = "ListTagsForStream";
+const TAG: &str = "TagStream";
+const UNTAG: &str = "UntagStream";
+const UPDATE: &str = "UpdateStream";
+const UPDATE_RETENTION: &str = "UpdateDataRetention";
 
-/// The SDK client of one instance, with its limits.
+/// The SDK client of one instance, and the path its calls take.
 pub(super) struct KvsCore {
     id: String,
     client: Client,
-    // Shared by every call of this instance, so that together they stay under the quotas.
-    limits: OutboundLimits,
-    policy: RetryPolicy,
+    path: CallPath,
 }
 
 fn limits(l: &KvsLimits) -> OutboundLimits {
@@ -41,7 +42,7 @@ fn limits(l: &KvsLimits) -> OutboundLimits {
         .per_action(DESCRIBE, l.describe_stream)
         .per_resource(DESCRIBE, l.describe_stream_per_stream)
         .per_action(LIST, l.list_streams)
-        .per_action(OTHER, l.other)
+        .shared(&[UPDATE, UPDATE_RETENTION, TAG, UNTAG, LIST_TAGS], l.other)
 }
 
 /// The neutral state of a KVS status.
@@ -59,19 +60,8 @@ impl KvsCore {
         KvsCore {
             id: id.to_string(),
             client,
-            limits: limits(limits_config),
-            policy: RetryPolicy::default(),
+            path: CallPath::new(id, super::KIND, limits(limits_config)),
         }
-    }
-
-    /// One KVS API call (`action`, e.g. `DescribeStream`): retried while temporary, traced and
-    /// measured as one provider call.
-    async fn call<T, F, Fut>(&self, action: &'static str, send: F) -> Result<T>
-    where
-        F: FnMut() -> Fut,
-        Fut: Future<Output = Result<T>>,
-    {
-        provider_call(&self.id, super::KIND, action, retry(self.policy, send)).await
     }
 
     /// The neutral stream of a KVS StreamInfo (and its tags, when read).
@@ -107,8 +97,8 @@ impl KvsCore {
     /// DescribeStream; `None` when the stream does not exist.
     pub async fn describe(&self, name: &str) -> Result<Option<StreamInfo>> {
         let described = self
-            .call("DescribeStream", || async {
-                self.limits.acquire(DESCRIBE, Some(name)).await;
+            .path
+            .call(DESCRIBE, Some(name), || async {
                 self.client
                     .describe_stream()
                     .stream_name(name)
@@ -130,8 +120,8 @@ impl KvsCore {
         let mut token: Option<String> = None;
         loop {
             let page = self
-                .call("ListTagsForStream", || async {
-                    self.limits.acquire(OTHER, None).await;
+                .path
+                .call(LIST_TAGS, None, || async {
                     self.client
                         .list_tags_for_stream()
                         .stream_name(name)
@@ -154,8 +144,8 @@ impl KvsCore {
         let non_empty = |s: &str| (!s.is_empty()).then(|| s.to_string());
         let tags: HashMap<String, String> = spec.tags.clone().into_iter().collect();
         let output = self
-            .call("CreateStream", || async {
-                self.limits.acquire(CREATE, None).await;
+            .path
+            .call(CREATE, None, || async {
                 self.client
                     .create_stream()
                     .stream_name(name)
@@ -186,8 +176,8 @@ impl KvsCore {
                 .build()
         });
         let output = self
-            .call("ListStreams", || async {
-                self.limits.acquire(LIST, None).await;
+            .path
+            .call(LIST, None, || async {
                 self.client
                     .list_streams()
                     .max_results(max as i32)
@@ -204,18 +194,18 @@ impl KvsCore {
 
     /// DeleteStream, with the caller's etag as CurrentVersion when given.
     pub async fn delete(&self, name: &str, arn: &str, version: Option<&str>) -> Result<()> {
-        self.call("DeleteStream", || async {
-            self.limits.acquire(DELETE, Some(name)).await;
-            self.client
-                .delete_stream()
-                .stream_arn(arn)
-                .set_current_version(version.map(str::to_string))
-                .send()
-                .await
-                .map_err(|e| parse_error(&self.id, Action::Delete, e))
-        })
-        .await
-        .map(|_| ())
+        self.path
+            .call(DELETE, Some(name), || async {
+                self.client
+                    .delete_stream()
+                    .stream_arn(arn)
+                    .set_current_version(version.map(str::to_string))
+                    .send()
+                    .await
+                    .map_err(|e| parse_error(&self.id, Action::Delete, e))
+            })
+            .await
+            .map(|_| ())
     }
 
     /// UpdateStream (device name, media type) at `version`.
@@ -226,20 +216,20 @@ impl KvsCore {
         device_name: Option<&str>,
         media_type: Option<&str>,
     ) -> Result<()> {
-        self.call("UpdateStream", || async {
-            self.limits.acquire(OTHER, None).await;
-            self.client
-                .update_stream()
-                .stream_name(name)
-                .current_version(version)
-                .set_device_name(device_name.map(str::to_string))
-                .set_media_type(media_type.map(str::to_string))
-                .send()
-                .await
-                .map_err(|e| parse_error(&self.id, Action::Other, e))
-        })
-        .await
-        .map(|_| ())
+        self.path
+            .call(UPDATE, None, || async {
+                self.client
+                    .update_stream()
+                    .stream_name(name)
+                    .current_version(version)
+                    .set_device_name(device_name.map(str::to_string))
+                    .set_media_type(media_type.map(str::to_string))
+                    .send()
+                    .await
+                    .map_err(|e| parse_error(&self.id, Action::Other, e))
+            })
+            .await
+            .map(|_| ())
     }
 
     /// UpdateDataRetention from `from` to `to` hours at `version`.
@@ -255,20 +245,20 @@ impl KvsCore {
         } else {
             UpdateDataRetentionOperation::DecreaseDataRetention
         };
-        self.call("UpdateDataRetention", || async {
-            self.limits.acquire(OTHER, None).await;
-            self.client
-                .update_data_retention()
-                .stream_name(name)
-                .current_version(version)
-                .operation(operation.clone())
-                .data_retention_change_in_hours((to - from).abs())
-                .send()
-                .await
-                .map_err(|e| parse_error(&self.id, Action::Other, e))
-        })
-        .await
-        .map(|_| ())
+        self.path
+            .call(UPDATE_RETENTION, None, || async {
+                self.client
+                    .update_data_retention()
+                    .stream_name(name)
+                    .current_version(version)
+                    .operation(operation.clone())
+                    .data_retention_change_in_hours((to - from).abs())
+                    .send()
+                    .await
+                    .map_err(|e| parse_error(&self.id, Action::Other, e))
+            })
+            .await
+            .map(|_| ())
     }
 
     /// Makes the stream's tags exactly `wanted` (TagStream, UntagStream).
@@ -285,30 +275,30 @@ impl KvsCore {
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         if !stale.is_empty() {
-            self.call("UntagStream", || async {
-                self.limits.acquire(OTHER, None).await;
-                self.client
-                    .untag_stream()
-                    .stream_name(name)
-                    .set_tag_key_list(Some(stale.clone()))
-                    .send()
-                    .await
-                    .map_err(|e| parse_error(&self.id, Action::Other, e))
-            })
-            .await?;
+            self.path
+                .call(UNTAG, None, || async {
+                    self.client
+                        .untag_stream()
+                        .stream_name(name)
+                        .set_tag_key_list(Some(stale.clone()))
+                        .send()
+                        .await
+                        .map_err(|e| parse_error(&self.id, Action::Other, e))
+                })
+                .await?;
         }
         if !changed.is_empty() {
-            self.call("TagStream", || async {
-                self.limits.acquire(OTHER, None).await;
-                self.client
-                    .tag_stream()
-                    .stream_name(name)
-                    .set_tags(Some(changed.clone()))
-                    .send()
-                    .await
-                    .map_err(|e| parse_error(&self.id, Action::Other, e))
-            })
-            .await?;
+            self.path
+                .call(TAG, None, || async {
+                    self.client
+                        .tag_stream()
+                        .stream_name(name)
+                        .set_tags(Some(changed.clone()))
+                        .send()
+                        .await
+                        .map_err(|e| parse_error(&self.id, Action::Other, e))
+                })
+                .await?;
         }
         Ok(())
     }

@@ -8,14 +8,17 @@
 //!   checks only the creation time). Tag changes do not change the KVS version.
 //! - DeleteStream is done once KVS accepted it (the stream is DELETING; KVS removes it later).
 //! - `ClientLimitExceededException` (HTTP 400) is throttling the SDK does not retry: the
-//!   adapter retries it with backoff inside the caller's deadline ([`crate::providers::retry`]),
-//!   and the outbound limits keep the gateway under the KVS quotas in the first place.
+//!   adapter retries it with backoff inside the caller's deadline, and the outbound limits
+//!   keep the gateway under the KVS quotas in the first place (both on the instance's
+//!   [`CallPath`](crate::providers::call::CallPath)).
 //! - ListStreams filters by name prefix only (StreamNameCondition BEGINS_WITH) and returns no
 //!   tags: GetStream reads them.
 //! - WatchStream polls DescribeStream (`watch_poll_interval`), since KVS pushes nothing.
 //!
-//! - `config.rs`: the kind-specific keys. `backend.rs`: the Provider impl, dispatch only.
-//!   `core.rs`: the SDK calls. `error.rs`: SDK errors → the taxonomy.
+//! - `config.rs`: the kind-specific keys, and the outbound limits with the KVS quotas.
+//! - `backend.rs`: the Provider impl: reads, prechecks and the steps of each operation.
+//! - `core.rs`: the SDK calls, on the instance's call path.
+//! - `error.rs`: SDK errors → the taxonomy.
 
 mod backend;
 mod config;
@@ -25,5 +28,13 @@ mod error;
 pub use backend::KinesisVideoProvider;
 pub use config::KvsSettings;
 
+use crate::providers::KindEntry;
+
 /// The kind name in the configuration.
 pub const KIND: &str = "kinesis-video";
+
+/// The kind's entry in [`KINDS`](crate::providers::KINDS).
+pub const ENTRY: KindEntry = KindEntry {
+    names: &[KIND],
+    prepare: |config| Ok(Box::new(KvsSettings::parse(config)?)),
+};

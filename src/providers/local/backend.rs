@@ -1,4 +1,6 @@
-//! [`LocalProvider`]: dispatches the provider trait to [`LocalCore`] and publishes changes.
+//! [`LocalProvider`]: the provider trait on [`LocalCore`]: the prechecks, the steps of its
+//! operations and their cancelling, and the announcement of every change to WatchStream. Also
+//! how an instance is built from its [`LocalSettings`].
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,7 +18,7 @@ use crate::domain::{
     StreamName, StreamState,
 };
 use crate::error::{Error, Kind, Result};
-use crate::providers::{Provider, Step};
+use crate::providers::{BuildContext, InstanceSettings, Provider, Step};
 use crate::store::SqlStore;
 use crate::watch::{Change, WatchHub};
 
@@ -34,14 +36,17 @@ pub struct LocalProvider {
 }
 
 impl LocalProvider {
-    /// Builds the instance from its configuration entry.
-    pub fn new(config: &ProviderConfig, store: &SqlStore, hub: &Arc<WatchHub>) -> Result<Self> {
-        let (settings, methods) =
-            LocalSettings::parse(config).map_err(|e| Error::internal(e.to_string()))?;
-        Ok(LocalProvider {
+    /// Builds the instance of `config` from its parsed settings.
+    pub fn new(
+        config: &ProviderConfig,
+        settings: LocalSettings,
+        store: &SqlStore,
+        hub: &Arc<WatchHub>,
+    ) -> Self {
+        LocalProvider {
             id: config.id.clone(),
             capability: Capability {
-                methods,
+                methods: settings.methods.clone(),
                 etags: true,
                 max_batch_size: 1000,
                 list_filters: vec!["stream_id_prefix", "state"],
@@ -59,7 +64,7 @@ impl LocalProvider {
                 crate::store::OperationStore::exclusive(store),
             ),
             hub: Arc::clone(hub),
-        })
+        }
     }
 
     fn err(&self, error: LocalError) -> Error {
@@ -95,6 +100,22 @@ impl LocalProvider {
             Err(LocalError::NotFound(_)) if allow_missing => Ok(false),
             Err(e) => Err(self.err(e)),
         }
+    }
+}
+
+#[async_trait]
+impl InstanceSettings for LocalSettings {
+    async fn build(
+        self: Box<Self>,
+        config: &ProviderConfig,
+        context: &BuildContext<'_>,
+    ) -> Result<Arc<dyn Provider>> {
+        Ok(Arc::new(LocalProvider::new(
+            config,
+            *self,
+            context.store,
+            context.hub,
+        )))
     }
 }
 

@@ -24,7 +24,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use super::core::StoredStream;
+use super::row::StoredStream;
 
 /// The most rows kept.
 const CAPACITY: usize = 10_000;

@@ -18,6 +18,10 @@ pub struct LocalSettings {
     /// capability set of a more limited kind (e.g. `["CreateStream", "UpdateStream"]`).
     #[serde(default)]
     pub disabled_methods: Vec<String>,
+    /// The methods the instance supports: every one but `disabled_methods` (resolved by
+    /// [`LocalSettings::parse`]).
+    #[serde(skip)]
+    pub methods: Vec<Method>,
 }
 
 fn default_create_delay() -> Duration {
@@ -26,8 +30,8 @@ fn default_create_delay() -> Duration {
 
 impl LocalSettings {
     /// Parses the entry's keys and resolves `disabled_methods` into the supported methods.
-    pub fn parse(config: &ProviderConfig) -> Result<(Self, Vec<Method>), ConfigError> {
-        let settings: LocalSettings = config.settings()?;
+    pub fn parse(config: &ProviderConfig) -> Result<Self, ConfigError> {
+        let mut settings: LocalSettings = config.settings()?;
         let mut methods = Method::ALL.to_vec();
         for name in &settings.disabled_methods {
             let method = Method::parse(name).ok_or_else(|| {
@@ -38,6 +42,7 @@ impl LocalSettings {
             })?;
             methods.retain(|m| *m != method);
         }
-        Ok((settings, methods))
+        settings.methods = methods;
+        Ok(settings)
     }
 }

@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 
 use super::cache::RowCache;
 use super::error::LocalError;
+use super::row::StoredStream;
 use crate::domain::{
     ListQuery, Page, Stream, StreamDetails, StreamName, StreamPatch, StreamSpec, StreamState,
     now_ms,
@@ -18,14 +19,6 @@ type Result<T> = std::result::Result<T, LocalError>;
 
 const COLUMNS: &str = "stream_id, etag, version, state, media_type, data_retention_hours, \
      device_name, kms_key_id, tags, create_time_ms, update_time_ms, created_by, last_op";
-
-/// A stream row and the operations that touched it.
-#[derive(Clone)]
-pub(super) struct StoredStream {
-    pub stream: Stream,
-    pub created_by: String,
-    pub last_op: String,
-}
 
 fn new_etag() -> String {
     format!("{:016x}", rand::random::<u64>())

@@ -1,0 +1,136 @@
+//! The one path every provider API call of every adapter takes ([`CallPath::call`]): each try
+//! waits for the instance's outbound limit ([`super::limits`]), temporary failures are tried
+//! again inside the caller's deadline ([`super::retry`]), and the whole call, its tries and
+//! waits included, is one provider-call span and latency sample
+//! ([`crate::telemetry::provider_call`]).
+//!
+//! The limit is taken once per try, not once per call: a retry is another request to the
+//! provider and counts against its quota like the first. Whatever else has to change with the
+//! calls of every kind (e.g. quotas shared by a fleet of gateways) belongs here.
+//!
+//! What stays in the adapters is what differs per kind: building and sending the request
+//! (a fresh nonce and timestamp per try for the signed VOD API) and turning its failure into
+//! the taxonomy, marked temporary where a retry may help.
+
+use std::future::Future;
+
+use super::limits::OutboundLimits;
+use super::retry::{RetryPolicy, retry};
+use crate::error::Result;
+use crate::telemetry::provider_call;
+
+/// How the API calls of one provider instance are made.
+#[derive(Debug)]
+pub struct CallPath {
+    provider: String,
+    kind: &'static str,
+    // Shared by every call of the instance, so that together they stay under the provider's
+    // quotas.
+    limits: OutboundLimits,
+    policy: RetryPolicy,
+}
+
+impl CallPath {
+    /// The calls of instance `provider` of `kind`, within `limits`, retried by the default
+    /// policy.
+    pub fn new(provider: &str, kind: &'static str, limits: OutboundLimits) -> Self {
+        CallPath {
+            provider: provider.to_string(),
+            kind,
+            limits,
+            policy: RetryPolicy::default(),
+        }
+    }
+
+    /// The instance id.
+    pub fn provider(&self) -> &str {
+        &self.provider
+    }
+
+    /// Calls the provider's `action` (its own API name, e.g. `DescribeStream`) on `resource`
+    /// (for limits per resource): `send` makes one try and maps its failure into the taxonomy.
+    pub async fn call<T, F, Fut>(
+        &self,
+        action: &'static str,
+        resource: Option<&str>,
+        send: F,
+    ) -> Result<T>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
+        // The try is made only once the limit lets it through: its request (and, for signed
+        // APIs, its timestamp) belongs to the moment it is sent.
+        let tries = retry(self.policy, || async {
+            self.limits.acquire(action, resource).await;
+            send().await
+        });
+        provider_call(&self.provider, self.kind, action, tries).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::num::NonZeroU32;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::{Duration, Instant};
+
+    use super::*;
+    use crate::error::{Error, Kind};
+
+    fn path(per_second: u32) -> CallPath {
+        let limits = OutboundLimits::new().per_action("Act", NonZeroU32::new(per_second).unwrap());
+        CallPath {
+            policy: RetryPolicy {
+                max_attempts: 3,
+                min_delay: Duration::from_millis(1),
+                max_delay: Duration::from_millis(1),
+            },
+            ..CallPath::new("p", "test", limits)
+        }
+    }
+
+    #[tokio::test]
+    async fn every_try_waits_for_the_limit() {
+        let path = path(20);
+        let tries = AtomicUsize::new(0);
+        let started = Instant::now();
+        let result = path
+            .call("Act", None, || async {
+                if tries.fetch_add(1, Ordering::SeqCst) < 2 {
+                    Err(Error::new(Kind::ProviderThrottled, "slow down").temporary())
+                } else {
+                    Ok(7)
+                }
+            })
+            .await;
+        assert_eq!(result.unwrap(), 7);
+        assert_eq!(tries.load(Ordering::SeqCst), 3);
+        // Three tries at 20/s: the first at once, then one every 50 ms.
+        assert!(
+            started.elapsed() >= Duration::from_millis(95),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_try_is_not_made_before_its_turn() {
+        let path = path(20);
+        let sent = AtomicUsize::new(0);
+        path.call("Act", None, || async {
+            sent.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        })
+        .await
+        .unwrap();
+        // The next call's try waits for the limit before it sends anything.
+        let next = path.call("Act", None, || async {
+            sent.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        });
+        let waited = tokio::time::timeout(Duration::from_millis(20), next).await;
+        assert!(waited.is_err());
+        assert_eq!(sent.load(Ordering::SeqCst), 1);
+    }
+}

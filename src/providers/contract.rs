@@ -1,0 +1,90 @@
+//! The contract every adapter fulfils: the [`Provider`] trait, the [`Step`] an operation's
+//! step ends with, and [`refuse_details`], the check of provider-specific fields every kind
+//! without them shares.
+//!
+//! An adapter answers reads directly and drives mutations as steps of a durable operation:
+//! the operation runner calls [`Provider::advance`] until it returns [`Step::Done`],
+//! persisting the step name and the adapter's progress value after each call, so that a
+//! restarted gateway resumes where it stopped.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::domain::{
+    Capability, ListQuery, OpRequest, OpResult, Operation, Page, ParentName, Stream, StreamName,
+};
+use crate::error::{Error, Kind, Result};
+
+/// What one call of [`Provider::advance`] achieved.
+#[derive(Debug)]
+pub enum Step {
+    /// Run again, at step `step` with `progress`, after `after`.
+    Continue {
+        /// The next step's name (shown in the operation's metadata).
+        step: String,
+        /// Adapter state for the next step.
+        progress: serde_json::Value,
+        /// How long to wait before the next step.
+        after: Duration,
+    },
+    /// The operation succeeded.
+    Done(OpResult),
+}
+
+/// One configured provider instance.
+#[async_trait]
+pub trait Provider: Send + Sync {
+    /// The instance id.
+    fn id(&self) -> &str;
+    /// The kind, as written in the configuration.
+    fn kind(&self) -> &'static str;
+    /// The region, for kinds that have regions.
+    fn region(&self) -> Option<&str> {
+        None
+    }
+    /// What this instance supports.
+    fn capability(&self) -> &Capability;
+    /// How often WatchStream re-reads a stream, for kinds whose changes are not all made
+    /// through the gateway (a cloud console, another tool). `None`: every change is published
+    /// to the watch hub by the adapter itself.
+    fn watch_poll_interval(&self) -> Option<Duration> {
+        None
+    }
+
+    /// Reads one stream.
+    async fn get_stream(&self, name: &StreamName) -> Result<Stream>;
+    /// Lists streams under `parent`.
+    async fn list_streams(&self, parent: &ParentName, query: &ListQuery) -> Result<Page<Stream>>;
+    /// Read-only checks made while the caller waits, before the operation is recorded
+    /// (existence, etags), so that obvious failures come back as the call's own status.
+    async fn precheck(&self, request: &OpRequest) -> Result<()>;
+    /// Runs the operation's next step.
+    async fn advance(&self, op: &Operation) -> Result<Step>;
+    /// Stops an operation a caller cancelled, cleaning up as the kind requires. Returns the
+    /// error to record, or `None` when the operation can no longer be stopped and must go on.
+    async fn cancel(&self, op: &Operation) -> Result<Option<Error>> {
+        Ok(Some(Error::new(
+            Kind::Cancelled,
+            format!("cancelled before step {:?}", op.step),
+        )))
+    }
+}
+
+/// Refuses provider-specific fields a kind does not have (`what` names its streams in the
+/// message, e.g. "a local stream"): CloudFront details on create, `cloudfront.*` on update.
+pub fn refuse_details(request: &OpRequest, what: &str) -> Result<()> {
+    match request {
+        OpRequest::Create { spec, .. } if spec.details.is_some() => Err(Error::invalid_field(
+            "stream",
+            format!("{what} takes no provider-specific details"),
+        )),
+        OpRequest::Update { patch, .. } if patch.has_cloudfront_fields() => {
+            Err(Error::invalid_field(
+                "update_mask",
+                "cloudfront.* fields belong to CloudFront distributions",
+            ))
+        }
+        _ => Ok(()),
+    }
+}

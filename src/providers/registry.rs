@@ -1,0 +1,301 @@
+//! The provider kinds this build serves ([`KINDS`], one entry a kind), the configured
+//! instances' settings parsed and checked once ([`Prepared`]), and the [`Registry`] of the
+//! instances built from them.
+//!
+//! Adding a kind means: its folder (like `local/`), declared in `providers/mod.rs`, with its
+//! [`Capability`](crate::domain::Capability), its settings type implementing
+//! [`InstanceSettings`] and its [`KindEntry`]; and that entry's line in [`KINDS`]. Checking a
+//! configuration, building the instances and any suite run on every kind all read the table.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use super::{Provider, aliyun_vod, cloudfront, kinesis_video, local};
+use crate::config::{ConfigError, Environment, ProviderConfig};
+use crate::domain::Method;
+use crate::error::{Error, Kind, Result};
+use crate::store::SqlStore;
+use crate::watch::WatchHub;
+
+/// Every kind this build serves, in the order `check-config` names them.
+pub const KINDS: &[KindEntry] = &[
+    local::ENTRY,
+    kinesis_video::ENTRY,
+    aliyun_vod::ENTRY,
+    cloudfront::ENTRY,
+];
+
+/// The names `kind = "…"` may take, in the order of [`KINDS`].
+pub fn kinds() -> impl Iterator<Item = &'static str> {
+    KINDS.iter().flat_map(|entry| entry.names.iter().copied())
+}
+
+/// One provider kind: the names it goes by in the configuration, and how an entry of it is
+/// parsed and checked; what that gives builds the instance ([`InstanceSettings::build`]).
+pub struct KindEntry {
+    /// The values of `kind` that select this kind (CloudFront has two, one per API).
+    pub names: &'static [&'static str],
+    /// Parses and checks an entry's kind-specific keys, without connecting to anything.
+    pub prepare: fn(&ProviderConfig) -> Result<Box<dyn InstanceSettings>, ConfigError>,
+}
+
+/// What building an instance may need besides its own entry.
+pub struct BuildContext<'a> {
+    /// The environment the gateway was started with (for credentials).
+    pub environment: &'a Environment,
+    /// The shared store (the `local` kind keeps its streams there).
+    pub store: &'a SqlStore,
+    /// Where changes made through the gateway are announced to WatchStream subscribers.
+    pub hub: &'a Arc<WatchHub>,
+}
+
+/// One instance's kind-specific settings, parsed and checked: what its instance is built from.
+#[async_trait]
+pub trait InstanceSettings: Send + Sync {
+    /// Builds the instance of `config` (the entry these settings were parsed from); may
+    /// connect (an SDK's configuration loads here), never parses the entry again.
+    async fn build(
+        self: Box<Self>,
+        config: &ProviderConfig,
+        context: &BuildContext<'_>,
+    ) -> Result<Arc<dyn Provider>>;
+}
+
+/// One configured instance, its settings parsed.
+struct PreparedInstance {
+    config: ProviderConfig,
+    settings: Box<dyn InstanceSettings>,
+}
+
+/// Every configured instance's settings, parsed and checked once, ready to build
+/// ([`Registry::build`]).
+pub struct Prepared {
+    instances: Vec<PreparedInstance>,
+    // The environment the instances are built with (credentials); read when building, not
+    // when preparing.
+    environment: Environment,
+}
+
+impl std::fmt::Debug for Prepared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Prepared")
+            .field(
+                "instances",
+                &self
+                    .instances
+                    .iter()
+                    .map(|i| (&i.config.id, &i.config.kind))
+                    .collect::<Vec<_>>(),
+            )
+            .field("environment", &self.environment)
+            .finish()
+    }
+}
+
+impl Prepared {
+    /// Parses and checks the kind-specific keys of every entry, by its kind's
+    /// [`KindEntry::prepare`]; connects to nothing.
+    pub fn prepare(
+        configs: &[ProviderConfig],
+        environment: &Environment,
+    ) -> Result<Prepared, ConfigError> {
+        let instances = configs
+            .iter()
+            .map(prepare_one)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Prepared {
+            instances,
+            environment: environment.clone(),
+        })
+    }
+}
+
+fn prepare_one(config: &ProviderConfig) -> Result<PreparedInstance, ConfigError> {
+    let entry = KINDS
+        .iter()
+        .find(|entry| entry.names.contains(&config.kind.as_str()))
+        .ok_or_else(|| {
+            ConfigError::Invalid(format!(
+                "provider {:?}: kind {:?} is not available in this build (available: {})",
+                config.id,
+                config.kind,
+                kinds().collect::<Vec<_>>().join(", ")
+            ))
+        })?;
+    Ok(PreparedInstance {
+        config: config.clone(),
+        settings: (entry.prepare)(config)?,
+    })
+}
+
+/// Checks the kind-specific keys of every entry without connecting to anything.
+pub fn check_configs(configs: &[ProviderConfig]) -> Result<(), ConfigError> {
+    configs
+        .iter()
+        .try_for_each(|config| prepare_one(config).map(drop))
+}
+
+/// The configured provider instances, by id.
+pub struct Registry {
+    providers: BTreeMap<String, Arc<dyn Provider>>,
+}
+
+impl Registry {
+    /// Builds every prepared instance from its parsed settings.
+    pub async fn build(prepared: Prepared, store: &SqlStore, hub: &Arc<WatchHub>) -> Result<Self> {
+        let context = BuildContext {
+            environment: &prepared.environment,
+            store,
+            hub,
+        };
+        let mut providers = BTreeMap::new();
+        for PreparedInstance { config, settings } in prepared.instances {
+            let provider = settings.build(&config, &context).await?;
+            providers.insert(config.id, provider);
+        }
+        Ok(Registry { providers })
+    }
+
+    /// Prepares and builds every configured instance: [`Prepared::prepare`], then
+    /// [`Registry::build`]; a configuration error is an internal error here.
+    pub async fn build_from_configs(
+        configs: &[ProviderConfig],
+        environment: &Environment,
+        store: &SqlStore,
+        hub: &Arc<WatchHub>,
+    ) -> Result<Self> {
+        let prepared =
+            Prepared::prepare(configs, environment).map_err(|e| Error::internal(e.to_string()))?;
+        Registry::build(prepared, store, hub).await
+    }
+
+    /// The instance `id`, or NOT_FOUND. Labels the current call's telemetry with the
+    /// instance (only configured ones: callers cannot invent label values).
+    pub fn get(&self, id: &str) -> Result<&Arc<dyn Provider>> {
+        let provider = self.providers.get(id).ok_or_else(|| {
+            Error::new(
+                Kind::ProviderNotFound,
+                format!("no provider instance providers/{id} is configured"),
+            )
+        })?;
+        crate::telemetry::record_provider(id);
+        Ok(provider)
+    }
+
+    /// The instance `id` if it supports `method`: NOT_FOUND or UNIMPLEMENTED otherwise.
+    pub fn for_method(&self, id: &str, method: Method) -> Result<&Arc<dyn Provider>> {
+        let provider = self.get(id)?;
+        if provider.capability().supports(method) {
+            Ok(provider)
+        } else {
+            Err(Error::new(
+                Kind::CapabilityUnsupported,
+                format!(
+                    "providers/{id} (kind {}) does not support {}",
+                    provider.kind(),
+                    method.as_str()
+                ),
+            )
+            .with_provider(id))
+        }
+    }
+
+    /// Every instance, by id.
+    pub fn all(&self) -> impl Iterator<Item = &Arc<dyn Provider>> {
+        self.providers.values()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    fn entries(text: &str) -> Vec<ProviderConfig> {
+        Config::from_toml(text).unwrap().providers
+    }
+
+    #[test]
+    fn every_name_is_one_kinds_and_the_table_lists_them_in_order() {
+        let names: Vec<_> = kinds().collect();
+        assert_eq!(
+            names,
+            [
+                "local",
+                "kinesis-video",
+                "aliyun-vod",
+                "cloudfront-streaming",
+                "cloudfront"
+            ]
+        );
+        for name in &names {
+            let owners = KINDS.iter().filter(|e| e.names.contains(name)).count();
+            assert_eq!(owners, 1, "{name}");
+        }
+    }
+
+    #[test]
+    fn an_unknown_kind_is_refused_naming_the_available_ones() {
+        let configs = entries("[[providers]]\nid = \"x\"\nkind = \"nimbus\"\n");
+        let error = Prepared::prepare(&configs, &Environment::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains(
+                "kind \"nimbus\" is not available in this build (available: local, \
+                 kinesis-video, aliyun-vod, cloudfront-streaming, cloudfront)"
+            ),
+            "{error}"
+        );
+        assert_eq!(check_configs(&configs).unwrap_err().to_string(), error);
+    }
+
+    #[test]
+    fn every_entry_is_checked_by_its_own_kind() {
+        let good = entries(
+            "[[providers]]\nid = \"l\"\nkind = \"local\"\n\
+             [[providers]]\nid = \"k\"\nkind = \"kinesis-video\"\nregion = \"us-east-1\"\n\
+             [[providers]]\nid = \"v\"\nkind = \"aliyun-vod\"\nregion = \"cn-shanghai\"\n\
+             [[providers]]\nid = \"c\"\nkind = \"cloudfront\"\n\
+             [[providers]]\nid = \"s\"\nkind = \"cloudfront-streaming\"\n",
+        );
+        let prepared = Prepared::prepare(&good, &Environment::default()).unwrap();
+        assert_eq!(prepared.instances.len(), 5);
+        check_configs(&good).unwrap();
+        for bad in [
+            "[[providers]]\nid = \"l\"\nkind = \"local\"\ndisabled_methods = [\"Nope\"]\n",
+            "[[providers]]\nid = \"k\"\nkind = \"kinesis-video\"\n",
+            "[[providers]]\nid = \"v\"\nkind = \"aliyun-vod\"\n",
+            "[[providers]]\nid = \"c\"\nkind = \"cloudfront\"\ndeploy_poll_interval = \"0s\"\n",
+        ] {
+            assert!(check_configs(&entries(bad)).is_err(), "{bad}");
+        }
+    }
+
+    #[tokio::test]
+    async fn builds_the_prepared_instances_by_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqlStore::open(&format!("sqlite://{}/registry.db", dir.path().display()))
+            .await
+            .unwrap();
+        let hub = Arc::new(WatchHub::default());
+        let configs = entries(
+            "[[providers]]\nid = \"b\"\nkind = \"local\"\n\
+             [[providers]]\nid = \"a\"\nkind = \"local\"\ndisabled_methods = [\"CreateStream\"]\n",
+        );
+        let prepared = Prepared::prepare(&configs, &Environment::default()).unwrap();
+        let registry = Registry::build(prepared, &store, &hub).await.unwrap();
+        let ids: Vec<_> = registry.all().map(|p| p.id().to_string()).collect();
+        assert_eq!(ids, ["a", "b"]);
+        assert_eq!(
+            registry
+                .for_method("a", Method::CreateStream)
+                .err()
+                .map(|e| e.kind()),
+            Some(Kind::CapabilityUnsupported)
+        );
+        assert!(registry.for_method("b", Method::CreateStream).is_ok());
+    }
+}
