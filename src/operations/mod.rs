@@ -35,7 +35,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::oneshot;
 use tracing::{info, warn};
 
-pub use crate::domain::STEP_ACCEPTED;
+use crate::domain::STEP_ACCEPTED;
 use crate::domain::{OpRequest, Operation, now_ms};
 use crate::error::{Error, Kind, Result};
 use crate::providers::Registry;
@@ -272,6 +272,7 @@ mod tests {
     use super::*;
     use crate::config::{Config, Environment};
     use crate::domain::{StreamName, StreamSpec};
+    use crate::providers::Prepared;
     use crate::store::{Lease, OperationFilter, SqlStore};
     use crate::watch::WatchHub;
 
@@ -366,9 +367,13 @@ mod tests {
         let environment = Environment::default();
         let hub = Arc::new(WatchHub::default());
         let registry = Arc::new(
-            Registry::build_from_configs(&config.providers, &environment, &sql, &hub)
-                .await
-                .unwrap(),
+            Registry::build(
+                Prepared::prepare(&config.providers, &environment).unwrap(),
+                &sql,
+                &hub,
+            )
+            .await
+            .unwrap(),
         );
         let probe = Arc::new(Probe {
             inner: sql,

@@ -1,20 +1,25 @@
 //! The contract every adapter fulfils: the [`Provider`] trait, the [`Step`] an operation's
-//! step ends with, and [`refuse_details`], the check of provider-specific fields every kind
-//! without them shares.
+//! step ends with, [`refuse_details`] (the check of provider-specific fields every kind
+//! without them shares), and how a kind is configured and built: its [`KindEntry`] in the
+//! table of kinds, its [`InstanceSettings`], the [`BuildContext`] it is built with.
 //!
 //! An adapter answers reads directly and drives mutations as steps of a durable operation:
 //! the operation runner calls [`Provider::advance`] until it returns [`Step::Done`],
 //! persisting the step name and the adapter's progress value after each call, so that a
 //! restarted gateway resumes where it stopped.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 
+use crate::config::{ConfigError, Environment, ProviderConfig};
 use crate::domain::{
     Capability, ListQuery, OpRequest, OpResult, Operation, Page, ParentName, Stream, StreamName,
 };
 use crate::error::{Error, Kind, Result};
+use crate::store::SqlStore;
+use crate::watch::WatchHub;
 
 /// What one call of [`Provider::advance`] achieved.
 #[derive(Debug)]
@@ -87,4 +92,35 @@ pub fn refuse_details(request: &OpRequest, what: &str) -> Result<()> {
         }
         _ => Ok(()),
     }
+}
+
+/// One provider kind: the names it goes by in the configuration, and how an entry of it is
+/// parsed and checked; what that gives builds the instance ([`InstanceSettings::build`]).
+pub struct KindEntry {
+    /// The values of `kind` that select this kind (CloudFront has two, one per API).
+    pub names: &'static [&'static str],
+    /// Parses and checks an entry's kind-specific keys, without connecting to anything.
+    pub prepare: fn(&ProviderConfig) -> Result<Box<dyn InstanceSettings>, ConfigError>,
+}
+
+/// What building an instance may need besides its own entry.
+pub struct BuildContext<'a> {
+    /// The environment the gateway was started with (for credentials).
+    pub environment: &'a Environment,
+    /// The shared store (the `local` kind keeps its streams there).
+    pub store: &'a SqlStore,
+    /// Where changes made through the gateway are announced to WatchStream subscribers.
+    pub hub: &'a Arc<WatchHub>,
+}
+
+/// One instance's kind-specific settings, parsed and checked: what its instance is built from.
+#[async_trait]
+pub trait InstanceSettings: Send + Sync {
+    /// Builds the instance of `config` (the entry these settings were parsed from); may
+    /// connect (an SDK's configuration loads here), never parses the entry again.
+    async fn build(
+        self: Box<Self>,
+        config: &ProviderConfig,
+        context: &BuildContext<'_>,
+    ) -> Result<Arc<dyn Provider>>;
 }

@@ -1,7 +1,8 @@
 //! The providers: the contract every adapter fulfils, the table of kinds and the registry of
 //! configured instances, the one path every provider API call takes, and the adapters.
 //!
-//! - `contract.rs`: the [`Provider`] trait, [`Step`], [`refuse_details`].
+//! - `contract.rs`: the [`Provider`] trait, [`Step`], [`refuse_details`]; what a kind's entry
+//!   in the table is ([`KindEntry`], [`InstanceSettings`], [`BuildContext`]).
 //! - `registry.rs`: [`KINDS`], the table of kinds; [`Prepared`], every instance's settings
 //!   parsed and checked once; the [`Registry`] built from them.
 //! - `call.rs`: [`CallPath`](call::CallPath): outbound limit → retry → span and metrics.
@@ -25,7 +26,5 @@ pub mod local;
 mod registry;
 pub mod retry;
 
-pub use contract::{Provider, Step, refuse_details};
-pub use registry::{
-    BuildContext, InstanceSettings, KINDS, KindEntry, Prepared, Registry, check_configs, kinds,
-};
+pub use contract::{BuildContext, InstanceSettings, KindEntry, Provider, Step, refuse_details};
+pub use registry::{KINDS, Prepared, Registry, kinds};

@@ -4,15 +4,17 @@
 //!
 //! Adding a kind means: its folder (like `local/`), declared in `providers/mod.rs`, with its
 //! [`Capability`](crate::domain::Capability), its settings type implementing
-//! [`InstanceSettings`] and its [`KindEntry`]; and that entry's line in [`KINDS`]. Checking a
+//! [`InstanceSettings`] and its [`KindEntry`] (both in `contract.rs`); and that entry's line in
+//! [`KINDS`]. Checking a
 //! configuration, building the instances and any suite run on every kind all read the table.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use async_trait::async_trait;
-
-use super::{Provider, aliyun_vod, cloudfront, kinesis_video, local};
+use super::{
+    BuildContext, InstanceSettings, KindEntry, Provider, aliyun_vod, cloudfront, kinesis_video,
+    local,
+};
 use crate::config::{ConfigError, Environment, ProviderConfig};
 use crate::domain::Method;
 use crate::error::{Error, Kind, Result};
@@ -30,37 +32,6 @@ pub const KINDS: &[KindEntry] = &[
 /// The names `kind = "…"` may take, in the order of [`KINDS`].
 pub fn kinds() -> impl Iterator<Item = &'static str> {
     KINDS.iter().flat_map(|entry| entry.names.iter().copied())
-}
-
-/// One provider kind: the names it goes by in the configuration, and how an entry of it is
-/// parsed and checked; what that gives builds the instance ([`InstanceSettings::build`]).
-pub struct KindEntry {
-    /// The values of `kind` that select this kind (CloudFront has two, one per API).
-    pub names: &'static [&'static str],
-    /// Parses and checks an entry's kind-specific keys, without connecting to anything.
-    pub prepare: fn(&ProviderConfig) -> Result<Box<dyn InstanceSettings>, ConfigError>,
-}
-
-/// What building an instance may need besides its own entry.
-pub struct BuildContext<'a> {
-    /// The environment the gateway was started with (for credentials).
-    pub environment: &'a Environment,
-    /// The shared store (the `local` kind keeps its streams there).
-    pub store: &'a SqlStore,
-    /// Where changes made through the gateway are announced to WatchStream subscribers.
-    pub hub: &'a Arc<WatchHub>,
-}
-
-/// One instance's kind-specific settings, parsed and checked: what its instance is built from.
-#[async_trait]
-pub trait InstanceSettings: Send + Sync {
-    /// Builds the instance of `config` (the entry these settings were parsed from); may
-    /// connect (an SDK's configuration loads here), never parses the entry again.
-    async fn build(
-        self: Box<Self>,
-        config: &ProviderConfig,
-        context: &BuildContext<'_>,
-    ) -> Result<Arc<dyn Provider>>;
 }
 
 /// One configured instance, its settings parsed.
@@ -130,13 +101,6 @@ fn prepare_one(config: &ProviderConfig) -> Result<PreparedInstance, ConfigError>
     })
 }
 
-/// Checks the kind-specific keys of every entry without connecting to anything.
-pub fn check_configs(configs: &[ProviderConfig]) -> Result<(), ConfigError> {
-    configs
-        .iter()
-        .try_for_each(|config| prepare_one(config).map(drop))
-}
-
 /// The configured provider instances, by id.
 pub struct Registry {
     providers: BTreeMap<String, Arc<dyn Provider>>,
@@ -156,19 +120,6 @@ impl Registry {
             providers.insert(config.id, provider);
         }
         Ok(Registry { providers })
-    }
-
-    /// Prepares and builds every configured instance: [`Prepared::prepare`], then
-    /// [`Registry::build`]; a configuration error is an internal error here.
-    pub async fn build_from_configs(
-        configs: &[ProviderConfig],
-        environment: &Environment,
-        store: &SqlStore,
-        hub: &Arc<WatchHub>,
-    ) -> Result<Self> {
-        let prepared =
-            Prepared::prepare(configs, environment).map_err(|e| Error::internal(e.to_string()))?;
-        Registry::build(prepared, store, hub).await
     }
 
     /// The instance `id`, or NOT_FOUND. Labels the current call's telemetry with the
@@ -249,7 +200,6 @@ mod tests {
             ),
             "{error}"
         );
-        assert_eq!(check_configs(&configs).unwrap_err().to_string(), error);
     }
 
     #[test]
@@ -263,14 +213,16 @@ mod tests {
         );
         let prepared = Prepared::prepare(&good, &Environment::default()).unwrap();
         assert_eq!(prepared.instances.len(), 5);
-        check_configs(&good).unwrap();
         for bad in [
             "[[providers]]\nid = \"l\"\nkind = \"local\"\ndisabled_methods = [\"Nope\"]\n",
             "[[providers]]\nid = \"k\"\nkind = \"kinesis-video\"\n",
             "[[providers]]\nid = \"v\"\nkind = \"aliyun-vod\"\n",
             "[[providers]]\nid = \"c\"\nkind = \"cloudfront\"\ndeploy_poll_interval = \"0s\"\n",
         ] {
-            assert!(check_configs(&entries(bad)).is_err(), "{bad}");
+            assert!(
+                Prepared::prepare(&entries(bad), &Environment::default()).is_err(),
+                "{bad}"
+            );
         }
     }
 

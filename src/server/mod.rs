@@ -74,13 +74,12 @@ pub async fn run(
         security,
         transport,
         otel,
+        providers,
     } = parts;
     let telemetry = Telemetry::new(otel)?;
     let store = SqlStore::open(&config.store.url).await?;
     let hub = Arc::new(WatchHub::default());
-    let registry = Arc::new(
-        Registry::build_from_configs(&config.providers, &config.environment, &store, &hub).await?,
-    );
+    let registry = Arc::new(Registry::build(providers, &store, &hub).await?);
     let audit = Audit::new(Arc::new(store.clone()));
     let runner = Runner::new(
         Arc::new(store.clone()),

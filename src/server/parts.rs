@@ -9,6 +9,7 @@ use tonic::transport::Server;
 
 use crate::config::{Config, ConfigError};
 use crate::middleware::Security;
+use crate::providers::Prepared;
 use crate::telemetry::otel::OtelSettings;
 
 /// What serving a configuration needs besides the store and the providers, built once.
@@ -22,15 +23,17 @@ pub struct Parts {
     pub(super) transport: Server,
     /// The trace and metric export the `OTEL_*` variables ask for.
     pub(super) otel: OtelSettings,
+    /// Every provider instance's settings, parsed and checked.
+    pub(super) providers: Prepared,
 }
 
 impl Parts {
     /// Builds the parts of `config` (loaded and validated, e.g. by `Config::load`), or says why
     /// it cannot be served.
     pub fn build(config: &Config) -> Result<Parts, ConfigError> {
-        // Each kind's own keys, without connecting to anything; the instances themselves need
-        // the store and are built by `run`.
-        crate::providers::check_configs(&config.providers)?;
+        // Each kind's own keys, parsed once and without connecting to anything; the instances
+        // themselves need the store and are built from these by `run`.
+        let providers = Prepared::prepare(&config.providers, &config.environment)?;
         let security = Security::from_config(config)?;
         let transport = match &config.server.tls {
             Some(tls) => crate::tls::server(tls)?,
@@ -42,6 +45,7 @@ impl Parts {
             security,
             transport,
             otel,
+            providers,
         })
     }
 }

@@ -43,7 +43,7 @@ pub(super) enum Phase {
 impl Phase {
     pub fn as_str(self) -> &'static str {
         match self {
-            Phase::Accepted => crate::operations::STEP_ACCEPTED,
+            Phase::Accepted => crate::domain::STEP_ACCEPTED,
             Phase::Disabling => "disabling",
             Phase::Waiting => "waiting",
             Phase::Deleting => "deleting",
