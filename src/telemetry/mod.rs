@@ -11,12 +11,10 @@
 //! - `otel.rs`: the `OTEL_*` settings and the OTLP exporters.
 //! - `metrics.rs`: the instruments and their names.
 //! - `call.rs`: the current call's telemetry context; provider-call spans.
-//! - `clock.rs`: the log lines' timestamps.
 //! - `text.rs`: the text log line written to a file or a pipe.
 //! - `scrape.rs`: the Prometheus scrape endpoint.
 
 pub mod call;
-mod clock;
 pub mod metrics;
 pub mod otel;
 pub mod otlp;
@@ -33,6 +31,7 @@ use opentelemetry_sdk::trace::{
     BatchConfigBuilder, BatchSpanProcessor, SdkTracer, SdkTracerProvider,
 };
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::fmt::time::SystemTime;
 
 pub use call::{provider_call, rate_limited, record_provider};
 pub use metrics::Metrics;
@@ -70,7 +69,6 @@ pub fn init(config: &TelemetryConfig) -> Result<LogGuard, String> {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(writer)
-        .with_timer(clock::CachedUtc)
         .with_ansi(terminal);
     let installed = match config.log_format {
         // Coloured, for a person at a terminal.
@@ -78,7 +76,7 @@ pub fn init(config: &TelemetryConfig) -> Result<LogGuard, String> {
         // The same line without colours, written the short way (`text.rs`).
         LogFormat::Text => builder
             .fmt_fields(text::TextFields)
-            .event_format(text::TextLine::new(clock::CachedUtc))
+            .event_format(text::TextLine::new(SystemTime))
             .try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
     };
