@@ -22,8 +22,8 @@ use async_trait::async_trait;
 
 use crate::config::{ConfigError, Environment, ProviderConfig};
 use crate::domain::{
-    Capability, ListQuery, Method, OpRequest, OpResult, Operation, Page, ParentName, Stream,
-    StreamName,
+    Capability, Endpoint, EndpointsRequest, ListQuery, Method, OpRequest, OpResult, Operation,
+    Page, ParentName, Stream, StreamName,
 };
 use crate::error::{Error, Kind, Result};
 use crate::store::SqlStore;
@@ -81,6 +81,24 @@ pub trait Provider: Send + Sync {
             Kind::Cancelled,
             format!("cancelled before step {:?}", op.step),
         )))
+    }
+    /// Where to send and where to play the stream, one endpoint per requested purpose, in
+    /// request order. `request` is checked against the capability's endpoints already.
+    async fn stream_endpoints(
+        &self,
+        name: &StreamName,
+        request: &EndpointsRequest,
+    ) -> Result<Vec<Endpoint>> {
+        let _ = (name, request);
+        Err(Error::new(
+            Kind::CapabilityUnsupported,
+            format!(
+                "providers/{} (kind {}) gives no stream endpoints",
+                self.id(),
+                self.kind()
+            ),
+        )
+        .with_provider(self.id()))
     }
 }
 

@@ -116,6 +116,8 @@ impl AliyunVodProvider {
                 max_data_retention_hours: 0,
                 max_tags: 0,
                 max_page_size: MAX_PAGE_SIZE,
+                endpoints: Vec::new(),
+                max_endpoint_lifetime: Duration::ZERO,
             },
             core,
         })

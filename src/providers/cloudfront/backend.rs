@@ -116,6 +116,8 @@ impl CloudFrontProvider {
                 max_data_retention_hours: 0,
                 max_tags: 0,
                 max_page_size: MAX_PAGE,
+                endpoints: Vec::new(),
+                max_endpoint_lifetime: Duration::ZERO,
             },
             settings,
             core: CloudFrontCore::new(config, environment, variant).await,

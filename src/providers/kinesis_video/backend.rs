@@ -65,6 +65,8 @@ impl KinesisVideoProvider {
                 max_data_retention_hours: 87_600,
                 max_tags: 50,
                 max_page_size: MAX_PAGE_SIZE,
+                endpoints: Vec::new(),
+                max_endpoint_lifetime: Duration::ZERO,
             },
             core: KvsCore::new(&config.id, client, &settings.outbound_limits),
             settings,

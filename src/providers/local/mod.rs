@@ -8,6 +8,7 @@
 //! - `config.rs`: the kind-specific keys.
 //! - `backend.rs`: the [`Provider`](crate::providers::Provider) impl; dispatch only.
 //! - `core.rs`: the SQL on the `local_streams` table.
+//! - `endpoints.rs`: placeholder endpoints (`local://`) for developing clients.
 //! - `cache.rs`: its rows in memory, when the store is this process's alone (SQLite).
 //! - `error.rs`: the adapter's errors and their mapping to the taxonomy.
 
@@ -15,6 +16,7 @@ mod backend;
 mod cache;
 mod config;
 mod core;
+mod endpoints;
 mod error;
 
 pub use backend::LocalProvider;
