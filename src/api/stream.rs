@@ -13,10 +13,10 @@ use tonic::{Request, Response, Status};
 
 use super::{Gateway, authorize_provider, convert, first_step_wait, principal};
 use crate::audit::{Call, CallOutcome};
-use crate::domain::endpoint::{self, DEFAULT_LIFETIME, MAX_PURPOSES};
+use crate::domain::endpoint::{DEFAULT_LIFETIME, MAX_PURPOSES};
 use crate::domain::page::{PageToken, page_size, parse_filter};
 use crate::domain::validate::{
-    Violations, check_etag, check_patch, check_request_id, check_spec, check_stream_id,
+    self, Violations, check_etag, check_patch, check_request_id, check_spec, check_stream_id,
 };
 use crate::domain::{
     CloudFrontTarget, CustomPolicy, EndpointsRequest, ListQuery, Method, OpRequest, ParentName,
@@ -246,7 +246,12 @@ impl StreamApi {
         let cap = provider.capability();
         let mut v = Violations::default();
         let wanted = parse_endpoints_request(r, cap.max_endpoint_lifetime, &mut v);
-        endpoint::check_request(&wanted, &cap.endpoints, cap.max_endpoint_lifetime, &mut v);
+        validate::check_endpoints_request(
+            &wanted,
+            &cap.endpoints,
+            cap.max_endpoint_lifetime,
+            &mut v,
+        );
         v.finish()?;
         let endpoints = provider.stream_endpoints(&name, &wanted).await?;
         Ok(pb::GetStreamEndpointsResponse {
@@ -384,7 +389,7 @@ fn parse_endpoints_request(
                 start_ms: c.start_time.as_ref().map(convert::timestamp_ms),
             },
         };
-        endpoint::check_cloudfront(&target, "cloudfront", v);
+        validate::check_cloudfront(&target, "cloudfront", v);
         target
     });
     EndpointsRequest {
