@@ -1,14 +1,22 @@
 //! GetStreamEndpoints: the request checks every kind shares, the capability matrix in
 //! ProviderService, and each kind's endpoints — `local` placeholders in-process and through the
-//! real binary with grpcurl.
+//! real binary with grpcurl; CloudFront URLs (web distributions on moto, streaming ones on the
+//! wire-level fake) signed exactly as botocore's `CloudFrontSigner` signs them
+//! (`tests/py/cloudfront_signer.py`).
 
 mod support;
 
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use streamgate::pb;
-use support::{Binary, TestServer, local_provider, reason, violated_fields, wait};
+use support::cloudfront_fake::StreamingFake;
+use support::moto::{AWS_ENV, Moto};
+use support::{Binary, TestServer, local_provider, reason, venv_tool, violated_fields, wait};
 use tonic::Code;
+
+const KEY_ID: &str = "K2JCJMDEHXQW5F";
 
 const HOUR: prost_types::Duration = prost_types::Duration {
     seconds: 3600,
@@ -168,7 +176,7 @@ async fn bad_requests_name_every_offending_field() {
                 }),
                 cloudfront: Some(pb::CloudFrontEndpointOptions {
                     path: "/x y".into(),
-                    ip_range: "10.0.0.0".into(),
+                    ip_range: "10.0.0/8".into(),
                     ..Default::default()
                 }),
                 ..endpoints_request(name, &[pb::EndpointPurpose::Playback])
@@ -286,4 +294,261 @@ async fn the_binary_gives_a_playback_url_to_grpcurl() {
         "{text}"
     );
     assert!(started.elapsed() < Duration::from_secs(10));
+}
+
+/// Runs `tests/py/cloudfront_signer.py` with `args`; its one line of output.
+fn signer(args: &[&str]) -> String {
+    let output = Command::new(venv_tool("python"))
+        .arg(support::repo().join("tests/py/cloudfront_signer.py"))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", support::output_text(&output));
+    String::from_utf8(output.stdout).unwrap().trim().to_string()
+}
+
+fn keygen(dir: &Path) -> String {
+    let pem = dir.join("cloudfront.pem").display().to_string();
+    signer(&["keygen", &pem]);
+    pem
+}
+
+fn cloudfront_request(
+    name: &str,
+    path: &str,
+    signed: bool,
+    ip_range: &str,
+    start_s: Option<i64>,
+) -> pb::GetStreamEndpointsRequest {
+    pb::GetStreamEndpointsRequest {
+        cloudfront: Some(pb::CloudFrontEndpointOptions {
+            path: path.into(),
+            signed,
+            ip_range: ip_range.into(),
+            start_time: start_s.map(|seconds| prost_types::Timestamp { seconds, nanos: 0 }),
+        }),
+        lifetime: Some(prost_types::Duration {
+            seconds: 600,
+            nanos: 0,
+        }),
+        ..endpoints_request(name, &[pb::EndpointPurpose::Playback])
+    }
+}
+
+async fn one_endpoint(
+    server: &TestServer,
+    request: pb::GetStreamEndpointsRequest,
+) -> pb::StreamEndpoint {
+    let mut answer = server
+        .streams()
+        .get_stream_endpoints(request)
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(answer.endpoints.len(), 1);
+    answer.endpoints.remove(0)
+}
+
+/// A web distribution created on moto through the gateway; its Id and domain name.
+async fn web_distribution(server: &TestServer) -> (String, String) {
+    let op = server
+        .streams()
+        .create_stream(pb::CreateStreamRequest {
+            parent: "providers/web".into(),
+            stream_id: "edge".into(),
+            stream: Some(pb::Stream {
+                details: Some(pb::stream::Details::Cloudfront(
+                    pb::CloudFrontStreamDetails {
+                        origin: Some(pb::CloudFrontOrigin {
+                            r#type: pb::cloud_front_origin::Type::S3 as i32,
+                            domain_name: "media.s3.amazonaws.com".into(),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    },
+                )),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let op = if op.done { op } else { wait(server, &op).await };
+    let Some(pb::operation::Result::Stream(stream)) = op.result else {
+        panic!("{op:?}");
+    };
+    let Some(pb::stream::Details::Cloudfront(details)) = stream.details else {
+        panic!("{stream:?}");
+    };
+    let id = stream.name.rsplit('/').next().unwrap().to_string();
+    (id, details.domain_name)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cloudfront_signed_urls_are_botocores_and_tampering_breaks_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let pem = keygen(dir.path());
+    let moto = Moto::start();
+    let providers = format!(
+        "[[providers]]\nid = \"web\"\nkind = \"cloudfront\"\nendpoint_url = \"{}\"\n\
+         signing_key_id = \"{KEY_ID}\"\nsigning_private_key_file = \"{pem}\"\n",
+        moto.url()
+    );
+    let server = TestServer::start_in_env(tempfile::tempdir().unwrap(), &providers, &AWS_ENV).await;
+    let (id, domain) = web_distribution(&server).await;
+    let name = format!("providers/web/streams/{id}");
+    let base = format!("https://{domain}/live/cam-7/index.m3u8");
+
+    let before = now_s();
+    let canned = one_endpoint(
+        &server,
+        cloudfront_request(&name, "live/cam-7/index.m3u8", false, "", None),
+    )
+    .await;
+    assert_eq!(canned.protocol, pb::EndpointProtocol::Hls as i32);
+    let expires = canned.expire_time.unwrap().seconds;
+    assert!(
+        (before + 599..=now_s() + 600).contains(&expires),
+        "{expires}"
+    );
+    let botocore = signer(&["sign", &pem, KEY_ID, &base, &expires.to_string()]);
+    assert_eq!(canned.uri, botocore);
+    assert!(
+        canned
+            .uri
+            .contains(&format!("?Expires={expires}&Signature="))
+    );
+    assert_eq!(signer(&["verify", &pem, &canned.uri]), "OK");
+    let tampered = canned.uri.replace("cam-7", "cam-8");
+    assert_eq!(signer(&["verify", &pem, &tampered]), "BAD");
+    let extended = canned.uri.replace(
+        &format!("Expires={expires}"),
+        &format!("Expires={}", expires + 3600),
+    );
+    assert_eq!(signer(&["verify", &pem, &extended]), "BAD");
+
+    let start = now_s() - 60;
+    let custom = one_endpoint(
+        &server,
+        cloudfront_request(
+            &name,
+            "live/cam-7/index.m3u8",
+            true,
+            "192.0.2.0/24",
+            Some(start),
+        ),
+    )
+    .await;
+    let expires = custom.expire_time.unwrap().seconds;
+    let botocore = signer(&[
+        "sign",
+        &pem,
+        KEY_ID,
+        &base,
+        &expires.to_string(),
+        "192.0.2.0/24",
+        &start.to_string(),
+    ]);
+    assert_eq!(custom.uri, botocore);
+    assert!(custom.uri.contains("?Policy="));
+    assert_eq!(signer(&["verify", &pem, &custom.uri]), "OK");
+    assert!(custom.client_requirements.contains("192.0.2.0/24"));
+
+    let dash = one_endpoint(
+        &server,
+        cloudfront_request(&name, "vod/a/manifest.mpd", false, "", None),
+    )
+    .await;
+    assert_eq!(dash.protocol, pb::EndpointProtocol::Dash as i32);
+    let missing = server
+        .streams()
+        .get_stream_endpoints(cloudfront_request(
+            "providers/web/streams/ENOSUCHDIST",
+            "a.m3u8",
+            false,
+            "",
+            None,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(missing.code(), Code::NotFound);
+    assert_eq!(reason(&missing), "STREAM_NOT_FOUND");
+    assert_eq!(
+        support::info_metadata(&missing, "provider_code"),
+        "NoSuchDistribution"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streaming_distributions_give_rtmp_urls_signed_with_a_key_from_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let pem = keygen(dir.path());
+    let fake = StreamingFake::start(0).await;
+    fake.add("EFAKE1", true, "one");
+    let providers = format!(
+        "[[providers]]\nid = \"rtmp\"\nkind = \"cloudfront-streaming\"\nendpoint_url = \"{url}\"\n\
+         signing_key_id = \"{KEY_ID}\"\nsigning_private_key_env = \"CF_SIGNING_KEY\"\n\
+         [[providers]]\nid = \"unsigned\"\nkind = \"cloudfront-streaming\"\nendpoint_url = \"{url}\"\n",
+        url = fake.url()
+    );
+    let key = std::fs::read_to_string(&pem).unwrap();
+    let mut env = AWS_ENV.to_vec();
+    env.push(("CF_SIGNING_KEY", &key));
+    let server = TestServer::start_in_env(tempfile::tempdir().unwrap(), &providers, &env).await;
+
+    let rtmp = one_endpoint(
+        &server,
+        cloudfront_request(
+            "providers/rtmp/streams/EFAKE1",
+            "mp4:cam-7",
+            false,
+            "",
+            None,
+        ),
+    )
+    .await;
+    assert_eq!(rtmp.protocol, pb::EndpointProtocol::Rtmp as i32);
+    let expires = rtmp.expire_time.unwrap().seconds;
+    // An RTMP policy names the stream; the URL is the distribution's path to it.
+    let botocore = signer(&["sign", &pem, KEY_ID, "mp4:cam-7", &expires.to_string()]);
+    assert_eq!(
+        rtmp.uri,
+        format!("rtmp://sefake1.cloudfront.net/cfx/st/{botocore}")
+    );
+
+    let plain = one_endpoint(
+        &server,
+        cloudfront_request(
+            "providers/unsigned/streams/EFAKE1",
+            "mp4:cam-7",
+            false,
+            "",
+            None,
+        ),
+    )
+    .await;
+    assert_eq!(plain.uri, "rtmp://sefake1.cloudfront.net/cfx/st/mp4:cam-7");
+    assert_eq!(plain.expire_time, None);
+    for request in [
+        cloudfront_request("providers/unsigned/streams/EFAKE1", "a", true, "", None),
+        cloudfront_request("providers/unsigned/streams/EFAKE1", "a", false, "", Some(1)),
+    ] {
+        let refused = server
+            .streams()
+            .get_stream_endpoints(request)
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code(), Code::FailedPrecondition);
+        assert_eq!(reason(&refused), "SIGNING_KEY_NOT_CONFIGURED");
+    }
+    let no_path = server
+        .streams()
+        .get_stream_endpoints(endpoints_request(
+            "providers/unsigned/streams/EFAKE1",
+            &[pb::EndpointPurpose::Playback],
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(violated_fields(&no_path), ["cloudfront.path"]);
 }

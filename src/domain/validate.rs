@@ -244,8 +244,9 @@ pub fn check_endpoints_request(
     }
 }
 
-/// Checks a CloudFront target's own shape: a path of printable characters without a query or
-/// fragment, and an IPv4 CIDR range.
+/// Checks a CloudFront target's own shape: a path of printable ASCII without a query or a
+/// fragment (so that it goes into a URL and a policy statement as it is), and an IPv4 address
+/// or CIDR range.
 pub fn check_cloudfront(target: &CloudFrontTarget, field: &str, v: &mut Violations) {
     let path = &target.path;
     if path.is_empty() {
@@ -256,13 +257,13 @@ pub fn check_cloudfront(target: &CloudFrontTarget, field: &str, v: &mut Violatio
             format!("at most {MAX_PATH_LEN} bytes, got {}", path.len()),
         );
     } else if path.starts_with('/')
-        || path
+        || !path
             .chars()
-            .any(|c| c.is_control() || c.is_whitespace() || matches!(c, '?' | '#'))
+            .all(|c| c.is_ascii_graphic() && !matches!(c, '?' | '#' | '"' | '\\'))
     {
         v.add(
             format!("{field}.path"),
-            "a path without a leading '/', spaces, control characters, '?' or '#'",
+            "printable ASCII (percent-encode the rest) without a leading '/', '?', '#', '\"' or '\\'",
         );
     }
     if let Some(range) = &target.policy.ip_range
@@ -270,15 +271,13 @@ pub fn check_cloudfront(target: &CloudFrontTarget, field: &str, v: &mut Violatio
     {
         v.add(
             format!("{field}.ip_range"),
-            "an IPv4 range in CIDR notation, e.g. 192.0.2.0/24",
+            "an IPv4 address or range in CIDR notation, e.g. 192.0.2.0/24",
         );
     }
 }
 
 fn is_ipv4_cidr(text: &str) -> bool {
-    let Some((address, bits)) = text.split_once('/') else {
-        return false;
-    };
+    let (address, bits) = text.split_once('/').unwrap_or((text, "32"));
     address.parse::<std::net::Ipv4Addr>().is_ok()
         && !bits.starts_with('+')
         && bits.parse::<u8>().is_ok_and(|b| b <= 32)
@@ -358,7 +357,9 @@ mod endpoint_tests {
         assert_eq!(check("", None), ["cloudfront.path"]);
         assert_eq!(check("/a", None), ["cloudfront.path"]);
         assert_eq!(check("a?b=1", None), ["cloudfront.path"]);
-        assert_eq!(check("a", Some("192.0.2.0")), ["cloudfront.ip_range"]);
+        assert!(check("a", Some("192.0.2.7")).is_empty());
+        assert_eq!(check("a\"b", None), ["cloudfront.path"]);
+        assert_eq!(check("a", Some("192.0.2")), ["cloudfront.ip_range"]);
         assert_eq!(check("a", Some("192.0.2.0/33")), ["cloudfront.ip_range"]);
     }
 

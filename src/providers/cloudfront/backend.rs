@@ -11,13 +11,15 @@ use sha2::{Digest, Sha256};
 use super::Variant;
 use super::config::CloudFrontSettings;
 use super::core::{CloudFrontCore, Distribution, check_comment, check_new};
+use super::signer::UrlSigner;
 use super::workflow::{Handoff, Next, Phase, Progress, Target, Workflow, key};
 use crate::config::{Environment, ProviderConfig};
 use crate::domain::names::MAX_SEGMENT_LEN;
 use crate::domain::validate::Violations;
 use crate::domain::{
-    BatchItem, Capability, ListQuery, Method, OpRequest, OpResult, Operation, Page, ParentName,
-    Stream, StreamDetails, StreamName, StreamPatch, StreamSpec, StreamState, now_ms,
+    BatchItem, Capability, Endpoint, EndpointsRequest, ListQuery, Method, OpRequest, OpResult,
+    Operation, Page, ParentName, Stream, StreamDetails, StreamName, StreamPatch, StreamSpec,
+    StreamState, now_ms,
 };
 use crate::error::{Error, Kind, Result};
 use crate::providers::{Provider, Step};
@@ -44,6 +46,8 @@ pub struct CloudFrontProvider {
     handoff: Handoff,
     // Where every change made through the gateway is announced to WatchStream subscribers.
     hub: Arc<WatchHub>,
+    // Signs playback URLs, when a key pair is configured.
+    signer: Option<UrlSigner>,
 }
 
 /// One name of a BatchDeleteStreams operation, as persisted between steps.
@@ -102,6 +106,7 @@ impl CloudFrontProvider {
             .into_iter()
             .filter(|m| *m != Method::CreateStream || variant == Variant::Web)
             .collect();
+        let signer = UrlSigner::load(&config.id, &settings, environment)?;
         Ok(CloudFrontProvider {
             id: config.id.clone(),
             variant,
@@ -116,13 +121,14 @@ impl CloudFrontProvider {
                 max_data_retention_hours: 0,
                 max_tags: 0,
                 max_page_size: MAX_PAGE,
-                endpoints: Vec::new(),
-                max_endpoint_lifetime: Duration::ZERO,
+                endpoints: super::endpoints::support(variant),
+                max_endpoint_lifetime: super::endpoints::MAX_LIFETIME,
             },
             settings,
             core: CloudFrontCore::new(config, environment, variant).await,
             handoff: Handoff::default(),
             hub: Arc::clone(hub),
+            signer,
         })
     }
 
@@ -416,6 +422,24 @@ impl Provider for CloudFrontProvider {
 
     async fn get_stream(&self, name: &StreamName) -> Result<Stream> {
         self.core.get(&name.stream).await.map(|d| self.stream(d))
+    }
+
+    async fn stream_endpoints(
+        &self,
+        name: &StreamName,
+        request: &EndpointsRequest,
+    ) -> Result<Vec<Endpoint>> {
+        let signer = self.signer.as_ref();
+        let target = super::endpoints::target(&self.id, signer, request)?;
+        let distribution = self.core.get(&name.stream).await?;
+        let endpoint = super::endpoints::playback(
+            self.variant,
+            &distribution.details.domain_name,
+            signer,
+            target,
+            request,
+        )?;
+        Ok(vec![endpoint])
     }
 
     /// One CloudFront page per call (the position is CloudFront's marker); the filter is

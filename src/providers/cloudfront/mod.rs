@@ -5,16 +5,20 @@
 //! (disable with If-Match, wait until Deployed, delete with the newest ETag): `workflow.rs`
 //! runs it as the steps of a durable operation, for both kinds and for every name of a batch.
 //!
-//! - `config.rs`: the kind-specific keys (`deploy_poll_interval`, `deploy_timeout`).
+//! - `config.rs`: the kind-specific keys (`deploy_poll_interval`, `deploy_timeout`, the
+//!   signing key pair).
 //! - `backend.rs`: the [`Provider`](crate::providers::Provider) impl; dispatch only.
 //! - `core.rs`: the SDK calls of both kinds behind one interface.
 //! - `workflow.rs`: the disable → wait → delete state machine.
+//! - `endpoints.rs`: playback URLs (GetStreamEndpoints); `signer.rs`: their signing.
 //! - `error.rs`: the adapter's errors and [`parse_error`](error::parse_error).
 
 mod backend;
 mod config;
 mod core;
+mod endpoints;
 mod error;
+mod signer;
 mod workflow;
 
 pub use backend::CloudFrontProvider;
