@@ -50,6 +50,8 @@ pub enum Kind {
     OperationDone,
     /// A signed URL was asked of a provider instance with no signing key configured.
     SigningKeyNotConfigured,
+    /// The stream cannot be played back (e.g. a KVS stream that retains no data).
+    StreamNotPlayable,
     /// The provider throttled us and kept doing so through our retries.
     ProviderThrottled,
     /// An account quota of the provider is used up.
@@ -92,7 +94,8 @@ impl Kind {
             Kind::StreamInUse
             | Kind::StreamNotDisabled
             | Kind::OperationDone
-            | Kind::SigningKeyNotConfigured => Code::FailedPrecondition,
+            | Kind::SigningKeyNotConfigured
+            | Kind::StreamNotPlayable => Code::FailedPrecondition,
             Kind::ProviderThrottled
             | Kind::ProviderQuotaExceeded
             | Kind::RateLimited
@@ -123,6 +126,7 @@ impl Kind {
             Kind::StreamNotDisabled => "STREAM_NOT_DISABLED",
             Kind::OperationDone => "OPERATION_DONE",
             Kind::SigningKeyNotConfigured => "SIGNING_KEY_NOT_CONFIGURED",
+            Kind::StreamNotPlayable => "STREAM_NOT_PLAYABLE",
             Kind::ProviderThrottled => "PROVIDER_THROTTLED",
             Kind::ProviderQuotaExceeded => "PROVIDER_QUOTA_EXCEEDED",
             Kind::ProviderPermissionDenied => "PROVIDER_PERMISSION_DENIED",

@@ -2,7 +2,8 @@
 //! ProviderService, and each kind's endpoints — `local` placeholders in-process and through the
 //! real binary with grpcurl; CloudFront URLs (web distributions on moto, streaming ones on the
 //! wire-level fake) signed exactly as botocore's `CloudFrontSigner` signs them
-//! (`tests/py/cloudfront_signer.py`).
+//! (`tests/py/cloudfront_signer.py`); KVS session URLs from moto's server, control plane and
+//! archived media on one loopback port (`tests/py/moto_kvs.py`).
 
 mod support;
 
@@ -551,4 +552,210 @@ async fn streaming_distributions_give_rtmp_urls_signed_with_a_key_from_the_envir
         .await
         .unwrap_err();
     assert_eq!(violated_fields(&no_path), ["cloudfront.path"]);
+}
+
+/// moto's server with archived media routed (`tests/py/moto_kvs.py`); killed when dropped.
+struct MotoKvs {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl MotoKvs {
+    async fn start() -> Self {
+        let port = support::free_port();
+        let child = Command::new(venv_tool("python"))
+            .arg(support::repo().join("tests/py/moto_kvs.py"))
+            .arg(port.to_string())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let moto = MotoKvs { child, port };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while moto.recorded().await.is_none() {
+            assert!(Instant::now() < deadline, "moto_kvs.py did not start");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        moto
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// What moto received (`METHOD PATH`) and the session URLs it issued.
+    async fn recorded(&self) -> Option<(Vec<String>, Vec<String>)> {
+        let body: serde_json::Value = reqwest::get(format!("{}/recorded", self.url()))
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        let strings = |key: &str| {
+            body[key]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_str().unwrap().to_string())
+                .collect()
+        };
+        Some((strings("requests"), strings("issued")))
+    }
+}
+
+impl Drop for MotoKvs {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn create_kvs(server: &TestServer, id: &str, retention: i32) -> pb::Stream {
+    let op = server
+        .streams()
+        .create_stream(pb::CreateStreamRequest {
+            parent: "providers/kvs".into(),
+            stream_id: id.into(),
+            stream: Some(pb::Stream {
+                media_type: "video/h264".into(),
+                data_retention_hours: retention,
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    match wait(server, &op).await.result {
+        Some(pb::operation::Result::Stream(s)) => s,
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kvs_session_urls_are_the_ones_moto_issued_and_stay_on_loopback() {
+    let moto = MotoKvs::start().await;
+    let providers = format!(
+        "[[providers]]\nid = \"kvs\"\nkind = \"kinesis-video\"\nregion = \"us-east-1\"\n\
+         endpoint_url = \"{}\"\ncreation_poll_interval = \"50ms\"\nread_tags = false\n",
+        moto.url()
+    );
+    let server = TestServer::start_env(&providers, &AWS_ENV).await;
+    let lobby = create_kvs(&server, "lobby", 24).await;
+    create_kvs(&server, "noretain", 0).await;
+    let mut streams = server.streams();
+
+    let before = now_s();
+    let answer = streams
+        .get_stream_endpoints(endpoints_request(
+            "providers/kvs/streams/lobby",
+            &[pb::EndpointPurpose::Playback, pb::EndpointPurpose::Ingest],
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let [hls, ingest] = answer.endpoints.as_slice() else {
+        panic!("{answer:?}");
+    };
+    let (requests, issued) = moto.recorded().await.unwrap();
+    assert_eq!(issued.last(), Some(&hls.uri), "the URL moto issued");
+    assert_eq!(hls.protocol, pb::EndpointProtocol::Hls as i32);
+    assert!(
+        hls.uri
+            .contains("/hls/v1/getHLSMasterPlaylist.m3u8?SessionToken=")
+    );
+    let expires = hls.expire_time.unwrap().seconds;
+    assert!(
+        (before + 3599..=now_s() + 3600).contains(&expires),
+        "{expires}"
+    );
+    // Every call reached moto on loopback: the data endpoint moto named (an AWS hostname)
+    // was never called, or the archived-media call would not be in moto's record.
+    for call in ["POST /getDataEndpoint", "POST /getHLSStreamingSessionURL"] {
+        assert!(requests.iter().any(|r| r == call), "{call}: {requests:?}");
+    }
+    assert_eq!(ingest.protocol, pb::EndpointProtocol::PutMedia as i32);
+    assert_eq!(ingest.uri, moto.url());
+    assert!(ingest.client_requirements.contains("SigV4"));
+    assert!(ingest.client_requirements.contains(&lobby.provider_uid));
+
+    let dash = streams
+        .get_stream_endpoints(pb::GetStreamEndpointsRequest {
+            protocol: pb::EndpointProtocol::Dash as i32,
+            playback: Some(pb::PlaybackOptions {
+                mode: pb::PlaybackMode::OnDemand as i32,
+                start_time: Some(prost_types::Timestamp {
+                    seconds: before - 600,
+                    nanos: 0,
+                }),
+                end_time: Some(prost_types::Timestamp {
+                    seconds: before,
+                    nanos: 0,
+                }),
+            }),
+            ..endpoints_request(
+                "providers/kvs/streams/lobby",
+                &[pb::EndpointPurpose::Playback],
+            )
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let (_, issued) = moto.recorded().await.unwrap();
+    assert_eq!(issued.last(), Some(&dash.endpoints[0].uri));
+    assert!(
+        dash.endpoints[0]
+            .uri
+            .contains("/dash/v1/getDASHManifest.mpd")
+    );
+
+    let not_retained = streams
+        .get_stream_endpoints(endpoints_request(
+            "providers/kvs/streams/noretain",
+            &[pb::EndpointPurpose::Playback],
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(not_retained.code(), Code::FailedPrecondition);
+    assert_eq!(reason(&not_retained), "STREAM_NOT_PLAYABLE");
+    assert!(not_retained.message().contains("noretain"));
+    let missing = streams
+        .get_stream_endpoints(endpoints_request(
+            "providers/kvs/streams/nope",
+            &[pb::EndpointPurpose::Playback],
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(missing.code(), Code::NotFound);
+    assert_eq!(reason(&missing), "STREAM_NOT_FOUND");
+    assert_eq!(
+        support::info_metadata(&missing, "provider_code"),
+        "ResourceNotFoundException"
+    );
+    let short = streams
+        .get_stream_endpoints(pb::GetStreamEndpointsRequest {
+            lifetime: Some(prost_types::Duration {
+                seconds: 120,
+                nanos: 0,
+            }),
+            ..endpoints_request(
+                "providers/kvs/streams/lobby",
+                &[pb::EndpointPurpose::Playback],
+            )
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(violated_fields(&short), ["lifetime"]);
+    let caps = server
+        .providers()
+        .get_provider(pb::GetProviderRequest {
+            name: "providers/kvs".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .capabilities
+        .unwrap();
+    assert!(caps.methods.contains(&"GetStreamEndpoints".to_string()));
+    assert_eq!(caps.max_endpoint_lifetime.unwrap().seconds, 43_200);
 }
