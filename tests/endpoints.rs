@@ -3,9 +3,14 @@
 //! real binary with grpcurl; CloudFront URLs (web distributions on moto, streaming ones on the
 //! wire-level fake) signed exactly as botocore's `CloudFrontSigner` signs them
 //! (`tests/py/cloudfront_signer.py`); KVS session URLs from moto's server, control plane and
-//! archived media on one loopback port (`tests/py/moto_kvs.py`).
+//! archived media on one loopback port (`tests/py/moto_kvs.py`); VOD PlayURLs through the VOD
+//! fake, with AuthTimeout sent.
 
 mod support;
+// Shared with tests/aliyun_vod.rs, which uses the rest of it.
+#[allow(dead_code)]
+#[path = "fakes/vod.rs"]
+mod vod;
 
 use std::path::Path;
 use std::process::Command;
@@ -758,4 +763,106 @@ async fn kvs_session_urls_are_the_ones_moto_issued_and_stay_on_loopback() {
         .unwrap();
     assert!(caps.methods.contains(&"GetStreamEndpoints".to_string()));
     assert_eq!(caps.max_endpoint_lifetime.unwrap().seconds, 43_200);
+}
+
+#[tokio::test]
+async fn vod_play_urls_come_from_get_play_info_with_auth_timeout() {
+    let fake = vod::FakeVod::start().await;
+    fake.add_key("LTAI5tFakeKeyId01", "fake-secret", None);
+    fake.add_video("v1", &["job-hls"]);
+    fake.set_url_authentication(Some("url-auth-key"));
+    let server = TestServer::start(&format!(
+        "[[providers]]\nid = \"vod\"\nkind = \"aliyun-vod\"\nregion = \"cn-shanghai\"\n\
+         endpoint_url = \"{}\"\naccess_key_id = \"LTAI5tFakeKeyId01\"\naccess_key_secret = \"fake-secret\"\n",
+        fake.url()
+    ))
+    .await;
+    let mut streams = server.streams();
+    let name = "providers/vod/videos/v1/streams/job-hls";
+    let before = now_s();
+    let endpoint = one_endpoint(
+        &server,
+        endpoints_request(name, &[pb::EndpointPurpose::Playback]),
+    )
+    .await;
+    let calls = fake.calls("GetPlayInfo");
+    let call = calls.last().unwrap();
+    assert_eq!(call.param("AuthTimeout"), Some("3600"));
+    assert_eq!(call.param("VideoId"), Some("v1"));
+    assert!(call.signature_valid);
+    assert_eq!(endpoint.protocol, pb::EndpointProtocol::Hls as i32);
+    let (url, auth_key) = endpoint.uri.split_once("?auth_key=").unwrap();
+    assert_eq!(url, "https://vod.example/v1/job-hls.m3u8");
+    let expiry: i64 = auth_key.split('-').next().unwrap().parse().unwrap();
+    assert!(
+        (before + 3600..=now_s() + 3600).contains(&expiry),
+        "{expiry}"
+    );
+    let expires = endpoint.expire_time.unwrap().seconds;
+    assert!((before + 3599..=now_s() + 3600).contains(&expires));
+
+    fake.set_url_authentication(None);
+    let plain = one_endpoint(
+        &server,
+        endpoints_request(name, &[pb::EndpointPurpose::Playback]),
+    )
+    .await;
+    assert_eq!(plain.uri, "https://vod.example/v1/job-hls.m3u8");
+    assert_eq!(
+        plain.expire_time, None,
+        "no URL authentication: it does not expire"
+    );
+
+    for (request, code, why) in [
+        (
+            endpoints_request(
+                "providers/vod/videos/v1/streams/nope",
+                &[pb::EndpointPurpose::Playback],
+            ),
+            Code::NotFound,
+            "STREAM_NOT_FOUND",
+        ),
+        (
+            endpoints_request(
+                "providers/vod/videos/v404/streams/job-hls",
+                &[pb::EndpointPurpose::Playback],
+            ),
+            Code::NotFound,
+            "VIDEO_NOT_FOUND",
+        ),
+        (
+            pb::GetStreamEndpointsRequest {
+                protocol: pb::EndpointProtocol::Dash as i32,
+                ..endpoints_request(name, &[pb::EndpointPurpose::Playback])
+            },
+            Code::InvalidArgument,
+            "INVALID_ARGUMENT",
+        ),
+        (
+            endpoints_request(name, &[pb::EndpointPurpose::Ingest]),
+            Code::InvalidArgument,
+            "INVALID_ARGUMENT",
+        ),
+    ] {
+        let status = streams
+            .get_stream_endpoints(request.clone())
+            .await
+            .unwrap_err();
+        assert_eq!(
+            (status.code(), reason(&status).as_str()),
+            (code, why),
+            "{request:?}"
+        );
+    }
+    let missing_video = streams
+        .get_stream_endpoints(endpoints_request(
+            "providers/vod/videos/v404/streams/job-hls",
+            &[pb::EndpointPurpose::Playback],
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        support::info_metadata(&missing_video, "provider_code"),
+        "InvalidVideo.NotFound"
+    );
 }
