@@ -38,6 +38,7 @@ const DESCRIBE: &str = "DescribeStream";
 const LIST: &str = "ListStreams";
 const OTHER: &str = "Other";
 const DATA_ENDPOINT: &str = "GetDataEndpoint";
+/// The limit both session-URL actions share.
 const SESSION_URL: &str = "GetStreamingSessionURL";
 
 /// The SDK client of one instance, with its limits.
@@ -419,7 +420,7 @@ impl KvsCore {
                     .build()
             });
             let output = self
-                .call(SESSION_URL, || async {
+                .call("GetDASHStreamingSessionURL", || async {
                     self.limits.acquire(SESSION_URL, Some(name)).await;
                     client
                         .get_dash_streaming_session_url()
@@ -455,7 +456,7 @@ impl KvsCore {
                 .build()
         });
         let output = self
-            .call(SESSION_URL, || async {
+            .call("GetHLSStreamingSessionURL", || async {
                 self.limits.acquire(SESSION_URL, Some(name)).await;
                 client
                     .get_hls_streaming_session_url()
