@@ -1,5 +1,5 @@
 //! GetStreamEndpoints: the request checks every kind shares, the capability matrix in
-//! ProviderService, and each kind's endpoints — `local` placeholders in-process and through the
+//! ProviderService, authorization and rate limits as for any read, and each kind's endpoints — `local` placeholders in-process and through the
 //! real binary with grpcurl; CloudFront URLs (web distributions on moto, streaming ones on the
 //! wire-level fake) signed exactly as botocore's `CloudFrontSigner` signs them
 //! (`tests/py/cloudfront_signer.py`); KVS session URLs from moto's server, control plane and
@@ -865,4 +865,71 @@ async fn vod_play_urls_come_from_get_play_info_with_auth_timeout() {
         support::info_metadata(&missing_video, "provider_code"),
         "InvalidVideo.NotFound"
     );
+}
+
+fn bearer<T>(message: T, key: &str) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {key}").parse().unwrap());
+    request
+}
+
+#[tokio::test]
+async fn endpoints_are_authorized_and_rate_limited_like_reads() {
+    use sha2::Digest;
+    let sha = |key: &str| hex::encode(sha2::Sha256::digest(key.as_bytes()));
+    let rest = format!(
+        "{}{}[auth]\nmode = \"api-key\"\n\
+         [[auth.api_keys]]\nprincipal = \"ops\"\nsha256 = \"{}\"\n\
+         [[auth.api_keys]]\nprincipal = \"viewer\"\nsha256 = \"{}\"\n\
+         [[authorization]]\nprincipal = \"ops\"\nmethods = [\"*\"]\n\
+         [[authorization]]\nprincipal = \"viewer\"\nmethods = [\"StreamService/Get*\"]\nproviders = [\"local\"]\n\
+         [rate_limits]\nper_second = 1000\n\
+         [[rate_limits.rules]]\nprincipal = \"viewer\"\nmethod = \"StreamService/GetStreamEndpoints\"\nper_second = 1\nburst = 2\n",
+        local_provider("local", "0s"),
+        local_provider("other", "0s"),
+        sha("ops-key"),
+        sha("viewer-key"),
+    );
+    let server = TestServer::start_configured("", &rest, &[]).await;
+    let op = server
+        .streams()
+        .create_stream(bearer(
+            pb::CreateStreamRequest {
+                parent: "providers/local".into(),
+                stream_id: "cam-1".into(),
+                ..Default::default()
+            },
+            "ops-key",
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(op.done, "{op:?}");
+    let mut streams = server.streams();
+    let ask = |name: &str| {
+        bearer(
+            endpoints_request(name, &[pb::EndpointPurpose::Playback]),
+            "viewer-key",
+        )
+    };
+    // The provider grant is checked in the handler, inside the rate limit: this call takes
+    // the first of the viewer's two tokens.
+    let denied = streams
+        .get_stream_endpoints(ask("providers/other/streams/cam-1"))
+        .await
+        .unwrap_err();
+    assert_eq!(denied.code(), Code::PermissionDenied);
+    assert_eq!(reason(&denied), "PERMISSION_DENIED");
+    streams
+        .get_stream_endpoints(ask("providers/local/streams/cam-1"))
+        .await
+        .expect("a Get* grant covers GetStreamEndpoints");
+    let limited = streams
+        .get_stream_endpoints(ask("providers/local/streams/cam-1"))
+        .await
+        .unwrap_err();
+    assert_eq!(limited.code(), Code::ResourceExhausted);
+    assert_eq!(reason(&limited), "RATE_LIMITED");
 }
