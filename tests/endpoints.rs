@@ -313,9 +313,14 @@ fn signer(args: &[&str]) -> String {
     String::from_utf8(output.stdout).unwrap().trim().to_string()
 }
 
-fn keygen(dir: &Path) -> String {
+/// A new RSA key in `dir`, PKCS#1 (`RSA PRIVATE KEY`) or PKCS#8 (`PRIVATE KEY`).
+fn keygen(dir: &Path, pkcs8: bool) -> String {
     let pem = dir.join("cloudfront.pem").display().to_string();
-    signer(&["keygen", &pem]);
+    if pkcs8 {
+        signer(&["keygen", &pem, "pkcs8"]);
+    } else {
+        signer(&["keygen", &pem]);
+    }
     pem
 }
 
@@ -394,7 +399,7 @@ async fn web_distribution(server: &TestServer) -> (String, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cloudfront_signed_urls_are_botocores_and_tampering_breaks_them() {
     let dir = tempfile::tempdir().unwrap();
-    let pem = keygen(dir.path());
+    let pem = keygen(dir.path(), false);
     let moto = Moto::start();
     let providers = format!(
         "[[providers]]\nid = \"web\"\nkind = \"cloudfront\"\nendpoint_url = \"{}\"\n\
@@ -489,7 +494,7 @@ async fn cloudfront_signed_urls_are_botocores_and_tampering_breaks_them() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn streaming_distributions_give_rtmp_urls_signed_with_a_key_from_the_environment() {
     let dir = tempfile::tempdir().unwrap();
-    let pem = keygen(dir.path());
+    let pem = keygen(dir.path(), true);
     let fake = StreamingFake::start(0).await;
     fake.add("EFAKE1", true, "one");
     let providers = format!(
@@ -499,6 +504,7 @@ async fn streaming_distributions_give_rtmp_urls_signed_with_a_key_from_the_envir
         url = fake.url()
     );
     let key = std::fs::read_to_string(&pem).unwrap();
+    assert!(key.starts_with("-----BEGIN PRIVATE KEY-----"), "PKCS#8");
     let mut env = AWS_ENV.to_vec();
     env.push(("CF_SIGNING_KEY", &key));
     let server = TestServer::start_in_env(tempfile::tempdir().unwrap(), &providers, &env).await;

@@ -2,8 +2,8 @@
 signer from `cryptography`, to check the gateway's signed URLs against.
 
 Usage:
-  cloudfront_signer.py keygen PEM_PATH
-      writes a new 2048-bit RSA private key (PKCS#1 PEM)
+  cloudfront_signer.py keygen PEM_PATH [pkcs8]
+      writes a new 2048-bit RSA private key (PKCS#1 PEM, or PKCS#8)
   cloudfront_signer.py sign PEM_PATH KEY_ID URL EXPIRES [IP_RANGE|- [START]]
       prints botocore's signed URL: canned policy, or custom with an IP range or a start time
       (times in seconds since the epoch); RESOURCE for RTMP is the URL itself
@@ -39,9 +39,12 @@ def main(args):
     command = args[0]
     if command == "keygen":
         key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        pkcs8 = len(args) > 2 and args[2] == "pkcs8"
         pem = key.private_bytes(
             serialization.Encoding.PEM,
-            serialization.PrivateFormat.TraditionalOpenSSL,
+            serialization.PrivateFormat.PKCS8
+            if pkcs8
+            else serialization.PrivateFormat.TraditionalOpenSSL,
             serialization.NoEncryption(),
         )
         with open(args[1], "wb") as f:

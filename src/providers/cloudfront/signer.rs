@@ -152,6 +152,28 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_key_never_reaches_debug() {
+        // A textbook key (p = 61, q = 53): only its formatting is under test.
+        let small = |n: u32| rsa::BigUint::from(n);
+        let key = RsaPrivateKey::from_components(
+            small(3233),
+            small(17),
+            small(2753),
+            vec![small(61), small(53)],
+        )
+        .unwrap();
+        let signer = UrlSigner {
+            key_id: "K2JCJMDEHXQW5F".into(),
+            key,
+        };
+        let shown = format!("{signer:?}");
+        assert_eq!(
+            shown,
+            "UrlSigner { key_id: \"K2JCJMDEHXQW5F\", key: \"<redacted>\" }"
+        );
+    }
+
+    #[test]
     fn url_safe_base64_swaps_the_three_characters() {
         assert_eq!(url_b64(&[0xfb, 0xff]), "-~8_");
     }
