@@ -86,10 +86,9 @@ pub trait Provider: Send + Sync {
     /// request order. `request` is checked against the capability's endpoints already.
     async fn stream_endpoints(
         &self,
-        name: &StreamName,
-        request: &EndpointsRequest,
+        _name: &StreamName,
+        _request: &EndpointsRequest,
     ) -> Result<Vec<Endpoint>> {
-        let _ = (name, request);
         Err(Error::new(
             Kind::CapabilityUnsupported,
             format!(
