@@ -18,6 +18,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let protos = [
         "proto/streamgate/v1/stream.proto",
         "proto/streamgate/v1/stream_service.proto",
+        "proto/streamgate/v1/endpoint.proto",
         "proto/streamgate/v1/operation.proto",
         "proto/streamgate/v1/provider.proto",
         "proto/streamgate/v1/audit.proto",

@@ -48,6 +48,10 @@ pub enum Kind {
     StreamNotDisabled,
     /// The operation is done and cannot be cancelled.
     OperationDone,
+    /// A signed URL was asked of a provider instance with no signing key configured.
+    SigningKeyNotConfigured,
+    /// The stream cannot be played back (e.g. a KVS stream that retains no data).
+    StreamNotPlayable,
     /// The provider throttled us and kept doing so through our retries.
     ProviderThrottled,
     /// An account quota of the provider is used up.
@@ -87,9 +91,11 @@ impl Kind {
             | Kind::OperationNotFound => Code::NotFound,
             Kind::EtagMismatch => Code::Aborted,
             Kind::StreamAlreadyExists => Code::AlreadyExists,
-            Kind::StreamInUse | Kind::StreamNotDisabled | Kind::OperationDone => {
-                Code::FailedPrecondition
-            }
+            Kind::StreamInUse
+            | Kind::StreamNotDisabled
+            | Kind::OperationDone
+            | Kind::SigningKeyNotConfigured
+            | Kind::StreamNotPlayable => Code::FailedPrecondition,
             Kind::ProviderThrottled
             | Kind::ProviderQuotaExceeded
             | Kind::RateLimited
@@ -119,6 +125,8 @@ impl Kind {
             Kind::StreamInUse => "STREAM_IN_USE",
             Kind::StreamNotDisabled => "STREAM_NOT_DISABLED",
             Kind::OperationDone => "OPERATION_DONE",
+            Kind::SigningKeyNotConfigured => "SIGNING_KEY_NOT_CONFIGURED",
+            Kind::StreamNotPlayable => "STREAM_NOT_PLAYABLE",
             Kind::ProviderThrottled => "PROVIDER_THROTTLED",
             Kind::ProviderQuotaExceeded => "PROVIDER_QUOTA_EXCEEDED",
             Kind::ProviderPermissionDenied => "PROVIDER_PERMISSION_DENIED",

@@ -12,7 +12,8 @@
 //! - [`identity`] — who the caller is: principal and grants, shared by middleware and handlers.
 //! - [`methods`] — the table of served gRPC methods, and which of them are mutating.
 //! - [`deadline`] — the caller's deadline, visible to provider retries.
-//! - [`domain`] — the provider-neutral model: names, streams, operations, capabilities, paging.
+//! - [`domain`] — the provider-neutral model: names, streams, operations, capabilities,
+//!   endpoints, paging.
 //! - [`providers`] — the provider trait, the registry, and one folder per kind.
 //! - [`operations`] — the durable runner of long-running operations.
 //! - [`audit`] — the audit trail of mutating calls (table, log line, AuditService).

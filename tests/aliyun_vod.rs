@@ -3,6 +3,8 @@
 //! real binary driven with grpcurl.
 
 mod support;
+// Shared with tests/endpoints.rs, which uses its URL authentication.
+#[allow(dead_code)]
 #[path = "fakes/vod.rs"]
 mod vod;
 
@@ -289,7 +291,8 @@ async fn create_update_and_watch_are_not_in_the_capability() {
             "GetStream",
             "ListStreams",
             "DeleteStream",
-            "BatchDeleteStreams"
+            "BatchDeleteStreams",
+            "GetStreamEndpoints"
         ]
     );
     assert!(!caps.etags);

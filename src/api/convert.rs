@@ -1,8 +1,9 @@
 //! Conversions between the domain model and the protobuf messages.
 
 use crate::domain::{
-    BatchItem, CloudFrontDetails, CloudFrontOrigin, OpRequest, OpResult, Operation, Stream,
-    StreamDetails, StreamSpec, StreamState,
+    BatchItem, CloudFrontDetails, CloudFrontOrigin, Endpoint, EndpointProtocol, EndpointPurpose,
+    EndpointSupport, OpRequest, OpResult, Operation, Stream, StreamDetails, StreamSpec,
+    StreamState,
 };
 use crate::error::Error;
 use crate::pb;
@@ -194,5 +195,73 @@ pub fn validated(request: &OpRequest, verb_result: Option<OpResult>) -> pb::Oper
             ..Default::default()
         }),
         result: verb_result.as_ref().map(result),
+    }
+}
+
+/// An endpoint purpose as the API spells it.
+pub fn purpose(p: EndpointPurpose) -> pb::EndpointPurpose {
+    match p {
+        EndpointPurpose::Ingest => pb::EndpointPurpose::Ingest,
+        EndpointPurpose::Playback => pb::EndpointPurpose::Playback,
+    }
+}
+
+/// An API purpose in the domain; `None` for unspecified or unknown values.
+pub fn purpose_of(value: i32) -> Option<EndpointPurpose> {
+    match pb::EndpointPurpose::try_from(value).ok()? {
+        pb::EndpointPurpose::Ingest => Some(EndpointPurpose::Ingest),
+        pb::EndpointPurpose::Playback => Some(EndpointPurpose::Playback),
+        pb::EndpointPurpose::Unspecified => None,
+    }
+}
+
+/// An endpoint protocol as the API spells it.
+pub fn protocol(p: EndpointProtocol) -> pb::EndpointProtocol {
+    match p {
+        EndpointProtocol::Hls => pb::EndpointProtocol::Hls,
+        EndpointProtocol::Dash => pb::EndpointProtocol::Dash,
+        EndpointProtocol::Mp4 => pb::EndpointProtocol::Mp4,
+        EndpointProtocol::Rtmp => pb::EndpointProtocol::Rtmp,
+        EndpointProtocol::PutMedia => pb::EndpointProtocol::PutMedia,
+    }
+}
+
+/// An API protocol in the domain: `Ok(None)` for unspecified, `Err` for unknown values.
+pub fn protocol_of(value: i32) -> Result<Option<EndpointProtocol>, ()> {
+    Ok(
+        match pb::EndpointProtocol::try_from(value).map_err(|_| ())? {
+            pb::EndpointProtocol::Unspecified => None,
+            pb::EndpointProtocol::Hls => Some(EndpointProtocol::Hls),
+            pb::EndpointProtocol::Dash => Some(EndpointProtocol::Dash),
+            pb::EndpointProtocol::Mp4 => Some(EndpointProtocol::Mp4),
+            pb::EndpointProtocol::Rtmp => Some(EndpointProtocol::Rtmp),
+            pb::EndpointProtocol::PutMedia => Some(EndpointProtocol::PutMedia),
+        },
+    )
+}
+
+/// A protobuf Timestamp as milliseconds since the epoch.
+pub fn timestamp_ms(t: &prost_types::Timestamp) -> i64 {
+    t.seconds
+        .saturating_mul(1000)
+        .saturating_add(i64::from(t.nanos) / 1_000_000)
+}
+
+/// A domain endpoint as the API shows it.
+pub fn endpoint(e: &Endpoint) -> pb::StreamEndpoint {
+    pb::StreamEndpoint {
+        purpose: purpose(e.purpose) as i32,
+        protocol: protocol(e.protocol) as i32,
+        uri: e.uri.clone(),
+        expire_time: e.expire_time_ms.map(timestamp),
+        client_requirements: e.client_requirements.clone(),
+    }
+}
+
+/// What a kind serves for one purpose, as the API shows it.
+pub fn endpoint_support(s: &EndpointSupport) -> pb::EndpointSupport {
+    pb::EndpointSupport {
+        purpose: purpose(s.purpose) as i32,
+        protocols: s.protocols.iter().map(|p| protocol(*p) as i32).collect(),
     }
 }

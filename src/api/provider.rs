@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
-use super::{Gateway, authorize_provider};
+use super::{Gateway, authorize_provider, convert};
 use crate::domain::ProviderName;
 use crate::domain::page::{PageToken, page_size};
 use crate::identity::Grants;
@@ -31,7 +31,10 @@ fn provider(p: &dyn Provider) -> pb::Provider {
         kind: p.kind().to_string(),
         region: p.region().unwrap_or_default().to_string(),
         capabilities: Some(pb::Capabilities {
-            methods: cap.methods.iter().map(|m| m.as_str().to_string()).collect(),
+            methods: cap
+                .supported_methods()
+                .map(|m| m.as_str().to_string())
+                .collect(),
             etags: cap.etags,
             max_batch_size: cap.max_batch_size as i32,
             list_filters: cap.list_filters.iter().map(|f| f.to_string()).collect(),
@@ -42,6 +45,15 @@ fn provider(p: &dyn Provider) -> pb::Provider {
                 max_data_retention_hours: cap.max_data_retention_hours,
                 max_tags: cap.max_tags as i32,
                 max_page_size: cap.max_page_size as i32,
+            }),
+            endpoints: cap
+                .endpoints
+                .iter()
+                .map(convert::endpoint_support)
+                .collect(),
+            max_endpoint_lifetime: (!cap.endpoints.is_empty()).then_some(prost_types::Duration {
+                seconds: cap.max_endpoint_lifetime.as_secs() as i64,
+                nanos: 0,
             }),
         }),
     }

@@ -13,11 +13,15 @@ use tonic::{Request, Response, Status};
 
 use super::{Gateway, authorize_provider, convert, first_step_wait, principal};
 use crate::audit::{Call, CallOutcome};
+use crate::domain::endpoint::{DEFAULT_LIFETIME, MAX_PURPOSES};
 use crate::domain::page::{PageToken, page_size, parse_filter};
 use crate::domain::validate::{
-    Violations, check_etag, check_patch, check_request_id, check_spec, check_stream_id,
+    self, Violations, check_etag, check_patch, check_request_id, check_spec, check_stream_id,
 };
-use crate::domain::{ListQuery, Method, OpRequest, ParentName, StreamName, StreamPatch, names};
+use crate::domain::{
+    CloudFrontTarget, CustomPolicy, EndpointsRequest, ListQuery, Method, OpRequest, ParentName,
+    PlaybackMode, StreamName, StreamPatch, names,
+};
 use crate::error::{Error, Kind, Result};
 use crate::pb;
 use crate::pb::stream_service_server::StreamService;
@@ -232,6 +236,29 @@ impl StreamApi {
         Ok(op)
     }
 
+    async fn get_stream_endpoints_call(
+        &self,
+        request: &Request<pb::GetStreamEndpointsRequest>,
+    ) -> Result<pb::GetStreamEndpointsResponse> {
+        let r = request.get_ref();
+        let name = StreamName::parse(&r.name, "name")?;
+        let provider = self.provider(request, &name.provider, Method::GetStreamEndpoints)?;
+        let cap = provider.capability();
+        let mut v = Violations::default();
+        let wanted = parse_endpoints_request(r, cap.max_endpoint_lifetime, &mut v);
+        validate::check_endpoints_request(
+            &wanted,
+            &cap.endpoints,
+            cap.max_endpoint_lifetime,
+            &mut v,
+        );
+        v.finish()?;
+        let endpoints = provider.stream_endpoints(&name, &wanted).await?;
+        Ok(pb::GetStreamEndpointsResponse {
+            endpoints: endpoints.iter().map(convert::endpoint).collect(),
+        })
+    }
+
     fn parse_update(
         &self,
         request: &pb::UpdateStreamRequest,
@@ -310,6 +337,108 @@ impl StreamApi {
         v.finish()?;
         let etag = (!stream.etag.is_empty()).then(|| stream.etag.clone());
         Ok((name, patch, etag))
+    }
+}
+
+/// The domain request of a GetStreamEndpoints call; what does not parse is a violation in `v`
+/// (the purposes are bounded, so the violations are too).
+fn parse_endpoints_request(
+    r: &pb::GetStreamEndpointsRequest,
+    max_lifetime: std::time::Duration,
+    v: &mut Violations,
+) -> EndpointsRequest {
+    let mut purposes = Vec::new();
+    if r.purposes.is_empty() {
+        v.add("purposes", "at least one purpose is required");
+    }
+    if r.purposes.len() > MAX_PURPOSES {
+        v.add(
+            "purposes",
+            format!("at most {MAX_PURPOSES}, got {}", r.purposes.len()),
+        );
+    }
+    for (i, value) in r.purposes.iter().enumerate().take(MAX_PURPOSES) {
+        match convert::purpose_of(*value) {
+            Some(p) if purposes.contains(&p) => v.add(format!("purposes[{i}]"), "appears twice"),
+            Some(p) => purposes.push(p),
+            None => v.add(format!("purposes[{i}]"), "INGEST or PLAYBACK"),
+        }
+    }
+    let protocol = convert::protocol_of(r.protocol).unwrap_or_else(|()| {
+        v.add("protocol", "not a known protocol");
+        None
+    });
+    let lifetime = match &r.lifetime {
+        None => DEFAULT_LIFETIME.min(max_lifetime),
+        Some(d) if d.seconds < 0 || d.nanos < 0 || (d.seconds == 0 && d.nanos == 0) => {
+            v.add("lifetime", "must be more than zero");
+            max_lifetime
+        }
+        Some(d) => std::time::Duration::new(d.seconds as u64, d.nanos.clamp(0, 999_999_999) as u32),
+    };
+    let playback = match &r.playback {
+        None => PlaybackMode::Live,
+        Some(p) => playback_mode(p, v),
+    };
+    let cloudfront = r.cloudfront.as_ref().map(|c| {
+        let target = CloudFrontTarget {
+            path: c.path.clone(),
+            signed: c.signed,
+            policy: CustomPolicy {
+                ip_range: (!c.ip_range.is_empty()).then(|| c.ip_range.clone()),
+                start_ms: c.start_time.as_ref().map(convert::timestamp_ms),
+            },
+        };
+        validate::check_cloudfront(&target, "cloudfront", v);
+        target
+    });
+    EndpointsRequest {
+        purposes,
+        protocol,
+        lifetime,
+        playback,
+        cloudfront,
+    }
+}
+
+/// The playback mode of a request, with the times its mode needs.
+fn playback_mode(p: &pb::PlaybackOptions, v: &mut Violations) -> PlaybackMode {
+    use pb::PlaybackMode as Mode;
+    let start = p.start_time.as_ref().map(convert::timestamp_ms);
+    let end = p.end_time.as_ref().map(convert::timestamp_ms);
+    match Mode::try_from(p.mode) {
+        Ok(Mode::Unspecified | Mode::Live) => {
+            if start.is_some() || end.is_some() {
+                v.add("playback", "LIVE takes no start_time or end_time");
+            }
+            PlaybackMode::Live
+        }
+        Ok(Mode::LiveReplay) => match (start, end) {
+            (Some(start_ms), None) => PlaybackMode::LiveReplay { start_ms },
+            _ => {
+                v.add(
+                    "playback",
+                    "LIVE_REPLAY needs a start_time and takes no end_time",
+                );
+                PlaybackMode::Live
+            }
+        },
+        Ok(Mode::OnDemand) => match (start, end) {
+            (Some(start_ms), Some(end_ms)) if start_ms < end_ms => {
+                PlaybackMode::OnDemand { start_ms, end_ms }
+            }
+            _ => {
+                v.add(
+                    "playback",
+                    "ON_DEMAND needs a start_time before its end_time",
+                );
+                PlaybackMode::Live
+            }
+        },
+        Err(_) => {
+            v.add("playback.mode", "not a known mode");
+            PlaybackMode::Live
+        }
     }
 }
 
@@ -423,6 +552,15 @@ impl StreamService for StreamApi {
             result,
         )
         .await
+    }
+
+    async fn get_stream_endpoints(
+        &self,
+        request: Request<pb::GetStreamEndpointsRequest>,
+    ) -> Result<Response<pb::GetStreamEndpointsResponse>, Status> {
+        Ok(Response::new(
+            self.get_stream_endpoints_call(&request).await?,
+        ))
     }
 
     type WatchStreamStream = WatchStreamOut;

@@ -1,7 +1,11 @@
-//! What a provider kind supports. Dispatch checks it before calling an adapter; callers read it
-//! through ProviderService. No shared test suite is gated on it yet.
+//! What a provider kind supports, the endpoints it gives included. Dispatch checks it before
+//! calling an adapter; callers read it through ProviderService. No shared test suite is gated on it yet.
+
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+
+use super::endpoint::EndpointSupport;
 
 /// A StreamService method.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -20,11 +24,13 @@ pub enum Method {
     BatchDeleteStreams,
     /// WatchStream.
     WatchStream,
+    /// GetStreamEndpoints: supported only where the kind also declares endpoints.
+    GetStreamEndpoints,
 }
 
 impl Method {
     /// Every method, in the order the API declares them.
-    pub const ALL: [Method; 7] = [
+    pub const ALL: [Method; 8] = [
         Method::CreateStream,
         Method::GetStream,
         Method::ListStreams,
@@ -32,6 +38,7 @@ impl Method {
         Method::DeleteStream,
         Method::BatchDeleteStreams,
         Method::WatchStream,
+        Method::GetStreamEndpoints,
     ];
 
     /// The method's name in the API.
@@ -44,6 +51,7 @@ impl Method {
             Method::DeleteStream => "DeleteStream",
             Method::BatchDeleteStreams => "BatchDeleteStreams",
             Method::WatchStream => "WatchStream",
+            Method::GetStreamEndpoints => "GetStreamEndpoints",
         }
     }
 
@@ -76,11 +84,22 @@ pub struct Capability {
     pub max_tags: usize,
     /// The largest ListStreams page.
     pub max_page_size: usize,
+    /// The endpoints GetStreamEndpoints gives, per purpose; empty: none.
+    pub endpoints: Vec<EndpointSupport>,
+    /// The longest lifetime GetStreamEndpoints accepts.
+    pub max_endpoint_lifetime: Duration,
 }
 
 impl Capability {
-    /// Whether `method` is supported.
+    /// Whether `method` is supported. GetStreamEndpoints needs declared endpoints too, so a
+    /// kind that lists every method but serves no endpoint does not claim it.
     pub fn supports(&self, method: Method) -> bool {
         self.methods.contains(&method)
+            && (method != Method::GetStreamEndpoints || !self.endpoints.is_empty())
+    }
+
+    /// The supported methods, in the order the API declares them.
+    pub fn supported_methods(&self) -> impl Iterator<Item = Method> + '_ {
+        self.methods.iter().copied().filter(|m| self.supports(*m))
     }
 }

@@ -1,9 +1,10 @@
-//! The provider-neutral model: names, streams, operations, capabilities, paging.
+//! The provider-neutral model: names, streams, operations, capabilities, endpoints, paging.
 //!
 //! Nothing here knows tonic, sqlx or a provider SDK; `api` converts to and from protobuf, the
 //! adapters to and from their providers.
 
 pub mod capability;
+pub mod endpoint;
 pub mod names;
 pub mod operation;
 pub mod page;
@@ -11,6 +12,10 @@ pub mod stream;
 pub mod validate;
 
 pub use capability::{Capability, Method};
+pub use endpoint::{
+    CloudFrontTarget, CustomPolicy, Endpoint, EndpointProtocol, EndpointPurpose, EndpointSupport,
+    EndpointsRequest, PlaybackMode,
+};
 pub use names::{OperationName, ParentName, ProviderName, StreamName};
 pub use operation::{BatchItem, OpRequest, OpResult, Operation, STEP_ACCEPTED, STEP_DONE, Verb};
 pub use page::{ListQuery, Page, PageToken};

@@ -1,7 +1,10 @@
-//! Checks of stream fields that hold for every provider kind, bounded by the provider's
-//! capability (docs/design.md §1 gives the KVS limits, the strictest of the kinds).
+//! Checks of stream fields and endpoint requests that hold for every provider kind, bounded by
+//! the provider's capability (docs/design.md §1 gives the KVS limits, the strictest of the kinds).
+
+use std::time::Duration;
 
 use super::capability::Capability;
+use super::endpoint::{CloudFrontTarget, EndpointSupport, EndpointsRequest, MAX_PATH_LEN};
 use super::stream::{StreamPatch, StreamSpec};
 use crate::error::{Error, FieldViolation, Result};
 
@@ -194,6 +197,92 @@ pub fn check_etag(etag: &str, field: &str, v: &mut Violations) {
     }
 }
 
+/// Checks what the kind cannot serve: an unsupported purpose or protocol, a lifetime beyond
+/// `max_lifetime`. Shape checks (purposes given, lifetime > 0) are the handler's.
+pub fn check_endpoints_request(
+    request: &EndpointsRequest,
+    support: &[EndpointSupport],
+    max_lifetime: Duration,
+    v: &mut Violations,
+) {
+    for (i, purpose) in request.purposes.iter().enumerate() {
+        let Some(served) = support.iter().find(|s| s.purpose == *purpose) else {
+            v.add(
+                format!("purposes[{i}]"),
+                format!("this provider serves no {} endpoint", purpose.as_str()),
+            );
+            continue;
+        };
+        if let Some(protocol) = request.protocol
+            && !served.protocols.contains(&protocol)
+        {
+            v.add(
+                "protocol",
+                format!(
+                    "this provider serves {} over {}, not {}",
+                    purpose.as_str(),
+                    served
+                        .protocols
+                        .iter()
+                        .map(|p| p.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    protocol.as_str()
+                ),
+            );
+        }
+    }
+    if request.lifetime > max_lifetime {
+        v.add(
+            "lifetime",
+            format!(
+                "at most {}s for this provider, got {}s",
+                max_lifetime.as_secs(),
+                request.lifetime.as_secs()
+            ),
+        );
+    }
+}
+
+/// Checks a CloudFront target's own shape: a path of printable ASCII without a query or a
+/// fragment (so that it goes into a URL and a policy statement as it is), and an IPv4 address
+/// or CIDR range.
+pub fn check_cloudfront(target: &CloudFrontTarget, field: &str, v: &mut Violations) {
+    let path = &target.path;
+    if path.is_empty() {
+        v.add(format!("{field}.path"), "required");
+    } else if path.len() > MAX_PATH_LEN {
+        v.add(
+            format!("{field}.path"),
+            format!("at most {MAX_PATH_LEN} bytes, got {}", path.len()),
+        );
+    } else if path.starts_with('/')
+        || !path
+            .chars()
+            .all(|c| c.is_ascii_graphic() && !matches!(c, '?' | '#' | '"' | '\\'))
+    {
+        v.add(
+            format!("{field}.path"),
+            "printable ASCII (percent-encode the rest) without a leading '/', '?', '#', '\"' or '\\'",
+        );
+    }
+    if let Some(range) = &target.policy.ip_range
+        && !is_ipv4_cidr(range)
+    {
+        v.add(
+            format!("{field}.ip_range"),
+            "an IPv4 address or range in CIDR notation, e.g. 192.0.2.0/24",
+        );
+    }
+}
+
+fn is_ipv4_cidr(text: &str) -> bool {
+    let (address, bits) = text.split_once('/').unwrap_or((text, "32"));
+    address.parse::<std::net::Ipv4Addr>().is_ok()
+        && !bits.starts_with('+')
+        && bits.parse::<u8>().is_ok_and(|b| b <= 32)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -204,5 +293,95 @@ mod tests {
         assert!(media_type("video/h264,audio/aac").is_ok());
         assert!(media_type("h264").is_err());
         assert!(media_type("video/").is_err());
+    }
+}
+
+#[cfg(test)]
+mod endpoint_tests {
+    use super::*;
+    use crate::domain::endpoint::{CustomPolicy, EndpointProtocol, EndpointPurpose, PlaybackMode};
+
+    fn support() -> Vec<EndpointSupport> {
+        vec![EndpointSupport {
+            purpose: EndpointPurpose::Playback,
+            protocols: vec![EndpointProtocol::Hls, EndpointProtocol::Dash],
+        }]
+    }
+
+    fn request(
+        purposes: Vec<EndpointPurpose>,
+        protocol: Option<EndpointProtocol>,
+    ) -> EndpointsRequest {
+        EndpointsRequest {
+            purposes,
+            protocol,
+            lifetime: Duration::from_secs(60),
+            playback: PlaybackMode::Live,
+            cloudfront: None,
+        }
+    }
+
+    fn fields(request: &EndpointsRequest, max: Duration) -> Vec<String> {
+        let mut v = Violations::default();
+        check_endpoints_request(request, &support(), max, &mut v);
+        match v.finish() {
+            Ok(()) => Vec::new(),
+            Err(e) => e.violations().iter().map(|f| f.field.clone()).collect(),
+        }
+    }
+
+    #[test]
+    fn cloudfront_targets_need_a_clean_path_and_a_cidr_range() {
+        let check = |path: &str, ip_range: Option<&str>| {
+            let mut v = Violations::default();
+            let target = CloudFrontTarget {
+                path: path.to_string(),
+                signed: false,
+                policy: CustomPolicy {
+                    ip_range: ip_range.map(str::to_string),
+                    start_ms: None,
+                },
+            };
+            check_cloudfront(&target, "cloudfront", &mut v);
+            v.finish()
+                .err()
+                .map(|e| {
+                    e.violations()
+                        .iter()
+                        .map(|f| f.field.clone())
+                        .collect::<Vec<_>>()
+                })
+                .unwrap_or_default()
+        };
+        assert!(check("live/cam-7/index.m3u8", Some("192.0.2.0/24")).is_empty());
+        assert_eq!(check("", None), ["cloudfront.path"]);
+        assert_eq!(check("/a", None), ["cloudfront.path"]);
+        assert_eq!(check("a?b=1", None), ["cloudfront.path"]);
+        assert!(check("a", Some("192.0.2.7")).is_empty());
+        assert_eq!(check("a\"b", None), ["cloudfront.path"]);
+        assert_eq!(check("a", Some("192.0.2")), ["cloudfront.ip_range"]);
+        assert_eq!(check("a", Some("192.0.2.0/33")), ["cloudfront.ip_range"]);
+    }
+
+    #[test]
+    fn the_default_protocol_is_the_first_the_kind_lists() {
+        let r = request(vec![EndpointPurpose::Playback], None);
+        assert_eq!(
+            r.protocol_for(&support(), EndpointPurpose::Playback),
+            Some(EndpointProtocol::Hls)
+        );
+        assert!(fields(&r, Duration::from_secs(60)).is_empty());
+    }
+
+    #[test]
+    fn unserved_purposes_protocols_and_lifetimes_are_violations() {
+        let r = request(
+            vec![EndpointPurpose::Ingest, EndpointPurpose::Playback],
+            Some(EndpointProtocol::Rtmp),
+        );
+        assert_eq!(
+            fields(&r, Duration::from_secs(59)),
+            ["purposes[0]", "protocol", "lifetime"]
+        );
     }
 }

@@ -15,7 +15,8 @@ use async_trait::async_trait;
 
 use crate::config::{ConfigError, Environment, ProviderConfig};
 use crate::domain::{
-    Capability, ListQuery, OpRequest, OpResult, Operation, Page, ParentName, Stream, StreamName,
+    Capability, Endpoint, EndpointsRequest, ListQuery, OpRequest, OpResult, Operation, Page,
+    ParentName, Stream, StreamName,
 };
 use crate::error::{Error, Kind, Result};
 use crate::store::SqlStore;
@@ -73,6 +74,23 @@ pub trait Provider: Send + Sync {
             Kind::Cancelled,
             format!("cancelled before step {:?}", op.step),
         )))
+    }
+    /// Where to send and where to play the stream, one endpoint per requested purpose, in
+    /// request order. `request` is checked against the capability's endpoints already.
+    async fn stream_endpoints(
+        &self,
+        _name: &StreamName,
+        _request: &EndpointsRequest,
+    ) -> Result<Vec<Endpoint>> {
+        Err(Error::new(
+            Kind::CapabilityUnsupported,
+            format!(
+                "providers/{} (kind {}) gives no stream endpoints",
+                self.id(),
+                self.kind()
+            ),
+        )
+        .with_provider(self.id()))
     }
 }
 

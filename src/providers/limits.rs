@@ -4,7 +4,8 @@
 //!
 //! Limits are named by the provider's action (e.g. `DeleteStream`); several actions may share
 //! one limit (KVS counts UpdateStream, TagStream… against one budget), and an action may also
-//! have a limit per resource (KVS allows 5 DescribeStream per second per stream). The calls
+//! have a limit per resource (KVS allows 5 DescribeStream per second per stream), which
+//! several actions may share as well (the HLS and DASH session URLs of a stream). The calls
 //! wait here through [`CallPath`](super::call::CallPath), once per try.
 
 use std::collections::HashMap;
@@ -42,7 +43,8 @@ fn quota(per_second: NonZeroU32) -> Quota {
 pub struct OutboundLimits {
     // By action; actions that share a limit hold the same limiter.
     per_action: HashMap<String, Arc<DefaultDirectRateLimiter>>,
-    per_resource: HashMap<String, DefaultKeyedRateLimiter<String>>,
+    // By action; actions that share a limit per resource hold the same limiter.
+    per_resource: HashMap<String, Arc<DefaultKeyedRateLimiter<String>>>,
     // Calls of `acquire` on a per-resource limit, for `prune_now_and_then`.
     resource_checks: AtomicU64,
 }
@@ -82,9 +84,18 @@ impl OutboundLimits {
     }
 
     /// Limits `action` to `per_second` calls per second for each resource.
-    pub fn per_resource(mut self, action: &str, per_second: NonZeroU32) -> Self {
-        self.per_resource
-            .insert(action.to_string(), RateLimiter::keyed(quota(per_second)));
+    pub fn per_resource(self, action: &str, per_second: NonZeroU32) -> Self {
+        self.shared_per_resource(&[action], per_second)
+    }
+
+    /// Limits the `actions` together to `per_second` calls per second for each resource: a
+    /// call of any of them on a resource counts against that resource's one budget.
+    pub fn shared_per_resource(mut self, actions: &[&str], per_second: NonZeroU32) -> Self {
+        let limiter = Arc::new(RateLimiter::keyed(quota(per_second)));
+        for action in actions {
+            self.per_resource
+                .insert(action.to_string(), Arc::clone(&limiter));
+        }
         self
     }
 
@@ -140,6 +151,25 @@ mod tests {
             "{:?}",
             started.elapsed()
         );
+    }
+
+    #[tokio::test]
+    async fn actions_that_share_a_limit_per_resource_share_its_budget() {
+        let limits = OutboundLimits::new().shared_per_resource(
+            &["GetHLSStreamingSessionURL", "GetDASHStreamingSessionURL"],
+            NonZeroU32::new(5).unwrap(),
+        );
+        let started = Instant::now();
+        limits.acquire("GetHLSStreamingSessionURL", Some("a")).await;
+        limits
+            .acquire("GetDASHStreamingSessionURL", Some("b"))
+            .await;
+        assert!(started.elapsed() < Duration::from_millis(100));
+        // The other action on the same stream waits for that stream's budget.
+        limits
+            .acquire("GetDASHStreamingSessionURL", Some("a"))
+            .await;
+        assert!(started.elapsed() >= Duration::from_millis(190));
     }
 
     #[tokio::test]

@@ -11,7 +11,8 @@
 //! - one folder per kind: `local/`, `kinesis_video/`, `aliyun_vod/`, `cloudfront/`, each with
 //!   its `mod.rs` (what the provider does and how it maps), `config.rs` (its keys),
 //!   `backend.rs` (the Provider impl and the steps of its operations), `core.rs` (the calls
-//!   to the provider) and `error.rs` (its errors → the taxonomy).
+//!   to the provider), `endpoints.rs` (what GetStreamEndpoints answers) and `error.rs` (its
+//!   errors → the taxonomy).
 //!
 //! Adding a kind: see `registry.rs`.
 

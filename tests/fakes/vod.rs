@@ -5,7 +5,11 @@
 //! signature V1 recomputed here independently of the adapter's signer, known AccessKeyId,
 //! STS token, Timestamp within 15 minutes, SignatureNonce never seen before — answers
 //! GetPlayInfo and DeleteStream with VOD's JSON shapes and documented error codes, reproduces
-//! any error code on demand, and records every request. `tests/aliyun_vod.rs` checks the fake
+//! any error code on demand, and records every request (AuthTimeout included). With URL
+//! authentication switched on (`set_url_authentication`), each PlayURL carries an `auth_key`
+//! of type A — `{expiry}-{rand}-{uid}-{md5("{path}-{expiry}-{rand}-{uid}-{key}")}` — whose
+//! expiry is now + AuthTimeout (VOD's default validity, 1800 s, without it); off, PlayURLs
+//! carry none and AuthTimeout changes nothing, as on a domain without URL authentication. `tests/aliyun_vod.rs` checks the fake
 //! itself against the official Python SDK.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
@@ -20,6 +24,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use base64::Engine;
 use hmac::{Hmac, Mac};
+use md5::Digest;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use tokio::task::JoinHandle;
@@ -28,6 +33,8 @@ use tokio::task::JoinHandle;
 const MAX_CLOCK_SKEW: time::Duration = time::Duration::minutes(15);
 /// The most job ids DeleteStream takes.
 const MAX_JOB_IDS: usize = 20;
+/// How long a PlayURL stays valid without AuthTimeout, with URL authentication on (s).
+const DEFAULT_AUTH_TIMEOUT: i64 = 1800;
 
 /// One request as the fake saw it.
 #[derive(Clone, Debug)]
@@ -76,6 +83,8 @@ struct Inner {
     failures: HashMap<String, VecDeque<String>>,
     partial_deletes: bool,
     next_request: u64,
+    // The URL authentication key of the playback domain; None: authentication off.
+    url_auth_key: Option<String>,
 }
 
 /// The fake VOD service.
@@ -137,6 +146,11 @@ impl FakeVod {
     /// The streams a video has now, `None` if the video does not exist.
     pub fn streams(&self, video: &str) -> Option<Vec<String>> {
         self.lock().videos.get(video).cloned()
+    }
+
+    /// Switches URL authentication of the playback domain on (with its key) or off.
+    pub fn set_url_authentication(&self, key: Option<&str>) {
+        self.lock().url_auth_key = key.map(str::to_string);
     }
 
     /// Answers the next `times` calls of `action` that pass authentication with `code`.
@@ -351,6 +365,24 @@ fn get_play_info(inner: &Inner, params: &BTreeMap<String, String>, request_id: &
     if jobs.is_empty() {
         return documented("InvalidVideo.NoneStream", request_id);
     }
+    let auth_timeout: i64 = params
+        .get("AuthTimeout")
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(DEFAULT_AUTH_TIMEOUT);
+    let play_url = |job: &str| {
+        let path = format!("/{video}/{job}.m3u8");
+        match &inner.url_auth_key {
+            None => format!("https://vod.example{path}"),
+            Some(key) => {
+                let expiry = OffsetDateTime::now_utc().unix_timestamp() + auth_timeout;
+                let hash = md5::Md5::digest(format!("{path}-{expiry}-0-0-{key}").as_bytes());
+                format!(
+                    "https://vod.example{path}?auth_key={expiry}-0-0-{}",
+                    hex::encode(hash)
+                )
+            }
+        }
+    };
     let play_info: Vec<serde_json::Value> = jobs
         .iter()
         .map(|job| {
@@ -362,7 +394,7 @@ fn get_play_info(inner: &Inner, params: &BTreeMap<String, String>, request_id: &
                 "Status": "Normal",
                 "CreationTime": "2026-01-01T00:00:00Z",
                 "ModificationTime": "2026-01-02T00:00:00Z",
-                "PlayURL": format!("https://vod.example/{video}/{job}.m3u8"),
+                "PlayURL": play_url(job),
             })
         })
         .collect();

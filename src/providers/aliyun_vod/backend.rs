@@ -26,8 +26,9 @@ use crate::config::{Environment, ProviderConfig};
 use crate::domain::names::MAX_SEGMENT_LEN;
 use crate::domain::page::MAX_PAGE_SIZE;
 use crate::domain::{
-    AliyunVodDetails, BatchItem, Capability, ListQuery, Method, OpRequest, OpResult, Operation,
-    Page, ParentName, Stream, StreamDetails, StreamName, StreamSpec, StreamState,
+    AliyunVodDetails, BatchItem, Capability, Endpoint, EndpointsRequest, ListQuery, Method,
+    OpRequest, OpResult, Operation, Page, ParentName, Stream, StreamDetails, StreamName,
+    StreamSpec, StreamState,
 };
 use crate::error::{Error, Kind, Result};
 use crate::providers::{BuildContext, InstanceSettings, Provider, Step};
@@ -119,6 +120,7 @@ impl AliyunVodProvider {
                     Method::ListStreams,
                     Method::DeleteStream,
                     Method::BatchDeleteStreams,
+                    Method::GetStreamEndpoints,
                 ],
                 etags: false,
                 max_batch_size: 1000,
@@ -129,6 +131,8 @@ impl AliyunVodProvider {
                 max_data_retention_hours: 0,
                 max_tags: 0,
                 max_page_size: MAX_PAGE_SIZE,
+                endpoints: super::endpoints::support(),
+                max_endpoint_lifetime: super::endpoints::MAX_LIFETIME,
             },
             core,
         })
@@ -349,6 +353,28 @@ impl Provider for AliyunVodProvider {
 
     fn capability(&self) -> &Capability {
         &self.capability
+    }
+
+    async fn stream_endpoints(
+        &self,
+        name: &StreamName,
+        request: &EndpointsRequest,
+    ) -> Result<Vec<Endpoint>> {
+        let video = self.video(name, "name")?;
+        let listed = self
+            .core
+            .playable_streams(video, request.lifetime.as_secs().max(1))
+            .await?;
+        let info = listed
+            .streams
+            .iter()
+            .find(|s| s.job_id == name.stream)
+            .ok_or_else(|| self.not_listed(name, &listed))?;
+        Ok(vec![super::endpoints::playback(
+            &name.stream,
+            info,
+            request,
+        )?])
     }
 
     async fn get_stream(&self, name: &StreamName) -> Result<Stream> {

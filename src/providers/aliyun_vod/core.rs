@@ -39,6 +39,9 @@ pub(super) struct PlayInfo {
     pub status: String,
     pub creation_time: String,
     pub modification_time: String,
+    /// The playback URL; with URL authentication on, it carries `auth_key` and expires.
+    #[serde(rename = "PlayURL")]
+    pub play_url: String,
 }
 
 #[derive(Default, Deserialize)]
@@ -223,7 +226,21 @@ impl VodCore {
     /// The streams of `video` (GetPlayInfo with every stream, not only the latest of each
     /// definition). A video without streams (InvalidVideo.NoneStream) has none.
     pub async fn streams(&self, video: &str) -> Result<VideoStreams> {
-        let params = [("VideoId", video), ("ResultType", "Multiple")];
+        self.play_info(video, None).await
+    }
+
+    /// The streams of `video` with PlayURLs valid for `auth_timeout_s` seconds (AuthTimeout;
+    /// it counts only where URL authentication is on for the playback domain).
+    pub async fn playable_streams(&self, video: &str, auth_timeout_s: u64) -> Result<VideoStreams> {
+        self.play_info(video, Some(auth_timeout_s)).await
+    }
+
+    async fn play_info(&self, video: &str, auth_timeout_s: Option<u64>) -> Result<VideoStreams> {
+        let timeout = auth_timeout_s.map(|s| s.to_string());
+        let mut params = vec![("VideoId", video), ("ResultType", "Multiple")];
+        if let Some(timeout) = &timeout {
+            params.push(("AuthTimeout", timeout));
+        }
         match self
             .call(GET_PLAY_INFO, &params, &AtomicBool::new(false))
             .await
@@ -285,6 +302,7 @@ mod tests {
         let stream = &parsed.play_info_list.play_info[0];
         assert_eq!(stream.job_id, "80e9c6580e754a798c3c19c59b16****");
         assert_eq!(stream.format, "m3u8");
+        assert_eq!(stream.play_url, "https://example/x.m3u8");
         assert_eq!(time_ms(&stream.creation_time), 1_650_267_435_000);
         assert_eq!(time_ms(""), 0);
     }

@@ -8,6 +8,8 @@
 //! - DeleteStream: DeleteStream(VideoId, JobIds).
 //! - BatchDeleteStreams: names grouped by video, at most 20 job ids per DeleteStream call,
 //!   the fewest calls possible, one truthful result per name (see `backend.rs`).
+//! - GetStreamEndpoints (PLAYBACK): the stream's PlayURL from GetPlayInfo, with `AuthTimeout`
+//!   = the requested lifetime (it counts where URL authentication is on).
 //! - CreateStream, UpdateStream and WatchStream are not in the capability: VOD makes streams
 //!   by transcoding, has nothing to update, and announces no changes to watch.
 //!
@@ -39,12 +41,14 @@
 //!   the steps of deletes and batch deletes.
 //! - `core.rs`: the RPC calls over reqwest, on the instance's
 //!   [`CallPath`](crate::providers::call::CallPath).
+//! - `endpoints.rs`: the playback endpoint of a stream.
 //! - `signer.rs`: signature V1 (HMAC-SHA1).
 //! - `error.rs`: the adapter's errors and `parse_error`.
 
 mod backend;
 mod config;
 mod core;
+mod endpoints;
 mod error;
 mod signer;
 

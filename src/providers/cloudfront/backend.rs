@@ -14,13 +14,15 @@ use sha2::{Digest, Sha256};
 use super::Variant;
 use super::config::CloudFrontSettings;
 use super::core::{CloudFrontCore, Distribution, check_comment, check_new};
+use super::signer::UrlSigner;
 use super::workflow::{Handoff, Next, Phase, Progress, Target, Workflow, key};
 use crate::config::{Environment, ProviderConfig};
 use crate::domain::names::MAX_SEGMENT_LEN;
 use crate::domain::validate::Violations;
 use crate::domain::{
-    BatchItem, Capability, ListQuery, Method, OpRequest, OpResult, Operation, Page, ParentName,
-    Stream, StreamDetails, StreamName, StreamPatch, StreamSpec, StreamState, now_ms,
+    BatchItem, Capability, Endpoint, EndpointsRequest, ListQuery, Method, OpRequest, OpResult,
+    Operation, Page, ParentName, Stream, StreamDetails, StreamName, StreamPatch, StreamSpec,
+    StreamState, now_ms,
 };
 use crate::error::{Error, Kind, Result};
 use crate::providers::{BuildContext, InstanceSettings, Provider, Step};
@@ -47,6 +49,8 @@ pub struct CloudFrontProvider {
     handoff: Handoff,
     // Where every change made through the gateway is announced to WatchStream subscribers.
     hub: Arc<WatchHub>,
+    // Signs playback URLs, when a key pair is configured.
+    signer: Option<UrlSigner>,
 }
 
 /// One name of a BatchDeleteStreams operation, as persisted between steps.
@@ -100,6 +104,7 @@ impl CloudFrontProvider {
         let variant = Variant::of_kind(&config.kind).ok_or_else(|| {
             Error::internal(format_args!("{} is not a CloudFront kind", config.kind))
         })?;
+        let signer = UrlSigner::load(&config.id, &settings, environment)?;
         let core =
             CloudFrontCore::new(config, environment, variant, &settings.outbound_limits).await;
         let methods = Method::ALL
@@ -120,11 +125,14 @@ impl CloudFrontProvider {
                 max_data_retention_hours: 0,
                 max_tags: 0,
                 max_page_size: MAX_PAGE,
+                endpoints: super::endpoints::support(variant),
+                max_endpoint_lifetime: super::endpoints::MAX_LIFETIME,
             },
             settings,
             core,
             handoff: Handoff::default(),
             hub: Arc::clone(hub),
+            signer,
         })
     }
 
@@ -431,6 +439,24 @@ impl Provider for CloudFrontProvider {
 
     async fn get_stream(&self, name: &StreamName) -> Result<Stream> {
         self.core.get(&name.stream).await.map(|d| self.stream(d))
+    }
+
+    async fn stream_endpoints(
+        &self,
+        name: &StreamName,
+        request: &EndpointsRequest,
+    ) -> Result<Vec<Endpoint>> {
+        let signer = self.signer.as_ref();
+        let target = super::endpoints::target(&self.id, signer, request)?;
+        let distribution = self.core.get(&name.stream).await?;
+        let endpoint = super::endpoints::playback(
+            self.variant,
+            &distribution.details.domain_name,
+            signer,
+            target,
+            request,
+        )?;
+        Ok(vec![endpoint])
     }
 
     /// One CloudFront page per call (the position is CloudFront's marker); the filter is

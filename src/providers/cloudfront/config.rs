@@ -25,6 +25,16 @@ pub struct CloudFrontSettings {
     /// How long a delete waits for Deployed in all before it gives up (default `"45m"`).
     #[serde(default = "default_deploy_timeout", deserialize_with = "de_duration")]
     pub deploy_timeout: Duration,
+    /// The CloudFront key pair id (or public key id) that signs playback URLs; with it, one
+    /// of the two keys below names the private key. None: URLs are not signed.
+    #[serde(default)]
+    pub signing_key_id: Option<String>,
+    /// A PEM file holding the RSA private key (PKCS#1 or PKCS#8).
+    #[serde(default)]
+    pub signing_private_key_file: Option<String>,
+    /// The name of an environment variable holding that PEM key instead.
+    #[serde(default)]
+    pub signing_private_key_env: Option<String>,
     /// Outbound calls per second (CloudFront publishes no API rates: conservative defaults).
     #[serde(default)]
     pub outbound_limits: CloudFrontLimits,
@@ -74,7 +84,25 @@ impl CloudFrontSettings {
                 config.id
             )));
         }
-        Ok(settings)
+        let key_sources = [
+            &settings.signing_private_key_file,
+            &settings.signing_private_key_env,
+        ]
+        .into_iter()
+        .filter(|k| k.is_some())
+        .count();
+        match (&settings.signing_key_id, key_sources) {
+            (None, 0) | (Some(_), 1) => Ok(settings),
+            (None, _) => Err(ConfigError::Invalid(format!(
+                "provider {:?}: a signing private key needs signing_key_id",
+                config.id
+            ))),
+            (Some(_), _) => Err(ConfigError::Invalid(format!(
+                "provider {:?}: signing_key_id needs exactly one of signing_private_key_file \
+                 and signing_private_key_env",
+                config.id
+            ))),
+        }
     }
 }
 
@@ -123,5 +151,23 @@ mod tests {
         assert!(parse("deploy_timeout = \"1s\"").is_err());
         assert!(parse("deploy_timeout = \"soon\"").is_err());
         assert!(parse("poll = \"1s\"").is_err());
+    }
+
+    #[test]
+    fn a_signing_key_id_comes_with_exactly_one_private_key() {
+        assert!(parse("").unwrap().signing_key_id.is_none());
+        let file =
+            parse("signing_key_id = \"K2JCJMDEHXQW5F\"\nsigning_private_key_file = \"k.pem\"");
+        assert_eq!(
+            file.unwrap().signing_private_key_file.as_deref(),
+            Some("k.pem")
+        );
+        assert!(parse("signing_key_id = \"K\"\nsigning_private_key_env = \"CF_KEY\"").is_ok());
+        assert!(parse("signing_key_id = \"K\"").is_err());
+        assert!(parse("signing_private_key_file = \"k.pem\"").is_err());
+        assert!(
+            parse("signing_key_id = \"K\"\nsigning_private_key_file = \"k.pem\"\nsigning_private_key_env = \"CF_KEY\"")
+                .is_err()
+        );
     }
 }

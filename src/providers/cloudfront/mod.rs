@@ -10,18 +10,21 @@
 //! conservative guesses; throttling that still happens is retried inside the caller's deadline.
 //!
 //! - `config.rs`: the kind-specific keys (`deploy_poll_interval`, `deploy_timeout`,
-//!   `outbound_limits`).
+//!   `outbound_limits`, the signing key pair).
 //! - `backend.rs`: the [`Provider`](crate::providers::Provider) impl: reads, prechecks, the
 //!   steps of create, update, delete and batch delete, cancelling, watch announcements.
 //! - `core.rs`: the SDK calls of both kinds behind one interface, on the instance's
 //!   [`CallPath`](crate::providers::call::CallPath).
 //! - `workflow.rs`: the disable → wait → delete state machine.
+//! - `endpoints.rs`: playback URLs (GetStreamEndpoints); `signer.rs`: their signing.
 //! - `error.rs`: the adapter's errors and [`parse_error`](error::parse_error).
 
 mod backend;
 mod config;
 mod core;
+mod endpoints;
 mod error;
+mod signer;
 mod workflow;
 
 pub use backend::CloudFrontProvider;

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use aws_sdk_kinesisvideo::types::StreamInfo;
+use aws_sdk_kinesisvideo::types::{ApiName, StreamInfo};
 use futures::StreamExt;
 
 use super::config::KvsSettings;
@@ -16,8 +16,9 @@ use crate::config::{Environment, ProviderConfig};
 use crate::domain::names::MAX_SEGMENT_LEN;
 use crate::domain::page::MAX_PAGE_SIZE;
 use crate::domain::{
-    BatchItem, Capability, ListQuery, Method, OpRequest, OpResult, Operation, Page, ParentName,
-    Stream, StreamName, StreamPatch, StreamState, now_ms,
+    BatchItem, Capability, Endpoint, EndpointPurpose, EndpointsRequest, ListQuery, Method,
+    OpRequest, OpResult, Operation, Page, ParentName, Stream, StreamName, StreamPatch, StreamState,
+    now_ms,
 };
 use crate::error::{Error, Kind, Result};
 use crate::providers::{BuildContext, InstanceSettings, Provider, Step};
@@ -56,7 +57,6 @@ impl KinesisVideoProvider {
         environment: &Environment,
     ) -> Self {
         let sdk = crate::providers::aws::sdk_config(config, environment).await;
-        let client = aws_sdk_kinesisvideo::Client::new(&sdk);
         KinesisVideoProvider {
             id: config.id.clone(),
             region: config.region.clone(),
@@ -71,8 +71,15 @@ impl KinesisVideoProvider {
                 max_data_retention_hours: 87_600,
                 max_tags: 50,
                 max_page_size: MAX_PAGE_SIZE,
+                endpoints: super::endpoints::support(),
+                max_endpoint_lifetime: super::endpoints::MAX_LIFETIME,
             },
-            core: KvsCore::new(&config.id, client, &settings.outbound_limits),
+            core: KvsCore::new(
+                &config.id,
+                &sdk,
+                config.endpoint_url.is_some(),
+                &settings.outbound_limits,
+            ),
             settings,
         }
     }
@@ -301,6 +308,59 @@ impl Provider for KinesisVideoProvider {
 
     async fn get_stream(&self, name: &StreamName) -> Result<Stream> {
         self.read(name).await
+    }
+
+    async fn stream_endpoints(
+        &self,
+        name: &StreamName,
+        request: &EndpointsRequest,
+    ) -> Result<Vec<Endpoint>> {
+        let playback = request.purposes.contains(&EndpointPurpose::Playback);
+        let lifetime_s = if playback {
+            super::endpoints::check_lifetime(request.lifetime)?
+        } else {
+            0
+        };
+        let info = self
+            .core
+            .described(&name.stream)
+            .await?
+            .ok_or_else(|| self.not_found(name))?;
+        let mut endpoints = Vec::with_capacity(request.purposes.len());
+        for &purpose in &request.purposes {
+            let endpoint = match purpose {
+                EndpointPurpose::Playback => {
+                    super::endpoints::check_retention(
+                        &self.id,
+                        &name.stream,
+                        info.data_retention_in_hours().unwrap_or_default(),
+                    )?;
+                    let protocol = request
+                        .protocol_for(&self.capability.endpoints, purpose)
+                        .ok_or_else(|| Error::internal("kinesis-video: no playback protocol"))?;
+                    let uri = self
+                        .core
+                        .session_url(&name.stream, protocol, request.playback, lifetime_s)
+                        .await?;
+                    super::endpoints::playback(protocol, uri, lifetime_s)
+                }
+                EndpointPurpose::Ingest => {
+                    let answered = self
+                        .core
+                        .data_endpoint(&name.stream, ApiName::PutMedia)
+                        .await?;
+                    // An emulator's data plane is at its endpoint_url, not where it says.
+                    let data_endpoint = self.core.pinned_endpoint().unwrap_or(&answered);
+                    super::endpoints::ingest(
+                        data_endpoint,
+                        info.stream_arn().unwrap_or_default(),
+                        self.region.as_deref().unwrap_or_default(),
+                    )
+                }
+            };
+            endpoints.push(endpoint);
+        }
+        Ok(endpoints)
     }
 
     async fn list_streams(&self, _parent: &ParentName, query: &ListQuery) -> Result<Page<Stream>> {

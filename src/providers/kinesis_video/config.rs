@@ -49,6 +49,13 @@ pub struct KvsLimits {
     /// UpdateStream, UpdateDataRetention, TagStream, UntagStream, ListTagsForStream per
     /// account (default 50).
     pub other: NonZeroU32,
+    /// GetDataEndpoint per account (quota: 300).
+    pub get_data_endpoint: NonZeroU32,
+    /// GetDataEndpoint per stream (quota: 5).
+    pub get_data_endpoint_per_stream: NonZeroU32,
+    /// GetHLSStreamingSessionURL and GetDASHStreamingSessionURL per stream (quota: 25 each;
+    /// one limit for both).
+    pub session_url_per_stream: NonZeroU32,
 }
 
 fn per_second(n: u32) -> NonZeroU32 {
@@ -65,6 +72,9 @@ impl Default for KvsLimits {
             describe_stream_per_stream: per_second(5),
             list_streams: per_second(50),
             other: per_second(50),
+            get_data_endpoint: per_second(300),
+            get_data_endpoint_per_stream: per_second(5),
+            session_url_per_stream: per_second(25),
         }
     }
 }

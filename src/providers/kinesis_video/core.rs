@@ -1,18 +1,33 @@
-//! The KVS calls of one instance through `aws-sdk-kinesisvideo`, each on the instance's
-//! [`CallPath`] (outbound limit per try, retries inside the caller's deadline, one
-//! provider-call span), its error mapped through [`parse_error`]; the outbound limits of the
-//! KVS quotas; and the neutral [`Stream`] of a KVS StreamInfo.
+//! The KVS calls of one instance through `aws-sdk-kinesisvideo` and
+//! `aws-sdk-kinesisvideoarchivedmedia`, each on the instance's [`CallPath`] (outbound limit
+//! per try, retries inside the caller's deadline, one provider-call span), its error mapped
+//! through [`parse_error`]; the outbound limits of the KVS quotas; and the neutral [`Stream`]
+//! of a KVS StreamInfo.
+//!
+//! The archived-media calls (the HLS and DASH session URLs) go to the stream's data endpoint,
+//! which GetDataEndpoint names — except with `endpoint_url` configured: an emulator serves both
+//! planes there, and the hostname it returns from GetDataEndpoint is not reachable.
 
 use std::collections::{BTreeMap, HashMap};
 
+use aws_config::SdkConfig;
 use aws_sdk_kinesisvideo::Client;
 use aws_sdk_kinesisvideo::types::{
-    ComparisonOperator, Status, StreamInfo, StreamNameCondition, UpdateDataRetentionOperation,
+    ApiName, ComparisonOperator, Status, StreamInfo, StreamNameCondition,
+    UpdateDataRetentionOperation,
+};
+use aws_sdk_kinesisvideoarchivedmedia as archived;
+use aws_sdk_kinesisvideoarchivedmedia::primitives::DateTime;
+use aws_sdk_kinesisvideoarchivedmedia::types::{
+    DashFragmentSelector, DashFragmentSelectorType, DashPlaybackMode, DashTimestampRange,
+    HlsFragmentSelector, HlsFragmentSelectorType, HlsPlaybackMode, HlsTimestampRange,
 };
 
 use super::config::KvsLimits;
 use super::error::{Action, parse_error};
-use crate::domain::{Stream, StreamDetails, StreamName, StreamSpec, StreamState};
+use crate::domain::{
+    EndpointProtocol, PlaybackMode, Stream, StreamDetails, StreamName, StreamSpec, StreamState,
+};
 use crate::error::{Kind, Result};
 use crate::providers::call::CallPath;
 use crate::providers::limits::OutboundLimits;
@@ -26,12 +41,19 @@ const TAG: &str = "TagStream";
 const UNTAG: &str = "UntagStream";
 const UPDATE: &str = "UpdateStream";
 const UPDATE_RETENTION: &str = "UpdateDataRetention";
+const DATA_ENDPOINT: &str = "GetDataEndpoint";
+const DASH_SESSION_URL: &str = "GetDASHStreamingSessionURL";
+const HLS_SESSION_URL: &str = "GetHLSStreamingSessionURL";
 
 /// The SDK client of one instance, and the path its calls take.
 pub(super) struct KvsCore {
     id: String,
     client: Client,
     path: CallPath,
+    // The configuration archived-media clients are made from, one per data endpoint asked.
+    sdk: SdkConfig,
+    // Whether `endpoint_url` is configured: then the data plane is there too.
+    pinned_endpoint: bool,
 }
 
 fn limits(l: &KvsLimits) -> OutboundLimits {
@@ -43,6 +65,12 @@ fn limits(l: &KvsLimits) -> OutboundLimits {
         .per_resource(DESCRIBE, l.describe_stream_per_stream)
         .per_action(LIST, l.list_streams)
         .shared(&[UPDATE, UPDATE_RETENTION, TAG, UNTAG, LIST_TAGS], l.other)
+        .per_action(DATA_ENDPOINT, l.get_data_endpoint)
+        .per_resource(DATA_ENDPOINT, l.get_data_endpoint_per_stream)
+        .shared_per_resource(
+            &[HLS_SESSION_URL, DASH_SESSION_URL],
+            l.session_url_per_stream,
+        )
 }
 
 /// The neutral state of a KVS status.
@@ -56,11 +84,18 @@ pub(super) fn state(status: Option<&Status>) -> StreamState {
 }
 
 impl KvsCore {
-    pub fn new(id: &str, client: Client, limits_config: &KvsLimits) -> Self {
+    pub fn new(
+        id: &str,
+        sdk: &SdkConfig,
+        pinned_endpoint: bool,
+        limits_config: &KvsLimits,
+    ) -> Self {
         KvsCore {
             id: id.to_string(),
-            client,
+            client: Client::new(sdk),
             path: CallPath::new(id, super::KIND, limits(limits_config)),
+            sdk: sdk.clone(),
+            pinned_endpoint,
         }
     }
 
@@ -96,6 +131,15 @@ impl KvsCore {
 
     /// DescribeStream; `None` when the stream does not exist.
     pub async fn describe(&self, name: &str) -> Result<Option<StreamInfo>> {
+        match self.described(name).await {
+            Ok(info) => Ok(info),
+            Err(e) if e.kind() == Kind::StreamNotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// DescribeStream; a missing stream is KVS's NOT_FOUND, with its code and request id.
+    pub async fn described(&self, name: &str) -> Result<Option<StreamInfo>> {
         let described = self
             .path
             .call(DESCRIBE, Some(name), || async {
@@ -106,12 +150,8 @@ impl KvsCore {
                     .await
                     .map_err(|e| parse_error(&self.id, Action::Other, e))
             })
-            .await;
-        match described {
-            Ok(output) => Ok(output.stream_info),
-            Err(e) if e.kind() == Kind::StreamNotFound => Ok(None),
-            Err(e) => Err(e),
-        }
+            .await?;
+        Ok(described.stream_info)
     }
 
     /// ListTagsForStream.
@@ -301,5 +341,127 @@ impl KvsCore {
                 .await?;
         }
         Ok(())
+    }
+
+    /// GetDataEndpoint for `api`: where the stream's data-plane calls of that API go.
+    pub async fn data_endpoint(&self, name: &str, api: ApiName) -> Result<String> {
+        let output = self
+            .path
+            .call(DATA_ENDPOINT, Some(name), || async {
+                self.client
+                    .get_data_endpoint()
+                    .stream_name(name)
+                    .api_name(api.clone())
+                    .send()
+                    .await
+                    .map_err(|e| parse_error(&self.id, Action::Other, e))
+            })
+            .await?;
+        Ok(output.data_endpoint.unwrap_or_default())
+    }
+
+    /// The endpoint_url, when configured: an emulator's data plane.
+    pub fn pinned_endpoint(&self) -> Option<&str> {
+        self.pinned_endpoint
+            .then(|| self.sdk.endpoint_url())
+            .flatten()
+    }
+
+    /// An archived-media client for `data_endpoint`, or for the configured endpoint_url.
+    fn archived(&self, data_endpoint: &str) -> archived::Client {
+        let mut config = archived::config::Builder::from(&self.sdk);
+        if !self.pinned_endpoint {
+            config = config.endpoint_url(data_endpoint);
+        }
+        archived::Client::from_conf(config.build())
+    }
+
+    /// A playback session URL over HLS or DASH (GetDataEndpoint, then the session call),
+    /// valid for `expires_s` seconds.
+    pub async fn session_url(
+        &self,
+        name: &str,
+        protocol: EndpointProtocol,
+        mode: PlaybackMode,
+        expires_s: i32,
+    ) -> Result<String> {
+        let (start, end) = match mode {
+            PlaybackMode::Live => (None, None),
+            PlaybackMode::LiveReplay { start_ms } => (Some(start_ms), None),
+            PlaybackMode::OnDemand { start_ms, end_ms } => (Some(start_ms), Some(end_ms)),
+        };
+        let start = start.map(DateTime::from_millis);
+        let end = end.map(DateTime::from_millis);
+        let dash = protocol == EndpointProtocol::Dash;
+        let api = if dash {
+            ApiName::GetDashStreamingSessionUrl
+        } else {
+            ApiName::GetHlsStreamingSessionUrl
+        };
+        let client = self.archived(&self.data_endpoint(name, api).await?);
+        if dash {
+            let playback = match mode {
+                PlaybackMode::Live => DashPlaybackMode::Live,
+                PlaybackMode::LiveReplay { .. } => DashPlaybackMode::LiveReplay,
+                PlaybackMode::OnDemand { .. } => DashPlaybackMode::OnDemand,
+            };
+            let selector = start.map(|_| {
+                DashFragmentSelector::builder()
+                    .fragment_selector_type(DashFragmentSelectorType::ServerTimestamp)
+                    .timestamp_range(
+                        DashTimestampRange::builder()
+                            .set_start_timestamp(start)
+                            .set_end_timestamp(end)
+                            .build(),
+                    )
+                    .build()
+            });
+            let output = self
+                .path
+                .call(DASH_SESSION_URL, Some(name), || async {
+                    client
+                        .get_dash_streaming_session_url()
+                        .stream_name(name)
+                        .playback_mode(playback.clone())
+                        .set_dash_fragment_selector(selector.clone())
+                        .expires(expires_s)
+                        .send()
+                        .await
+                        .map_err(|e| parse_error(&self.id, Action::Other, e))
+                })
+                .await?;
+            return Ok(output.dash_streaming_session_url.unwrap_or_default());
+        }
+        let playback = match mode {
+            PlaybackMode::Live => HlsPlaybackMode::Live,
+            PlaybackMode::LiveReplay { .. } => HlsPlaybackMode::LiveReplay,
+            PlaybackMode::OnDemand { .. } => HlsPlaybackMode::OnDemand,
+        };
+        let selector = start.map(|_| {
+            HlsFragmentSelector::builder()
+                .fragment_selector_type(HlsFragmentSelectorType::ServerTimestamp)
+                .timestamp_range(
+                    HlsTimestampRange::builder()
+                        .set_start_timestamp(start)
+                        .set_end_timestamp(end)
+                        .build(),
+                )
+                .build()
+        });
+        let output = self
+            .path
+            .call(HLS_SESSION_URL, Some(name), || async {
+                client
+                    .get_hls_streaming_session_url()
+                    .stream_name(name)
+                    .playback_mode(playback.clone())
+                    .set_hls_fragment_selector(selector.clone())
+                    .expires(expires_s)
+                    .send()
+                    .await
+                    .map_err(|e| parse_error(&self.id, Action::Other, e))
+            })
+            .await?;
+        Ok(output.hls_streaming_session_url.unwrap_or_default())
     }
 }

@@ -29,6 +29,11 @@ pub(super) fn classify(action: Action, code: Option<&str>, http_status: u16) -> 
         | "InvalidDeviceException"
         | "InvalidResourceFormatException" => (Kind::InvalidArgument, false),
         "ClientLimitExceededException" | "ThrottlingException" => (Kind::ProviderThrottled, true),
+        // Archived media: a stream that retains nothing, or whose media HLS/DASH cannot carry.
+        "NoDataRetentionException"
+        | "UnsupportedStreamMediaTypeException"
+        | "MissingCodecPrivateDataException"
+        | "InvalidCodecPrivateDataException" => (Kind::StreamNotPlayable, false),
         "AccountStreamLimitExceededException"
         | "DeviceStreamLimitExceededException"
         | "TagsPerResourceExceededLimitException" => (Kind::ProviderQuotaExceeded, false),
@@ -98,6 +103,22 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn archived_media_refusals_are_preconditions_of_the_stream() {
+        for code in [
+            "NoDataRetentionException",
+            "UnsupportedStreamMediaTypeException",
+            "MissingCodecPrivateDataException",
+            "InvalidCodecPrivateDataException",
+        ] {
+            assert_eq!(
+                classify(Action::Other, Some(code), 400),
+                (Kind::StreamNotPlayable, false),
+                "{code}"
+            );
+        }
+    }
 
     #[test]
     fn every_documented_exception_has_its_kind() {

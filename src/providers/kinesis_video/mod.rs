@@ -14,15 +14,19 @@
 //! - ListStreams filters by name prefix only (StreamNameCondition BEGINS_WITH) and returns no
 //!   tags: GetStream reads them.
 //! - WatchStream polls DescribeStream (`watch_poll_interval`), since KVS pushes nothing.
+//! - GetStreamEndpoints: HLS/DASH session URLs (GetDataEndpoint, then archived media) and the
+//!   PutMedia endpoint; a stream that retains no data cannot be played back.
 //!
 //! - `config.rs`: the kind-specific keys, and the outbound limits with the KVS quotas.
 //! - `backend.rs`: the Provider impl: reads, prechecks and the steps of each operation.
 //! - `core.rs`: the SDK calls, on the instance's call path.
+//! - `endpoints.rs`: the endpoints' shape and KVS's rules for them.
 //! - `error.rs`: SDK errors → the taxonomy.
 
 mod backend;
 mod config;
 mod core;
+mod endpoints;
 mod error;
 
 pub use backend::KinesisVideoProvider;

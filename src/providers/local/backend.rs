@@ -14,8 +14,8 @@ use crate::config::ProviderConfig;
 use crate::domain::names::MAX_SEGMENT_LEN;
 use crate::domain::page::MAX_PAGE_SIZE;
 use crate::domain::{
-    BatchItem, Capability, ListQuery, OpRequest, OpResult, Operation, Page, ParentName, Stream,
-    StreamName, StreamState,
+    BatchItem, Capability, Endpoint, EndpointsRequest, ListQuery, OpRequest, OpResult, Operation,
+    Page, ParentName, Stream, StreamName, StreamState,
 };
 use crate::error::{Error, Kind, Result};
 use crate::providers::{BuildContext, InstanceSettings, Provider, Step};
@@ -56,6 +56,8 @@ impl LocalProvider {
                 max_data_retention_hours: 87_600,
                 max_tags: 50,
                 max_page_size: MAX_PAGE_SIZE,
+                endpoints: super::endpoints::support(),
+                max_endpoint_lifetime: super::endpoints::MAX_LIFETIME,
             },
             settings,
             core: LocalCore::new(
@@ -139,6 +141,15 @@ impl Provider for LocalProvider {
             .await
             .map(|row| row.stream)
             .map_err(|e| self.err(e))
+    }
+
+    async fn stream_endpoints(
+        &self,
+        name: &StreamName,
+        request: &EndpointsRequest,
+    ) -> Result<Vec<Endpoint>> {
+        self.get_stream(name).await?;
+        super::endpoints::endpoints(name, request)
     }
 
     async fn list_streams(&self, _parent: &ParentName, query: &ListQuery) -> Result<Page<Stream>> {

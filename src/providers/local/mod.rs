@@ -11,6 +11,7 @@
 //!   steps of its operations (insert, then activate after `create_delay`; update; delete one
 //!   or a batch; cancel) on `core.rs`, and the announcements to WatchStream.
 //! - `core.rs`: the SQL on the `local_streams` table.
+//! - `endpoints.rs`: placeholder endpoints (`local://`) for developing clients.
 //! - `cache.rs`: its rows in memory, when the store is this process's alone (SQLite).
 //! - `row.rs`: one row, as `core.rs` decodes it and `cache.rs` keeps it.
 //! - `error.rs`: the adapter's errors and their mapping to the taxonomy.
@@ -19,6 +20,7 @@ mod backend;
 mod cache;
 mod config;
 mod core;
+mod endpoints;
 mod error;
 mod row;
 
