@@ -114,6 +114,7 @@ fn assert_distinct_nonces(fake: &FakeVod) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn official_python_sdk_is_accepted_by_the_fake_and_refused_with_a_wrong_secret() {
     let fake = fake_with(&[("v-sdk", &["job-a", "job-b"])]).await;
+    fake.set_url_authentication(Some("sdk-auth-key"));
     let script = support::repo().join("tests/py/vod_sdk.py");
     let endpoint = fake.addr.to_string();
     let output = tokio::task::spawn_blocking(move || {
@@ -126,10 +127,33 @@ async fn official_python_sdk_is_accepted_by_the_fake_and_refused_with_a_wrong_se
     .await
     .unwrap();
     assert!(output.status.success(), "{}", output_text(&output));
+    let lines: Vec<String> = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|line| line.trim_end().to_string())
+        .collect();
+    // The official model reads the fake's GetPlayInfo whole, and the PlayURL it reads is
+    // signed for the AuthTimeout the SDK sent.
+    let model: Vec<&str> = lines[1].split(' ').collect();
     assert_eq!(
-        String::from_utf8_lossy(&output.stdout)
-            .lines()
-            .map(str::trim_end)
+        (model[0], model[1], model[2], model[4]),
+        ("model", "OK", "job-a", "same"),
+        "{}",
+        output_text(&output)
+    );
+    let (url, auth_key) = model[3].split_once("?auth_key=").unwrap();
+    assert_eq!(url, "https://vod.example/v-sdk/job-a.m3u8");
+    let expiry: u64 = auth_key.split('-').next().unwrap().parse().unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    assert!((now + 590..=now + 610).contains(&expiry), "{expiry}");
+    assert_eq!(
+        lines
+            .iter()
+            .enumerate()
+            .filter(|&(i, _)| i != 1)
+            .map(|(_, line)| line.as_str())
             .collect::<Vec<_>>(),
         [
             "get OK job-a,job-b",
@@ -147,7 +171,7 @@ async fn official_python_sdk_is_accepted_by_the_fake_and_refused_with_a_wrong_se
     );
     assert_eq!(fake.streams("v-sdk").unwrap(), ["job-b"]);
     let requests = fake.requests();
-    assert_eq!(requests.len(), 7);
+    assert_eq!(requests.len(), 8);
     let badly_signed: Vec<_> = requests.iter().filter(|r| !r.signature_valid).collect();
     assert_eq!(badly_signed.len(), 1, "{requests:#?}");
     assert_eq!(
