@@ -532,7 +532,9 @@ mod tests {
         let db = store.db().clone();
         let runs =
             tokio::spawn(async move { join_all(statements.into_iter().map(|s| db.run(s))).await });
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        // Long enough for every statement to be queued behind the lock even on a loaded
+        // machine (100 ms was not, once, with two other builds running: 14 trips for 21).
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
         sqlx::query("COMMIT").execute(&mut *lock).await.unwrap();
         drop(lock);
         runs.await.unwrap()
