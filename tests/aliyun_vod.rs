@@ -527,7 +527,8 @@ async fn a_wrong_secret_is_a_credentials_error_naming_the_instance() {
         })
         .await
         .unwrap_err();
-    assert_eq!(status.code(), Code::Unauthenticated);
+    // The gateway's own key, not the caller's: never UNAUTHENTICATED.
+    assert_eq!(status.code(), Code::Unavailable);
     assert_eq!(reason(&status), "PROVIDER_CREDENTIALS_INVALID");
     assert!(status.message().contains(PROVIDER), "{}", status.message());
     assert!(!format!("{status:?}").contains("not-the-secret-5Xy"));
@@ -827,7 +828,7 @@ async fn binary_and_grpcurl_wrong_secret_from_the_environment_is_a_credentials_e
     .await;
     let printed = output_text(&got);
     assert!(!got.status.success(), "{printed}");
-    assert!(printed.contains("Code: Unauthenticated"), "{printed}");
+    assert!(printed.contains("Code: Unavailable"), "{printed}");
     assert!(
         printed.contains(r#""reason":"PROVIDER_CREDENTIALS_INVALID""#),
         "{printed}"
@@ -835,7 +836,7 @@ async fn binary_and_grpcurl_wrong_secret_from_the_environment_is_a_credentials_e
     assert!(printed.contains(PROVIDER), "{printed}");
 
     let done = grpcurl_delete(gateway.addr, &stream_name("v1", "j1")).await;
-    assert_eq!(done["error"]["code"], 16, "{done}");
+    assert_eq!(done["error"]["code"], 14, "{done}");
     assert_eq!(
         done["error"]["details"][0]["metadata"]["provider_code"],
         "SignatureDoesNotMatch"

@@ -710,6 +710,24 @@ async fn every_seed_exception_reaches_the_caller_with_its_code_and_request_id() 
             400,
             Code::FailedPrecondition,
             "STREAM_IN_USE",
+        ), // The gateway's own credentials refused: never UNAUTHENTICATED (the caller's code).
+        (
+            "UnrecognizedClientException",
+            400,
+            Code::Unavailable,
+            "PROVIDER_CREDENTIALS_INVALID",
+        ),
+        (
+            "InvalidSignatureException",
+            403,
+            Code::Unavailable,
+            "PROVIDER_CREDENTIALS_INVALID",
+        ),
+        (
+            "MissingAuthenticationTokenException",
+            403,
+            Code::Unavailable,
+            "PROVIDER_CREDENTIALS_INVALID",
         ),
     ];
     for (i, (code, http, grpc, why)) in deletes.into_iter().enumerate() {

@@ -266,7 +266,7 @@ mod tests {
             "{}",
             error.message()
         );
-        assert_eq!(error.to_status().code(), tonic::Code::Unauthenticated);
+        assert_eq!(error.to_status().code(), tonic::Code::Unavailable);
     }
 
     #[test]
