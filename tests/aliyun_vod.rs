@@ -563,6 +563,32 @@ async fn an_sts_token_is_sent_as_security_token() {
 }
 
 #[tokio::test]
+async fn a_video_whose_status_is_not_normal_is_not_ready_and_its_streams_are_still_deleted() {
+    let fake = fake_with(&[("v1", &["j1", "j2", "j3"])]).await;
+    fake.set_video_status("v1", "Blocked");
+    let server = gateway(&fake).await;
+    let status = server
+        .streams()
+        .get_stream(pb::GetStreamRequest {
+            name: stream_name("v1", "j1"),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+    assert_eq!(reason(&status), "STREAM_NOT_READY");
+    let info = status.get_error_details().error_info().unwrap().clone();
+    assert_eq!(info.metadata["provider_code"], "Forbidden.IllegalStatus");
+    assert!(!status.message().contains("RAM"), "{}", status.message());
+
+    // DeleteStream works on such a video: a batch sends its names all the same.
+    let names = [stream_name("v1", "j1"), stream_name("v1", "j2")];
+    let op = batch_delete(&server, &format!("providers/{PROVIDER}/videos/v1"), &names).await;
+    assert!(batch_results(&op).iter().all(|r| r.deleted), "{op:?}");
+    assert_eq!(fake.calls("DeleteStream")[0].job_ids(), ["j1", "j2"]);
+    assert_eq!(fake.streams("v1").unwrap(), ["j3"]);
+}
+
+#[tokio::test]
 async fn a_batch_reports_every_name_truthfully_whatever_vod_does_with_unknown_ids() {
     for partial in [false, true] {
         let fake = fake_with(&[("v1", &["j1", "j2", "j3"]), ("v2", &["k1", "k2"])]).await;

@@ -52,6 +52,8 @@ fn classify(code: &str) -> (Kind, bool) {
         "SignatureNonceUsed" => (Kind::ProviderUnavailable, true),
         "SignatureDoesNotMatch" | "IncompleteSignature" => (Kind::ProviderCredentials, false),
         "InvalidTimeStamp.Expired" | "InvalidTimeStamp.Format" => (Kind::Internal, false),
+        // A video whose status is not Normal (HTTP 403, but not a permission problem).
+        "Forbidden.IllegalStatus" => (Kind::StreamNotReady, false),
         _ if family("Throttling") => (Kind::ProviderThrottled, true),
         _ if family("InvalidAccessKeyId") || family("InvalidSecurityToken") => {
             (Kind::ProviderCredentials, false)
@@ -189,6 +191,12 @@ mod tests {
                 "InvalidAccessKeyId.Inactive",
                 "Specified access key is disabled.",
                 Kind::ProviderCredentials,
+                false,
+            ),
+            (
+                "Forbidden.IllegalStatus",
+                "Status of the video is illegal.",
+                Kind::StreamNotReady,
                 false,
             ),
             (
