@@ -517,6 +517,27 @@ async fn provider_codes_map_to_the_taxonomy() {
 }
 
 #[tokio::test]
+async fn an_unknown_code_with_a_server_error_status_is_retried_then_unavailable() {
+    let fake = fake_with(&[("v1", &["j1", "j2"])]).await;
+    fake.set_code_status("Brand.NewServerCode", 502);
+    fake.fail_next("DeleteStream", "Brand.NewServerCode", 2);
+    let server = gateway(&fake).await;
+    let op = delete(&server, &stream_name("v1", "j1")).await;
+    assert!(
+        matches!(op.result, Some(pb::operation::Result::DeleteStream(_))),
+        "{op:?}"
+    );
+    assert_eq!(fake.calls("DeleteStream").len(), 3);
+    assert_eq!(fake.streams("v1").unwrap(), ["j2"]);
+
+    fake.fail_next("DeleteStream", "Brand.NewServerCode", 100);
+    let status = op_error(&delete(&server, &stream_name("v1", "j2")).await);
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert_eq!(reason(&status), "PROVIDER_UNAVAILABLE");
+    assert!(fake.calls("DeleteStream").len() > 4);
+}
+
+#[tokio::test]
 async fn a_wrong_secret_is_a_credentials_error_naming_the_instance() {
     let fake = fake_with(&[("v1", &["j1"])]).await;
     let server = TestServer::start(&provider_entry(&fake, "not-the-secret-5Xy", "")).await;

@@ -670,6 +670,30 @@ async fn list_pages_with_the_prefix_filter_and_watch_polls() {
 }
 
 #[tokio::test]
+async fn an_unknown_code_with_a_server_error_status_is_retried() {
+    let fake = KvsFake::start().await;
+    let server = gateway(&fake, "").await;
+    fake.fake.add_stream("flaky");
+    fake.fake
+        .fail_next("deleteStream", 502, "SomethingNewException");
+    let op = server
+        .streams()
+        .delete_stream(pb::DeleteStreamRequest {
+            name: name("flaky"),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let done = wait(&server, &op).await;
+    assert!(
+        matches!(done.result, Some(pb::operation::Result::DeleteStream(_))),
+        "{done:?}"
+    );
+    assert_eq!(fake.fake.requests_of("deleteStream").len(), 2);
+}
+
+#[tokio::test]
 async fn every_seed_exception_reaches_the_caller_with_its_code_and_request_id() {
     let fake = KvsFake::start().await;
     let server = gateway(&fake, "").await;

@@ -85,6 +85,8 @@ struct Inner {
     nonces: HashSet<String>,
     requests: Vec<Recorded>,
     failures: HashMap<String, VecDeque<String>>,
+    // HTTP statuses for codes VOD does not document (a new code the adapter does not know).
+    code_statuses: HashMap<String, StatusCode>,
     partial_deletes: bool,
     next_request: u64,
     // The URL authentication key of the playback domain; None: authentication off.
@@ -170,6 +172,13 @@ impl FakeVod {
         let mut inner = self.lock();
         let queue = inner.failures.entry(action.to_string()).or_default();
         queue.extend(std::iter::repeat_n(code.to_string(), times));
+    }
+
+    /// Answers `code` with HTTP `status` from now on (for a code `status_of` does not know).
+    pub fn set_code_status(&self, code: &str, status: u16) {
+        self.lock()
+            .code_statuses
+            .insert(code.to_string(), StatusCode::from_u16(status).unwrap());
     }
 
     /// When true, a DeleteStream that answers InvalidStream.NotFound first deletes the ids
@@ -500,7 +509,7 @@ async fn handle(
                     .failures
                     .get_mut(&action)
                     .and_then(VecDeque::pop_front);
-                let answer = match (action.as_str(), injected) {
+                let mut answer = match (action.as_str(), injected) {
                     ("DeleteStream", injected) => {
                         delete_stream(&mut inner, &params, &request_id, injected)
                     }
@@ -512,6 +521,13 @@ async fn handle(
                         format!("Specified api {action} is not found."),
                     ),
                 };
+                if let Some(status) = answer
+                    .code
+                    .as_ref()
+                    .and_then(|code| inner.code_statuses.get(code))
+                {
+                    answer.status = *status;
+                }
                 (true, answer)
             }
         };
