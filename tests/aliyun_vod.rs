@@ -111,6 +111,45 @@ fn assert_distinct_nonces(fake: &FakeVod) {
 // ---------------------------------------------------------------------------------------------
 // The fake itself, against the official SDK.
 
+/// The official SDKs' endpoint of every region their maps name, and of a few they do not
+/// (the "regional" rule), as JSON `{region: host}`; the two SDKs' maps must agree.
+const SDK_ENDPOINTS: &str = r#"
+import json
+from aliyunsdkvod.endpoint import endpoint_data
+from alibabacloud_tea_openapi import models
+from alibabacloud_vod20170321.client import Client
+
+client = Client(models.Config(region_id="cn-hangzhou", access_key_id="k", access_key_secret="s"))
+legacy = endpoint_data.getEndpointMap()
+regions = set(client._endpoint_map) | set(legacy) | {"eu-west-1", "ap-south-1", "cn-shanghai"}
+hosts = {
+    r: client.get_endpoint("vod", r, "regional", "", "", client._endpoint_map, None)
+    for r in regions
+}
+assert all(hosts[r] == legacy[r] for r in legacy), "the two SDKs disagree"
+print(json.dumps(hosts))
+"#;
+
+#[test]
+fn the_vod_host_of_every_region_is_the_official_sdks() {
+    let output = Command::new(venv_tool("python"))
+        .args(["-c", SDK_ENDPOINTS])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", output_text(&output));
+    let hosts: std::collections::BTreeMap<String, String> =
+        serde_json::from_slice(&output.stdout).unwrap();
+    assert!(hosts.len() > 40, "{hosts:?}");
+    assert_eq!(hosts["cn-hangzhou"], "vod.cn-shanghai.aliyuncs.com");
+    for (region, host) in &hosts {
+        assert_eq!(
+            &streamgate::providers::aliyun_vod::api_host(region),
+            host,
+            "{region}"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn official_python_sdk_is_accepted_by_the_fake_and_refused_with_a_wrong_secret() {
     let fake = fake_with(&[("v-sdk", &["job-a", "job-b"])]).await;

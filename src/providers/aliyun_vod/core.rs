@@ -109,7 +109,7 @@ impl VodCore {
             http,
             endpoint: endpoint_url
                 .map(str::to_string)
-                .unwrap_or_else(|| format!("https://vod.{region}.aliyuncs.com/")),
+                .unwrap_or_else(|| format!("https://{}/", super::hosts::api_host(region))),
             region: region.to_string(),
             credentials,
             path: CallPath::new(
