@@ -322,6 +322,28 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn refused_gateway_credentials_never_answer_unauthenticated() {
+        let cases = [
+            (
+                403,
+                "InvalidClientTokenId",
+                "The security token included in the request is invalid.",
+            ),
+            (
+                403,
+                "SignatureDoesNotMatch",
+                "The request signature we calculated does not match the signature you provided.",
+            ),
+        ];
+        for (status, code, message) in cases {
+            let error = delete_web(status, code, message).await;
+            check(&error, Kind::ProviderCredentials, code);
+            assert_eq!(error.to_status().code(), tonic::Code::Unavailable, "{code}");
+            assert_eq!(error.kind().reason(), "PROVIDER_CREDENTIALS_INVALID");
+        }
+    }
+
+    #[tokio::test]
     async fn unknown_codes_are_temporary_only_with_a_server_error_status() {
         let error = delete_web(502, "SomethingNew", "Bad gateway.").await;
         assert_eq!(error.kind(), Kind::ProviderUnavailable);
