@@ -78,6 +78,11 @@ pub enum Kind {
     DeadlineExceeded,
     /// A bug or an unexpected failure of the gateway itself.
     Internal,
+    /// The provider's resource is not in a state that allows the call yet (a VOD video whose
+    /// status is not Normal).
+    StreamNotReady,
+    /// The provider refuses this change of the resource as such (CloudFront IllegalUpdate).
+    UpdateNotAllowed,
 }
 
 impl Kind {
@@ -95,14 +100,17 @@ impl Kind {
             | Kind::StreamNotDisabled
             | Kind::OperationDone
             | Kind::SigningKeyNotConfigured
-            | Kind::StreamNotPlayable => Code::FailedPrecondition,
+            | Kind::StreamNotPlayable
+            | Kind::StreamNotReady
+            | Kind::UpdateNotAllowed => Code::FailedPrecondition,
             Kind::ProviderThrottled
             | Kind::ProviderQuotaExceeded
             | Kind::RateLimited
             | Kind::Overloaded => Code::ResourceExhausted,
             Kind::ProviderPermissionDenied | Kind::PermissionDenied => Code::PermissionDenied,
-            Kind::ProviderCredentials => Code::Unauthenticated,
-            Kind::ProviderUnavailable => Code::Unavailable,
+            // The gateway's own credentials, not the caller's: UNAUTHENTICATED would tell the
+            // caller to re-authenticate. The gateway is misconfigured; a later call may work.
+            Kind::ProviderCredentials | Kind::ProviderUnavailable => Code::Unavailable,
             Kind::CapabilityUnsupported => Code::Unimplemented,
             Kind::Unauthenticated => Code::Unauthenticated,
             Kind::Cancelled => Code::Cancelled,
@@ -140,6 +148,8 @@ impl Kind {
             Kind::Cancelled => "CANCELLED",
             Kind::DeadlineExceeded => "DEADLINE_EXCEEDED",
             Kind::Internal => "INTERNAL",
+            Kind::StreamNotReady => "STREAM_NOT_READY",
+            Kind::UpdateNotAllowed => "UPDATE_NOT_ALLOWED",
         }
     }
 }
@@ -462,6 +472,16 @@ mod tests {
         assert_eq!(
             details.error_info().unwrap().metadata["provider_code"],
             "ClientLimitExceededException"
+        );
+    }
+
+    #[test]
+    fn the_gateways_own_credentials_refused_never_tell_the_caller_to_re_authenticate() {
+        let status = Error::new(Kind::ProviderCredentials, "key refused").to_status();
+        assert_eq!(status.code(), Code::Unavailable);
+        assert_eq!(
+            status.get_error_details().error_info().unwrap().reason,
+            "PROVIDER_CREDENTIALS_INVALID"
         );
     }
 

@@ -111,6 +111,45 @@ fn assert_distinct_nonces(fake: &FakeVod) {
 // ---------------------------------------------------------------------------------------------
 // The fake itself, against the official SDK.
 
+/// The official SDKs' endpoint of every region their maps name, and of a few they do not
+/// (the "regional" rule), as JSON `{region: host}`; the two SDKs' maps must agree.
+const SDK_ENDPOINTS: &str = r#"
+import json
+from aliyunsdkvod.endpoint import endpoint_data
+from alibabacloud_tea_openapi import models
+from alibabacloud_vod20170321.client import Client
+
+client = Client(models.Config(region_id="cn-hangzhou", access_key_id="k", access_key_secret="s"))
+legacy = endpoint_data.getEndpointMap()
+regions = set(client._endpoint_map) | set(legacy) | {"eu-west-1", "ap-south-1", "cn-shanghai"}
+hosts = {
+    r: client.get_endpoint("vod", r, "regional", "", "", client._endpoint_map, None)
+    for r in regions
+}
+assert all(hosts[r] == legacy[r] for r in legacy), "the two SDKs disagree"
+print(json.dumps(hosts))
+"#;
+
+#[test]
+fn the_vod_host_of_every_region_is_the_official_sdks() {
+    let output = Command::new(venv_tool("python"))
+        .args(["-c", SDK_ENDPOINTS])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", output_text(&output));
+    let hosts: std::collections::BTreeMap<String, String> =
+        serde_json::from_slice(&output.stdout).unwrap();
+    assert!(hosts.len() > 40, "{hosts:?}");
+    assert_eq!(hosts["cn-hangzhou"], "vod.cn-shanghai.aliyuncs.com");
+    for (region, host) in &hosts {
+        assert_eq!(
+            &streamgate::providers::aliyun_vod::api_host(region),
+            host,
+            "{region}"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn official_python_sdk_is_accepted_by_the_fake_and_refused_with_a_wrong_secret() {
     let fake = fake_with(&[("v-sdk", &["job-a", "job-b"])]).await;
@@ -517,6 +556,27 @@ async fn provider_codes_map_to_the_taxonomy() {
 }
 
 #[tokio::test]
+async fn an_unknown_code_with_a_server_error_status_is_retried_then_unavailable() {
+    let fake = fake_with(&[("v1", &["j1", "j2"])]).await;
+    fake.set_code_status("Brand.NewServerCode", 502);
+    fake.fail_next("DeleteStream", "Brand.NewServerCode", 2);
+    let server = gateway(&fake).await;
+    let op = delete(&server, &stream_name("v1", "j1")).await;
+    assert!(
+        matches!(op.result, Some(pb::operation::Result::DeleteStream(_))),
+        "{op:?}"
+    );
+    assert_eq!(fake.calls("DeleteStream").len(), 3);
+    assert_eq!(fake.streams("v1").unwrap(), ["j2"]);
+
+    fake.fail_next("DeleteStream", "Brand.NewServerCode", 100);
+    let status = op_error(&delete(&server, &stream_name("v1", "j2")).await);
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert_eq!(reason(&status), "PROVIDER_UNAVAILABLE");
+    assert!(fake.calls("DeleteStream").len() > 4);
+}
+
+#[tokio::test]
 async fn a_wrong_secret_is_a_credentials_error_naming_the_instance() {
     let fake = fake_with(&[("v1", &["j1"])]).await;
     let server = TestServer::start(&provider_entry(&fake, "not-the-secret-5Xy", "")).await;
@@ -527,7 +587,8 @@ async fn a_wrong_secret_is_a_credentials_error_naming_the_instance() {
         })
         .await
         .unwrap_err();
-    assert_eq!(status.code(), Code::Unauthenticated);
+    // The gateway's own key, not the caller's: never UNAUTHENTICATED.
+    assert_eq!(status.code(), Code::Unavailable);
     assert_eq!(reason(&status), "PROVIDER_CREDENTIALS_INVALID");
     assert!(status.message().contains(PROVIDER), "{}", status.message());
     assert!(!format!("{status:?}").contains("not-the-secret-5Xy"));
@@ -559,6 +620,32 @@ async fn an_sts_token_is_sent_as_security_token() {
     let stale = TestServer::start(&entry("an-expired-token")).await;
     let status = stale.streams().get_stream(get).await.unwrap_err();
     assert_eq!(reason(&status), "PROVIDER_CREDENTIALS_INVALID");
+}
+
+#[tokio::test]
+async fn a_video_whose_status_is_not_normal_is_not_ready_and_its_streams_are_still_deleted() {
+    let fake = fake_with(&[("v1", &["j1", "j2", "j3"])]).await;
+    fake.set_video_status("v1", "Blocked");
+    let server = gateway(&fake).await;
+    let status = server
+        .streams()
+        .get_stream(pb::GetStreamRequest {
+            name: stream_name("v1", "j1"),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+    assert_eq!(reason(&status), "STREAM_NOT_READY");
+    let info = status.get_error_details().error_info().unwrap().clone();
+    assert_eq!(info.metadata["provider_code"], "Forbidden.IllegalStatus");
+    assert!(!status.message().contains("RAM"), "{}", status.message());
+
+    // DeleteStream works on such a video: a batch sends its names all the same.
+    let names = [stream_name("v1", "j1"), stream_name("v1", "j2")];
+    let op = batch_delete(&server, &format!("providers/{PROVIDER}/videos/v1"), &names).await;
+    assert!(batch_results(&op).iter().all(|r| r.deleted), "{op:?}");
+    assert_eq!(fake.calls("DeleteStream")[0].job_ids(), ["j1", "j2"]);
+    assert_eq!(fake.streams("v1").unwrap(), ["j3"]);
 }
 
 #[tokio::test]
@@ -827,7 +914,7 @@ async fn binary_and_grpcurl_wrong_secret_from_the_environment_is_a_credentials_e
     .await;
     let printed = output_text(&got);
     assert!(!got.status.success(), "{printed}");
-    assert!(printed.contains("Code: Unauthenticated"), "{printed}");
+    assert!(printed.contains("Code: Unavailable"), "{printed}");
     assert!(
         printed.contains(r#""reason":"PROVIDER_CREDENTIALS_INVALID""#),
         "{printed}"
@@ -835,7 +922,7 @@ async fn binary_and_grpcurl_wrong_secret_from_the_environment_is_a_credentials_e
     assert!(printed.contains(PROVIDER), "{printed}");
 
     let done = grpcurl_delete(gateway.addr, &stream_name("v1", "j1")).await;
-    assert_eq!(done["error"]["code"], 16, "{done}");
+    assert_eq!(done["error"]["code"], 14, "{done}");
     assert_eq!(
         done["error"]["details"][0]["metadata"]["provider_code"],
         "SignatureDoesNotMatch"

@@ -12,7 +12,10 @@ use streamgate::pb;
 use streamgate::pb::stream::State;
 use streamgate::pb::watch_stream_response::ChangeType;
 use support::kvs_fake::{KvsFake, RunningKvsFake, Throttle, kvs_client};
-use support::{AWS_ENV, TestServer, info_metadata, op_error, reason, violated_fields, wait};
+use support::{
+    AWS_ENV, TestServer, info_metadata, op_error, output_text, reason, venv_tool, violated_fields,
+    wait,
+};
 use tonic::Code;
 use tonic_types::StatusExt;
 
@@ -583,6 +586,79 @@ async fn validation_happens_before_any_provider_call() {
     assert!(fake.fake.requests().is_empty(), "no call reached KVS");
 }
 
+/// Reads DeviceName, MediaType, TagKey and TagValue from botocore's KVS model and prints, as
+/// JSON `[[shape, value, accepted], ...]`, boundary values of their lengths and one probe per
+/// character of interest, each judged by the model's own length range and pattern (the
+/// pattern is Java's: `\w` is ASCII).
+const KVS_MODEL_CASES: &str = r##"
+import gzip, json, os, botocore, regex
+path = os.path.join(os.path.dirname(botocore.__file__), "data", "kinesisvideo", "2017-09-30")
+name = [f for f in os.listdir(path) if f.startswith("service-2")][0]
+opener = gzip.open if name.endswith(".gz") else open
+with opener(os.path.join(path, name), "rt") as f:
+    shapes = json.load(f)["shapes"]
+probes = [" ", "_", ".", ":", "/", "=", "+", "-", "@", "!", "#", "*", ",", "$", "\t", "é", "ß",
+          "中", "٣", "\u00a0", "\u2028", "\u2029", "Ⅻ", "½", "\u0301", "Ⓐ", "\u0903", "😀"]
+cases = []
+for shape in ["DeviceName", "MediaType", "TagKey", "TagValue"]:
+    s = shapes[shape]
+    lo, hi = s.get("min", 0), s["max"]
+    pattern = s["pattern"].replace(r"\w", "A-Za-z0-9_")
+    def judge(value):
+        units = len(value.encode("utf-16-le")) // 2
+        return lo <= units <= hi and regex.fullmatch(pattern, value) is not None
+    if shape == "MediaType":
+        values = ["video/" + "h" * (n - 6) for n in (hi - 1, hi, hi + 1)]
+        values += ["video/h" + c + "264" for c in probes]
+    else:
+        values = ["a" * n for n in (lo - 1, lo, hi, hi + 1) if n >= 0]
+        values += ["a" + c + "a" for c in probes]
+    for value in values:
+        cases.append([shape, value, judge(value)])
+print(json.dumps(cases))
+"##;
+
+#[tokio::test]
+async fn validate_only_agrees_with_the_published_kvs_model() {
+    let output = std::process::Command::new(venv_tool("python"))
+        .args(["-c", KVS_MODEL_CASES])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", output_text(&output));
+    let cases: Vec<(String, String, bool)> = serde_json::from_slice(&output.stdout).unwrap();
+    assert!(cases.len() > 100, "{cases:?}");
+    let fake = KvsFake::start().await;
+    let server = gateway(&fake, "").await;
+    let mut streams = server.streams();
+    for (shape, value, accepted) in &cases {
+        let mut request = create("dry");
+        request.validate_only = true;
+        let stream = request.stream.as_mut().unwrap();
+        match shape.as_str() {
+            // Empty is "not set" in proto3: nothing to check against the model.
+            "DeviceName" | "MediaType" if value.is_empty() => continue,
+            "DeviceName" => stream.device_name = value.clone(),
+            "MediaType" => stream.media_type = value.clone(),
+            "TagKey" => stream.tags = HashMap::from([(value.clone(), "v".to_string())]),
+            _ => stream.tags = HashMap::from([("k".to_string(), value.clone())]),
+        }
+        match streams.create_stream(request).await {
+            Ok(op) => assert!(
+                *accepted && op.into_inner().done,
+                "{shape} {value:?}: the model refuses it, the gateway accepted it"
+            ),
+            Err(status) => {
+                assert!(
+                    !*accepted,
+                    "{shape} {value:?}: the model accepts it, the gateway refused: {status:?}"
+                );
+                assert_eq!(status.code(), Code::InvalidArgument, "{shape} {value:?}");
+            }
+        }
+    }
+    assert!(fake.fake.requests().is_empty(), "no call reached KVS");
+}
+
 #[tokio::test]
 async fn list_pages_with_the_prefix_filter_and_watch_polls() {
     let fake = KvsFake::start().await;
@@ -670,6 +746,30 @@ async fn list_pages_with_the_prefix_filter_and_watch_polls() {
 }
 
 #[tokio::test]
+async fn an_unknown_code_with_a_server_error_status_is_retried() {
+    let fake = KvsFake::start().await;
+    let server = gateway(&fake, "").await;
+    fake.fake.add_stream("flaky");
+    fake.fake
+        .fail_next("deleteStream", 502, "SomethingNewException");
+    let op = server
+        .streams()
+        .delete_stream(pb::DeleteStreamRequest {
+            name: name("flaky"),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let done = wait(&server, &op).await;
+    assert!(
+        matches!(done.result, Some(pb::operation::Result::DeleteStream(_))),
+        "{done:?}"
+    );
+    assert_eq!(fake.fake.requests_of("deleteStream").len(), 2);
+}
+
+#[tokio::test]
 async fn every_seed_exception_reaches_the_caller_with_its_code_and_request_id() {
     let fake = KvsFake::start().await;
     let server = gateway(&fake, "").await;
@@ -710,6 +810,24 @@ async fn every_seed_exception_reaches_the_caller_with_its_code_and_request_id() 
             400,
             Code::FailedPrecondition,
             "STREAM_IN_USE",
+        ), // The gateway's own credentials refused: never UNAUTHENTICATED (the caller's code).
+        (
+            "UnrecognizedClientException",
+            400,
+            Code::Unavailable,
+            "PROVIDER_CREDENTIALS_INVALID",
+        ),
+        (
+            "InvalidSignatureException",
+            403,
+            Code::Unavailable,
+            "PROVIDER_CREDENTIALS_INVALID",
+        ),
+        (
+            "MissingAuthenticationTokenException",
+            403,
+            Code::Unavailable,
+            "PROVIDER_CREDENTIALS_INVALID",
         ),
     ];
     for (i, (code, http, grpc, why)) in deletes.into_iter().enumerate() {

@@ -1,7 +1,13 @@
 //! Checks of stream fields and endpoint requests that hold for every provider kind, bounded by
 //! the provider's capability (docs/design.md §1 gives the KVS limits, the strictest of the kinds).
+//!
+//! DeviceName, MediaType, TagKey and TagValue are checked exactly as the KVS model (botocore's
+//! `kinesisvideo` 2017-09-30) constrains them; `tests/kinesis_video.rs` checks `validate_only`
+//! against the model's own lengths and patterns.
 
 use std::time::Duration;
+
+use unicode_properties::{GeneralCategoryGroup, UnicodeGeneralCategory};
 
 use super::capability::Capability;
 use super::endpoint::{CloudFrontTarget, EndpointSupport, EndpointsRequest, MAX_PATH_LEN};
@@ -62,12 +68,36 @@ impl Violations {
     }
 }
 
+/// A character of KVS's MediaType pattern `[\w\-\.\+]`, `\w` being ASCII (Java's default).
+fn is_media_type_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '+')
+}
+
+/// A character of KVS's tag pattern `[\p{L}\p{Z}\p{N}_.:/=+\-@]`.
+fn is_tag_char(c: char) -> bool {
+    matches!(
+        c.general_category_group(),
+        GeneralCategoryGroup::Letter
+            | GeneralCategoryGroup::Separator
+            | GeneralCategoryGroup::Number
+    ) || matches!(c, '_' | '.' | ':' | '/' | '=' | '+' | '-' | '@')
+}
+
+/// KVS's DeviceName: `[a-zA-Z0-9_.-]+`, 1-128 characters.
+fn device_name(value: &str) -> std::result::Result<(), String> {
+    length(value, 1, MAX_DEVICE_NAME_LEN)?;
+    if value
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+    {
+        Ok(())
+    } else {
+        Err("may hold only ASCII letters, digits, '_', '.' and '-'".to_string())
+    }
+}
+
 fn media_type(value: &str) -> std::result::Result<(), String> {
-    let part = |p: &str| {
-        !p.is_empty()
-            && p.chars()
-                .all(|c| c.is_alphanumeric() || matches!(c, '_' | '-' | '.' | '+'))
-    };
+    let part = |p: &str| !p.is_empty() && p.chars().all(is_media_type_char);
     let valid = value.len() <= MAX_MEDIA_TYPE_LEN
         && value.split(',').all(|one| {
             one.split_once('/')
@@ -77,7 +107,8 @@ fn media_type(value: &str) -> std::result::Result<(), String> {
         Ok(())
     } else {
         Err(format!(
-            "must be type/subtype[,type/subtype...] (e.g. video/h264), at most {MAX_MEDIA_TYPE_LEN} characters"
+            "must be type/subtype[,type/subtype...] (e.g. video/h264) of ASCII letters, digits, \
+             '_', '-', '.' and '+', at most {MAX_MEDIA_TYPE_LEN} characters"
         ))
     }
 }
@@ -99,6 +130,9 @@ fn retention(hours: i32, max: i32) -> std::result::Result<(), String> {
     }
 }
 
+/// What a tag may hold, for a violation.
+const TAG_CHARS: &str = "may hold only letters, digits, spaces and _ . : / = + - @";
+
 fn tags(
     v: &mut Violations,
     field: &str,
@@ -113,8 +147,14 @@ fn tags(
         if let Err(why) = length(key, 1, MAX_TAG_KEY_LEN) {
             v.add(format!("{field}[{shown}]"), format!("key {why}"));
         }
+        if !key.chars().all(is_tag_char) {
+            v.add(format!("{field}[{shown}]"), format!("key {TAG_CHARS}"));
+        }
         if let Err(why) = length(value, 0, MAX_TAG_VALUE_LEN) {
             v.add(format!("{field}[{shown}]"), format!("value {why}"));
+        }
+        if !value.chars().all(is_tag_char) {
+            v.add(format!("{field}[{shown}]"), format!("value {TAG_CHARS}"));
         }
     }
 }
@@ -126,10 +166,7 @@ pub fn check_spec(spec: &StreamSpec, cap: &Capability, prefix: &str, v: &mut Vio
         v.check(&f("media_type"), media_type(&spec.media_type));
     }
     if !spec.device_name.is_empty() {
-        v.check(
-            &f("device_name"),
-            length(&spec.device_name, 1, MAX_DEVICE_NAME_LEN),
-        );
+        v.check(&f("device_name"), device_name(&spec.device_name));
     }
     if !spec.kms_key_id.is_empty() {
         v.check(
@@ -150,7 +187,7 @@ pub fn check_patch(patch: &StreamPatch, cap: &Capability, v: &mut Violations) {
         v.check("stream.media_type", media_type(value));
     }
     if let Some(value) = &patch.device_name {
-        v.check("stream.device_name", length(value, 1, MAX_DEVICE_NAME_LEN));
+        v.check("stream.device_name", device_name(value));
     }
     if let Some(hours) = patch.data_retention_hours {
         v.check(
@@ -293,6 +330,7 @@ mod tests {
         assert!(media_type("video/h264,audio/aac").is_ok());
         assert!(media_type("h264").is_err());
         assert!(media_type("video/").is_err());
+        assert!(media_type("vidéo/h264").is_err());
     }
 }
 

@@ -5,7 +5,9 @@
 //! signature V1 recomputed here independently of the adapter's signer, known AccessKeyId,
 //! STS token, Timestamp within 15 minutes, SignatureNonce never seen before — answers
 //! GetPlayInfo and DeleteStream with VOD's JSON shapes and documented error codes, reproduces
-//! any error code on demand, and records every request (AuthTimeout included). With URL
+//! any error code on demand, answers Forbidden.IllegalStatus (HTTP 403) to GetPlayInfo of a video
+//! switched to a status other than Normal (`set_video_status`; DeleteStream still works on it),
+//! and records every request (AuthTimeout included). With URL
 //! authentication switched on (`set_url_authentication`), each PlayURL carries an `auth_key`
 //! of type A — `{expiry}-{rand}-{uid}-{md5("{path}-{expiry}-{rand}-{uid}-{key}")}` — whose
 //! expiry is now + AuthTimeout (VOD's default validity, 1800 s, without it); off, PlayURLs
@@ -78,9 +80,13 @@ struct Key {
 struct Inner {
     keys: HashMap<String, Key>,
     videos: BTreeMap<String, Vec<String>>,
+    // Videos whose status is not Normal (e.g. "Blocked", "Checking"): GetPlayInfo refuses them.
+    statuses: HashMap<String, String>,
     nonces: HashSet<String>,
     requests: Vec<Recorded>,
     failures: HashMap<String, VecDeque<String>>,
+    // HTTP statuses for codes VOD does not document (a new code the adapter does not know).
+    code_statuses: HashMap<String, StatusCode>,
     partial_deletes: bool,
     next_request: u64,
     // The URL authentication key of the playback domain; None: authentication off.
@@ -143,6 +149,14 @@ impl FakeVod {
         );
     }
 
+    /// Sets a video's status; anything but "Normal" makes GetPlayInfo answer
+    /// Forbidden.IllegalStatus (HTTP 403), as VOD does. DeleteStream still works on it.
+    pub fn set_video_status(&self, video: &str, status: &str) {
+        self.lock()
+            .statuses
+            .insert(video.to_string(), status.to_string());
+    }
+
     /// The streams a video has now, `None` if the video does not exist.
     pub fn streams(&self, video: &str) -> Option<Vec<String>> {
         self.lock().videos.get(video).cloned()
@@ -158,6 +172,13 @@ impl FakeVod {
         let mut inner = self.lock();
         let queue = inner.failures.entry(action.to_string()).or_default();
         queue.extend(std::iter::repeat_n(code.to_string(), times));
+    }
+
+    /// Answers `code` with HTTP `status` from now on (for a code `status_of` does not know).
+    pub fn set_code_status(&self, code: &str, status: u16) {
+        self.lock()
+            .code_statuses
+            .insert(code.to_string(), StatusCode::from_u16(status).unwrap());
     }
 
     /// When true, a DeleteStream that answers InvalidStream.NotFound first deletes the ids
@@ -262,6 +283,7 @@ fn message_of(code: &str) -> &'static str {
             "Request was denied due to request throttling."
         }
         "Forbidden" => "User not authorized to operate on the specified resource.",
+        "Forbidden.IllegalStatus" => "Status of the video is illegal.",
         _ => "The request was refused.",
     }
 }
@@ -362,6 +384,13 @@ fn get_play_info(inner: &Inner, params: &BTreeMap<String, String>, request_id: &
     let Some(jobs) = inner.videos.get(&video) else {
         return documented("InvalidVideo.NotFound", request_id);
     };
+    if inner
+        .statuses
+        .get(&video)
+        .is_some_and(|status| status != "Normal")
+    {
+        return documented("Forbidden.IllegalStatus", request_id);
+    }
     if jobs.is_empty() {
         return documented("InvalidVideo.NoneStream", request_id);
     }
@@ -480,7 +509,7 @@ async fn handle(
                     .failures
                     .get_mut(&action)
                     .and_then(VecDeque::pop_front);
-                let answer = match (action.as_str(), injected) {
+                let mut answer = match (action.as_str(), injected) {
                     ("DeleteStream", injected) => {
                         delete_stream(&mut inner, &params, &request_id, injected)
                     }
@@ -492,6 +521,13 @@ async fn handle(
                         format!("Specified api {action} is not found."),
                     ),
                 };
+                if let Some(status) = answer
+                    .code
+                    .as_ref()
+                    .and_then(|code| inner.code_statuses.get(code))
+                {
+                    answer.status = *status;
+                }
                 (true, answer)
             }
         };

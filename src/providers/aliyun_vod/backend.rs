@@ -7,7 +7,8 @@
 //!
 //! 1. `accepted`: one GetPlayInfo per video records which names exist. A name its video does
 //!    not list fails with STREAM_NOT_FOUND, a missing video fails its names with
-//!    VIDEO_NOT_FOUND; neither is sent to DeleteStream.
+//!    VIDEO_NOT_FOUND; neither is sent to DeleteStream. A video whose status is not Normal
+//!    (GetPlayInfo answers Forbidden.IllegalStatus) has its names sent all the same.
 //! 2. `deleting`, once per DeleteStream call: up to 20 existing job ids of one video, so a
 //!    batch makes the fewest calls possible (⌈n/20⌉ per video). If VOD answers that a stream
 //!    or the video does not exist (someone deleted it meanwhile, or an earlier try of this
@@ -212,6 +213,9 @@ impl AliyunVodProvider {
                         }
                     }
                 }
+                // GetPlayInfo refuses a video whose status is not Normal, DeleteStream does
+                // not: its names are sent.
+                Err(e) if e.kind() == Kind::StreamNotReady => {}
                 Err(e) => {
                     for i in indexes {
                         slots[i] = Slot::Failed(e.clone());

@@ -84,8 +84,8 @@ impl AliyunVodSettings {
         };
         if config.region.as_deref().is_none_or(str::is_empty) {
             return Err(invalid(
-                "region is required (e.g. \"cn-shanghai\"): it picks the endpoint \
-                 vod.{region}.aliyuncs.com and is sent as RegionId",
+                "region is required (e.g. \"cn-shanghai\"): it picks the endpoint (the \
+                 official SDK's endpoint map) and is sent as RegionId",
             ));
         }
         if settings.access_key_id.is_some() != settings.access_key_secret.is_some() {

@@ -109,7 +109,7 @@ impl VodCore {
             http,
             endpoint: endpoint_url
                 .map(str::to_string)
-                .unwrap_or_else(|| format!("https://vod.{region}.aliyuncs.com/")),
+                .unwrap_or_else(|| format!("https://{}/", super::hosts::api_host(region))),
             region: region.to_string(),
             credentials,
             path: CallPath::new(
@@ -169,6 +169,7 @@ impl VodCore {
         }
         let transport = |source| VodError::Transport { action, source };
         let response = request.send().await.map_err(transport)?;
+        let status = response.status().as_u16();
         let bytes = response.bytes().await.map_err(transport)?;
         let value: serde_json::Value =
             serde_json::from_slice(&bytes).map_err(|e| VodError::Malformed {
@@ -181,7 +182,11 @@ impl VodCore {
                     action,
                     why: e.to_string(),
                 })?;
-            return Err(VodError::Api { action, body });
+            return Err(VodError::Api {
+                action,
+                status,
+                body,
+            });
         }
         Ok(value)
     }
@@ -202,10 +207,13 @@ impl VodCore {
                     let error = parse_error(provider, &e);
                     let may_have_acted = match &e {
                         VodError::Transport { .. } | VodError::Malformed { .. } => true,
-                        VodError::Api { body, .. } => matches!(
-                            body.code.as_str(),
-                            "DeleteStreamFailed" | "InternalError" | "ServiceUnavailable"
-                        ),
+                        VodError::Api { body, status, .. } => {
+                            *status >= 500
+                                || matches!(
+                                    body.code.as_str(),
+                                    "DeleteStreamFailed" | "InternalError" | "ServiceUnavailable"
+                                )
+                        }
                     };
                     if may_have_acted {
                         failed.store(true, Ordering::SeqCst);

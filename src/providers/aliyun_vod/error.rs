@@ -2,8 +2,9 @@
 //! it into the taxonomy (docs/design.md §3).
 //!
 //! VOD answers a failure with a JSON body `{RequestId, HostId, Code, Message, Recommend}`.
-//! Classification looks at `Code` only, never at the HTTP status; `RequestId` becomes the
-//! error's `provider_request_id`.
+//! Classification looks at `Code`, and at the HTTP status only for a code it does not know (a
+//! 5xx is the service's failure: temporary); `RequestId` becomes the error's
+//! `provider_request_id`.
 
 use serde::Deserialize;
 
@@ -34,12 +35,15 @@ pub(super) enum VodError {
     #[error("{action} failed: {} ({})", body.message, body.code)]
     Api {
         action: &'static str,
+        /// The HTTP status of the answer.
+        status: u16,
         body: ErrorBody,
     },
 }
 
-/// How a VOD error `Code` maps to the taxonomy, and whether trying again may help.
-fn classify(code: &str) -> (Kind, bool) {
+/// How a VOD error `Code` (answered with HTTP `status`) maps to the taxonomy, and whether
+/// trying again may help.
+fn classify(code: &str, status: u16) -> (Kind, bool) {
     let family = |prefix: &str| code == prefix || code.starts_with(&format!("{prefix}."));
     match code {
         "JobIdsExceededMax" => (Kind::InvalidArgument, false),
@@ -52,6 +56,8 @@ fn classify(code: &str) -> (Kind, bool) {
         "SignatureNonceUsed" => (Kind::ProviderUnavailable, true),
         "SignatureDoesNotMatch" | "IncompleteSignature" => (Kind::ProviderCredentials, false),
         "InvalidTimeStamp.Expired" | "InvalidTimeStamp.Format" => (Kind::Internal, false),
+        // A video whose status is not Normal (HTTP 403, but not a permission problem).
+        "Forbidden.IllegalStatus" => (Kind::StreamNotReady, false),
         _ if family("Throttling") => (Kind::ProviderThrottled, true),
         _ if family("InvalidAccessKeyId") || family("InvalidSecurityToken") => {
             (Kind::ProviderCredentials, false)
@@ -62,21 +68,22 @@ fn classify(code: &str) -> (Kind, bool) {
         _ if family("MissingParameter") || family("InvalidParameter") => {
             (Kind::InvalidArgument, false)
         }
+        _ if status >= 500 => (Kind::ProviderUnavailable, true),
         _ => (Kind::ProviderUnavailable, false),
     }
 }
 
 /// Turns a failed VOD call of provider instance `provider` into the taxonomy.
 pub(super) fn parse_error(provider: &str, error: &VodError) -> Error {
-    let body = match error {
+    let (body, status) = match error {
         VodError::Transport { .. } | VodError::Malformed { .. } => {
             return Error::new(Kind::ProviderUnavailable, error.to_string())
                 .with_provider(provider)
                 .temporary();
         }
-        VodError::Api { body, .. } => body,
+        VodError::Api { body, status, .. } => (body, *status),
     };
-    let (kind, temporary) = classify(&body.code);
+    let (kind, temporary) = classify(&body.code, status);
     let message = match kind {
         // The provider's message may echo the string it signed (with an STS token in it):
         // only the code is repeated.
@@ -118,6 +125,7 @@ mod tests {
         );
         VodError::Api {
             action: "DeleteStream",
+            status: 400,
             body: serde_json::from_str(&text).unwrap(),
         }
     }
@@ -189,6 +197,12 @@ mod tests {
                 "InvalidAccessKeyId.Inactive",
                 "Specified access key is disabled.",
                 Kind::ProviderCredentials,
+                false,
+            ),
+            (
+                "Forbidden.IllegalStatus",
+                "Status of the video is illegal.",
+                Kind::StreamNotReady,
                 false,
             ),
             (
@@ -266,7 +280,7 @@ mod tests {
             "{}",
             error.message()
         );
-        assert_eq!(error.to_status().code(), tonic::Code::Unauthenticated);
+        assert_eq!(error.to_status().code(), tonic::Code::Unavailable);
     }
 
     #[test]
@@ -276,11 +290,29 @@ mod tests {
             "vod-sh",
             &VodError::Api {
                 action: "GetPlayInfo",
+                status: 404,
                 body,
             },
         );
         assert_eq!(error.kind(), Kind::VideoNotFound);
         assert_eq!(error.provider_request_id(), None);
+    }
+
+    #[test]
+    fn an_unknown_code_is_temporary_only_with_a_server_error_status() {
+        assert_eq!(
+            classify("Brand.NewCode", 502),
+            (Kind::ProviderUnavailable, true)
+        );
+        assert_eq!(
+            classify("Brand.NewCode", 400),
+            (Kind::ProviderUnavailable, false)
+        );
+        // A known code keeps its meaning whatever the status.
+        assert_eq!(
+            classify("InvalidVideo.NotFound", 500),
+            (Kind::VideoNotFound, false)
+        );
     }
 
     #[test]

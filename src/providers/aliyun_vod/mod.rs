@@ -31,7 +31,9 @@
 //! The entry's `access_key_id` / `access_key_secret` / `security_token`, else
 //! `ALIBABA_CLOUD_ACCESS_KEY_ID`, `ALIBABA_CLOUD_ACCESS_KEY_SECRET` and
 //! `ALIBABA_CLOUD_SECURITY_TOKEN` (STS, sent as `SecurityToken`). The endpoint is
-//! `https://vod.{region}.aliyuncs.com`, or `endpoint_url`. Outbound calls stay under
+//! `https://{host}/` with the region's host from the official SDK's endpoint map (`cn-hangzhou`
+//! → `vod.cn-shanghai.aliyuncs.com`, several regions → `vod.aliyuncs.com`, the rest
+//! `vod.{region}.aliyuncs.com`), or `endpoint_url`. Outbound calls stay under
 //! `delete_stream_qps` (default 50) and `get_play_info_qps` (default 360), the account quotas,
 //! each try counted. Temporary errors (DeleteStreamFailed, Throttling*, SignatureNonceUsed) are
 //! retried with a fresh nonce and timestamp inside the caller's deadline.
@@ -42,6 +44,7 @@
 //! - `core.rs`: the RPC calls over reqwest, on the instance's
 //!   [`CallPath`](crate::providers::call::CallPath).
 //! - `endpoints.rs`: the playback endpoint of a stream.
+//! - `hosts.rs`: the VOD API host of each region.
 //! - `signer.rs`: signature V1 (HMAC-SHA1).
 //! - `error.rs`: the adapter's errors and `parse_error`.
 
@@ -50,10 +53,12 @@ mod config;
 mod core;
 mod endpoints;
 mod error;
+mod hosts;
 mod signer;
 
 pub use backend::AliyunVodProvider;
 pub use config::AliyunVodSettings;
+pub use hosts::api_host;
 
 use crate::providers::KindEntry;
 

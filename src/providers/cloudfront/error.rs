@@ -104,6 +104,11 @@ pub(super) fn parse_error(provider: &str, error: CloudFrontError) -> Error {
         "DistributionNotDisabled" | "StreamingDistributionNotDisabled" => {
             (Kind::StreamNotDisabled, false)
         }
+        // 409: a distribution still in use (e.g. by a continuous deployment policy, or as a
+        // staging distribution).
+        "ResourceInUse" | "StagingDistributionInUse" => (Kind::StreamInUse, false),
+        // 400: a change CloudFront does not allow on this distribution at all.
+        "IllegalUpdate" => (Kind::UpdateNotAllowed, false),
         "AccessDenied" => (Kind::ProviderPermissionDenied, false),
         "InvalidClientTokenId"
         | "SignatureDoesNotMatch"
@@ -276,6 +281,77 @@ mod tests {
         assert_eq!(error.to_status().code(), tonic::Code::Aborted);
         let error = delete_web(403, "AccessDenied", "Access denied.").await;
         assert_eq!(error.to_status().code(), tonic::Code::PermissionDenied);
+    }
+
+    #[tokio::test]
+    async fn resources_in_use_and_illegal_updates_are_preconditions() {
+        let cases = [
+            (
+                409,
+                "ResourceInUse",
+                "Cannot delete this resource because it is in use.",
+                Kind::StreamInUse,
+                "STREAM_IN_USE",
+            ),
+            (
+                409,
+                "StagingDistributionInUse",
+                "A continuous deployment policy for this staging distribution already exists.",
+                Kind::StreamInUse,
+                "STREAM_IN_USE",
+            ),
+            (
+                400,
+                "IllegalUpdate",
+                "The update contains modifications that are not allowed.",
+                Kind::UpdateNotAllowed,
+                "UPDATE_NOT_ALLOWED",
+            ),
+        ];
+        for (status, code, message, kind, reason) in cases {
+            let error = delete_web(status, code, message).await;
+            check(&error, kind, code);
+            assert_eq!(
+                error.to_status().code(),
+                tonic::Code::FailedPrecondition,
+                "{code}"
+            );
+            assert_eq!(error.kind().reason(), reason);
+            assert!(error.message().contains(message), "{error:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn refused_gateway_credentials_never_answer_unauthenticated() {
+        let cases = [
+            (
+                403,
+                "InvalidClientTokenId",
+                "The security token included in the request is invalid.",
+            ),
+            (
+                403,
+                "SignatureDoesNotMatch",
+                "The request signature we calculated does not match the signature you provided.",
+            ),
+        ];
+        for (status, code, message) in cases {
+            let error = delete_web(status, code, message).await;
+            check(&error, Kind::ProviderCredentials, code);
+            assert_eq!(error.to_status().code(), tonic::Code::Unavailable, "{code}");
+            assert_eq!(error.kind().reason(), "PROVIDER_CREDENTIALS_INVALID");
+        }
+    }
+
+    #[tokio::test]
+    async fn unknown_codes_are_temporary_only_with_a_server_error_status() {
+        let error = delete_web(502, "SomethingNew", "Bad gateway.").await;
+        assert_eq!(error.kind(), Kind::ProviderUnavailable);
+        assert!(error.is_temporary());
+        assert_eq!(error.to_status().code(), tonic::Code::Unavailable);
+        let error = delete_web(400, "SomethingNew", "No.").await;
+        assert_eq!(error.kind(), Kind::Internal);
+        assert!(!error.is_temporary());
     }
 
     #[tokio::test]
