@@ -188,6 +188,31 @@ async fn authorization_denies_by_default_and_never_tells_existence() {
 }
 
 #[tokio::test]
+async fn update_checks_the_provider_grant_before_the_body() {
+    let rules = "[[authorization]]\nprincipal = \"reader\"\n\
+                 methods = [\"StreamService/*\"]\nproviders = [\"local\"]\n";
+    let server = TestServer::start_configured("", &api_key_config(rules), &[]).await;
+    let refused = server
+        .streams()
+        .update_stream(with_token(
+            pb::UpdateStreamRequest {
+                stream: Some(pb::Stream {
+                    name: "providers/secret/streams/a".into(),
+                    ..Default::default()
+                }),
+                update_mask: Some(prost_types::FieldMask {
+                    paths: (0..1000).map(|i| format!("bad_{i}")).collect(),
+                }),
+                ..Default::default()
+            },
+            "reader-key",
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
+}
+
+#[tokio::test]
 async fn list_operations_fills_each_page_with_operations_the_caller_may_see() {
     let rules = format!(
         "{OPS_EVERYTHING}[[authorization]]\nprincipal = \"reader\"\n\
