@@ -45,12 +45,6 @@ pub mod telemetry;
 pub mod tls;
 pub mod watch;
 
-/// The generated code of `proto/streamgate/v1`, and its descriptor set for reflection.
-#[allow(missing_docs, clippy::all, clippy::pedantic)]
-pub mod pb {
-    tonic::include_proto!("streamgate.v1");
-
-    /// The encoded descriptors of `streamgate.v1` and the `google.rpc.Status` it imports.
-    pub const FILE_DESCRIPTOR_SET: &[u8] =
-        include_bytes!(concat!(env!("OUT_DIR"), "/streamgate_descriptor.bin"));
-}
+/// The generated code of `proto/streamgate/v1`, its codec, and its descriptor set for
+/// reflection.
+pub mod pb;

@@ -224,3 +224,20 @@ async fn a_hundred_thousand_mask_paths_answer_an_invalid_argument_grpcio_can_rea
     assert_eq!(code, "INVALID_ARGUMENT", "{answer}");
     assert!(length.parse::<usize>().unwrap() <= 512, "{answer}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_that_is_not_protobuf_is_invalid_argument() {
+    let server = TestServer::start(&local_provider("local", "1s")).await;
+    for method in [
+        "/streamgate.v1.StreamService/GetStream",
+        "/streamgate.v1.StreamService/DeleteStream",
+        "/streamgate.v1.OperationService/GetOperation",
+    ] {
+        // A field of wire type 7, which does not exist, then a varint that never ends.
+        let answer = grpcio_raw_call(&server, method, &[0x0f, 0xff, 0xff, 0xff, 0xff]);
+        assert!(
+            answer.starts_with("INVALID_ARGUMENT "),
+            "{method}: {answer}"
+        );
+    }
+}
