@@ -24,7 +24,8 @@
 //! - [`runtime`] — the tokio runtime the binary runs on: one worker per core, and the
 //!   current-thread scheduler when that is one.
 //! - [`probe`] — the client side of `streamgate probe`, the container image's health check.
-//! - [`pb`] — the generated protobuf types, clients and servers of `streamgate.v1`.
+//! - [`pb`] — the generated protobuf types, clients and servers of `streamgate.v1`, and their
+//!   codec.
 
 pub mod api;
 pub mod audit;
@@ -35,6 +36,7 @@ pub mod error;
 pub mod identity;
 pub mod methods;
 pub mod middleware;
+pub mod pb;
 pub mod operations;
 pub mod probe;
 pub mod providers;
@@ -44,7 +46,3 @@ pub mod store;
 pub mod telemetry;
 pub mod tls;
 pub mod watch;
-
-/// The generated code of `proto/streamgate/v1`, its codec, and its descriptor set for
-/// reflection.
-pub mod pb;
