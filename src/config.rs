@@ -272,9 +272,13 @@ pub struct JwtConfig {
     /// A JWKS file with the RS256 / ES256 public keys, if those are accepted.
     #[serde(default)]
     pub jwks_file: Option<std::path::PathBuf>,
-    /// Clock skew allowed on `exp` and `nbf` (default `"30s"`).
+    /// Clock skew allowed on `exp`, `nbf` and `iat` (default `"30s"`).
     #[serde(default = "default_leeway", deserialize_with = "de_duration")]
     pub leeway: Duration,
+    /// The longest lifetime a token may claim: `exp - iat`, or `exp - now` without `iat`
+    /// (default `"24h"`).
+    #[serde(default = "default_max_lifetime", deserialize_with = "de_duration")]
+    pub max_lifetime: Duration,
 }
 
 impl fmt::Debug for JwtConfig {
@@ -285,6 +289,8 @@ impl fmt::Debug for JwtConfig {
             .field("principal_claim", &self.principal_claim)
             .field("hs256_secret_env", &self.hs256_secret_env)
             .field("jwks_file", &self.jwks_file)
+            .field("leeway", &self.leeway)
+            .field("max_lifetime", &self.max_lifetime)
             .finish()
     }
 }
@@ -295,6 +301,10 @@ fn default_principal_claim() -> String {
 
 fn default_leeway() -> Duration {
     Duration::from_secs(30)
+}
+
+fn default_max_lifetime() -> Duration {
+    Duration::from_secs(24 * 3600)
 }
 
 /// One `[[authorization]]` rule: what the principals matching `principal` may do. A call is
