@@ -4,6 +4,8 @@
 //! protoc comes from `protoc-bin-vendored`, so a fresh machine needs no system protoc.
 //! `google.rpc.Status` is mapped to `tonic_types::pb::Status`; our hand-written
 //! `google/rpc/status.proto` stays in the descriptor set so reflection can resolve the import.
+//! The services use `crate::pb::codec::ProtoCodec` (a request that does not decode is
+//! INVALID_ARGUMENT).
 
 use std::path::PathBuf;
 
@@ -26,6 +28,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .file_descriptor_set_path(&descriptor_path)
         .extern_path(".google.rpc", "::tonic_types::pb")
+        .codec_path("crate::pb::codec::ProtoCodec")
         .compile_protos(
             &protos.map(PathBuf::from),
             &[PathBuf::from("proto"), protoc_bin_vendored::include_path()?],

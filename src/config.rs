@@ -272,9 +272,13 @@ pub struct JwtConfig {
     /// A JWKS file with the RS256 / ES256 public keys, if those are accepted.
     #[serde(default)]
     pub jwks_file: Option<std::path::PathBuf>,
-    /// Clock skew allowed on `exp` and `nbf` (default `"30s"`).
+    /// Clock skew allowed on `exp`, `nbf` and `iat` (default `"30s"`).
     #[serde(default = "default_leeway", deserialize_with = "de_duration")]
     pub leeway: Duration,
+    /// The longest lifetime a token may claim: `exp - iat`, or `exp - now` without `iat`
+    /// (default `"24h"`).
+    #[serde(default = "default_max_lifetime", deserialize_with = "de_duration")]
+    pub max_lifetime: Duration,
 }
 
 impl fmt::Debug for JwtConfig {
@@ -285,6 +289,8 @@ impl fmt::Debug for JwtConfig {
             .field("principal_claim", &self.principal_claim)
             .field("hs256_secret_env", &self.hs256_secret_env)
             .field("jwks_file", &self.jwks_file)
+            .field("leeway", &self.leeway)
+            .field("max_lifetime", &self.max_lifetime)
             .finish()
     }
 }
@@ -295,6 +301,10 @@ fn default_principal_claim() -> String {
 
 fn default_leeway() -> Duration {
     Duration::from_secs(30)
+}
+
+fn default_max_lifetime() -> Duration {
+    Duration::from_secs(24 * 3600)
 }
 
 /// One `[[authorization]]` rule: what the principals matching `principal` may do. A call is
@@ -429,18 +439,77 @@ impl fmt::Debug for StoreConfig {
     }
 }
 
-/// Hides the password of `scheme://user:password@host/…`.
+/// Hides the secrets of a URL: the password of `scheme://user:password@host/…` (the userinfo
+/// runs to the last `@`, so a password holding `@` is hidden whole) and the values of query
+/// parameters whose name says they are secret (`password`, `secret`, `token`, `key`, …).
 pub fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_string();
+    let (scheme, rest) = match url.split_once("://") {
+        Some((scheme, rest)) => (Some(scheme), rest),
+        None => (None, url),
     };
-    match rest.split_once('@') {
-        Some((userinfo, host)) if userinfo.contains(':') => {
-            let user = userinfo.split(':').next().unwrap_or_default();
-            format!("{scheme}://{user}:***@{host}")
-        }
-        _ => url.to_string(),
+    let (userinfo, rest) = match rest.rsplit_once('@') {
+        Some((userinfo, rest)) if scheme.is_some() => (Some(userinfo), rest),
+        _ => (None, rest),
+    };
+    let mut out = String::with_capacity(url.len());
+    if let Some(scheme) = scheme {
+        out.push_str(scheme);
+        out.push_str("://");
     }
+    if let Some(userinfo) = userinfo {
+        match userinfo.split_once(':') {
+            Some((user, _)) => {
+                out.push_str(user);
+                out.push_str(":***");
+            }
+            None => out.push_str(userinfo),
+        }
+        out.push('@');
+    }
+    let Some((path, query)) = rest.split_once('?') else {
+        out.push_str(rest);
+        return out;
+    };
+    let (query, fragment) = match query.split_once('#') {
+        Some((query, fragment)) => (query, Some(fragment)),
+        None => (query, None),
+    };
+    out.push_str(path);
+    out.push('?');
+    for (i, pair) in query.split('&').enumerate() {
+        if i > 0 {
+            out.push('&');
+        }
+        match pair.split_once('=') {
+            Some((name, _)) if is_secret_name(name) => {
+                out.push_str(name);
+                out.push_str("=***");
+            }
+            _ => out.push_str(pair),
+        }
+    }
+    if let Some(fragment) = fragment {
+        out.push('#');
+        out.push_str(fragment);
+    }
+    out
+}
+
+/// Whether a query parameter's name says its value is a secret.
+fn is_secret_name(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    [
+        "pass",
+        "pwd",
+        "secret",
+        "token",
+        "key",
+        "auth",
+        "credential",
+        "signature",
+    ]
+    .iter()
+    .any(|word| name.contains(word))
 }
 
 fn default_listen() -> SocketAddr {
@@ -662,6 +731,28 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn urls_are_redacted_to_the_last_at_and_of_secret_query_values() {
+        for (url, shown) in [
+            (
+                "postgres://app:p@ss@w0rd@db.internal:5432/sg",
+                "postgres://app:***@db.internal:5432/sg",
+            ),
+            (
+                "postgres://app@db/sg?sslmode=require&password=hunter2&sslkey=/k.pem",
+                "postgres://app@db/sg?sslmode=require&password=***&sslkey=***",
+            ),
+            (
+                "https://h/x?api_key=abc&Token=def&name=v#top",
+                "https://h/x?api_key=***&Token=***&name=v#top",
+            ),
+            ("sqlite://data/streamgate.db", "sqlite://data/streamgate.db"),
+            ("sqlite::memory:", "sqlite::memory:"),
+        ] {
+            assert_eq!(redact_url(url), shown, "{url}");
+        }
+    }
 
     fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
         pairs

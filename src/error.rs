@@ -20,6 +20,30 @@ use tonic_types::{ErrorDetails, StatusExt};
 /// The `ErrorInfo.domain` of every error streamgate reports.
 pub const DOMAIN: &str = "streamgate";
 
+/// The most field violations an error carries; the rest are counted, not listed.
+pub const MAX_VIOLATIONS: usize = 20;
+
+/// The most bytes of a violation's field or description.
+pub const MAX_VIOLATION_TEXT: usize = 256;
+
+/// The most bytes of all the violations of an error together (fields and descriptions).
+pub const MAX_VIOLATIONS_TEXT: usize = 2048;
+
+/// The most bytes of an error's message (`grpc-message`).
+pub const MAX_MESSAGE_LEN: usize = 512;
+
+/// `text` cut to at most `max` bytes at a character boundary, with `…` when it was cut.
+fn shorten(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_string();
+    }
+    let mut end = max.saturating_sub('…'.len_utf8());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
+}
+
 /// The result type of everything that can fail in streamgate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -216,10 +240,28 @@ impl Error {
         }
     }
 
-    /// Bad input: one violation per offending field.
+    /// Bad input: one violation per offending field. At most [`MAX_VIOLATIONS`] are kept, each
+    /// field and description cut to [`MAX_VIOLATION_TEXT`] bytes and all of them together no
+    /// more than [`MAX_VIOLATIONS_TEXT`]; a last violation says how many were left out, so that
+    /// the answer stays small (a stock client reads 8 KiB of metadata) however bad the request.
     pub fn invalid(violations: Vec<FieldViolation>) -> Self {
-        let message = match violations.as_slice() {
-            [one] => format!("invalid {}: {}", one.field, one.description),
+        let total = violations.len();
+        let mut kept: Vec<FieldViolation> = Vec::new();
+        let mut budget = MAX_VIOLATIONS_TEXT;
+        for v in violations.into_iter().take(MAX_VIOLATIONS) {
+            let v = FieldViolation {
+                field: shorten(&v.field, MAX_VIOLATION_TEXT),
+                description: shorten(&v.description, MAX_VIOLATION_TEXT),
+            };
+            let size = v.field.len() + v.description.len();
+            if size > budget {
+                break;
+            }
+            budget -= size;
+            kept.push(v);
+        }
+        let message = match kept.as_slice() {
+            [one] if total == 1 => format!("invalid {}: {}", one.field, one.description),
             many => format!(
                 "invalid request: {}",
                 many.iter()
@@ -228,8 +270,17 @@ impl Error {
                     .join(", ")
             ),
         };
+        let mut message = shorten(&message, MAX_MESSAGE_LEN - 64);
+        if total > kept.len() {
+            let left_out = total - kept.len();
+            message.push_str(&format!(" (and {left_out} more violations left out)"));
+            kept.push(FieldViolation {
+                field: "*".into(),
+                description: format!("{left_out} more violations left out"),
+            });
+        }
         let mut error = Error::new(Kind::InvalidArgument, message);
-        error.inner.violations = violations;
+        error.inner.violations = kept;
         error
     }
 
@@ -247,10 +298,12 @@ impl Error {
         field: impl Into<String>,
         description: impl Into<String>,
     ) -> Self {
-        self.inner.violations.push(FieldViolation {
-            field: field.into(),
-            description: description.into(),
-        });
+        if self.inner.violations.len() < MAX_VIOLATIONS {
+            self.inner.violations.push(FieldViolation {
+                field: shorten(&field.into(), MAX_VIOLATION_TEXT),
+                description: shorten(&description.into(), MAX_VIOLATION_TEXT),
+            });
+        }
         self
     }
 
@@ -367,7 +420,7 @@ impl Error {
     pub fn to_status(&self) -> tonic::Status {
         tonic::Status::with_error_details(
             self.inner.kind.code(),
-            &self.inner.message,
+            shorten(&self.inner.message, MAX_MESSAGE_LEN),
             self.error_details(),
         )
     }
@@ -459,6 +512,27 @@ mod tests {
         );
         let bad = details.bad_request().expect("bad request");
         assert_eq!(bad.field_violations[0].field, "stream_id");
+    }
+
+    #[test]
+    fn many_violations_are_capped_and_counted() {
+        let violations = (0..100_000)
+            .map(|i| FieldViolation {
+                field: format!("update_mask.paths[{i}]"),
+                description: "x".repeat(10_000),
+            })
+            .collect();
+        let error = Error::invalid(violations);
+        assert!(error.violations().len() <= MAX_VIOLATIONS + 1);
+        let last = error.violations().last().unwrap();
+        assert_eq!(last.field, "*");
+        assert!(last.description.starts_with(&format!(
+            "{} more violations left out",
+            100_000 - (error.violations().len() - 1)
+        )));
+        let status = error.to_status();
+        assert!(status.message().len() <= MAX_MESSAGE_LEN);
+        assert!(status.details().len() <= 4096, "{}", status.details().len());
     }
 
     #[test]

@@ -24,7 +24,8 @@
 //! - [`runtime`] — the tokio runtime the binary runs on: one worker per core, and the
 //!   current-thread scheduler when that is one.
 //! - [`probe`] — the client side of `streamgate probe`, the container image's health check.
-//! - [`pb`] — the generated protobuf types, clients and servers of `streamgate.v1`.
+//! - [`pb`] — the generated protobuf types, clients and servers of `streamgate.v1`, and their
+//!   codec.
 
 pub mod api;
 pub mod audit;
@@ -36,6 +37,7 @@ pub mod identity;
 pub mod methods;
 pub mod middleware;
 pub mod operations;
+pub mod pb;
 pub mod probe;
 pub mod providers;
 pub mod runtime;
@@ -44,13 +46,3 @@ pub mod store;
 pub mod telemetry;
 pub mod tls;
 pub mod watch;
-
-/// The generated code of `proto/streamgate/v1`, and its descriptor set for reflection.
-#[allow(missing_docs, clippy::all, clippy::pedantic)]
-pub mod pb {
-    tonic::include_proto!("streamgate.v1");
-
-    /// The encoded descriptors of `streamgate.v1` and the `google.rpc.Status` it imports.
-    pub const FILE_DESCRIPTOR_SET: &[u8] =
-        include_bytes!(concat!(env!("OUT_DIR"), "/streamgate_descriptor.bin"));
-}

@@ -549,6 +549,33 @@ async fn batch_delete_reports_each_name() {
 }
 
 #[tokio::test]
+async fn a_thousand_bad_names_answer_a_bounded_error() {
+    let server = TestServer::start(&local_provider("local", "200ms")).await;
+    let refused = server
+        .streams()
+        .batch_delete_streams(pb::BatchDeleteStreamsRequest {
+            parent: "providers/local".into(),
+            names: (0..1000)
+                .map(|i| format!("providers/local/streams/bad name {i} {}", "x".repeat(200)))
+                .collect(),
+            request_id: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::InvalidArgument);
+    let fields = violated_fields(&refused);
+    assert!(fields.len() <= 21, "{fields:?}");
+    assert_eq!(fields.last().map(String::as_str), Some("*"), "{fields:?}");
+    assert!(refused.message().len() <= 512, "{}", refused.message());
+    assert!(refused.message().contains("more violations left out"));
+    assert!(
+        refused.details().len() <= 4096,
+        "{}",
+        refused.details().len()
+    );
+}
+
+#[tokio::test]
 async fn watch_sends_every_change_and_ends_on_delete() {
     let server = TestServer::start(&local_provider("local", "200ms")).await;
     let mut streams = server.streams();

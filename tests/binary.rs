@@ -352,6 +352,27 @@ fn help_and_check_config() {
     }
 }
 
+#[test]
+fn a_malformed_otlp_header_never_prints_its_value() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "1s");
+    for args in [
+        vec!["check-config", config.to_str().unwrap()],
+        vec!["--config", config.to_str().unwrap()],
+    ] {
+        let refused = Command::new(env!("CARGO_BIN_EXE_streamgate"))
+            .args(&args)
+            .env("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4317")
+            .env("OTEL_EXPORTER_OTLP_HEADERS", "x-api-key:sk-live-0123456789")
+            .output()
+            .unwrap();
+        let printed = support::output_text(&refused);
+        assert_eq!(refused.status.code(), Some(2), "{args:?}: {printed}");
+        assert!(printed.contains("OTEL_EXPORTER_OTLP_HEADERS"), "{printed}");
+        assert!(!printed.contains("sk-live"), "{args:?}: {printed}");
+    }
+}
+
 #[tokio::test]
 async fn json_logs_on_request() {
     let dir = tempfile::tempdir().unwrap();

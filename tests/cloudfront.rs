@@ -327,6 +327,28 @@ async fn a_stale_caller_etag_is_aborted_and_nothing_changes() {
     ));
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dot_only_ids_are_refused_before_the_provider() {
+    let fake = StreamingFake::start(0).await;
+    let server = start_streaming(&fake, "50ms").await;
+    for id in [".", ".."] {
+        let name = format!("providers/rtmp/streams/{id}");
+        let get = server
+            .streams()
+            .get_stream(pb::GetStreamRequest { name: name.clone() })
+            .await
+            .unwrap_err();
+        assert_eq!(get.code(), Code::InvalidArgument, "{id}: {get:?}");
+        let delete = server
+            .streams()
+            .delete_stream(delete(&name))
+            .await
+            .unwrap_err();
+        assert_eq!(delete.code(), Code::InvalidArgument, "{id}: {delete:?}");
+    }
+    assert_eq!(fake.requests(), [], "no request reached the provider");
+}
+
 #[tokio::test]
 async fn missing_distributions_are_not_found_unless_allowed() {
     let fake = StreamingFake::start(0).await;

@@ -188,6 +188,31 @@ async fn authorization_denies_by_default_and_never_tells_existence() {
 }
 
 #[tokio::test]
+async fn update_checks_the_provider_grant_before_the_body() {
+    let rules = "[[authorization]]\nprincipal = \"reader\"\n\
+                 methods = [\"StreamService/*\"]\nproviders = [\"local\"]\n";
+    let server = TestServer::start_configured("", &api_key_config(rules), &[]).await;
+    let refused = server
+        .streams()
+        .update_stream(with_token(
+            pb::UpdateStreamRequest {
+                stream: Some(pb::Stream {
+                    name: "providers/secret/streams/a".into(),
+                    ..Default::default()
+                }),
+                update_mask: Some(prost_types::FieldMask {
+                    paths: (0..1000).map(|i| format!("bad_{i}")).collect(),
+                }),
+                ..Default::default()
+            },
+            "reader-key",
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
+}
+
+#[tokio::test]
 async fn list_operations_fills_each_page_with_operations_the_caller_may_see() {
     let rules = format!(
         "{OPS_EVERYTHING}[[authorization]]\nprincipal = \"reader\"\n\
@@ -267,8 +292,14 @@ fn claims(sub: &str, exp: u64, aud: &str) -> serde_json::Value {
     serde_json::json!({"sub": sub, "iss": "https://issuer.test", "aud": aud, "exp": exp})
 }
 
+/// `claims` with `name` set to `value`.
+fn with(mut claims: serde_json::Value, name: &str, value: u64) -> serde_json::Value {
+    claims[name] = value.into();
+    claims
+}
+
 #[tokio::test]
-async fn jwts_are_checked_for_signature_issuer_audience_and_expiry() {
+async fn jwts_are_checked_for_signature_issuer_audience_expiry_lifetime_and_principal() {
     use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
     let dir = tempfile::tempdir().unwrap();
     // An ES256 key made now, published in a JWKS file.
@@ -326,6 +357,94 @@ async fn jwts_are_checked_for_signature_issuer_audience_and_expiry() {
             Some("signature"),
         ),
         ("not a JWT", "abc.def".to_string(), Some("not a JWT")),
+        (
+            "nbf a day ahead",
+            sign(
+                &hs_header,
+                &hs,
+                with(
+                    claims("ops", now() + 300, "streamgate"),
+                    "nbf",
+                    now() + 86_400,
+                ),
+            ),
+            Some("not valid yet"),
+        ),
+        (
+            "iat a year ahead",
+            sign(
+                &hs_header,
+                &hs,
+                with(
+                    claims("ops", now() + 300, "streamgate"),
+                    "iat",
+                    now() + 365 * 86_400,
+                ),
+            ),
+            Some("issued in the future"),
+        ),
+        (
+            "exp 100 years away",
+            sign(
+                &hs_header,
+                &hs,
+                claims("ops", now() + 100 * 365 * 86_400, "streamgate"),
+            ),
+            Some("max_lifetime"),
+        ),
+        (
+            "iat and exp two days apart",
+            sign(
+                &hs_header,
+                &hs,
+                with(
+                    claims("ops", now() + 300, "streamgate"),
+                    "iat",
+                    now() - 2 * 86_400,
+                ),
+            ),
+            Some("max_lifetime"),
+        ),
+        (
+            "valid with iat and nbf",
+            sign(
+                &hs_header,
+                &hs,
+                with(
+                    with(claims("ops", now() + 300, "streamgate"), "iat", now()),
+                    "nbf",
+                    now(),
+                ),
+            ),
+            None,
+        ),
+        (
+            "sub anonymous",
+            sign(
+                &hs_header,
+                &hs,
+                claims("anonymous", now() + 300, "streamgate"),
+            ),
+            Some("reserved"),
+        ),
+        (
+            "sub with a newline",
+            sign(
+                &hs_header,
+                &hs,
+                claims("ops\nINFO audit", now() + 300, "streamgate"),
+            ),
+            Some("control characters"),
+        ),
+        (
+            "sub of 6 KB",
+            sign(
+                &hs_header,
+                &hs,
+                claims(&"o".repeat(6 * 1024), now() + 300, "streamgate"),
+            ),
+            Some("longer than 256"),
+        ),
     ];
     for (what, token, refusal) in cases {
         let result = server

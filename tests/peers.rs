@@ -182,3 +182,62 @@ async fn reflection_v1_serves_the_services_and_the_error_detail_types() {
         );
     }
 }
+
+/// `body` sent as the request of `method` by the Python grpcio client: its "<CODE> <message
+/// bytes>" line.
+fn grpcio_raw_call(server: &TestServer, method: &str, body: &[u8]) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("request.bin");
+    std::fs::write(&file, body).unwrap();
+    let output = Command::new(venv_tool("python"))
+        .arg(support::repo().join("tests/py/raw_call.py"))
+        .arg(server.addr.to_string())
+        .arg(method)
+        .arg(&file)
+        .output()
+        .unwrap();
+    let printed = output_text(&output);
+    assert!(output.status.success(), "{printed}");
+    String::from_utf8_lossy(&output.stdout).trim().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hundred_thousand_mask_paths_answer_an_invalid_argument_grpcio_can_read() {
+    use prost::Message;
+    let server = TestServer::start(&local_provider("local", "1s")).await;
+    let request = streamgate::pb::UpdateStreamRequest {
+        stream: Some(streamgate::pb::Stream {
+            name: "providers/local/streams/cam-1".into(),
+            ..Default::default()
+        }),
+        update_mask: Some(prost_types::FieldMask {
+            paths: (0..100_000).map(|i| format!("no_such_field_{i}")).collect(),
+        }),
+        ..Default::default()
+    };
+    let answer = grpcio_raw_call(
+        &server,
+        "/streamgate.v1.StreamService/UpdateStream",
+        &request.encode_to_vec(),
+    );
+    let (code, length) = answer.split_once(' ').unwrap();
+    assert_eq!(code, "INVALID_ARGUMENT", "{answer}");
+    assert!(length.parse::<usize>().unwrap() <= 512, "{answer}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_that_is_not_protobuf_is_invalid_argument() {
+    let server = TestServer::start(&local_provider("local", "1s")).await;
+    for method in [
+        "/streamgate.v1.StreamService/GetStream",
+        "/streamgate.v1.StreamService/DeleteStream",
+        "/streamgate.v1.OperationService/GetOperation",
+    ] {
+        // A field of wire type 7, which does not exist, then a varint that never ends.
+        let answer = grpcio_raw_call(&server, method, &[0x0f, 0xff, 0xff, 0xff, 0xff]);
+        assert!(
+            answer.starts_with("INVALID_ARGUMENT "),
+            "{method}: {answer}"
+        );
+    }
+}

@@ -443,8 +443,12 @@ async fn metrics_go_to_the_otlp_receiver_when_configured() {
     assert!(receiver.spans().is_empty(), "traces were not configured");
 }
 
-/// Runs the binary with `format` logs, makes a traced CreateStream and an untraced GetStream,
-/// stops it, and returns its log.
+/// What a caller's name tries to make a log line of its own.
+const FORGED: &str =
+    "2026-11-21T15:46:47.389082Z  INFO audit: audit principal=ops outcome=accepted";
+
+/// Runs the binary with `format` logs, makes a traced CreateStream, an untraced GetStream and a
+/// DeleteStream whose name holds a newline and a [`FORGED`] line, stops it, and returns its log.
 async fn binary_log(format: &str) -> String {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("streamgate.toml");
@@ -469,6 +473,14 @@ async fn binary_log(format: &str) -> String {
     assert!(done.done, "{done:?}");
     streams
         .get_stream(get("providers/local/streams/other"))
+        .await
+        .unwrap_err();
+    // A refused mutating call is audited with the name as the caller sent it.
+    streams
+        .delete_stream(pb::DeleteStreamRequest {
+            name: format!("providers/local/streams/x\n{FORGED}"),
+            ..Default::default()
+        })
         .await
         .unwrap_err();
     drop((streams, channel));
@@ -524,6 +536,10 @@ async fn json_log_lines_of_a_call_carry_its_trace_id() {
         .iter()
         .find(|l| l["span"]["rpc.method"] == "GetStream" && l["message"] == "call finished")
         .unwrap_or_else(|| panic!("no GetStream line:\n{log}"));
+    assert!(
+        log.contains(&format!("streams/x\\n{FORGED}")),
+        "the name is escaped:\n{log}"
+    );
     let other_trace = trace_of(other).unwrap();
     assert_eq!(other_trace.len(), 32);
     assert_ne!(other_trace, TRACE_ID);
@@ -550,4 +566,12 @@ async fn text_log_lines_of_a_call_carry_its_trace_id() {
     for line in of_create {
         assert!(line.contains(&format!("trace_id={TRACE_ID}")), "{line}");
     }
+    assert!(
+        !log.lines().any(|l| l.starts_with(FORGED)),
+        "a name started a line:\n{log}"
+    );
+    assert!(
+        log.contains(&format!("streams/x\\n{FORGED}")),
+        "the name is escaped:\n{log}"
+    );
 }

@@ -22,7 +22,7 @@ use crate::domain::{
     CloudFrontTarget, CustomPolicy, EndpointsRequest, ListQuery, Method, OpRequest, ParentName,
     PlaybackMode, StreamName, StreamPatch, names,
 };
-use crate::error::{Error, Kind, Result};
+use crate::error::{Error, Kind, MAX_VIOLATIONS, Result};
 use crate::pb;
 use crate::pb::stream_service_server::StreamService;
 use crate::pb::watch_stream_response::ChangeType;
@@ -152,6 +152,13 @@ impl StreamApi {
         request: &Request<pb::UpdateStreamRequest>,
     ) -> Result<pb::Operation> {
         let r = request.get_ref();
+        // The grant is checked before the body when the name alone tells the target, so a
+        // caller without it learns nothing (and costs little) however large the body.
+        if let Some(stream) = &r.stream
+            && let Ok(target) = StreamName::parse(&stream.name, "stream.name")
+        {
+            authorize_provider(request, &target.provider)?;
+        }
         let (name, patch, etag) = self.parse_update(r)?;
         let provider = self.provider(request, &name.provider, Method::UpdateStream)?;
         let mut v = Violations::default();
@@ -307,6 +314,8 @@ impl StreamApi {
         };
         let mut v = Violations::default();
         let mut patch = StreamPatch::default();
+        // Past MAX_VIOLATIONS bad paths are counted, not described: the answer lists no more.
+        let mut bad_paths = 0usize;
         for path in &paths {
             match *path {
                 "media_type" => patch.media_type = Some(stream.media_type.clone()),
@@ -319,15 +328,29 @@ impl StreamApi {
                 "cloudfront.comment" => {
                     patch.comment = Some(cloudfront.map(|d| d.comment.clone()).unwrap_or_default())
                 }
-                other => v.add(
-                    "update_mask",
-                    format!(
-                        "{:?} cannot be updated; updatable: {}",
-                        other.chars().take(64).collect::<String>(),
-                        all.join(", ")
-                    ),
-                ),
+                other => {
+                    bad_paths += 1;
+                    if bad_paths <= MAX_VIOLATIONS {
+                        v.add(
+                            "update_mask",
+                            format!(
+                                "{:?} cannot be updated; updatable: {}",
+                                other.chars().take(64).collect::<String>(),
+                                all.join(", ")
+                            ),
+                        );
+                    }
+                }
             }
+        }
+        if bad_paths > MAX_VIOLATIONS {
+            v.add(
+                "update_mask",
+                format!(
+                    "{} more paths cannot be updated",
+                    bad_paths - MAX_VIOLATIONS
+                ),
+            );
         }
         if paths.is_empty() {
             v.add("update_mask", "names no field to change");

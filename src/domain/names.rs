@@ -62,19 +62,21 @@ pub fn check_provider_id(id: &str) -> std::result::Result<(), String> {
 }
 
 /// Checks a stream or video id: 1-256 characters of `[a-zA-Z0-9_.-]`, the set every kind
-/// accepts.
+/// accepts, not made only of dots (`.` and `..` are paths, not ids, to a provider's URL).
 pub fn check_segment(id: &str, what: &str) -> std::result::Result<(), String> {
     let valid = !id.is_empty()
         && id.len() <= MAX_SEGMENT_LEN
         && id
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
-    if valid {
-        Ok(())
-    } else {
+    if !valid {
         Err(format!(
             "{what} must be 1-{MAX_SEGMENT_LEN} characters of [a-zA-Z0-9_.-]"
         ))
+    } else if id.bytes().all(|b| b == b'.') {
+        Err(format!("{what} must not be made only of dots"))
+    } else {
+        Ok(())
     }
 }
 
@@ -232,6 +234,9 @@ mod tests {
             "providers/local/streams/",
             "providers/local/streams/a/extra",
             "streams/a",
+            "providers/local/streams/.",
+            "providers/local/streams/..",
+            "providers/vod/videos/../streams/a",
         ] {
             let error = StreamName::parse(bad, "name").unwrap_err();
             assert_eq!(error.violations()[0].field, "name", "{bad:?}");

@@ -128,6 +128,7 @@ impl JwtChecker {
         validation.set_audience(&[&self.config.audience]);
         validation.set_required_spec_claims(&["exp", "iss", "aud"]);
         validation.leeway = self.config.leeway.as_secs();
+        validation.validate_nbf = true;
         let data = jsonwebtoken::decode::<serde_json::Map<String, serde_json::Value>>(
             token,
             key,
@@ -144,13 +145,61 @@ impl JwtChecker {
                 _ => "the token is invalid",
             })
         })?;
-        data.claims
+        self.check_lifetime(&data.claims)?;
+        let principal = data
+            .claims
             .get(&self.config.principal_claim)
             .and_then(|v| v.as_str())
             .filter(|p| !p.is_empty())
-            .map(str::to_string)
-            .ok_or_else(|| unauthenticated("the token names no principal"))
+            .ok_or_else(|| unauthenticated("the token names no principal"))?;
+        check_principal(principal)?;
+        Ok(principal.to_string())
     }
+
+    /// Refuses a token issued in the future (beyond the leeway) or living longer than
+    /// `max_lifetime` (`exp - iat`, or `exp - now` without `iat`). `exp` was checked present.
+    fn check_lifetime(
+        &self,
+        claims: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<(), Error> {
+        let now = jsonwebtoken::get_current_timestamp();
+        let leeway = self.config.leeway.as_secs();
+        let number = |name: &str| claims.get(name).and_then(serde_json::Value::as_u64);
+        let iat = number("iat");
+        if iat.is_some_and(|iat| iat > now.saturating_add(leeway)) {
+            return Err(unauthenticated("the token was issued in the future"));
+        }
+        let exp = number("exp").unwrap_or(u64::MAX);
+        let lifetime = exp.saturating_sub(iat.unwrap_or(now));
+        if lifetime > self.config.max_lifetime.as_secs().saturating_add(leeway) {
+            return Err(unauthenticated(
+                "the token lives longer than [auth.jwt] max_lifetime",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The longest principal a token may name.
+const MAX_PRINCIPAL_LEN: usize = 256;
+
+/// Refuses a principal claim that is too long, holds control characters, or is the reserved
+/// identity of unauthenticated callers: it reaches audit rows, logs and metric labels.
+fn check_principal(principal: &str) -> Result<(), Error> {
+    if principal.len() > MAX_PRINCIPAL_LEN {
+        return Err(unauthenticated(
+            "the token's principal is longer than 256 bytes",
+        ));
+    }
+    if principal.chars().any(char::is_control) {
+        return Err(unauthenticated(
+            "the token's principal holds control characters",
+        ));
+    }
+    if principal == ANONYMOUS {
+        return Err(unauthenticated("the token's principal is reserved"));
+    }
+    Ok(())
 }
 
 impl Authenticator {

@@ -105,18 +105,25 @@ fn millis(env: &Environment, name: &str) -> Result<Option<Duration>, ConfigError
 
 /// `key=value,key=value` with percent-encoded keys and values (W3C baggage style).
 fn pairs(name: &str, value: &str) -> Result<Vec<(String, String)>, ConfigError> {
+    // The value is never shown: headers carry API keys.
+    let refused = |n: usize, why: &str| {
+        ConfigError::Invalid(format!(
+            "{name}: item {n} {why} (the value is not shown: it may hold a secret)"
+        ))
+    };
     value
         .split(',')
         .filter(|item| !item.trim().is_empty())
-        .map(|item| {
+        .enumerate()
+        .map(|(i, item)| {
             let (k, v) = item
                 .split_once('=')
-                .ok_or_else(|| invalid(name, value, "expected key=value pairs"))?;
+                .ok_or_else(|| refused(i + 1, "is not key=value"))?;
             let decode = |s: &str| {
                 percent_decode_str(s.trim())
                     .decode_utf8()
                     .map(|d| d.into_owned())
-                    .map_err(|e| invalid(name, value, e))
+                    .map_err(|_| refused(i + 1, "is not percent-encoded UTF-8"))
             };
             Ok((decode(k)?, decode(v)?))
         })
@@ -379,6 +386,21 @@ mod tests {
         let printed = format!("{settings:?}");
         assert!(printed.contains("x-api-key"), "{printed}");
         assert!(!printed.contains("sekrit-value"), "{printed}");
+    }
+
+    #[test]
+    fn malformed_headers_never_show_their_values() {
+        for headers in ["x-api-key:sekrit-value", "x-api-key=sekrit-value%ff"] {
+            let refused = OtelSettings::from_env(&env(&[
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4317"),
+                ("OTEL_EXPORTER_OTLP_HEADERS", headers),
+            ]))
+            .unwrap_err()
+            .to_string();
+            assert!(refused.contains("OTEL_EXPORTER_OTLP_HEADERS"), "{refused}");
+            assert!(refused.contains("item 1"), "{refused}");
+            assert!(!refused.contains("sekrit"), "{refused}");
+        }
     }
 
     #[test]

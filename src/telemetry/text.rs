@@ -1,5 +1,6 @@
 //! The text log line when it goes to a file or a pipe: byte for byte what tracing-subscriber's
-//! default (`Full`) format writes without ANSI colours,
+//! default (`Full`) format writes without ANSI colours — except that line breaks and the other
+//! control characters are escaped in every value, so that a caller's text cannot forge a line —
 //!
 //! ```text
 //! 2026-11-21T15:46:47.389082Z  INFO call{rpc.service=… trace_id=…}: streamgate::middleware::trace: call finished grpc.code=OK latency_ms=1.1
@@ -12,7 +13,8 @@
 //! whose fields are formatted when it opens, so that was ~13k of the ~111k instructions a
 //! GetProvider call cost (issue 7). No crate formats tracing events as this one does, and the
 //! line's shape is a contract with the runbook and the tests, so it is kept as is and written
-//! here; a differential test holds it equal to tracing-subscriber's output. On a terminal,
+//! here; a differential test holds it equal to tracing-subscriber's output (for text without
+//! line breaks). On a terminal,
 //! [`super::init`] keeps tracing-subscriber's own coloured format.
 
 use std::fmt::{self, Write as _};
@@ -100,11 +102,9 @@ impl Visit for Fields<'_> {
         if !self.start(field.name()) {
             return;
         }
-        self.result = if field.name() == "message" {
-            write!(Escaping(&mut self.writer), "{value:?}")
-        } else {
-            write!(self.writer, "{value:?}")
-        };
+        // Every value goes through the escaping: a `%`-recorded value is written by its
+        // `Display`, which keeps a caller's line breaks as they are.
+        self.result = write!(Escaping(&mut self.writer), "{value:?}");
     }
 }
 
@@ -134,7 +134,10 @@ impl fmt::Debug for Escaped<'_> {
 
 /// Writes through to `W`, escaping the characters a terminal would act on (ESC, BEL, BS, FF,
 /// DEL, the C1 controls) as tracing-subscriber does, so a message cannot drive the terminal of
-/// whoever reads the log. Text without them, nearly all of it, is written in one piece.
+/// whoever reads the log, and — unlike tracing-subscriber — line breaks (`\n`, `\r`) and the
+/// other C0 controls but tab, so that text a caller chose (a name, a principal, a request id)
+/// can never start a line of its own. Text without them, nearly all of it, is written in one
+/// piece.
 struct Escaping<'a, W: fmt::Write + ?Sized>(&'a mut W);
 
 impl<W: fmt::Write + ?Sized> fmt::Write for Escaping<'_, W> {
@@ -142,17 +145,16 @@ impl<W: fmt::Write + ?Sized> fmt::Write for Escaping<'_, W> {
         // C1 controls (U+0080–U+009F) are 0xC2 0x80–0x9F in UTF-8.
         if !s
             .bytes()
-            .any(|b| matches!(b, 0x1b | 0x07 | 0x08 | 0x0c | 0x7f | 0xc2))
+            .any(|b| (b < 0x20 && b != b'\t') || matches!(b, 0x7f | 0xc2))
         {
             return self.0.write_str(s);
         }
         for c in s.chars() {
             match c {
-                '\x1b' => self.0.write_str("\\x1b")?,
-                '\x07' => self.0.write_str("\\x07")?,
-                '\x08' => self.0.write_str("\\x08")?,
-                '\x0c' => self.0.write_str("\\x0c")?,
-                '\x7f' => self.0.write_str("\\x7f")?,
+                '\n' => self.0.write_str("\\n")?,
+                '\r' => self.0.write_str("\\r")?,
+                '\t' => self.0.write_char(c)?,
+                '\x00'..='\x1f' | '\x7f' => write!(self.0, "\\x{:02x}", u32::from(c))?,
                 '\u{80}'..='\u{9f}' => write!(self.0, "\\u{{{:x}}}", u32::from(c))?,
                 c => self.0.write_char(c)?,
             }
@@ -342,6 +344,33 @@ mod tests {
             .line(Some(7))
             .build();
         tracing_log::format_trace(&record).unwrap();
+    }
+
+    #[test]
+    fn caller_text_cannot_start_a_line() {
+        let ours = Buffer::default();
+        let subscriber = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .fmt_fields(TextFields)
+            .event_format(TextLine::new(Fixed))
+            .with_writer(ours.clone())
+            .finish();
+        let forged = "a\n2026-11-21T15:46:47.389082Z  INFO audit: audit principal=ops\r\x01";
+        tracing::subscriber::with_default(subscriber, || {
+            let span = tracing::info_span!("call", principal = %forged);
+            span.in_scope(|| {
+                tracing::info!(target: "audit", target = %forged, request_id = forged, "audit");
+                tracing::info!("message {forged}");
+            });
+        });
+        let ours = ours.text();
+        assert_eq!(ours.lines().count(), 2, "{ours}");
+        assert!(
+            ours.contains(
+                "a\\n2026-11-21T15:46:47.389082Z  INFO audit: audit principal=ops\\r\\x01"
+            ),
+            "{ours}"
+        );
     }
 
     #[test]
