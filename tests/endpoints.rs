@@ -68,17 +68,7 @@ async fn local_streams_have_placeholder_endpoints_per_purpose_and_protocol() {
     create_local(&server, "cam-1").await;
     let mut streams = server.streams();
     let before = now_s();
-    let answer = streams
-        .get_stream_endpoints(endpoints_request(
-            "providers/local/streams/cam-1",
-            &[pb::EndpointPurpose::Playback, pb::EndpointPurpose::Ingest],
-        ))
-        .await
-        .unwrap()
-        .into_inner();
-    let [playback, ingest] = answer.endpoints.as_slice() else {
-        panic!("{answer:?}");
-    };
+    let [playback, ingest] = playback_and_ingest(&server, "providers/local/streams/cam-1").await;
     assert_eq!(playback.purpose, pb::EndpointPurpose::Playback as i32);
     assert_eq!(playback.protocol, pb::EndpointProtocol::Hls as i32);
     let expires = playback.expire_time.unwrap().seconds;
@@ -346,18 +336,40 @@ fn cloudfront_request(
     }
 }
 
-async fn one_endpoint(
+/// The endpoints `request` is answered with.
+async fn endpoints(
     server: &TestServer,
     request: pb::GetStreamEndpointsRequest,
-) -> pb::StreamEndpoint {
-    let mut answer = server
+) -> Vec<pb::StreamEndpoint> {
+    server
         .streams()
         .get_stream_endpoints(request)
         .await
         .unwrap()
-        .into_inner();
-    assert_eq!(answer.endpoints.len(), 1);
-    answer.endpoints.remove(0)
+        .into_inner()
+        .endpoints
+}
+
+async fn one_endpoint(
+    server: &TestServer,
+    request: pb::GetStreamEndpointsRequest,
+) -> pb::StreamEndpoint {
+    let [endpoint] = <[_; 1]>::try_from(endpoints(server, request).await)
+        .unwrap_or_else(|answer| panic!("{answer:?}"));
+    endpoint
+}
+
+/// The PLAYBACK and INGEST endpoints of `name`, asked for in that order, with defaults.
+async fn playback_and_ingest(server: &TestServer, name: &str) -> [pb::StreamEndpoint; 2] {
+    let answer = endpoints(
+        server,
+        endpoints_request(
+            name,
+            &[pb::EndpointPurpose::Playback, pb::EndpointPurpose::Ingest],
+        ),
+    )
+    .await;
+    <[_; 2]>::try_from(answer).unwrap_or_else(|answer| panic!("{answer:?}"))
 }
 
 /// A web distribution created on moto through the gateway; its Id and domain name.
@@ -657,17 +669,7 @@ async fn kvs_session_urls_are_the_ones_moto_issued_and_stay_on_loopback() {
     let mut streams = server.streams();
 
     let before = now_s();
-    let answer = streams
-        .get_stream_endpoints(endpoints_request(
-            "providers/kvs/streams/lobby",
-            &[pb::EndpointPurpose::Playback, pb::EndpointPurpose::Ingest],
-        ))
-        .await
-        .unwrap()
-        .into_inner();
-    let [hls, ingest] = answer.endpoints.as_slice() else {
-        panic!("{answer:?}");
-    };
+    let [hls, ingest] = playback_and_ingest(&server, "providers/kvs/streams/lobby").await;
     let (requests, issued) = moto.recorded().await.unwrap();
     assert_eq!(issued.last(), Some(&hls.uri), "the URL moto issued");
     assert_eq!(hls.protocol, pb::EndpointProtocol::Hls as i32);
