@@ -8,6 +8,7 @@
 use tonic::transport::Server;
 
 use crate::config::{Config, ConfigError};
+use crate::domain::PageTokens;
 use crate::middleware::Security;
 use crate::providers::Prepared;
 use crate::telemetry::otel::OtelSettings;
@@ -25,6 +26,8 @@ pub struct Parts {
     pub(super) otel: OtelSettings,
     /// Every provider instance's settings, parsed and checked.
     pub(super) providers: Prepared,
+    /// The page token signer, keyed per `[auth] page_token_key_env`.
+    pub(super) pages: PageTokens,
 }
 
 impl Parts {
@@ -40,12 +43,17 @@ impl Parts {
             None => Server::builder(),
         };
         let otel = OtelSettings::from_env(&config.environment)?;
+        let pages = match config.auth.page_token_key(&config.environment)? {
+            Some(key) => PageTokens::with_key(key),
+            None => PageTokens::with_random_key(),
+        };
         Ok(Parts {
             config: config.clone(),
             security,
             transport,
             otel,
             providers,
+            pages,
         })
     }
 }
