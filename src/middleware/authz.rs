@@ -93,7 +93,10 @@ impl Authorizer {
         let served = crate::methods::served(path);
         // A method no service serves: its names, split from the path once for every rule.
         let unserved = served.is_none().then(|| method_names(None, path));
-        let granted: Vec<&Rule> = self
+        let mut granted = Vec::new();
+        // The rules among them with `operations = "all"`; usually none, and then no allocation.
+        let mut every_operation = Vec::new();
+        for rule in self
             .rules
             .iter()
             .filter(|r| match (served, &unserved) {
@@ -104,7 +107,12 @@ impl Authorizer {
                 (None, None) => false,
             })
             .filter(|r| r.principal.is_match(principal))
-            .collect();
+        {
+            granted.push(Arc::clone(&rule.providers));
+            if rule.every_operation {
+                every_operation.push(Arc::clone(&rule.providers));
+            }
+        }
         if granted.is_empty() {
             let (_, short) = method_names(served, path);
             return Err(Error::new(
@@ -112,15 +120,7 @@ impl Authorizer {
                 format!("{principal} may not call {short}"),
             ));
         }
-        let every_operation = granted
-            .iter()
-            .filter(|r| r.every_operation)
-            .map(|r| Arc::clone(&r.providers))
-            .collect();
-        Ok(
-            Grants::any_of(granted.iter().map(|r| Arc::clone(&r.providers)).collect())
-                .with_every_operation(every_operation),
-        )
+        Ok(Grants::any_of(granted).with_every_operation(every_operation))
     }
 }
 
