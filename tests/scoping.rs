@@ -2,7 +2,8 @@
 //! principal's answers as a missing one; `operations = "all"` reaches everyone's; the provider
 //! the id names is authorized before the lookup; a request_id is the caller's own), page tokens
 //! are signed for their caller and query with the deployment's key, and a store failure answers
-//! a ref, never the database's text (SQLite refusing a statement, PostgreSQL stopped).
+//! a ref, never the database's text (SQLite refusing a statement, PostgreSQL stopped); and a page
+//! token key too short is refused by `check-config`.
 
 mod support;
 
@@ -437,6 +438,27 @@ async fn page_tokens_are_signed_for_their_caller_and_query_with_the_deployment_k
             "one SQLite process: its own key is enough"
         );
     }
+}
+
+#[test]
+fn check_config_refuses_a_short_page_token_key_naming_the_variable_not_the_value() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = sqlite_config(dir.path());
+    let check = |key: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_streamgate"))
+            .arg("check-config")
+            .arg(&config)
+            .env("STREAMGATE_PAGE_TOKEN_KEY", key)
+            .output()
+            .unwrap()
+    };
+    let short = check("hunter2-hunter2");
+    let printed = support::output_text(&short);
+    assert!(!short.status.success(), "{printed}");
+    assert!(printed.contains("STREAMGATE_PAGE_TOKEN_KEY"), "{printed}");
+    assert!(!printed.contains("hunter2"), "{printed}");
+    let long = check("a-page-token-key-of-at-least-32-bytes");
+    assert!(long.status.success(), "{}", support::output_text(&long));
 }
 
 /// The ref a store failure's message gives, e.g. `the store failed (ref 0a1b2c3d4e5f)`.
