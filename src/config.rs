@@ -150,18 +150,30 @@ pub struct ServerConfig {
     pub http2_max_concurrent_streams: u32,
     /// How often an HTTP/2 ping checks that a connection's peer is still there; `0s`: never
     /// (default `30s`).
-    #[serde(default = "default_keepalive_interval", deserialize_with = "de_duration")]
+    #[serde(
+        default = "default_keepalive_interval",
+        deserialize_with = "de_duration"
+    )]
     pub http2_keepalive_interval: Duration,
     /// How long a ping may wait for its answer before the connection is closed (default `20s`).
-    #[serde(default = "default_keepalive_timeout", deserialize_with = "de_duration")]
+    #[serde(
+        default = "default_keepalive_timeout",
+        deserialize_with = "de_duration"
+    )]
     pub http2_keepalive_timeout: Duration,
     /// How long a connection lives before the server asks its client to go elsewhere (GOAWAY;
     /// an idle connection then closes at once); `0s`: forever (default `1h`).
-    #[serde(default = "default_max_connection_age", deserialize_with = "de_duration")]
+    #[serde(
+        default = "default_max_connection_age",
+        deserialize_with = "de_duration"
+    )]
     pub max_connection_age: Duration,
     /// How long the calls of a connection past its age may still run before it is closed
     /// (default `5m`).
-    #[serde(default = "default_max_connection_age_grace", deserialize_with = "de_duration")]
+    #[serde(
+        default = "default_max_connection_age_grace",
+        deserialize_with = "de_duration"
+    )]
     pub max_connection_age_grace: Duration,
     /// The runtime's worker threads; 0 (the default): one per core this process may use; at
     /// most [`MAX_WORKERS`]. One worker means tokio's current-thread scheduler (see the

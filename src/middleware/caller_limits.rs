@@ -115,7 +115,10 @@ impl CallerBounds {
                 "max_in_flight_per_principal",
                 server.max_in_flight_per_principal,
             ),
-            ("max_streams_per_principal", server.max_streams_per_principal),
+            (
+                "max_streams_per_principal",
+                server.max_streams_per_principal,
+            ),
             (
                 "max_streams_per_connection",
                 server.max_streams_per_connection,
