@@ -97,8 +97,11 @@ struct Open {
 
 /// The limits per caller of a gateway, and what is counted against them now.
 pub struct CallerBounds {
+    // Calls in flight, by principal.
     in_flight: Arc<Tally<Arc<str>>>,
+    // Long-lived calls open, by principal (health watches aside).
     streams: Arc<Tally<Arc<str>>>,
+    // Long-lived calls open, by the connection's remote address.
     connections: Arc<Tally<SocketAddr>>,
     // Health watches in all: their callers are anonymous and many (one per client
     // connection that checks health), so they get their own bound.

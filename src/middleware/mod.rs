@@ -53,6 +53,8 @@ pub struct Security {
     authenticator: Arc<Authenticator>,
     authorizer: Arc<Authorizer>,
     limits: Arc<InboundGate>,
+    // One for the process, shared by the stack of every connection, so that a principal's
+    // calls and streams are counted across all its connections.
     callers: Arc<CallerBounds>,
     max_in_flight: usize,
     default_deadline: Duration,
