@@ -972,6 +972,7 @@ fn operation(request: streamgate::domain::OpRequest) -> streamgate::domain::Oper
         cancel_requested: false,
         replayed: false,
         outcome: None,
+        warnings: Vec::new(),
         create_time_ms: 0,
         update_time_ms: 0,
     }

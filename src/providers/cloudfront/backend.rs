@@ -601,6 +601,7 @@ mod tests {
             cancel_requested: false,
             replayed: false,
             outcome: None,
+            warnings: Vec::new(),
             create_time_ms: 0,
             update_time_ms: 0,
         }
