@@ -4,6 +4,8 @@
 //! lifetime and principal checked), or client certificates verified by the TLS handshake
 //! (mTLS; the name is read by [`crate::tls::principal`]). The principal goes into the request
 //! extensions as [`Principal`]; public services (health by default) pass without credentials.
+//! A refused call is counted (`streamgate_unauthenticated_refusals_total`) and logged one line
+//! a second at most, with the count since the last line; it is not audited.
 //! Async-capable as a layer, not an interceptor, so that later key sources can await.
 
 use std::collections::HashMap;
@@ -19,9 +21,11 @@ use subtle::ConstantTimeEq;
 
 use super::gate::{Gate, GateLayer, Gated};
 use super::is_public;
+use crate::audit::Sampled;
 use crate::config::{AuthConfig, AuthMode, ConfigError, Environment, JwtConfig};
 use crate::error::{Error, Kind};
 use crate::identity::{ANONYMOUS, Principal};
+use crate::telemetry::RpcName;
 
 /// Checks the credentials of a call.
 pub struct Authenticator {
@@ -31,6 +35,9 @@ pub struct Authenticator {
     keys: Vec<(Arc<str>, [u8; 32])>,
     anonymous: Arc<str>,
     jwt: Option<JwtChecker>,
+    // Calls refused for want of valid credentials are logged as one line a second at most:
+    // anyone can send them, as fast as they like.
+    refusals: Sampled,
 }
 
 struct JwtChecker {
@@ -420,6 +427,7 @@ impl Authenticator {
             keys,
             anonymous: Arc::from(ANONYMOUS),
             jwt,
+            refusals: Sampled::new(),
         })
     }
 
@@ -472,6 +480,24 @@ impl Authenticator {
     }
 }
 
+impl Authenticator {
+    /// Counts a call to `path` refused with `error`, and logs it with those since the last
+    /// line when a line is due.
+    fn refused(&self, path: &str, error: &Error) {
+        crate::telemetry::call::unauthenticated_refusal(path);
+        if let Some(refused) = self.refusals.note() {
+            let name = RpcName::parse(path);
+            tracing::info!(
+                refused,
+                rpc.service = name.service,
+                rpc.method = name.method,
+                reason = error.message(),
+                "calls refused for want of valid credentials (the last one's method and reason)"
+            );
+        }
+    }
+}
+
 impl Gate for Authenticator {
     fn admit(
         &self,
@@ -481,9 +507,7 @@ impl Gate for Authenticator {
     ) -> Result<(), Error> {
         let principal = self
             .authenticate(path, headers, extensions)
-            .inspect_err(|error| {
-                tracing::info!(path, reason = error.message(), "unauthenticated call");
-            })?;
+            .inspect_err(|error| self.refused(path, error))?;
         extensions.insert(Principal(principal));
         Ok(())
     }
