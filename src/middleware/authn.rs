@@ -46,6 +46,18 @@ struct JwtChecker {
     jwks: Option<Jwks>,
 }
 
+fn unauthenticated(why: &str) -> Error {
+    Error::new(Kind::Unauthenticated, why)
+}
+
+fn parse_hash(hex: &str) -> Option<[u8; 32]> {
+    let bytes: Vec<u8> = (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
+        .collect::<Option<_>>()?;
+    bytes.try_into().ok()
+}
+
 /// The verification keys of a JWKS file by `kid` (a key without one under ""), each with the
 /// token algorithms it verifies.
 type KeySet = HashMap<String, JwksKey>;
@@ -156,18 +168,6 @@ fn parse_jwks(text: &str) -> Result<KeySet, String> {
     Ok(keys)
 }
 
-fn unauthenticated(why: &str) -> Error {
-    Error::new(Kind::Unauthenticated, why)
-}
-
-fn parse_hash(hex: &str) -> Option<[u8; 32]> {
-    let bytes: Vec<u8> = (0..hex.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
-        .collect::<Option<_>>()?;
-    bytes.try_into().ok()
-}
-
 /// Reads and parses the JWKS file.
 fn read_jwks(path: &Path) -> Result<KeySet, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read it: {e}"))?;
@@ -178,12 +178,12 @@ impl Jwks {
     /// Reads the file once; a failure is a configuration error.
     fn open(config: &JwtConfig, path: &Path) -> Result<Self, ConfigError> {
         let invalid =
-            |what: String| ConfigError::Invalid(format!("[auth.jwt] {what} must be above zero"));
+            |what: &str| ConfigError::Invalid(format!("[auth.jwt] {what} must be above zero"));
         if config.jwks_refresh.is_zero() {
-            return Err(invalid("jwks_refresh".into()));
+            return Err(invalid("jwks_refresh"));
         }
         if config.jwks_min_refresh_interval.is_zero() {
-            return Err(invalid("jwks_min_refresh_interval".into()));
+            return Err(invalid("jwks_min_refresh_interval"));
         }
         let keys = read_jwks(path).map_err(|e| {
             ConfigError::Invalid(format!("[auth.jwt] jwks_file {}: {e}", path.display()))
@@ -518,3 +518,86 @@ pub type AuthnLayer = GateLayer<Authenticator>;
 
 /// The service of [`AuthnLayer`].
 pub type Authn<S> = Gated<S, Authenticator>;
+
+#[cfg(test)]
+mod tests {
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
+    use super::*;
+    use crate::config::Config;
+
+    /// A P-256 public key made now, as a JWK with `fields` added.
+    fn ec_jwk(fields: serde_json::Value) -> serde_json::Value {
+        let pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let raw = pair.public_key_raw();
+        let mut jwk = serde_json::json!({
+            "kty": "EC", "crv": "P-256",
+            "x": URL_SAFE_NO_PAD.encode(&raw[1..33]),
+            "y": URL_SAFE_NO_PAD.encode(&raw[33..65]),
+        });
+        for (name, value) in fields.as_object().unwrap() {
+            jwk[name] = value.clone();
+        }
+        jwk
+    }
+
+    fn parse(keys: &[serde_json::Value]) -> Result<KeySet, String> {
+        parse_jwks(&serde_json::json!({ "keys": keys }).to_string())
+    }
+
+    #[test]
+    fn a_jwks_keeps_only_unambiguous_signing_keys() {
+        let keys = parse(&[
+            ec_jwk(serde_json::json!({"kid": "sig", "use": "sig"})),
+            ec_jwk(serde_json::json!({"kid": "enc", "use": "enc"})),
+            ec_jwk(serde_json::json!({"kid": "oaep", "alg": "RSA-OAEP"})),
+            ec_jwk(serde_json::json!({"kid": "any"})),
+        ])
+        .unwrap();
+        let mut kids: Vec<_> = keys.keys().map(String::as_str).collect();
+        kids.sort();
+        assert_eq!(kids, ["any", "sig"]);
+        assert_eq!(keys["any"].algorithms, [Algorithm::ES256]);
+
+        let twice = parse(&[
+            ec_jwk(serde_json::json!({"kid": "k"})),
+            ec_jwk(serde_json::json!({"kid": "k"})),
+        ]);
+        assert!(twice.err().unwrap().contains("two keys"));
+        let kidless = parse(&[
+            ec_jwk(serde_json::json!({})),
+            ec_jwk(serde_json::json!({"kid": "k"})),
+        ]);
+        assert!(kidless.err().unwrap().contains("without kid"));
+        // Beside a key that verifies nothing, a key without kid is the only one.
+        let alone = parse(&[
+            ec_jwk(serde_json::json!({})),
+            ec_jwk(serde_json::json!({"kid": "enc", "use": "enc"})),
+        ])
+        .unwrap();
+        assert!(alone.contains_key(""));
+    }
+
+    #[test]
+    fn jwks_refresh_intervals_must_be_above_zero() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("jwks.json");
+        let jwks = serde_json::json!({ "keys": [ec_jwk(serde_json::json!({"kid": "k"}))] });
+        std::fs::write(&path, jwks.to_string()).unwrap();
+        for (key, accepted) in [
+            ("jwks_refresh = \"1s\"", true),
+            ("jwks_refresh = \"0s\"", false),
+            ("jwks_min_refresh_interval = \"0s\"", false),
+        ] {
+            let config = Config::from_toml(&format!(
+                "[auth]\nmode = \"jwt\"\n[auth.jwt]\nissuer = \"i\"\naudience = \"a\"\n\
+                 jwks_file = \"{}\"\n{key}\n",
+                path.display()
+            ))
+            .unwrap();
+            let built = Authenticator::from_config(&config.auth, &config.environment);
+            assert_eq!(built.is_ok(), accepted, "{key}");
+        }
+    }
+}
