@@ -347,9 +347,21 @@ pub struct JwtConfig {
     /// The environment variable holding the HS256 secret, if HS256 tokens are accepted.
     #[serde(default)]
     pub hs256_secret_env: Option<String>,
-    /// A JWKS file with the RS256 / ES256 public keys, if those are accepted.
+    /// A JWKS file with the RSA / EC public keys, if tokens signed with those are accepted.
     #[serde(default)]
     pub jwks_file: Option<std::path::PathBuf>,
+    /// How old the keys read from `jwks_file` may get before a token makes the gateway read
+    /// the file again (default `"5m"`): a key removed from the file is refused by then.
+    #[serde(default = "default_jwks_refresh", deserialize_with = "de_duration")]
+    pub jwks_refresh: Duration,
+    /// The least time between two reads of `jwks_file` for tokens whose `kid` the keys read
+    /// lack (default `"30s"`): such a token makes the gateway read the file at once, but
+    /// tokens with made-up `kid`s cannot make it read on every call.
+    #[serde(
+        default = "default_jwks_min_refresh_interval",
+        deserialize_with = "de_duration"
+    )]
+    pub jwks_min_refresh_interval: Duration,
     /// Clock skew allowed on `exp`, `nbf` and `iat` (default `"30s"`).
     #[serde(default = "default_leeway", deserialize_with = "de_duration")]
     pub leeway: Duration,
@@ -367,6 +379,8 @@ impl fmt::Debug for JwtConfig {
             .field("principal_claim", &self.principal_claim)
             .field("hs256_secret_env", &self.hs256_secret_env)
             .field("jwks_file", &self.jwks_file)
+            .field("jwks_refresh", &self.jwks_refresh)
+            .field("jwks_min_refresh_interval", &self.jwks_min_refresh_interval)
             .field("leeway", &self.leeway)
             .field("max_lifetime", &self.max_lifetime)
             .finish()
@@ -383,6 +397,14 @@ fn default_leeway() -> Duration {
 
 fn default_max_lifetime() -> Duration {
     Duration::from_secs(24 * 3600)
+}
+
+fn default_jwks_refresh() -> Duration {
+    Duration::from_secs(5 * 60)
+}
+
+fn default_jwks_min_refresh_interval() -> Duration {
+    Duration::from_secs(30)
 }
 
 /// One `[[authorization]]` rule: what the principals matching `principal` may do. A call is
