@@ -122,9 +122,10 @@ pub fn stack(
         .layer(RpcMetricsLayer::new(Arc::clone(telemetry)))
         // Before any work, so that an overload is refused cheaply, credentials checks included.
         .layer(LoadShedLayer::new(security.max_in_flight))
-        // Who calls: everything below needs the principal.
-        // (It and the next two record the mutating calls they refuse in the audit trail.)
-        .layer(AuthnLayer::new(Arc::clone(&security.authenticator)).audited(audit))
+        // Who calls: everything below needs the principal. A call refused here has none: it
+        // is counted and logged once a second, never one audit row each (anyone can send
+        // them). The next two record the mutating calls they refuse in the audit trail.
+        .layer(AuthnLayer::new(Arc::clone(&security.authenticator)))
         // What they may call: denied calls never spend their rate or reach a handler.
         .layer(AuthzLayer::new(Arc::clone(&security.authorizer)).audited(audit))
         // Rates count only calls that were allowed, per principal and method.
