@@ -129,6 +129,52 @@ pub struct ServerConfig {
     /// Calls in flight at most; more are shed with RESOURCE_EXHAUSTED (default 1024).
     #[serde(default = "default_max_in_flight")]
     pub max_in_flight: usize,
+    /// Calls in flight at most per principal, so that one caller cannot hold every permit
+    /// of `max_in_flight`; more are refused with RESOURCE_EXHAUSTED (default 256).
+    #[serde(default = "default_max_in_flight_per_principal")]
+    pub max_in_flight_per_principal: usize,
+    /// Long-lived calls (WatchStream, reflection) open at most per principal, counted until
+    /// they end (default 100).
+    #[serde(default = "default_max_streams")]
+    pub max_streams_per_principal: usize,
+    /// Long-lived calls (health Watch included) open at most per connection (default 100).
+    #[serde(default = "default_max_streams")]
+    pub max_streams_per_connection: usize,
+    /// `grpc.health.v1.Health/Watch` calls open at most in all: they need no credentials, so
+    /// they are bounded together rather than per principal (default 1000).
+    #[serde(default = "default_max_health_watches")]
+    pub max_health_watches: usize,
+    /// HTTP/2 `SETTINGS_MAX_CONCURRENT_STREAMS`: calls a client may have open at once on one
+    /// connection, the rest wait in the client (default 200).
+    #[serde(default = "default_http2_max_concurrent_streams")]
+    pub http2_max_concurrent_streams: u32,
+    /// How often an HTTP/2 ping checks that a connection's peer is still there; `0s`: never
+    /// (default `30s`).
+    #[serde(
+        default = "default_keepalive_interval",
+        deserialize_with = "de_duration"
+    )]
+    pub http2_keepalive_interval: Duration,
+    /// How long a ping may wait for its answer before the connection is closed (default `20s`).
+    #[serde(
+        default = "default_keepalive_timeout",
+        deserialize_with = "de_duration"
+    )]
+    pub http2_keepalive_timeout: Duration,
+    /// How long a connection lives before the server asks its client to go elsewhere (GOAWAY;
+    /// an idle connection then closes at once); `0s`: forever (default `1h`).
+    #[serde(
+        default = "default_max_connection_age",
+        deserialize_with = "de_duration"
+    )]
+    pub max_connection_age: Duration,
+    /// How long the calls of a connection past its age may still run before it is closed
+    /// (default `5m`).
+    #[serde(
+        default = "default_max_connection_age_grace",
+        deserialize_with = "de_duration"
+    )]
+    pub max_connection_age_grace: Duration,
     /// The runtime's worker threads; 0 (the default): one per core this process may use; at
     /// most [`MAX_WORKERS`]. One worker means tokio's current-thread scheduler (see the
     /// `runtime` module).
@@ -165,6 +211,38 @@ fn default_deadline() -> Duration {
 
 fn default_max_in_flight() -> usize {
     1024
+}
+
+fn default_max_in_flight_per_principal() -> usize {
+    256
+}
+
+fn default_max_streams() -> usize {
+    100
+}
+
+fn default_max_health_watches() -> usize {
+    1000
+}
+
+fn default_http2_max_concurrent_streams() -> u32 {
+    200
+}
+
+fn default_keepalive_interval() -> Duration {
+    Duration::from_secs(30)
+}
+
+fn default_keepalive_timeout() -> Duration {
+    Duration::from_secs(20)
+}
+
+fn default_max_connection_age() -> Duration {
+    Duration::from_secs(3600)
+}
+
+fn default_max_connection_age_grace() -> Duration {
+    Duration::from_secs(300)
 }
 
 /// `[store]`.
@@ -300,9 +378,21 @@ pub struct JwtConfig {
     /// The environment variable holding the HS256 secret, if HS256 tokens are accepted.
     #[serde(default)]
     pub hs256_secret_env: Option<String>,
-    /// A JWKS file with the RS256 / ES256 public keys, if those are accepted.
+    /// A JWKS file with the RSA / EC public keys, if tokens signed with those are accepted.
     #[serde(default)]
     pub jwks_file: Option<std::path::PathBuf>,
+    /// How old the keys read from `jwks_file` may get before a token makes the gateway read
+    /// the file again (default `"5m"`): a key removed from the file is refused by then.
+    #[serde(default = "default_jwks_refresh", deserialize_with = "de_duration")]
+    pub jwks_refresh: Duration,
+    /// The least time between two reads of `jwks_file` for tokens whose `kid` the keys read
+    /// lack (default `"30s"`): such a token makes the gateway read the file at once, but
+    /// tokens with made-up `kid`s cannot make it read on every call.
+    #[serde(
+        default = "default_jwks_min_refresh_interval",
+        deserialize_with = "de_duration"
+    )]
+    pub jwks_min_refresh_interval: Duration,
     /// Clock skew allowed on `exp`, `nbf` and `iat` (default `"30s"`).
     #[serde(default = "default_leeway", deserialize_with = "de_duration")]
     pub leeway: Duration,
@@ -320,6 +410,8 @@ impl fmt::Debug for JwtConfig {
             .field("principal_claim", &self.principal_claim)
             .field("hs256_secret_env", &self.hs256_secret_env)
             .field("jwks_file", &self.jwks_file)
+            .field("jwks_refresh", &self.jwks_refresh)
+            .field("jwks_min_refresh_interval", &self.jwks_min_refresh_interval)
             .field("leeway", &self.leeway)
             .field("max_lifetime", &self.max_lifetime)
             .finish()
@@ -336,6 +428,14 @@ fn default_leeway() -> Duration {
 
 fn default_max_lifetime() -> Duration {
     Duration::from_secs(24 * 3600)
+}
+
+fn default_jwks_refresh() -> Duration {
+    Duration::from_secs(5 * 60)
+}
+
+fn default_jwks_min_refresh_interval() -> Duration {
+    Duration::from_secs(30)
 }
 
 /// One `[[authorization]]` rule: what the principals matching `principal` may do. A call is
@@ -591,6 +691,15 @@ impl Default for ServerConfig {
             drain_timeout: default_drain(),
             default_deadline: default_deadline(),
             max_in_flight: default_max_in_flight(),
+            max_in_flight_per_principal: default_max_in_flight_per_principal(),
+            max_streams_per_principal: default_max_streams(),
+            max_streams_per_connection: default_max_streams(),
+            max_health_watches: default_max_health_watches(),
+            http2_max_concurrent_streams: default_http2_max_concurrent_streams(),
+            http2_keepalive_interval: default_keepalive_interval(),
+            http2_keepalive_timeout: default_keepalive_timeout(),
+            max_connection_age: default_max_connection_age(),
+            max_connection_age_grace: default_max_connection_age_grace(),
             worker_threads: 0,
             tls: None,
         }

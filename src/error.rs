@@ -96,6 +96,11 @@ pub enum Kind {
     RateLimited,
     /// The gateway is shedding load.
     Overloaded,
+    /// The caller has as many calls in flight as it may (`[server]
+    /// max_in_flight_per_principal`).
+    TooManyCalls,
+    /// The caller, its connection or the gateway has as many long-lived calls open as it may.
+    TooManyStreams,
     /// The operation was cancelled by a caller.
     Cancelled,
     /// The caller's deadline passed.
@@ -137,7 +142,9 @@ impl Kind {
             Kind::ProviderThrottled
             | Kind::ProviderQuotaExceeded
             | Kind::RateLimited
-            | Kind::Overloaded => Code::ResourceExhausted,
+            | Kind::Overloaded
+            | Kind::TooManyCalls
+            | Kind::TooManyStreams => Code::ResourceExhausted,
             Kind::ProviderPermissionDenied | Kind::PermissionDenied => Code::PermissionDenied,
             // The gateway's own credentials, not the caller's: UNAUTHENTICATED would tell the
             // caller to re-authenticate. The gateway is misconfigured; a later call may work.
@@ -179,6 +186,8 @@ impl Kind {
             Kind::PermissionDenied => "PERMISSION_DENIED",
             Kind::RateLimited => "RATE_LIMITED",
             Kind::Overloaded => "OVERLOADED",
+            Kind::TooManyCalls => "TOO_MANY_CALLS",
+            Kind::TooManyStreams => "TOO_MANY_STREAMS",
             Kind::Cancelled => "CANCELLED",
             Kind::DeadlineExceeded => "DEADLINE_EXCEEDED",
             Kind::Internal => "INTERNAL",
@@ -418,9 +427,14 @@ impl Error {
         }
         let retry_after = match (self.inner.retry_after_ms, self.inner.kind) {
             (Some(ms), _) => Some(Duration::from_millis(ms)),
-            (None, Kind::ProviderThrottled | Kind::RateLimited | Kind::Overloaded) => {
-                Some(Duration::from_secs(1))
-            }
+            (
+                None,
+                Kind::ProviderThrottled
+                | Kind::RateLimited
+                | Kind::Overloaded
+                | Kind::TooManyCalls
+                | Kind::TooManyStreams,
+            ) => Some(Duration::from_secs(1)),
             (None, _) => None,
         };
         if let Some(delay) = retry_after {

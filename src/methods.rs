@@ -1,11 +1,12 @@
 //! The table of the gRPC methods the server serves, made once from the descriptor sets it
 //! registers (streamgate, health, reflection v1 and v1alpha): each method's names spelled every
-//! way the layers need them, and whether it is mutating. Telemetry (span names, metric labels),
-//! authorization, rate limits and the audit of refused calls read it; nothing here serves or
-//! decides anything.
+//! way the layers need them, whether it is mutating and whether it is long-lived. Telemetry
+//! (span names, metric labels), authorization, rate limits, the audit of refused calls and the
+//! limits per caller read it; nothing here serves or decides anything.
 //!
 //! The mutating methods are the StreamService methods that start an operation, one per
-//! [`Verb`]. Every mutating call is audited, refused or not.
+//! [`Verb`]. Every mutating call is audited, refused or not. The long-lived methods are the
+//! server-streaming ones: they stay open as long as their caller wants.
 
 use std::collections::HashMap;
 use std::sync::OnceLock;
@@ -31,6 +32,9 @@ pub struct ServedMethod {
     pub method: String,
     /// Whether it asks for a change: it starts an operation, and is audited.
     pub mutating: bool,
+    /// Whether it is long-lived: its server streams answers for as long as its caller wants
+    /// (WatchStream, health Watch, reflection), so it is counted while open.
+    pub long_lived: bool,
 }
 
 /// The served method at `path` (`/package.Service/Method`), if any.
@@ -97,6 +101,7 @@ fn served_table() -> &'static ServedTable {
                                 && Verb::parse(method.name()).is_some(),
                             service: full_service.clone(),
                             method: method.name().to_string(),
+                            long_lived: method.server_streaming(),
                         });
                     }
                 }
@@ -142,6 +147,24 @@ mod tests {
 
     fn mutating_method(path: &str) -> Option<&'static str> {
         mutating(path).map(|m| m.method.as_str())
+    }
+
+    #[test]
+    fn the_long_lived_methods_are_the_server_streaming_ones() {
+        let long_lived: Vec<&str> = served_methods()
+            .iter()
+            .filter(|m| m.long_lived)
+            .map(|m| m.full.as_str())
+            .collect();
+        assert_eq!(
+            long_lived,
+            [
+                "streamgate.v1.StreamService/WatchStream",
+                "grpc.health.v1.Health/Watch",
+                "grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+                "grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+            ]
+        );
     }
 
     #[test]

@@ -739,6 +739,42 @@ async fn outbound_limits_space_delete_stream_calls() {
     assert_eq!(fake.calls("DeleteStream").len(), 4);
 }
 
+#[tokio::test]
+async fn the_published_delete_stream_qps_is_kept_by_default_and_enforced_by_the_fake() {
+    let videos: Vec<String> = (0..120).map(|i| format!("q{i:03}")).collect();
+    let fake_of = || async {
+        let fake = FakeVod::start().await;
+        fake.add_key(KEY_ID, SECRET, None);
+        for video in &videos {
+            fake.add_video(video, &["j"]);
+        }
+        fake.enforce_quotas();
+        fake
+    };
+    let names: Vec<String> = videos.iter().map(|v| stream_name(v, "j")).collect();
+    let throttled = |fake: &FakeVod| {
+        fake.calls("DeleteStream")
+            .iter()
+            .filter(|r| r.code.as_deref() == Some("Throttling.User"))
+            .count()
+    };
+
+    // The default outbound limit is the published quota (50 a second): never throttled.
+    let fake = fake_of().await;
+    let server = gateway(&fake).await;
+    let done = batch_delete(&server, &format!("providers/{PROVIDER}"), &names).await;
+    assert!(batch_results(&done).iter().all(|r| r.error.is_none()));
+    assert_eq!(throttled(&fake), 0);
+    assert_eq!(fake.calls("DeleteStream").len(), 120);
+
+    // An instance configured over the quota meets VOD's throttling.
+    let fake = fake_of().await;
+    let server =
+        TestServer::start(&provider_entry(&fake, SECRET, "delete_stream_qps = 1000\n")).await;
+    batch_delete(&server, &format!("providers/{PROVIDER}"), &names).await;
+    assert!(throttled(&fake) > 0, "the fake holds VOD's 50 a second");
+}
+
 // ---------------------------------------------------------------------------------------------
 // The real binary, driven with grpcurl.
 
@@ -972,6 +1008,7 @@ fn operation(request: streamgate::domain::OpRequest) -> streamgate::domain::Oper
         cancel_requested: false,
         replayed: false,
         outcome: None,
+        warnings: Vec::new(),
         create_time_ms: 0,
         update_time_ms: 0,
     }

@@ -516,6 +516,87 @@ async fn the_wait_for_deployed_is_bounded_by_deploy_timeout() {
     assert!(fake.exists("ESLOW") && !fake.is_enabled("ESLOW"));
 }
 
+/// Waits until the operation `name` is at `wanted`.
+async fn until_step(server: &TestServer, name: &str, wanted: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while step(&get_op(server, name).await) != wanted {
+        assert!(Instant::now() < deadline, "never {wanted}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_delete_refused_for_a_while_after_deployed_is_tried_again_until_taken() {
+    let fake = StreamingFake::start(2).await;
+    fake.add("ESETTLE", true, "");
+    // CloudFront's window after Deployed: longer than the three re-reads of a conflict.
+    fake.settle_after_deploy(Duration::from_secs(3));
+    let server = start_streaming(&fake, "100ms").await;
+    let op = server
+        .streams()
+        .delete_stream(delete("providers/rtmp/streams/ESETTLE"))
+        .await
+        .unwrap()
+        .into_inner();
+    let done = wait(&server, &op).await;
+    assert!(
+        matches!(done.result, Some(pb::operation::Result::DeleteStream(_))),
+        "{done:?}"
+    );
+    assert!(!fake.exists("ESETTLE"));
+    let deletes = fake
+        .requests()
+        .iter()
+        .filter(|r| r.method == "DELETE")
+        .count();
+    assert!(
+        deletes >= 3,
+        "refused a while, then taken: {deletes} DELETEs"
+    );
+}
+
+#[tokio::test]
+async fn a_distribution_deleted_by_someone_else_is_allow_missings_success() {
+    let fake = StreamingFake::start(1000).await;
+    fake.add("EGONE", true, "");
+    let server = start_streaming(&fake, "50ms").await;
+    let op = server
+        .streams()
+        .delete_stream(pb::DeleteStreamRequest {
+            name: "providers/rtmp/streams/EGONE".into(),
+            allow_missing: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    until_step(&server, &op.name, "waiting").await;
+    fake.remove("EGONE");
+    let done = wait(&server, &op).await;
+    let Some(pb::operation::Result::DeleteStream(deleted)) = &done.result else {
+        panic!("allow_missing: {done:?}");
+    };
+    assert!(!deleted.existed, "this delete found it gone");
+}
+
+#[tokio::test]
+async fn a_failure_after_the_disable_says_the_distribution_stays_disabled() {
+    let fake = StreamingFake::start(0).await;
+    fake.add("EDENIED", true, "");
+    fake.fail_next("DELETE", 403, "AccessDenied");
+    let server = start_streaming(&fake, "50ms").await;
+    let op = server
+        .streams()
+        .delete_stream(delete("providers/rtmp/streams/EDENIED"))
+        .await
+        .unwrap()
+        .into_inner();
+    let (code, _, message) = failure(&wait(&server, &op).await);
+    assert_eq!(code, Code::PermissionDenied, "{message}");
+    assert!(message.contains("EDENIED stays disabled"), "{message}");
+    assert!(fake.exists("EDENIED") && !fake.is_enabled("EDENIED"));
+}
+
 #[tokio::test]
 async fn watchers_see_the_changes_made_through_the_gateway() {
     let fake = StreamingFake::start(0).await;

@@ -44,6 +44,7 @@ fn op(id: &str, stream: &str, time: i64, request_id: Option<&str>) -> Operation 
         cancel_requested: false,
         replayed: false,
         outcome: None,
+        warnings: Vec::new(),
         create_time_ms: time,
         update_time_ms: time,
     }

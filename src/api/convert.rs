@@ -172,6 +172,7 @@ pub fn operation(op: &Operation) -> pb::Operation {
             request_id: op.request_id.clone().unwrap_or_default(),
             cancel_requested: op.cancel_requested,
             provider: format!("providers/{}", op.request.provider()),
+            warnings: op.warnings.clone(),
         }),
         result: match &op.outcome {
             None => None,

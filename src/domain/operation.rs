@@ -175,6 +175,11 @@ pub struct Operation {
     pub replayed: bool,
     /// How it ended, once done.
     pub outcome: Option<Result<OpResult, Error>>,
+    /// What a successful operation could not do or read back (e.g. the tags of a created
+    /// stream, when the provider refused the follow-up read): the success stands, and these
+    /// say what the result does not show.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
     /// When it was accepted.
     pub create_time_ms: i64,
     /// When it last changed.

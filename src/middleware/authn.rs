@@ -1,22 +1,31 @@
 //! Authentication: who calls. Bearer API keys (configured as SHA-256 hashes, compared in
-//! constant time), JWTs (HS256 with a secret from the environment; RS256 / ES256 with keys
-//! from a JWKS file; issuer, audience and expiry checked), or client certificates verified by
-//! the TLS handshake (mTLS; the name is read by [`crate::tls::principal`]). The principal goes into the request
+//! constant time), JWTs (HS256 with a secret from the environment; RSA and EC signatures with
+//! keys from a JWKS file, re-read on a period and on an unknown `kid`; issuer, audience, expiry,
+//! lifetime and principal checked), or client certificates verified by the TLS handshake
+//! (mTLS; the name is read by [`crate::tls::principal`]). The principal goes into the request
 //! extensions as [`Principal`]; public services (health by default) pass without credentials.
+//! A refused call is counted (`streamgate_unauthenticated_refusals_total`) and logged one line
+//! a second at most, with the count since the last line; it is not audited.
 //! Async-capable as a layer, not an interceptor, so that later key sources can await.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
+use jsonwebtoken::jwk::{Jwk, JwkSet, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::gate::{Gate, GateLayer, Gated};
 use super::is_public;
+use crate::audit::Sampled;
 use crate::config::{AuthConfig, AuthMode, ConfigError, Environment, JwtConfig};
 use crate::error::{Error, Kind};
 use crate::identity::{ANONYMOUS, Principal};
+use crate::telemetry::RpcName;
 
 /// Checks the credentials of a call.
 pub struct Authenticator {
@@ -26,13 +35,15 @@ pub struct Authenticator {
     keys: Vec<(Arc<str>, [u8; 32])>,
     anonymous: Arc<str>,
     jwt: Option<JwtChecker>,
+    // Calls refused for want of valid credentials are logged as one line a second at most:
+    // anyone can send them, as fast as they like.
+    refusals: Sampled,
 }
 
 struct JwtChecker {
     config: JwtConfig,
     hs256: Option<DecodingKey>,
-    // kid → (key, algorithm); a key without kid is stored under "".
-    jwks: HashMap<String, (DecodingKey, Algorithm)>,
+    jwks: Option<Jwks>,
 }
 
 fn unauthenticated(why: &str) -> Error {
@@ -45,6 +56,203 @@ fn parse_hash(hex: &str) -> Option<[u8; 32]> {
         .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
         .collect::<Option<_>>()?;
     bytes.try_into().ok()
+}
+
+/// The verification keys of a JWKS file by `kid` (a key without one under ""), each with the
+/// token algorithms it verifies.
+type KeySet = HashMap<String, JwksKey>;
+
+/// One verification key of the JWKS file.
+struct JwksKey {
+    key: DecodingKey,
+    // The header `alg`s this key verifies: its `alg` alone when the JWK names one, else every
+    // algorithm of its type (and curve).
+    algorithms: Vec<Algorithm>,
+}
+
+/// The JWKS file and the keys last read from it. The file is re-read when a token is checked
+/// and the keys are older than `[auth.jwt] jwks_refresh`, or when a token names a `kid` the
+/// keys lack and the last read is older than `jwks_min_refresh_interval` (so that a new key is
+/// accepted at once, and tokens with made-up `kid`s cannot make every call read the file). A
+/// read that fails keeps the keys read before.
+struct Jwks {
+    path: PathBuf,
+    refresh: Duration,
+    min_refresh_interval: Duration,
+    // The clock of `last_read_ms`.
+    epoch: Instant,
+    // Milliseconds from `epoch` to the start of the last read of the file (successful or not),
+    // checked on every token without taking a lock.
+    last_read_ms: AtomicU64,
+    // Held by the one caller re-reading the file: the others check against the keys they have
+    // rather than read it too.
+    reading: Mutex<()>,
+    keys: RwLock<Arc<KeySet>>,
+}
+
+/// Why the JWKS file is re-read.
+#[derive(Clone, Copy, Debug)]
+enum Refresh {
+    Period,
+    UnknownKid,
+}
+
+/// The algorithms a JWK of this type verifies, or `None` for a key that verifies no token
+/// accepted here (HMAC or Ed25519 keys, other curves).
+fn algorithms_of_type(jwk: &Jwk) -> Option<&'static [Algorithm]> {
+    use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve};
+    match &jwk.algorithm {
+        AlgorithmParameters::RSA(_) => Some(&[
+            Algorithm::RS256,
+            Algorithm::RS384,
+            Algorithm::RS512,
+            Algorithm::PS256,
+            Algorithm::PS384,
+            Algorithm::PS512,
+        ]),
+        AlgorithmParameters::EllipticCurve(ec) => match ec.curve {
+            EllipticCurve::P256 => Some(&[Algorithm::ES256]),
+            EllipticCurve::P384 => Some(&[Algorithm::ES384]),
+            _ => None,
+        },
+        AlgorithmParameters::OctetKey(_) | AlgorithmParameters::OctetKeyPair(_) => None,
+    }
+}
+
+/// The keys of a JWKS document that verify signatures: keys whose `use` is not `sig`, whose
+/// `alg` is not a signature algorithm, or of a type no token here is signed with are left out.
+/// Refused: a key whose `alg` does not fit its type, a key without `kid` beside others (a
+/// token could not say which key signed it), two keys with one `kid`, a key that does not
+/// parse.
+fn parse_jwks(text: &str) -> Result<KeySet, String> {
+    let set: JwkSet = serde_json::from_str(text).map_err(|e| format!("not a JWKS: {e}"))?;
+    let mut usable = Vec::new();
+    for jwk in &set.keys {
+        let kid = jwk.common.key_id.as_deref().unwrap_or_default();
+        if jwk
+            .common
+            .public_key_use
+            .as_ref()
+            .is_some_and(|u| *u != PublicKeyUse::Signature)
+        {
+            continue;
+        }
+        let Some(of_type) = algorithms_of_type(jwk) else {
+            continue;
+        };
+        let algorithms = match &jwk.common.key_algorithm {
+            None => of_type.to_vec(),
+            Some(named) => match named.to_string().parse::<Algorithm>() {
+                // An encryption algorithm: not a signing key.
+                Err(_) => continue,
+                Ok(algorithm) if of_type.contains(&algorithm) => vec![algorithm],
+                Ok(algorithm) => {
+                    return Err(format!(
+                        "key {kid:?}: alg {algorithm:?} does not fit the key's type"
+                    ));
+                }
+            },
+        };
+        let key = DecodingKey::from_jwk(jwk).map_err(|e| format!("key {kid:?}: {e}"))?;
+        usable.push((kid, JwksKey { key, algorithms }));
+    }
+    if usable.len() > 1 && usable.iter().any(|(kid, _)| kid.is_empty()) {
+        return Err("a key without kid beside other keys: every key needs a kid".into());
+    }
+    let mut keys = HashMap::new();
+    for (kid, key) in usable {
+        if keys.insert(kid.to_string(), key).is_some() {
+            return Err(format!("two keys with kid {kid:?}"));
+        }
+    }
+    Ok(keys)
+}
+
+/// Reads and parses the JWKS file.
+fn read_jwks(path: &Path) -> Result<KeySet, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read it: {e}"))?;
+    parse_jwks(&text)
+}
+
+impl Jwks {
+    /// Reads the file once; a failure is a configuration error.
+    fn open(config: &JwtConfig, path: &Path) -> Result<Self, ConfigError> {
+        let invalid =
+            |what: &str| ConfigError::Invalid(format!("[auth.jwt] {what} must be above zero"));
+        if config.jwks_refresh.is_zero() {
+            return Err(invalid("jwks_refresh"));
+        }
+        if config.jwks_min_refresh_interval.is_zero() {
+            return Err(invalid("jwks_min_refresh_interval"));
+        }
+        let keys = read_jwks(path).map_err(|e| {
+            ConfigError::Invalid(format!("[auth.jwt] jwks_file {}: {e}", path.display()))
+        })?;
+        Ok(Jwks {
+            path: path.to_path_buf(),
+            refresh: config.jwks_refresh,
+            min_refresh_interval: config.jwks_min_refresh_interval,
+            epoch: Instant::now(),
+            last_read_ms: AtomicU64::new(0),
+            reading: Mutex::new(()),
+            keys: RwLock::new(Arc::new(keys)),
+        })
+    }
+
+    fn current(&self) -> Arc<KeySet> {
+        // A poisoned lock only means a panic elsewhere while swapping; the set is whole.
+        Arc::clone(&self.keys.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    fn has_keys(&self) -> bool {
+        !self.current().is_empty()
+    }
+
+    /// The keys to check a token naming `kid` against, re-read first when due.
+    fn keys_for(&self, kid: &str) -> Arc<KeySet> {
+        self.refresh_if_older(self.refresh, Refresh::Period);
+        let keys = self.current();
+        if keys.contains_key(kid) {
+            return keys;
+        }
+        if self.refresh_if_older(self.min_refresh_interval, Refresh::UnknownKid) {
+            return self.current();
+        }
+        keys
+    }
+
+    /// Re-reads the file if its last read started more than `age` ago and no other caller
+    /// is reading it; whether it did. The read blocks this call's thread: the file is a local
+    /// one of a few keys, and is read at most once per `age`.
+    fn refresh_if_older(&self, age: Duration, why: Refresh) -> bool {
+        let age_ms = u64::try_from(age.as_millis()).unwrap_or(u64::MAX);
+        let now_ms = || u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let due = || now_ms().saturating_sub(self.last_read_ms.load(Ordering::Acquire)) >= age_ms;
+        if !due() {
+            return false;
+        }
+        let Ok(_reading) = self.reading.try_lock() else {
+            return false;
+        };
+        // Another caller may have read it between the check and the lock.
+        if !due() {
+            return false;
+        }
+        self.last_read_ms.store(now_ms(), Ordering::Release);
+        match read_jwks(&self.path) {
+            Ok(keys) => {
+                tracing::debug!(path = %self.path.display(), keys = keys.len(), ?why, "read the JWKS file");
+                *self.keys.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(keys);
+            }
+            Err(error) => tracing::warn!(
+                path = %self.path.display(),
+                %error,
+                ?why,
+                "could not re-read the JWKS file; keeping the keys read before"
+            ),
+        }
+        true
+    }
 }
 
 impl JwtChecker {
@@ -62,33 +270,15 @@ impl JwtChecker {
             )),
             None => None,
         };
-        let mut jwks = HashMap::new();
-        if let Some(path) = &config.jwks_file {
-            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-                path: path.display().to_string(),
-                source,
-            })?;
-            let set: jsonwebtoken::jwk::JwkSet = serde_json::from_str(&text).map_err(|e| {
-                ConfigError::Invalid(format!("[auth.jwt] jwks_file {}: {e}", path.display()))
-            })?;
-            for jwk in &set.keys {
-                let algorithm = match &jwk.algorithm {
-                    jsonwebtoken::jwk::AlgorithmParameters::RSA(_) => Algorithm::RS256,
-                    jsonwebtoken::jwk::AlgorithmParameters::EllipticCurve(_) => Algorithm::ES256,
-                    _ => continue,
-                };
-                let key = DecodingKey::from_jwk(jwk).map_err(|e| {
-                    ConfigError::Invalid(format!("[auth.jwt] jwks_file {}: {e}", path.display()))
-                })?;
-                jwks.insert(
-                    jwk.common.key_id.clone().unwrap_or_default(),
-                    (key, algorithm),
-                );
-            }
-        }
-        if hs256.is_none() && jwks.is_empty() {
+        let jwks = config
+            .jwks_file
+            .as_deref()
+            .map(|path| Jwks::open(config, path))
+            .transpose()?;
+        if hs256.is_none() && !jwks.as_ref().is_some_and(Jwks::has_keys) {
             return Err(ConfigError::Invalid(
-                "[auth.jwt] needs hs256_secret_env or a jwks_file with RSA or EC keys".into(),
+                "[auth.jwt] needs hs256_secret_env or a jwks_file with RSA or EC signing keys"
+                    .into(),
             ));
         }
         Ok(JwtChecker {
@@ -101,29 +291,31 @@ impl JwtChecker {
     fn check(&self, token: &str) -> Result<String, Error> {
         let header = jsonwebtoken::decode_header(token)
             .map_err(|_| unauthenticated("the bearer token is not a JWT"))?;
-        let (key, algorithm) = match header.alg {
-            Algorithm::HS256 => (
-                self.hs256
-                    .as_ref()
-                    .ok_or_else(|| unauthenticated("HS256 tokens are not accepted"))?,
-                Algorithm::HS256,
-            ),
-            Algorithm::RS256 | Algorithm::ES256 => {
-                let kid = header.kid.unwrap_or_default();
-                let (key, algorithm) = self
-                    .jwks
-                    .get(&kid)
+        // Keeps the keys read for this token alive while it is checked.
+        let keys;
+        let key = match (header.alg, &self.jwks) {
+            (Algorithm::HS256, _) => self
+                .hs256
+                .as_ref()
+                .ok_or_else(|| unauthenticated("HS256 tokens are not accepted"))?,
+            (Algorithm::HS384 | Algorithm::HS512 | Algorithm::EdDSA, _) | (_, None) => {
+                return Err(unauthenticated("the token's algorithm is not accepted"));
+            }
+            (_, Some(jwks)) => {
+                let kid = header.kid.as_deref().unwrap_or_default();
+                keys = jwks.keys_for(kid);
+                let key = keys
+                    .get(kid)
                     .ok_or_else(|| unauthenticated("the token's key is not in the JWKS"))?;
-                if *algorithm != header.alg {
+                if !key.algorithms.contains(&header.alg) {
                     return Err(unauthenticated(
                         "the token's algorithm does not fit its key",
                     ));
                 }
-                (key, *algorithm)
+                &key.key
             }
-            _ => return Err(unauthenticated("the token's algorithm is not accepted")),
         };
-        let mut validation = Validation::new(algorithm);
+        let mut validation = Validation::new(header.alg);
         validation.set_issuer(&[&self.config.issuer]);
         validation.set_audience(&[&self.config.audience]);
         validation.set_required_spec_claims(&["exp", "iss", "aud"]);
@@ -235,6 +427,7 @@ impl Authenticator {
             keys,
             anonymous: Arc::from(ANONYMOUS),
             jwt,
+            refusals: Sampled::new(),
         })
     }
 
@@ -287,6 +480,24 @@ impl Authenticator {
     }
 }
 
+impl Authenticator {
+    /// Counts a call to `path` refused with `error`, and logs it with those since the last
+    /// line when a line is due.
+    fn refused(&self, path: &str, error: &Error) {
+        crate::telemetry::call::unauthenticated_refusal(path);
+        if let Some(refused) = self.refusals.note() {
+            let name = RpcName::parse(path);
+            tracing::info!(
+                refused,
+                rpc.service = name.service,
+                rpc.method = name.method,
+                reason = error.message(),
+                "calls refused for want of valid credentials (the last one's method and reason)"
+            );
+        }
+    }
+}
+
 impl Gate for Authenticator {
     fn admit(
         &self,
@@ -296,9 +507,7 @@ impl Gate for Authenticator {
     ) -> Result<(), Error> {
         let principal = self
             .authenticate(path, headers, extensions)
-            .inspect_err(|error| {
-                tracing::info!(path, reason = error.message(), "unauthenticated call");
-            })?;
+            .inspect_err(|error| self.refused(path, error))?;
         extensions.insert(Principal(principal));
         Ok(())
     }
@@ -309,3 +518,86 @@ pub type AuthnLayer = GateLayer<Authenticator>;
 
 /// The service of [`AuthnLayer`].
 pub type Authn<S> = Gated<S, Authenticator>;
+
+#[cfg(test)]
+mod tests {
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
+    use super::*;
+    use crate::config::Config;
+
+    /// A P-256 public key made now, as a JWK with `fields` added.
+    fn ec_jwk(fields: serde_json::Value) -> serde_json::Value {
+        let pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let raw = pair.public_key_raw();
+        let mut jwk = serde_json::json!({
+            "kty": "EC", "crv": "P-256",
+            "x": URL_SAFE_NO_PAD.encode(&raw[1..33]),
+            "y": URL_SAFE_NO_PAD.encode(&raw[33..65]),
+        });
+        for (name, value) in fields.as_object().unwrap() {
+            jwk[name] = value.clone();
+        }
+        jwk
+    }
+
+    fn parse(keys: &[serde_json::Value]) -> Result<KeySet, String> {
+        parse_jwks(&serde_json::json!({ "keys": keys }).to_string())
+    }
+
+    #[test]
+    fn a_jwks_keeps_only_unambiguous_signing_keys() {
+        let keys = parse(&[
+            ec_jwk(serde_json::json!({"kid": "sig", "use": "sig"})),
+            ec_jwk(serde_json::json!({"kid": "enc", "use": "enc"})),
+            ec_jwk(serde_json::json!({"kid": "oaep", "alg": "RSA-OAEP"})),
+            ec_jwk(serde_json::json!({"kid": "any"})),
+        ])
+        .unwrap();
+        let mut kids: Vec<_> = keys.keys().map(String::as_str).collect();
+        kids.sort();
+        assert_eq!(kids, ["any", "sig"]);
+        assert_eq!(keys["any"].algorithms, [Algorithm::ES256]);
+
+        let twice = parse(&[
+            ec_jwk(serde_json::json!({"kid": "k"})),
+            ec_jwk(serde_json::json!({"kid": "k"})),
+        ]);
+        assert!(twice.err().unwrap().contains("two keys"));
+        let kidless = parse(&[
+            ec_jwk(serde_json::json!({})),
+            ec_jwk(serde_json::json!({"kid": "k"})),
+        ]);
+        assert!(kidless.err().unwrap().contains("without kid"));
+        // Beside a key that verifies nothing, a key without kid is the only one.
+        let alone = parse(&[
+            ec_jwk(serde_json::json!({})),
+            ec_jwk(serde_json::json!({"kid": "enc", "use": "enc"})),
+        ])
+        .unwrap();
+        assert!(alone.contains_key(""));
+    }
+
+    #[test]
+    fn jwks_refresh_intervals_must_be_above_zero() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("jwks.json");
+        let jwks = serde_json::json!({ "keys": [ec_jwk(serde_json::json!({"kid": "k"}))] });
+        std::fs::write(&path, jwks.to_string()).unwrap();
+        for (key, accepted) in [
+            ("jwks_refresh = \"1s\"", true),
+            ("jwks_refresh = \"0s\"", false),
+            ("jwks_min_refresh_interval = \"0s\"", false),
+        ] {
+            let config = Config::from_toml(&format!(
+                "[auth]\nmode = \"jwt\"\n[auth.jwt]\nissuer = \"i\"\naudience = \"a\"\n\
+                 jwks_file = \"{}\"\n{key}\n",
+                path.display()
+            ))
+            .unwrap();
+            let built = Authenticator::from_config(&config.auth, &config.environment);
+            assert_eq!(built.is_ok(), accepted, "{key}");
+        }
+    }
+}

@@ -1,8 +1,9 @@
 //! The shape of the layers that admit or refuse a call before it runs (authentication,
 //! authorization, inbound rate limits): a [`Gate`] decides, [`GateLayer`] / [`Gated`] do the
 //! tower plumbing once for all of them. A refusal is answered at once with the error's gRPC
-//! status (and, for a mutating call, recorded in the audit trail when the layer is
-//! [`GateLayer::audited`]); an admitted call may carry what the gate learned in its extensions.
+//! status (and, for a mutating call of an authenticated caller, recorded in the audit trail
+//! when the layer is [`GateLayer::audited`]); an admitted call may carry what the gate learned
+//! in its extensions.
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -39,7 +40,7 @@ impl<G> GateLayer<G> {
         GateLayer { gate, audit: None }
     }
 
-    /// The same, recording the mutating calls it refuses in `audit`.
+    /// The same, recording in `audit` the mutating calls of authenticated callers it refuses.
     pub fn audited(self, audit: &Arc<Audit>) -> Self {
         GateLayer {
             audit: Some(Arc::clone(audit)),
@@ -109,10 +110,12 @@ where
         {
             Ok(()) => Box::pin(self.inner.call(http::Request::from_parts(parts, body))),
             Err(error) => {
+                // A caller without valid credentials is not recorded: the authentication
+                // layer counts those refusals instead.
                 if let Some(audit) = &self.audit
                     && let Some(method) = crate::methods::mutating(parts.uri.path())
+                    && let Some(Principal(principal)) = parts.extensions.get::<Principal>()
                 {
-                    let principal = parts.extensions.get::<Principal>().map(|p| &*p.0);
                     audit.refused(&method.method, principal, &error);
                 }
                 Box::pin(std::future::ready(Ok(reject(&error))))

@@ -1,7 +1,8 @@
 //! Load shedding: at most `[server] max_in_flight` calls are handled at once; a call beyond
 //! that is answered at once with RESOURCE_EXHAUSTED / OVERLOADED (never INTERNAL), instead of
-//! queueing until everyone times out. A streaming call counts until its response starts.
-//! Health checks are never shed (see `is_health`).
+//! queueing until everyone times out. A streaming call counts until its response starts: how
+//! many stay open after that is bounded per principal and per connection by
+//! `caller_limits.rs`. Health checks are never shed (see `is_health`).
 
 use std::sync::Arc;
 use std::task::{Context, Poll};

@@ -7,12 +7,15 @@
 //! - `authn.rs`: who calls (API keys, JWTs).
 //! - `authz.rs`: what the caller may do (methods here; provider instances in the handlers).
 //! - `rate_limit.rs`: inbound rates per principal and method.
+//! - `caller_limits.rs`: calls in flight per principal, and long-lived calls open per
+//!   principal and connection.
 //! - `deadline.rs`: the call's deadline, visible to everything the call does.
 //! - `gate.rs`: not a layer of its own; the plumbing of authn, authz and rate limits.
 //! - `outcome.rs`: not a layer; how the trace and metrics layers learn a call's final status.
 
 mod authn;
 mod authz;
+mod caller_limits;
 mod deadline;
 mod gate;
 mod load_shed;
@@ -30,6 +33,7 @@ use tower::layer::util::{Identity, Stack};
 
 pub use authn::{Authenticator, Authn, AuthnLayer};
 pub use authz::{Authorizer, Authz, AuthzLayer};
+pub use caller_limits::{CallerBounds, CallerLimits, CallerLimitsLayer};
 pub use deadline::{Deadline, DeadlineLayer};
 pub use gate::{Gate, GateLayer, Gated};
 pub use load_shed::{LoadShed, LoadShedLayer};
@@ -49,6 +53,9 @@ pub struct Security {
     authenticator: Arc<Authenticator>,
     authorizer: Arc<Authorizer>,
     limits: Arc<InboundGate>,
+    // One for the process, shared by the stack of every connection, so that a principal's
+    // calls and streams are counted across all its connections.
+    callers: Arc<CallerBounds>,
     max_in_flight: usize,
     default_deadline: Duration,
 }
@@ -74,6 +81,7 @@ impl Security {
                     .map(InboundLimits::from_config)
                     .transpose()?,
             )),
+            callers: Arc::new(CallerBounds::from_config(&config.server)?),
             max_in_flight: config.server.max_in_flight.max(1),
             default_deadline: config.server.default_deadline,
         })
@@ -84,12 +92,15 @@ impl Security {
 pub type MiddlewareStack = Stack<
     DeadlineLayer,
     Stack<
-        RateLimitLayer,
+        CallerLimitsLayer,
         Stack<
-            AuthzLayer,
+            RateLimitLayer,
             Stack<
-                AuthnLayer,
-                Stack<LoadShedLayer, Stack<RpcMetricsLayer, Stack<TraceLayer, Identity>>>,
+                AuthzLayer,
+                Stack<
+                    AuthnLayer,
+                    Stack<LoadShedLayer, Stack<RpcMetricsLayer, Stack<TraceLayer, Identity>>>,
+                >,
             >,
         >,
     >,
@@ -111,13 +122,17 @@ pub fn stack(
         .layer(RpcMetricsLayer::new(Arc::clone(telemetry)))
         // Before any work, so that an overload is refused cheaply, credentials checks included.
         .layer(LoadShedLayer::new(security.max_in_flight))
-        // Who calls: everything below needs the principal.
-        // (It and the next two record the mutating calls they refuse in the audit trail.)
-        .layer(AuthnLayer::new(Arc::clone(&security.authenticator)).audited(audit))
+        // Who calls: everything below needs the principal. A call refused here has none: it
+        // is counted and logged once a second, never one audit row each (anyone can send
+        // them). The next two record the mutating calls they refuse in the audit trail.
+        .layer(AuthnLayer::new(Arc::clone(&security.authenticator)))
         // What they may call: denied calls never spend their rate or reach a handler.
         .layer(AuthzLayer::new(Arc::clone(&security.authorizer)).audited(audit))
         // Rates count only calls that were allowed, per principal and method.
         .layer(RateLimitLayer::new(Arc::clone(&security.limits)).audited(audit))
+        // Per principal, so after authentication; after the gates, so that only calls that
+        // will run hold a slot. Long-lived calls hold theirs until their response ends.
+        .layer(CallerLimitsLayer::new(Arc::clone(&security.callers)))
         // Innermost: the deadline scopes the handler and everything it calls, provider retries
         // included, and nothing above spends any of it.
         .layer(DeadlineLayer::new(security.default_deadline))

@@ -259,6 +259,11 @@ impl Driver {
                 op.step = STEP_DONE.to_string();
                 op.outcome = Some(Ok(result));
             }
+            Ok(Step::DoneWithWarnings { result, warnings }) => {
+                op.step = STEP_DONE.to_string();
+                op.outcome = Some(Ok(result));
+                op.warnings = warnings;
+            }
             Err(e) if e.is_temporary() && op.retries < MAX_STEP_RETRIES => {
                 op.retries += 1;
                 op.replayed = true;

@@ -187,6 +187,7 @@ impl Runner {
             cancel_requested: false,
             replayed: false,
             outcome: None,
+            warnings: Vec::new(),
             create_time_ms: now,
             update_time_ms: now,
         };

@@ -36,6 +36,14 @@ pub enum Step {
     },
     /// The operation succeeded.
     Done(OpResult),
+    /// The operation succeeded, but a follow-up read or a secondary change did not: the
+    /// result shows what is known, and the warnings say what it does not show.
+    DoneWithWarnings {
+        /// What is known of the result.
+        result: OpResult,
+        /// What could not be read or done, one sentence each.
+        warnings: Vec<String>,
+    },
 }
 
 /// One configured provider instance.

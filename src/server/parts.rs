@@ -7,7 +7,7 @@
 
 use tonic::transport::Server;
 
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, ConfigError, ServerConfig};
 use crate::domain::PageTokens;
 use crate::middleware::Security;
 use crate::providers::Prepared;
@@ -20,7 +20,8 @@ pub struct Parts {
     /// The rules of the authentication, authorization and rate-limit layers, and the bounds of
     /// the others.
     pub(super) security: Security,
-    /// The gRPC server builder, terminating TLS when `[server.tls]` says so.
+    /// The gRPC server builder, terminating TLS when `[server.tls]` says so, with the HTTP/2
+    /// settings of `[server]`.
     pub(super) transport: Server,
     /// The trace and metric export the `OTEL_*` variables ask for.
     pub(super) otel: OtelSettings,
@@ -38,10 +39,13 @@ impl Parts {
         // themselves need the store and are built from these by `run`.
         let providers = Prepared::prepare(&config.providers, &config.environment)?;
         let security = Security::from_config(config)?;
-        let transport = match &config.server.tls {
-            Some(tls) => crate::tls::server(tls)?,
-            None => Server::builder(),
-        };
+        let transport = http2(
+            match &config.server.tls {
+                Some(tls) => crate::tls::server(tls)?,
+                None => Server::builder(),
+            },
+            &config.server,
+        )?;
         let otel = OtelSettings::from_env(&config.environment)?;
         let pages = match config.auth.page_token_key(&config.environment)? {
             Some(key) => PageTokens::with_key(key),
@@ -56,6 +60,33 @@ impl Parts {
             pages,
         })
     }
+}
+
+/// `server` with the connection settings of `[server]`: concurrent calls per connection,
+/// keepalive pings (a peer that vanished without closing is found out), and the connection
+/// age (tonic has no idle timeout: an idle connection closes when it reaches its age).
+fn http2(server: Server, config: &ServerConfig) -> Result<Server, ConfigError> {
+    if config.http2_max_concurrent_streams == 0 {
+        return Err(ConfigError::Invalid(
+            "[server] http2_max_concurrent_streams must be at least 1".into(),
+        ));
+    }
+    if config.http2_keepalive_timeout.is_zero() {
+        return Err(ConfigError::Invalid(
+            "[server] http2_keepalive_timeout must be more than 0s".into(),
+        ));
+    }
+    let some = |d: std::time::Duration| (!d.is_zero()).then_some(d);
+    let server = server
+        .max_concurrent_streams(config.http2_max_concurrent_streams)
+        .http2_keepalive_interval(some(config.http2_keepalive_interval))
+        .http2_keepalive_timeout(Some(config.http2_keepalive_timeout));
+    Ok(match some(config.max_connection_age) {
+        Some(age) => server
+            .max_connection_age(age)
+            .max_connection_age_grace(config.max_connection_age_grace),
+        None => server,
+    })
 }
 
 #[cfg(test)]
@@ -116,6 +147,27 @@ mod tests {
         .unwrap();
         tls.validate().unwrap();
         assert!(refusal(&tls).contains("missing.pem"));
+    }
+
+    #[test]
+    fn limits_that_would_refuse_everything_are_refused() {
+        for (key, value) in [
+            ("http2_max_concurrent_streams", "0"),
+            ("http2_keepalive_timeout", "\"0s\""),
+            ("max_in_flight_per_principal", "0"),
+            ("max_streams_per_principal", "0"),
+            ("max_streams_per_connection", "0"),
+            ("max_health_watches", "0"),
+        ] {
+            let config = Config::from_toml(&format!("[server]\n{key} = {value}")).unwrap();
+            config.validate().unwrap();
+            assert!(refusal(&config).contains(key), "{key}");
+        }
+        let off = Config::from_toml(
+            "[server]\nhttp2_keepalive_interval = \"0s\"\nmax_connection_age = \"0s\"",
+        )
+        .unwrap();
+        Parts::build(&off).unwrap();
     }
 
     /// `run` serves with the parts as built: with the TLS files gone after `Parts::build`, the

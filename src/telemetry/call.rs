@@ -105,6 +105,18 @@ pub fn rate_limited(principal: &str, path: &str) {
     });
 }
 
+/// Counts a call refused for want of valid credentials: `path` is the request's
+/// `/package.Service/Method`. The authentication layer sits inside the trace layer, so the
+/// current call's context is there; outside any call this records nothing.
+pub fn unauthenticated_refusal(path: &str) {
+    let _ = CURRENT.try_with(|c| {
+        let name = RpcName::parse(path);
+        c.telemetry
+            .metrics()
+            .unauthenticated_refusal(name.service, name.method);
+    });
+}
+
 /// Runs one provider API call (retries included) as a client span under the current call's
 /// span, and records its latency: `provider` is the instance id, `kind` its kind, `action` the
 /// provider's own API name (e.g. `DescribeStream`).

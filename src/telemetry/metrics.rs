@@ -10,6 +10,7 @@
 //! | `streamgate_rpc_duration_seconds` | histogram | same |
 //! | `streamgate_provider_call_duration_seconds` | histogram | `provider`, `provider_kind`, `provider_action`, `outcome` |
 //! | `streamgate_rate_limited_total` | counter | `principal`, `rpc_service`, `rpc_method` |
+//! | `streamgate_unauthenticated_refusals_total` | counter | `rpc_service`, `rpc_method` |
 //! | `streamgate_operations_in_flight` | gauge | `provider`, `verb` |
 //!
 //! `provider` is absent on calls that name no configured provider instance; `outcome` is `ok`
@@ -105,6 +106,7 @@ pub struct Metrics {
     rpc_series: RwLock<HashMap<SeriesKey, RpcSeries>>,
     provider_call_duration: Histogram<f64>,
     rate_limited: Counter<u64>,
+    unauthenticated_refusals: Counter<u64>,
     operations_in_flight: UpDownCounter<i64>,
 }
 
@@ -158,6 +160,10 @@ impl Metrics {
             rate_limited: meter
                 .u64_counter("streamgate.rate_limited")
                 .with_description("Calls refused because the caller was over its rate")
+                .build(),
+            unauthenticated_refusals: meter
+                .u64_counter("streamgate.unauthenticated_refusals")
+                .with_description("Calls refused for want of valid credentials")
                 .build(),
             operations_in_flight: meter
                 .i64_up_down_counter("streamgate.operations.in_flight")
@@ -237,6 +243,17 @@ impl Metrics {
             1,
             &[
                 KeyValue::new("principal", principal.to_string()),
+                KeyValue::new("rpc.service", service),
+                KeyValue::new("rpc.method", method),
+            ],
+        );
+    }
+
+    /// Records a call refused for want of valid credentials.
+    pub fn unauthenticated_refusal(&self, service: &'static str, method: &'static str) {
+        self.unauthenticated_refusals.add(
+            1,
+            &[
                 KeyValue::new("rpc.service", service),
                 KeyValue::new("rpc.method", method),
             ],

@@ -12,7 +12,8 @@
 //! of type A — `{expiry}-{rand}-{uid}-{md5("{path}-{expiry}-{rand}-{uid}-{key}")}` — whose
 //! expiry is now + AuthTimeout (VOD's default validity, 1800 s, without it); off, PlayURLs
 //! carry none and AuthTimeout changes nothing, as on a domain without URL authentication. `tests/aliyun_vod.rs` checks the fake
-//! itself against the official Python SDK.
+//! itself against the official Python SDK. With quotas switched on (`enforce_quotas`), calls
+//! over VOD's published per-account QPS ([`QUOTAS`]) are answered `Throttling.User`.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
@@ -37,6 +38,9 @@ const MAX_CLOCK_SKEW: time::Duration = time::Duration::minutes(15);
 const MAX_JOB_IDS: usize = 20;
 /// How long a PlayURL stays valid without AuthTimeout, with URL authentication on (s).
 const DEFAULT_AUTH_TIMEOUT: i64 = 1800;
+/// VOD's published QPS per account (the Alibaba Cloud account and its RAM users together) of
+/// the actions the adapter calls ("API QPS limits" in the VOD developer reference).
+pub const QUOTAS: &[(&str, usize)] = &[("GetPlayInfo", 360), ("DeleteStream", 50)];
 
 /// One request as the fake saw it.
 #[derive(Clone, Debug)]
@@ -91,6 +95,32 @@ struct Inner {
     next_request: u64,
     // The URL authentication key of the playback domain; None: authentication off.
     url_auth_key: Option<String>,
+    // Whether calls over QUOTAS are throttled.
+    quotas: bool,
+    // When each authenticated, unthrottled call of an action was answered, for QUOTAS.
+    answered: HashMap<String, VecDeque<std::time::Instant>>,
+}
+
+impl Inner {
+    /// Whether one more call of `action` now goes over its published QPS; if not, counts it.
+    fn over_quota(&mut self, action: &str) -> bool {
+        let Some(&(_, qps)) = QUOTAS.iter().find(|(a, _)| *a == action) else {
+            return false;
+        };
+        let now = std::time::Instant::now();
+        let calls = self.answered.entry(action.to_string()).or_default();
+        while calls
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= std::time::Duration::from_secs(1))
+        {
+            calls.pop_front();
+        }
+        if self.quotas && calls.len() >= qps {
+            return true;
+        }
+        calls.push_back(now);
+        false
+    }
 }
 
 /// The fake VOD service.
@@ -185,6 +215,11 @@ impl FakeVod {
     /// that do exist (one way VOD could behave); when false (the default) it deletes nothing.
     pub fn set_partial_deletes(&self, partial: bool) {
         self.lock().partial_deletes = partial;
+    }
+
+    /// Throttles calls over VOD's published QPS per account ([`QUOTAS`]) with `Throttling.User`.
+    pub fn enforce_quotas(&self) {
+        self.lock().quotas = true;
     }
 
     /// Every request so far.
@@ -509,7 +544,9 @@ async fn handle(
                     .failures
                     .get_mut(&action)
                     .and_then(VecDeque::pop_front);
+                let throttled = inner.over_quota(&action);
                 let mut answer = match (action.as_str(), injected) {
+                    _ if throttled => documented("Throttling.User", &request_id),
                     ("DeleteStream", injected) => {
                         delete_stream(&mut inner, &params, &request_id, injected)
                     }

@@ -5,11 +5,17 @@
 //! `InvalidIfMatchVersion` when missing), a changed distribution stays `InProgress` for a
 //! set number of polls, and an enabled or undeployed distribution refuses DELETE with
 //! `StreamingDistributionNotDisabled`. It records every request it answers.
+//!
+//! Switchable per test, as CloudFront really behaves: the window after Deployed during which
+//! DELETE is still refused `StreamingDistributionNotDisabled` ([`StreamingFake::settle_after_deploy`];
+//! terraform-provider-aws retries it for minutes), a distribution deleted by someone else
+//! ([`StreamingFake::remove`]), and any error answered to the next request of a method
+//! ([`StreamingFake::fail_next`]).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -43,6 +49,8 @@ struct Distribution {
     /// The children of `<StreamingDistributionConfig>`, as last PUT.
     config: String,
     in_progress_left: u32,
+    /// When its last change was Deployed (`None`: long ago).
+    deployed_at: Option<Instant>,
 }
 
 #[derive(Default)]
@@ -56,6 +64,10 @@ struct Fake {
     put_delay: Duration,
     /// PUTs still to lose a race: before each, someone else changes the distribution.
     contended_puts: u32,
+    /// How long after Deployed a DELETE is still refused.
+    settle: Duration,
+    /// Errors for the next request of a method: (method, HTTP status, code).
+    failures: Vec<(String, u16, String)>,
 }
 
 impl Fake {
@@ -254,6 +266,18 @@ fn answer(
         return error(StatusCode::NOT_FOUND, "NotFound", "no such API");
     };
     let segments: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
+    if let Some(at) = fake
+        .failures
+        .iter()
+        .position(|(m, ..)| m == method.as_str())
+    {
+        let (_, status, code) = fake.failures.remove(at);
+        return error(
+            StatusCode::from_u16(status).unwrap(),
+            &code,
+            "injected by the test",
+        );
+    }
     match (method.as_str(), segments.as_slice()) {
         ("GET", []) => {
             let marker = query_param(uri, "Marker").unwrap_or_default();
@@ -289,6 +313,9 @@ fn answer(
                 return no_such();
             };
             let answer = xml(StatusCode::OK, Some(&d.etag), distribution_xml(id, d));
+            if d.in_progress_left == 1 {
+                d.deployed_at = Some(Instant::now());
+            }
             d.in_progress_left = d.in_progress_left.saturating_sub(1);
             answer
         }
@@ -341,9 +368,11 @@ fn answer(
             d.config = config.to_string();
             d.etag = etag;
             d.in_progress_left = polls;
+            d.deployed_at = (polls == 0).then(Instant::now);
             xml(StatusCode::OK, Some(&d.etag), distribution_xml(id, d))
         }
         ("DELETE", [id]) => {
+            let settle = fake.settle;
             let Some(d) = fake.distributions.get(*id) else {
                 return no_such();
             };
@@ -358,11 +387,17 @@ fn answer(
                     "PreconditionFailed",
                     "The precondition given in one or more of the request-header fields evaluated to false.",
                 ),
-                Some(_) if enabled(&d.config) || d.in_progress_left > 0 => error(
-                    StatusCode::CONFLICT,
-                    "StreamingDistributionNotDisabled",
-                    "The specified CloudFront distribution has not been disabled.",
-                ),
+                Some(_)
+                    if enabled(&d.config)
+                        || d.in_progress_left > 0
+                        || d.deployed_at.is_some_and(|t| t.elapsed() < settle) =>
+                {
+                    error(
+                        StatusCode::CONFLICT,
+                        "StreamingDistributionNotDisabled",
+                        "The specified CloudFront distribution has not been disabled.",
+                    )
+                }
                 Some(_) => {
                     fake.distributions.remove(*id);
                     StatusCode::NO_CONTENT.into_response()
@@ -414,6 +449,7 @@ impl StreamingFake {
                     enabled,
                 ),
                 in_progress_left: 0,
+                deployed_at: None,
             },
         );
         etag
@@ -461,6 +497,26 @@ impl StreamingFake {
     /// Holds back every PUT's answer this long, after the change took effect.
     pub fn delay_put_answers(&self, delay: Duration) {
         self.state.lock().unwrap().put_delay = delay;
+    }
+
+    /// After a change is Deployed, DELETE stays refused `StreamingDistributionNotDisabled`
+    /// for `window` (CloudFront's window after Deployed).
+    pub fn settle_after_deploy(&self, window: Duration) {
+        self.state.lock().unwrap().settle = window;
+    }
+
+    /// Deletes `id` as someone else would.
+    pub fn remove(&self, id: &str) {
+        self.state.lock().unwrap().distributions.remove(id);
+    }
+
+    /// Answers the next request of `method` (e.g. `DELETE`) with `code` and HTTP `status`.
+    pub fn fail_next(&self, method: &str, status: u16, code: &str) {
+        self.state
+            .lock()
+            .unwrap()
+            .failures
+            .push((method.to_string(), status, code.to_string()));
     }
 
     /// Makes every DELETE wait this long before it is answered.

@@ -4,6 +4,13 @@
 //! (ClientLimitExceededException), UpdateStream, UpdateDataRetention, tags, NotAuthorized and
 //! AccountStreamLimitExceeded on demand. It records every request with its time.
 //!
+//! Switchable per test, as KVS behaves ([`Windows`], [`KvsFake::enforce_quotas`]): a new stream
+//! invisible to reads for a moment (eventual consistency); CREATING, UPDATING (after
+//! UpdateStream and UpdateDataRetention) and DELETING lasting a while, with UpdateStream,
+//! UpdateDataRetention and DeleteStream refused ResourceInUseException ("not in Active status")
+//! until the stream is ACTIVE; the published
+//! control-plane quotas per account and per stream, answered ClientLimitExceededException.
+//!
 //! Errors are answered as KVS does: an HTTP status, `x-amzn-ErrorType: <Code>`,
 //! `x-amzn-RequestId`, and `{"Message": …}`. The SigV4 signature is not checked.
 
@@ -53,13 +60,49 @@ pub struct Recorded {
     pub body: Value,
     /// The status answered.
     pub status: u16,
+    /// The stream it named (by StreamName or StreamARN), if any.
+    pub stream: Option<String>,
+    /// Whether it was answered ClientLimitExceededException.
+    pub throttled: bool,
 }
+
+/// How long the fake's streams stay in KVS's passing states (zero: not at all).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Windows {
+    /// After CreateStream, reads answer ResourceNotFoundException for this long.
+    pub invisible: Duration,
+    /// CREATING for this long after CreateStream.
+    pub creating: Duration,
+    /// UPDATING for this long after UpdateStream or UpdateDataRetention.
+    pub updating: Duration,
+    /// DELETING for this long after DeleteStream, then gone.
+    pub deleting: Duration,
+}
+
+/// The published control-plane quotas (calls per second): per account, and per stream where
+/// KVS sets one (the KVS developer guide, "service quotas").
+const QUOTAS: &[(&str, usize, Option<usize>)] = &[
+    ("createStream", 50, None),
+    ("deleteStream", 50, Some(5)),
+    ("describeStream", 300, Some(5)),
+    ("listStreams", 50, None),
+    ("listTagsForStream", 50, Some(5)),
+    ("tagStream", 50, Some(5)),
+    ("untagStream", 50, Some(5)),
+    ("updateStream", 50, Some(5)),
+    ("updateDataRetention", 50, Some(5)),
+    ("getDataEndpoint", 300, Some(5)),
+];
 
 #[derive(Clone, Debug)]
 struct FakeStream {
     arn: String,
     version: String,
     status: &'static str,
+    /// When a timed CREATING / UPDATING / DELETING ends.
+    until: Option<Instant>,
+    /// Before this, reads do not see the stream.
+    visible_at: Instant,
     describes_until_active: usize,
     device_name: Option<String>,
     media_type: Option<String>,
@@ -77,6 +120,8 @@ struct Inner {
     failures: HashMap<String, (u16, String)>,
     account_stream_limit: Option<usize>,
     creating_describes: usize,
+    windows: Windows,
+    quotas: bool,
     latency: Duration,
     requests: Vec<Recorded>,
     counter: u64,
@@ -148,15 +193,99 @@ impl Inner {
     }
 
     /// Finds the stream a request names by StreamName or StreamARN.
-    fn target(&self, body: &Value) -> Option<String> {
+    /// The stream a request names, by StreamName or by a known StreamARN.
+    fn named(&self, body: &Value) -> Option<String> {
         if let Some(name) = body["StreamName"].as_str() {
-            return self.streams.contains_key(name).then(|| name.to_string());
+            return Some(name.to_string());
         }
         let arn = body["StreamARN"].as_str()?;
         self.streams
             .iter()
             .find(|(_, s)| s.arn == arn)
             .map(|(n, _)| n.clone())
+    }
+
+    /// Finds the stream a request names by StreamName or StreamARN, if reads see it yet.
+    fn target(&self, body: &Value) -> Option<String> {
+        let now = Instant::now();
+        if let Some(name) = body["StreamName"].as_str() {
+            return self
+                .streams
+                .get(name)
+                .is_some_and(|s| s.visible_at <= now)
+                .then(|| name.to_string());
+        }
+        let arn = body["StreamARN"].as_str()?;
+        self.streams
+            .iter()
+            .find(|(_, s)| s.arn == arn && s.visible_at <= now)
+            .map(|(n, _)| n.clone())
+    }
+
+    /// Ends the timed states that are over: CREATING and UPDATING become ACTIVE, DELETING
+    /// streams are gone.
+    fn settle(&mut self) {
+        let now = Instant::now();
+        self.streams
+            .retain(|_, s| !(s.status == "DELETING" && s.until.is_some_and(|t| t <= now)));
+        for stream in self.streams.values_mut() {
+            if stream.until.is_some_and(|t| t <= now) {
+                stream.until = None;
+                stream.status = "ACTIVE";
+            }
+        }
+    }
+
+    /// The stream found for a change, refused as KVS refuses changes to a stream that is not
+    /// ACTIVE: UpdateStream, UpdateDataRetention and DeleteStream (the actions whose published
+    /// errors include ResourceInUseException; tagging has none).
+    fn found_active(&self, body: &Value) -> Result<String, (StatusCode, &'static str, String)> {
+        let name = self.found(body)?;
+        match self.streams[&name].status {
+            "ACTIVE" => Ok(name),
+            status => Err((
+                StatusCode::BAD_REQUEST,
+                "ResourceInUseException",
+                format!("The stream {name} is not in Active status (it is {status})."),
+            )),
+        }
+    }
+
+    /// Puts `name` in `status` for `how_long` (nothing when zero).
+    fn pass(&mut self, name: &str, status: &'static str, how_long: Duration) {
+        if !how_long.is_zero() {
+            let stream = self.streams.get_mut(name).unwrap();
+            stream.status = status;
+            stream.until = Some(Instant::now() + how_long);
+        }
+    }
+
+    /// Whether one more call of `action` (on `stream`, if it names one) would go over the
+    /// published quota, counting the calls answered in the last second.
+    fn over_quota(&self, action: &str, stream: Option<&str>, now: Instant) -> bool {
+        let Some(&(_, account, per_stream)) = QUOTAS.iter().find(|(a, ..)| *a == action) else {
+            return false;
+        };
+        let recent: Vec<&Recorded> = self
+            .requests
+            .iter()
+            .rev()
+            .take_while(|r| now.duration_since(r.at) < Duration::from_secs(1))
+            .filter(|r| r.action == action && !r.throttled)
+            .collect();
+        if recent.len() >= account {
+            return true;
+        }
+        match (per_stream, stream) {
+            (Some(max), Some(name)) => {
+                recent
+                    .iter()
+                    .filter(|r| r.stream.as_deref() == Some(name))
+                    .count()
+                    >= max
+            }
+            _ => false,
+        }
     }
 
     fn found(&self, body: &Value) -> Result<String, (StatusCode, &'static str, String)> {
@@ -229,12 +358,20 @@ impl Inner {
                     })
                     .unwrap_or_default();
                 let creating = self.creating_describes;
+                let now = Instant::now();
+                let timed = !self.windows.creating.is_zero();
                 self.streams.insert(
                     name,
                     FakeStream {
                         arn: arn.clone(),
                         version,
-                        status: if creating > 0 { "CREATING" } else { "ACTIVE" },
+                        status: if creating > 0 || timed {
+                            "CREATING"
+                        } else {
+                            "ACTIVE"
+                        },
+                        until: timed.then(|| now + self.windows.creating),
+                        visible_at: now + self.windows.invisible,
                         describes_until_active: creating,
                         device_name: body["DeviceName"].as_str().map(str::to_string),
                         media_type: body["MediaType"].as_str().map(str::to_string),
@@ -249,7 +386,7 @@ impl Inner {
             "describeStream" => {
                 let name = self.found(body)?;
                 let stream = self.streams.get_mut(&name).unwrap();
-                if stream.status == "CREATING" {
+                if stream.status == "CREATING" && stream.until.is_none() {
                     if stream.describes_until_active == 0 {
                         stream.status = "ACTIVE";
                     } else {
@@ -264,23 +401,31 @@ impl Inner {
                     .unwrap_or_default();
                 let max = body["MaxResults"].as_u64().unwrap_or(10_000) as usize;
                 let after = body["NextToken"].as_str().unwrap_or_default();
+                let now = Instant::now();
                 let matching: Vec<_> = self
                     .streams
                     .iter()
-                    .filter(|(n, _)| n.starts_with(prefix) && n.as_str() > after)
+                    .filter(|(n, s)| {
+                        n.starts_with(prefix) && n.as_str() > after && s.visible_at <= now
+                    })
                     .collect();
                 let page: Vec<Value> = matching.iter().take(max).map(|(n, s)| info(n, s)).collect();
                 let next = (matching.len() > max).then(|| matching[max - 1].0.clone());
                 Ok(json!({ "StreamInfoList": page, "NextToken": next }))
             }
             "deleteStream" => {
-                let name = self.found(body)?;
+                let name = self.found_active(body)?;
                 self.check_version(&name, body, false)?;
-                self.streams.remove(&name);
+                if self.windows.deleting.is_zero() {
+                    self.streams.remove(&name);
+                } else {
+                    let deleting = self.windows.deleting;
+                    self.pass(&name, "DELETING", deleting);
+                }
                 Ok(json!({}))
             }
             "updateStream" => {
-                let name = self.found(body)?;
+                let name = self.found_active(body)?;
                 self.check_version(&name, body, true)?;
                 let stream = self.streams.get_mut(&name).unwrap();
                 if let Some(d) = body["DeviceName"].as_str() {
@@ -290,10 +435,12 @@ impl Inner {
                     stream.media_type = Some(m.to_string());
                 }
                 self.bump(&name);
+                let updating = self.windows.updating;
+                self.pass(&name, "UPDATING", updating);
                 Ok(json!({}))
             }
             "updateDataRetention" => {
-                let name = self.found(body)?;
+                let name = self.found_active(body)?;
                 self.check_version(&name, body, true)?;
                 let change = body["DataRetentionChangeInHours"].as_i64().unwrap_or(0);
                 let stream = self.streams.get_mut(&name).unwrap();
@@ -311,6 +458,8 @@ impl Inner {
                     }
                 }
                 self.bump(&name);
+                let updating = self.windows.updating;
+                self.pass(&name, "UPDATING", updating);
                 Ok(json!({}))
             }
             "tagStream" => {
@@ -363,7 +512,10 @@ async fn handle(State(fake): State<KvsFake>, Path(action): Path<String>, body: S
 fn answer(fake: &KvsFake, action: String, body: String) -> (Response, Duration) {
     let body: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
     let mut inner = fake.inner.lock().unwrap();
+    inner.settle();
     let request_id = inner.next_id("req-");
+    let stream = inner.named(&body);
+    let now = Instant::now();
     let throttled = match inner.throttles.get_mut(&action) {
         Some(Throttle::Always) => true,
         Some(Throttle::Next(n)) if *n > 0 => {
@@ -371,8 +523,9 @@ fn answer(fake: &KvsFake, action: String, body: String) -> (Response, Duration) 
             true
         }
         _ => false,
-    };
+    } || (inner.quotas && inner.over_quota(&action, stream.as_deref(), now));
     let injected = inner.failures.remove(&action);
+    let injected_any = injected.is_some();
     let response = if let Some((status, code)) = injected {
         error(
             StatusCode::from_u16(status).unwrap(),
@@ -402,9 +555,11 @@ fn answer(fake: &KvsFake, action: String, body: String) -> (Response, Duration) 
     };
     inner.requests.push(Recorded {
         action,
-        at: Instant::now(),
+        at: now,
         body,
         status: response.status().as_u16(),
+        stream,
+        throttled: throttled && !injected_any,
     });
     (response, inner.latency)
 }
@@ -435,6 +590,25 @@ impl KvsFake {
     /// New streams answer CREATING to this many DescribeStream calls before ACTIVE.
     pub fn set_creating_describes(&self, n: usize) {
         self.with(|i| i.creating_describes = n);
+    }
+
+    /// Makes new streams and changes pass through KVS's timed states (see [`Windows`]).
+    pub fn set_windows(&self, windows: Windows) {
+        self.with(|i| i.windows = windows);
+    }
+
+    /// Answers ClientLimitExceededException to calls over the published quotas ([`QUOTAS`]),
+    /// per account and per stream, counted over the last second.
+    pub fn enforce_quotas(&self) {
+        self.with(|i| i.quotas = true);
+    }
+
+    /// The status KVS shows for `name` now (`None` when it is gone), passing states included.
+    pub fn status(&self, name: &str) -> Option<&'static str> {
+        self.with(|i| {
+            i.settle();
+            i.streams.get(name).map(|s| s.status)
+        })
     }
 
     /// Answers every request `latency` after it arrived, as a provider endpoint that far
@@ -477,6 +651,8 @@ impl KvsFake {
                     arn,
                     version: version.clone(),
                     status: "ACTIVE",
+                    until: None,
+                    visible_at: Instant::now(),
                     describes_until_active: 0,
                     device_name: None,
                     media_type: Some("video/h264".into()),

@@ -15,7 +15,7 @@ use super::Variant;
 use super::config::CloudFrontSettings;
 use super::core::{CloudFrontCore, Distribution, check_comment, check_new};
 use super::signer::UrlSigner;
-use super::workflow::{Handoff, Next, Phase, Progress, Target, Workflow, key};
+use super::workflow::{Handoff, Next, Phase, Progress, Target, Workflow, key, left_disabled};
 use crate::config::{Environment, ProviderConfig};
 use crate::domain::names::MAX_SEGMENT_LEN;
 use crate::domain::validate::Violations;
@@ -284,6 +284,9 @@ impl CloudFrontProvider {
                 if !e.is_temporary() {
                     self.handoff.forget(&op.id);
                 }
+                if phase.after_disable() {
+                    return Err(left_disabled(&self.id, target.name, e));
+                }
                 Err(e)
             }
         }
@@ -338,6 +341,11 @@ impl CloudFrontProvider {
                 }
                 Err(e) => {
                     entry.done = true;
+                    let e = if entry.phase.after_disable() {
+                        left_disabled(&self.id, name, e)
+                    } else {
+                        e
+                    };
                     entry.error = Some(e.persistent());
                 }
             }
@@ -601,6 +609,7 @@ mod tests {
             cancel_requested: false,
             replayed: false,
             outcome: None,
+            warnings: Vec::new(),
             create_time_ms: 0,
             update_time_ms: 0,
         }
@@ -626,6 +635,7 @@ mod tests {
                 etag: Some("E2".into()),
                 conflicts: 1,
                 waiting_since_ms: Some(5),
+                settling: true,
             },
             ..BatchEntry::default()
         };
@@ -633,5 +643,6 @@ mod tests {
             serde_json::from_value(serde_json::to_value(vec![entry]).unwrap()).unwrap();
         assert_eq!(back[0].phase, Phase::Waiting);
         assert_eq!(back[0].progress.etag.as_deref(), Some("E2"));
+        assert!(back[0].progress.settling);
     }
 }

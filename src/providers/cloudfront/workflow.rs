@@ -8,6 +8,13 @@
 //! Every phase may run twice (after a crash, or when a step is retried) without harm: the
 //! disabling phase re-reads and skips the PUT when the distribution is already disabled, and
 //! the deleting phase counts a vanished distribution as its own earlier success.
+//!
+//! As CloudFront really behaves: for a minute or two after a distribution shows Deployed, its
+//! DELETE may still be refused (409 DistributionNotDisabled / StreamingDistributionNotDisabled,
+//! or 412 PreconditionFailed as its ETag settles). Such a refusal of a distribution that is still
+//! disabled is not a conflict: the workflow re-reads and tries again each poll, within the same
+//! `deploy_timeout`, which is counted once from the start of the wait and never restarts. A
+//! distribution someone else deleted meanwhile is `allow_missing`'s success.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -73,9 +80,14 @@ pub(super) struct Progress {
     /// Re-reads after conflicts so far.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub conflicts: u32,
-    /// When the wait for Deployed began, ms since the epoch.
+    /// When the wait for Deployed began, ms since the epoch; set once, so a conflict that
+    /// sends the workflow back to disabling does not restart `deploy_timeout`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub waiting_since_ms: Option<i64>,
+    /// True once CloudFront refused a DELETE of the disabled, Deployed distribution (the
+    /// window after Deployed): the workflow is waiting for the DELETE to be taken.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub settling: bool,
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -167,9 +179,7 @@ impl Workflow<'_> {
     async fn start(&self, key: &str, target: &Target<'_>) -> Result<Next> {
         let id = &target.name.stream;
         let current = match self.core.config(id).await {
-            Err(e) if e.kind() == Kind::StreamNotFound && target.allow_missing => {
-                return Ok(Next::Deleted { existed: false });
-            }
+            Err(e) if gone(&e, target) => return Ok(Next::Deleted { existed: false }),
             other => other?,
         };
         if let Some(etag) = target.caller_etag
@@ -196,18 +206,7 @@ impl Workflow<'_> {
                 after: Duration::ZERO,
             })
         } else {
-            Ok(self.begin_wait(progress, Duration::ZERO))
-        }
-    }
-
-    fn begin_wait(&self, progress: Progress, after: Duration) -> Next {
-        Next::Continue {
-            phase: Phase::Waiting,
-            progress: Progress {
-                waiting_since_ms: Some(now_ms()),
-                ..progress
-            },
-            after,
+            Ok(begin_wait(progress, Duration::ZERO))
         }
     }
 
@@ -257,14 +256,17 @@ impl Workflow<'_> {
         let id = &target.name.stream;
         let mut current = match self.handoff.take(key) {
             Some(read) if Some(&read.etag) == progress.etag.as_ref() => read,
-            _ => self.core.config(id).await?,
+            _ => match self.core.config(id).await {
+                Err(e) if gone(&e, target) => return Ok(Next::Deleted { existed: false }),
+                other => other?,
+            },
         };
         let progress = Progress {
             etag: Some(current.etag.clone()),
             ..progress
         };
         if !current.config.enabled() {
-            return Ok(self.begin_wait(progress, Duration::ZERO));
+            return Ok(begin_wait(progress, Duration::ZERO));
         }
         current.config.set_enabled(false);
         match self
@@ -272,7 +274,7 @@ impl Workflow<'_> {
             .put_config(id, &current.config, &current.etag)
             .await
         {
-            Ok(disabled) => Ok(self.begin_wait(
+            Ok(disabled) => Ok(begin_wait(
                 Progress {
                     etag: Some(disabled.etag),
                     ..progress
@@ -286,11 +288,15 @@ impl Workflow<'_> {
         }
     }
 
-    /// Polls once: Deployed and disabled → delete next; still InProgress → poll again.
+    /// Polls once: Deployed and disabled → delete next; still InProgress (or its DELETE
+    /// still refused after Deployed) → poll again, until `deploy_timeout`.
     async fn wait(&self, progress: Progress, target: &Target<'_>) -> Result<Next> {
         let since = progress.waiting_since_ms.unwrap_or_else(now_ms);
         let waited = Duration::from_millis((now_ms() - since).max(0) as u64);
-        let current = self.core.get(&target.name.stream).await?;
+        let current = match self.core.get(&target.name.stream).await {
+            Err(e) if gone(&e, target) => return Ok(Next::Deleted { existed: false }),
+            other => other?,
+        };
         let progress = Progress {
             etag: Some(current.etag.clone()),
             waiting_since_ms: Some(since),
@@ -300,18 +306,24 @@ impl Workflow<'_> {
             let cause = Error::new(Kind::StreamNotDisabled, "it was enabled again");
             return self.conflict(progress, Phase::Disabling, target, &cause);
         }
-        if current.deployed() {
+        let timed_out = waited >= self.settings.deploy_timeout;
+        if current.deployed() && !(progress.settling && timed_out) {
             return Ok(Next::Continue {
                 phase: Phase::Deleting,
                 progress,
                 after: Duration::ZERO,
             });
         }
-        if waited >= self.settings.deploy_timeout {
+        if timed_out {
+            let what = if progress.settling {
+                "was Deployed, but CloudFront still refused its DELETE"
+            } else {
+                "was not Deployed"
+            };
             return Err(Error::new(
                 Kind::DeadlineExceeded,
                 format!(
-                    "{} was not Deployed within deploy_timeout ({}); it stays disabled and was not deleted",
+                    "{} {what} within deploy_timeout ({}); it stays disabled and was not deleted",
                     target.name,
                     humantime::format_duration(self.settings.deploy_timeout)
                 ),
@@ -333,7 +345,7 @@ impl Workflow<'_> {
         replayed: bool,
     ) -> Result<Next> {
         let Some(etag) = progress.etag.clone() else {
-            return Ok(self.begin_wait(progress, Duration::ZERO));
+            return Ok(begin_wait(progress, Duration::ZERO));
         };
         match self.core.delete(&target.name.stream, &etag).await {
             Ok(()) => Ok(Next::Deleted { existed: true }),
@@ -341,15 +353,70 @@ impl Workflow<'_> {
             Err(e) if e.kind() == Kind::StreamNotFound && replayed => {
                 Ok(Next::Deleted { existed: true })
             }
-            Err(e) if e.kind() == Kind::EtagMismatch => {
-                self.conflict(progress, Phase::Waiting, target, &e)
-            }
-            Err(e) if e.kind() == Kind::StreamNotDisabled => {
-                self.conflict(progress, Phase::Disabling, target, &e)
+            Err(e) if gone(&e, target) => Ok(Next::Deleted { existed: false }),
+            // Refused just after Deployed, or its ETag moved: read it again and, if it is still
+            // disabled, try again at the next poll (a re-enabled one is a conflict there).
+            Err(e) if matches!(e.kind(), Kind::EtagMismatch | Kind::StreamNotDisabled) => {
+                tracing::info!(stream = %target.name, error = %e, "DELETE refused after Deployed; waiting");
+                Ok(Next::Continue {
+                    phase: Phase::Waiting,
+                    progress: Progress {
+                        settling: true,
+                        ..progress
+                    },
+                    after: jittered(self.settings.deploy_poll_interval),
+                })
             }
             Err(e) => Err(e),
         }
     }
+}
+
+/// The wait for Deployed, from now or from when it began already.
+fn begin_wait(progress: Progress, after: Duration) -> Next {
+    Next::Continue {
+        phase: Phase::Waiting,
+        progress: Progress {
+            waiting_since_ms: Some(progress.waiting_since_ms.unwrap_or_else(now_ms)),
+            ..progress
+        },
+        after,
+    }
+}
+
+/// Whether `e` says the distribution is gone and the caller allows that (someone else
+/// deleted it while the workflow ran).
+fn gone(e: &Error, target: &Target<'_>) -> bool {
+    e.kind() == Kind::StreamNotFound && target.allow_missing
+}
+
+/// `e`, a failure of a workflow that had disabled `name` (of instance `provider`), saying
+/// that the distribution stays disabled — unless `e` says it is gone, was enabled again, or
+/// changed under the workflow (then its state is someone else's), or already says so.
+pub(super) fn left_disabled(provider: &str, name: &StreamName, e: Error) -> Error {
+    let not_ours = matches!(
+        e.kind(),
+        Kind::StreamNotFound | Kind::StreamNotDisabled | Kind::EtagMismatch
+    );
+    if not_ours || e.is_temporary() || e.message().contains("stays disabled") {
+        return e;
+    }
+    let mut error = Error::new(
+        e.kind(),
+        format!(
+            "{}; {name} stays disabled (Enabled=false) and was not deleted: delete it again, or \
+             enable it with UpdateStream",
+            e.message()
+        ),
+    )
+    .with_provider(provider);
+    if let Some(code) = e.provider_code() {
+        error = error.with_provider_code(code);
+    }
+    if let Some(id) = e.provider_request_id() {
+        error = error.with_provider_request_id(id);
+    }
+    error
 }
 
 #[cfg(test)]
@@ -379,6 +446,32 @@ mod tests {
                 "{d:?}"
             );
         }
+    }
+
+    #[test]
+    fn the_wait_for_deployed_starts_once() {
+        let again = Progress {
+            waiting_since_ms: Some(5),
+            conflicts: 1,
+            ..Progress::default()
+        };
+        let Next::Continue {
+            phase, progress, ..
+        } = begin_wait(again, Duration::ZERO)
+        else {
+            panic!("a wait");
+        };
+        assert_eq!(phase, Phase::Waiting);
+        assert_eq!(
+            progress.waiting_since_ms,
+            Some(5),
+            "deploy_timeout did not restart"
+        );
+        let Next::Continue { progress, .. } = begin_wait(Progress::default(), Duration::ZERO)
+        else {
+            panic!("a wait");
+        };
+        assert!(progress.waiting_since_ms.is_some_and(|t| t > 5));
     }
 
     #[test]

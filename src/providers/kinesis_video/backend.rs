@@ -3,6 +3,7 @@
 //! steps — stream, retention, tags; delete one or a batch), including how a replayed step
 //! recognises its own earlier effect. Also how an instance is built from its [`KvsSettings`].
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -93,9 +94,10 @@ impl KinesisVideoProvider {
     }
 
     async fn read(&self, name: &StreamName) -> Result<Stream> {
+        // `described`: a missing stream is KVS's own NOT_FOUND, with its code and request id.
         let info = self
             .core
-            .describe(&name.stream)
+            .described(&name.stream)
             .await?
             .ok_or_else(|| self.not_found(name))?;
         self.with_tags(&info).await
@@ -108,6 +110,44 @@ impl KinesisVideoProvider {
             _ => Default::default(),
         };
         Ok(self.core.stream(info, tags))
+    }
+
+    /// How long `op` has run since it was accepted.
+    fn elapsed(op: &Operation) -> Duration {
+        Duration::from_millis((now_ms() - op.create_time_ms).max(0) as u64)
+    }
+
+    /// The step that waits `step` out again, or DEADLINE_EXCEEDED once `op` has waited
+    /// `bound` since its acceptance; `why` says what it waited for and what is left as it is.
+    fn wait_again(&self, op: &Operation, step: &str, bound: Duration, why: String) -> Result<Step> {
+        if Self::elapsed(op) < bound {
+            return Ok(continue_at(step, self.settings.creation_poll_interval));
+        }
+        Err(Error::new(
+            Kind::DeadlineExceeded,
+            format!("{why} after {}", humantime::format_duration(bound)),
+        )
+        .with_provider(&self.id))
+    }
+
+    /// The end of an operation that made or changed the stream of `info`: the stream with its
+    /// tags read back, or, when that follow-up read fails, with `known` tags and a warning —
+    /// the provider's success stands either way.
+    async fn finish(&self, info: &StreamInfo, known: &BTreeMap<String, String>) -> Step {
+        if !self.settings.read_tags {
+            return Step::Done(OpResult::Stream(self.core.stream(info, Default::default())));
+        }
+        match self.with_tags(info).await {
+            Ok(stream) => Step::Done(OpResult::Stream(stream)),
+            Err(e) => Step::DoneWithWarnings {
+                result: OpResult::Stream(self.core.stream(info, known.clone())),
+                warnings: vec![format!(
+                    "the stream's tags could not be read back ({}); its tags are shown as \
+                     requested",
+                    summary(&e)
+                )],
+            },
+        }
     }
 
     async fn create_step(&self, op: &Operation, name: &StreamName) -> Result<Step> {
@@ -135,40 +175,64 @@ impl KinesisVideoProvider {
                 self.settings.creation_poll_interval,
             ));
         }
-        let info = self.core.describe(&name.stream).await?.ok_or_else(|| {
-            Error::new(
-                Kind::StreamNotFound,
-                format!("stream {name} was deleted while it was being created"),
-            )
-            .with_provider(&self.id)
-        })?;
-        match state(info.status()) {
-            StreamState::Creating
-                if now_ms() - op.create_time_ms
-                    >= self.settings.creation_timeout.as_millis() as i64 =>
-            {
-                Err(Error::new(
-                    Kind::DeadlineExceeded,
-                    format!(
-                        "stream {name} was still CREATING after creation_timeout ({}); it is \
-                         left as KVS has it",
-                        humantime::format_duration(self.settings.creation_timeout)
-                    ),
-                )
-                .with_provider(&self.id))
-            }
-            StreamState::Creating => Ok(continue_at(
+        // KVS is eventually consistent: a stream just made may be invisible for a moment.
+        let Some(info) = self.core.describe(&name.stream).await? else {
+            return self.wait_again(
+                op,
                 STEP_CREATING,
-                self.settings.creation_poll_interval,
-            )),
+                self.settings.visibility_timeout,
+                format!(
+                    "stream {name} was made but never became visible (visibility_timeout); it \
+                     may have been deleted while it was being created"
+                ),
+            );
+        };
+        match state(info.status()) {
+            StreamState::Creating => self.wait_again(
+                op,
+                STEP_CREATING,
+                self.settings.creation_timeout,
+                format!(
+                    "stream {name} is left as KVS has it: it was still CREATING (creation_timeout)"
+                ),
+            ),
             StreamState::Active | StreamState::Updating | StreamState::Disabled => {
-                Ok(Step::Done(OpResult::Stream(self.with_tags(&info).await?)))
+                Ok(self.finish(&info, &spec.tags).await)
             }
             StreamState::Deleting => Err(Error::new(
                 Kind::StreamNotFound,
                 format!("stream {name} is being deleted"),
             )
             .with_provider(&self.id)),
+        }
+    }
+
+    /// The stream of an update or delete step, waited for while KVS would refuse changes to
+    /// it (CREATING, UPDATING): `Err(step)` is the step to return instead.
+    async fn active(
+        &self,
+        op: &Operation,
+        name: &StreamName,
+        done: &str,
+    ) -> Result<std::result::Result<StreamInfo, Step>> {
+        let info = self
+            .core
+            .described(&name.stream)
+            .await?
+            .ok_or_else(|| self.not_found(name))?;
+        match state(info.status()) {
+            status @ (StreamState::Creating | StreamState::Updating) => self
+                .wait_again(
+                    op,
+                    &op.step,
+                    self.settings.update_timeout,
+                    format!(
+                        "stream {name} was still {} (update_timeout); {done}",
+                        status.as_str()
+                    ),
+                )
+                .map(Err),
+            _ => Ok(Ok(info)),
         }
     }
 
@@ -179,12 +243,13 @@ impl KinesisVideoProvider {
         patch: &StreamPatch,
         etag: Option<&str>,
     ) -> Result<Step> {
-        let info = self
-            .core
-            .describe(&name.stream)
-            .await?
-            .ok_or_else(|| self.not_found(name))?;
+        let done = applied(&op.step, patch);
+        let info = match self.active(op, name, &done).await? {
+            Ok(info) => info,
+            Err(wait) => return Ok(wait),
+        };
         let version = info.version().unwrap_or_default();
+        let poll = self.settings.creation_poll_interval;
         match op.step.as_str() {
             STEP_RETENTION => {
                 if let Some(hours) = patch.data_retention_hours {
@@ -193,16 +258,20 @@ impl KinesisVideoProvider {
                         self.core
                             .update_retention(&name.stream, version, current, hours)
                             .await?;
+                        return Ok(continue_at(STEP_TAGGING, poll));
                     }
                 }
                 Ok(continue_at(STEP_TAGGING, Duration::ZERO))
             }
-            STEP_TAGGING => {
-                if let Some(tags) = &patch.tags {
+            STEP_TAGGING => match &patch.tags {
+                Some(tags) => {
                     self.core.set_tags(&name.stream, tags).await?;
+                    Ok(Step::Done(OpResult::Stream(
+                        self.core.stream(&info, tags.clone()),
+                    )))
                 }
-                Ok(Step::Done(OpResult::Stream(self.read(name).await?)))
-            }
+                None => Ok(self.finish(&info, &Default::default()).await),
+            },
             _ => {
                 let device = patch
                     .device_name
@@ -224,11 +293,13 @@ impl KinesisVideoProvider {
                     self.core
                         .update(&name.stream, expected, device, media)
                         .await?;
+                    // UpdateStream leaves the stream UPDATING for a moment.
+                    return Ok(continue_at(STEP_RETENTION, poll));
                 } else if let Some(to) = retention {
                     self.core
                         .update_retention(&name.stream, expected, from, to)
                         .await?;
-                    return Ok(continue_at(STEP_TAGGING, Duration::ZERO));
+                    return Ok(continue_at(STEP_TAGGING, poll));
                 } else if expected != version {
                     // Only tags change, and tagging takes no version: compare here.
                     return Err(Error::new(
@@ -242,33 +313,91 @@ impl KinesisVideoProvider {
         }
     }
 
-    /// Deletes one stream of a batch and reports its outcome.
+    /// Deletes one stream of a batch and reports its outcome; a stream KVS would refuse to
+    /// delete now (CREATING, UPDATING) is that name's STREAM_IN_USE.
     async fn batch_item(&self, name: &StreamName, replayed: bool) -> BatchItem {
+        let error = match self.delete_one(name, None, false, replayed).await {
+            Ok(Deletion::Busy(status)) => Some(
+                Error::new(
+                    Kind::StreamInUse,
+                    format!(
+                        "stream {name} is {}; delete it again once it is ACTIVE",
+                        status.as_str()
+                    ),
+                )
+                .with_provider(&self.id),
+            ),
+            Ok(_) => None,
+            Err(e) => Some(e),
+        };
         BatchItem {
             name: name.clone(),
-            error: self.delete_one(name, None, false, replayed).await.err(),
+            error,
         }
     }
 
-    /// Deletes one stream; `Ok(false)` when it was missing and that is allowed.
+    /// Deletes one stream, unless it is missing (allowed or not) or in a passing state.
+    /// A stream already DELETING counts as gone: someone deleted it already.
     async fn delete_one(
         &self,
         name: &StreamName,
         etag: Option<&str>,
         allow_missing: bool,
         replayed: bool,
-    ) -> Result<bool> {
-        match self.core.describe(&name.stream).await? {
-            None if replayed => Ok(true),
-            None if allow_missing => Ok(false),
-            None => Err(self.not_found(name)),
-            Some(info) if state(info.status()) == StreamState::Deleting && replayed => Ok(true),
-            Some(info) => {
-                let arn = info.stream_arn().unwrap_or_default();
-                self.core.delete(&name.stream, arn, etag).await?;
-                Ok(true)
-            }
+    ) -> Result<Deletion> {
+        let found = match self.core.described(&name.stream).await {
+            Ok(Some(info)) if state(info.status()) != StreamState::Deleting => Ok(info),
+            Ok(_) => Err(Error::new(
+                Kind::StreamNotFound,
+                format!("stream {name} is being deleted already"),
+            )
+            .with_provider(&self.id)),
+            Err(e) if e.kind() == Kind::StreamNotFound => Err(e),
+            Err(e) => return Err(e),
+        };
+        match found {
+            Err(_) if replayed => Ok(Deletion::Deleted),
+            Err(_) if allow_missing => Ok(Deletion::Missing),
+            Err(e) => Err(e),
+            Ok(info) => match state(info.status()) {
+                status @ (StreamState::Creating | StreamState::Updating) => {
+                    Ok(Deletion::Busy(status))
+                }
+                _ => {
+                    let arn = info.stream_arn().unwrap_or_default();
+                    self.core.delete(&name.stream, arn, etag).await?;
+                    Ok(Deletion::Deleted)
+                }
+            },
         }
+    }
+}
+
+/// What [`KinesisVideoProvider::delete_one`] found and did.
+enum Deletion {
+    /// KVS took the DeleteStream (or a replayed step finds its own deletion done).
+    Deleted,
+    /// The stream was missing (or DELETING), and that is allowed.
+    Missing,
+    /// The stream is in a passing state KVS refuses deletions in.
+    Busy(StreamState),
+}
+
+/// A provider error in a sentence: its code (or kind) and message.
+fn summary(e: &Error) -> String {
+    let code = e.provider_code().unwrap_or(e.kind().reason());
+    format!("{code}: {}", e.message())
+}
+
+/// What an update stopped at `step` has changed, and what not (for a wait that times out).
+fn applied(step: &str, patch: &StreamPatch) -> String {
+    let stream_fields = patch.device_name.is_some() || patch.media_type.is_some();
+    match step {
+        STEP_RETENTION if stream_fields => {
+            "the device name and media type were changed; retention and tags were not".into()
+        }
+        STEP_TAGGING => "the stream fields and retention were changed; the tags were not".into(),
+        _ => "nothing was changed".into(),
     }
 }
 
@@ -398,7 +527,7 @@ impl Provider for KinesisVideoProvider {
                 name,
                 allow_missing: false,
                 ..
-            } => match self.core.describe(&name.stream).await? {
+            } => match self.core.described(&name.stream).await? {
                 Some(_) => Ok(()),
                 None => Err(self.not_found(name)),
             },
@@ -417,9 +546,24 @@ impl Provider for KinesisVideoProvider {
                 etag,
                 allow_missing,
             } => {
-                let existed = self
+                let existed = match self
                     .delete_one(name, etag.as_deref(), *allow_missing, op.replayed)
-                    .await?;
+                    .await?
+                {
+                    Deletion::Deleted => true,
+                    Deletion::Missing => false,
+                    Deletion::Busy(status) => {
+                        return self.wait_again(
+                            op,
+                            &op.step,
+                            self.settings.update_timeout,
+                            format!(
+                                "stream {name} was still {} (update_timeout); it was not deleted",
+                                status.as_str()
+                            ),
+                        );
+                    }
+                };
                 Ok(Step::Done(OpResult::Deleted {
                     name: name.clone(),
                     existed,

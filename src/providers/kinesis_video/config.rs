@@ -11,13 +11,27 @@ use crate::config::{ConfigError, ProviderConfig, de_duration};
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KvsSettings {
-    /// How often a creating stream is polled (default `"1s"`).
+    /// How often a stream in a passing state (CREATING, UPDATING, not yet visible) is polled
+    /// by an operation waiting for it (default `"1s"`).
     #[serde(default = "default_creation_poll", deserialize_with = "de_duration")]
     pub creation_poll_interval: Duration,
     /// How long a new stream may stay CREATING before its operation fails DEADLINE_EXCEEDED
     /// (default `"10m"`; KVS documents no bound, streams normally take seconds).
     #[serde(default = "default_creation_timeout", deserialize_with = "de_duration")]
     pub creation_timeout: Duration,
+    /// How long, counted from the operation's acceptance, a stream just created may stay
+    /// invisible to DescribeStream (KVS is eventually consistent) before the create fails
+    /// (default `"30s"`).
+    #[serde(
+        default = "default_visibility_timeout",
+        deserialize_with = "de_duration"
+    )]
+    pub visibility_timeout: Duration,
+    /// How long, counted from the operation's acceptance, an update or delete waits for the
+    /// stream to leave CREATING or UPDATING (KVS refuses changes until it is ACTIVE) before it
+    /// fails DEADLINE_EXCEEDED, saying what it had changed (default `"5m"`).
+    #[serde(default = "default_update_timeout", deserialize_with = "de_duration")]
+    pub update_timeout: Duration,
     /// How often WatchStream polls DescribeStream (default `"2s"`).
     #[serde(default = "default_watch_poll", deserialize_with = "de_duration")]
     pub watch_poll_interval: Duration,
@@ -89,6 +103,14 @@ fn default_creation_poll() -> Duration {
 
 fn default_creation_timeout() -> Duration {
     Duration::from_secs(600)
+}
+
+fn default_visibility_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+
+fn default_update_timeout() -> Duration {
+    Duration::from_secs(300)
 }
 
 fn default_watch_poll() -> Duration {
