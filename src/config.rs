@@ -282,6 +282,10 @@ pub struct AuthConfig {
     /// `[auth.jwt]`: how tokens of mode `jwt` are checked.
     #[serde(default)]
     pub jwt: Option<JwtConfig>,
+    /// The environment variable holding the key that signs page tokens (default
+    /// `STREAMGATE_PAGE_TOKEN_KEY`); unset, each process draws a key of its own.
+    #[serde(default = "default_page_token_key_env")]
+    pub page_token_key_env: String,
 }
 
 impl Default for AuthConfig {
@@ -291,6 +295,33 @@ impl Default for AuthConfig {
             public: default_public(),
             api_keys: Vec::new(),
             jwt: None,
+            page_token_key_env: default_page_token_key_env(),
+        }
+    }
+}
+
+/// The fewest bytes a configured page token key may have (HMAC-SHA256's output size).
+pub const MIN_PAGE_TOKEN_KEY_LEN: usize = 32;
+
+fn default_page_token_key_env() -> String {
+    "STREAMGATE_PAGE_TOKEN_KEY".to_string()
+}
+
+impl AuthConfig {
+    /// The page token key from the variable `page_token_key_env` names, if it is set; an
+    /// error (naming the variable, never its value) when it is shorter than
+    /// [`MIN_PAGE_TOKEN_KEY_LEN`] bytes.
+    pub fn page_token_key<'a>(
+        &self,
+        env: &'a Environment,
+    ) -> Result<Option<&'a [u8]>, ConfigError> {
+        match env.get(&self.page_token_key_env) {
+            None => Ok(None),
+            Some(key) if key.len() < MIN_PAGE_TOKEN_KEY_LEN => Err(ConfigError::Invalid(format!(
+                "[auth] page_token_key_env: {} must hold at least {MIN_PAGE_TOKEN_KEY_LEN} bytes",
+                self.page_token_key_env
+            ))),
+            Some(key) => Ok(Some(key.as_bytes())),
         }
     }
 }
@@ -419,6 +450,21 @@ pub struct AuthorizationRule {
     /// Globs over provider instance ids (default: all).
     #[serde(default = "default_all")]
     pub providers: Vec<String>,
+    /// Whose operations on those providers the rule's OperationService methods reach:
+    /// `own` (the default: those the caller started) or `all` (everyone's).
+    #[serde(default)]
+    pub operations: OperationScope,
+}
+
+/// The `operations` of an `[[authorization]]` rule.
+#[derive(Debug, Deserialize, Clone, Copy, Default, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum OperationScope {
+    /// The operations the caller started.
+    #[default]
+    Own,
+    /// Every principal's operations.
+    All,
 }
 
 fn default_all() -> Vec<String> {
@@ -927,6 +973,30 @@ mod tests {
         assert_eq!(config.server.listen, default_listen());
         assert_eq!(config.store.url, default_store_url());
         assert_eq!(config.telemetry.log_filter, default_log_filter());
+    }
+
+    #[test]
+    fn a_page_token_key_is_read_from_its_variable_and_never_shown() {
+        let auth = Config::from_toml("[auth]\npage_token_key_env = \"SG_PAGES\"")
+            .unwrap()
+            .auth;
+        let key = "k".repeat(MIN_PAGE_TOKEN_KEY_LEN);
+        let environment = Environment(env(&[("SG_PAGES", &key)]));
+        assert_eq!(
+            auth.page_token_key(&environment).unwrap(),
+            Some(key.as_bytes())
+        );
+        assert_eq!(auth.page_token_key(&Environment::default()).unwrap(), None);
+        let short = Environment(env(&[("SG_PAGES", "hunter2")]));
+        let error = auth.page_token_key(&short).unwrap_err().to_string();
+        assert!(
+            error.contains("SG_PAGES") && !error.contains("hunter2"),
+            "{error}"
+        );
+        assert_eq!(
+            AuthConfig::default().page_token_key_env,
+            "STREAMGATE_PAGE_TOKEN_KEY"
+        );
     }
 
     #[test]

@@ -112,6 +112,13 @@ pub enum Kind {
     StreamNotReady,
     /// The provider refuses this change of the resource as such (CloudFront IllegalUpdate).
     UpdateNotAllowed,
+    /// A page token the gateway did not issue to this caller for this query: altered, made
+    /// up, or replayed by another principal or with another parent or filter.
+    InvalidPageToken,
+    /// The store (SQLite or PostgreSQL) cannot be reached or is busy: a later call may work.
+    StoreUnavailable,
+    /// The store refused a statement. Its text is logged, never sent (see [`Error::store`]).
+    StoreError,
 }
 
 impl Kind {
@@ -147,6 +154,9 @@ impl Kind {
             Kind::Cancelled => Code::Cancelled,
             Kind::DeadlineExceeded => Code::DeadlineExceeded,
             Kind::Internal => Code::Internal,
+            Kind::InvalidPageToken => Code::InvalidArgument,
+            Kind::StoreUnavailable => Code::Unavailable,
+            Kind::StoreError => Code::Internal,
         }
     }
 
@@ -183,6 +193,9 @@ impl Kind {
             Kind::Internal => "INTERNAL",
             Kind::StreamNotReady => "STREAM_NOT_READY",
             Kind::UpdateNotAllowed => "UPDATE_NOT_ALLOWED",
+            Kind::InvalidPageToken => "INVALID_PAGE_TOKEN",
+            Kind::StoreUnavailable => "STORE_UNAVAILABLE",
+            Kind::StoreError => "STORE_ERROR",
         }
     }
 }
@@ -491,12 +504,56 @@ impl From<Error> for tonic::Status {
 
 impl From<sqlx::Error> for Error {
     fn from(error: sqlx::Error) -> Self {
-        let temporary = matches!(
-            error,
-            sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed
-        );
-        let error = Error::internal(format_args!("store: {error}"));
-        if temporary { error.temporary() } else { error }
+        Error::store(&error)
+    }
+}
+
+/// Whether a store error means the database cannot be reached (or is busy) rather than that it
+/// refused the statement: the pool timed out or closed, the connection failed, or the
+/// database said so — PostgreSQL's connection exceptions (SQLSTATE class `08`), shutdown and
+/// start-up (`57P01`-`57P03`), too many connections (`53300`); SQLite's BUSY and LOCKED
+/// (primary codes 5 and 6, whatever their extended code).
+fn store_unreachable(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(e) => e.code().is_some_and(|code| {
+            let sqlstate = code.len() == 5 && !code.bytes().all(|b| b.is_ascii_digit());
+            if sqlstate {
+                code.starts_with("08") || matches!(&*code, "57P01" | "57P02" | "57P03" | "53300")
+            } else {
+                code.parse::<i64>().is_ok_and(|n| matches!(n & 0xff, 5 | 6))
+            }
+        }),
+        _ => false,
+    }
+}
+
+impl Error {
+    /// A store failure as a caller may see it: `the store failed (ref …)` (INTERNAL,
+    /// STORE_ERROR), or `the store cannot be reached (ref …)` (UNAVAILABLE, STORE_UNAVAILABLE,
+    /// temporary, with RetryInfo). The database's own text may name tables, columns, hosts or
+    /// values: it is logged once, at error level, with the same ref, and never sent.
+    pub fn store(error: &sqlx::Error) -> Self {
+        let reference = hex::encode(rand::random::<[u8; 6]>());
+        if store_unreachable(error) {
+            tracing::error!(store_ref = %reference, %error, "the store cannot be reached");
+            Error::new(
+                Kind::StoreUnavailable,
+                format!("the store cannot be reached (ref {reference})"),
+            )
+            .temporary()
+            .with_retry_after(Duration::from_secs(1))
+        } else {
+            tracing::error!(store_ref = %reference, %error, "the store failed");
+            Error::new(
+                Kind::StoreError,
+                format!("the store failed (ref {reference})"),
+            )
+        }
     }
 }
 
@@ -570,6 +627,39 @@ mod tests {
         assert_eq!(
             status.get_error_details().error_info().unwrap().reason,
             "PROVIDER_CREDENTIALS_INVALID"
+        );
+    }
+
+    #[test]
+    fn store_errors_answer_a_ref_not_their_text() {
+        let refused = Error::store(&sqlx::Error::Protocol(
+            "relation \"operations\" does not exist at host db-7.internal".into(),
+        ));
+        let status = refused.to_status();
+        assert_eq!(status.code(), Code::Internal);
+        assert_eq!(
+            status.get_error_details().error_info().unwrap().reason,
+            "STORE_ERROR"
+        );
+        assert!(
+            status.message().starts_with("the store failed (ref "),
+            "{}",
+            status.message()
+        );
+        assert!(!format!("{status:?}").contains("db-7"));
+        assert!(!refused.is_temporary());
+
+        let unreachable = Error::store(&sqlx::Error::PoolTimedOut);
+        let status = unreachable.to_status();
+        assert_eq!(status.code(), Code::Unavailable);
+        let details = status.get_error_details();
+        assert_eq!(details.error_info().unwrap().reason, "STORE_UNAVAILABLE");
+        assert!(details.retry_info().is_some());
+        assert!(unreachable.is_temporary());
+        // Each failure its own ref, to find its one log line.
+        assert_ne!(
+            Error::store(&sqlx::Error::PoolClosed).message(),
+            Error::store(&sqlx::Error::PoolClosed).message()
         );
     }
 

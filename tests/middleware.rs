@@ -216,7 +216,7 @@ async fn update_checks_the_provider_grant_before_the_body() {
 async fn list_operations_fills_each_page_with_operations_the_caller_may_see() {
     let rules = format!(
         "{OPS_EVERYTHING}[[authorization]]\nprincipal = \"reader\"\n\
-         methods = [\"OperationService/*\"]\nproviders = [\"local\"]\n"
+         methods = [\"OperationService/*\"]\nproviders = [\"local\"]\noperations = \"all\"\n"
     );
     let server = TestServer::start_configured("", &api_key_config(&rules), &[]).await;
     // 3 operations on `secret` between each pair on `local`, newest first when listed.

@@ -185,6 +185,7 @@ async fn suite(store: SqlStore) {
         target: Some("providers/local/streams/c".into()),
         verb: Some("DeleteStream".into()),
         done: Some(false),
+        ..Default::default()
     };
     let by_target: Vec<_> = store
         .list(&target, None, 10)
@@ -205,6 +206,29 @@ async fn suite(store: SqlStore) {
     assert_eq!(store.get("op4").await.unwrap().unwrap(), ok);
 
     leases(&store).await;
+    by_principal(&store).await;
+}
+
+/// ListOperations of a caller without an `operations = "all"` grant: the principal is a term of
+/// the query, so a page holds that principal's operations only, and holds them in full.
+async fn by_principal(store: &SqlStore) {
+    let of = |principal: &str| OperationFilter {
+        principal: Some(principal.into()),
+        ..Default::default()
+    };
+    let ids = |ops: Vec<Operation>| ops.into_iter().map(|o| o.id).collect::<Vec<_>>();
+    assert_eq!(
+        ids(store.list(&of("bob"), None, 10).await.unwrap()),
+        ["op2"]
+    );
+    // (Before the leases' orphans, alice's too.)
+    let before_orphans = Some((1_003, String::new()));
+    assert_eq!(
+        ids(store.list(&of("alice"), before_orphans, 3).await.unwrap()),
+        ["op4", "op3", "op1"],
+        "a full page of alice's, bob's op2 between them left out"
+    );
+    assert!(store.list(&of("carol"), None, 10).await.unwrap().is_empty());
 }
 
 /// Leases: one owner per unfinished operation; adoption once a lease ends; fenced saves.

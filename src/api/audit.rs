@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
-use super::{Gateway, convert};
-use crate::domain::page::{MAX_PAGE_SIZE, PageToken, page_size, parse_filter};
+use super::{Gateway, convert, principal};
+use crate::domain::page::{MAX_PAGE_SIZE, page_size, parse_filter};
 use crate::error::{Error, Result};
 use crate::pb;
 use crate::pb::audit_service_server::AuditService;
@@ -66,7 +66,9 @@ impl AuditService for AuditApi {
         let size = page_size(r.page_size, MAX_PAGE_SIZE)?;
         let filter = filter(&r.filter)?;
         let parts = ["auditRecords", r.filter.as_str()];
-        let after = match PageToken::decode(&r.page_token, &parts)? {
+        let caller = principal(&request);
+        let pages = &self.gateway.pages;
+        let after = match pages.decode(&r.page_token, &caller, &parts)? {
             None => None,
             Some(position) => Some(
                 position
@@ -87,7 +89,7 @@ impl AuditService for AuditApi {
             records.truncate(size);
             records
                 .last()
-                .map(|r| PageToken::encode(&format!("{}/{}", r.time_ms, r.id), &parts))
+                .map(|r| pages.encode(&format!("{}/{}", r.time_ms, r.id), &caller, &parts))
                 .unwrap_or_default()
         } else {
             String::new()

@@ -23,6 +23,7 @@ pub use provider::ProviderApi;
 pub use stream::StreamApi;
 
 use crate::audit::Audit;
+use crate::domain::PageTokens;
 use crate::error::{Error, Kind, Result};
 use crate::identity::{ANONYMOUS, Grants, Principal};
 use crate::operations::Runner;
@@ -44,6 +45,8 @@ pub struct Gateway {
     pub hub: Arc<WatchHub>,
     /// Cancelled at shutdown, to end WatchStream calls so the server can drain.
     pub shutdown: CancellationToken,
+    /// Signs and checks the page tokens of every List method.
+    pub pages: PageTokens,
 }
 
 /// The caller's principal.

@@ -1,15 +1,22 @@
 //! OperationService: read, list, wait for and cancel durable operations.
+//!
+//! A caller reaches the operations it started; the operations of others only on the providers
+//! of a rule granting the method with `operations = "all"`. Any other operation answers as a
+//! missing one (the same NOT_FOUND), so an answer never tells that someone else's operation
+//! exists. An operation's id names its provider, whose grant is checked from the name before
+//! anything is looked up.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use tonic::{Request, Response, Status};
 
-use super::{Gateway, authorize_provider, convert, within_deadline};
-use crate::domain::page::{MAX_PAGE_SIZE, PageToken, page_size, parse_filter};
+use super::{Gateway, authorize_provider, convert, principal, within_deadline};
+use crate::domain::page::{MAX_PAGE_SIZE, PageTokens, page_size, parse_filter};
 use crate::domain::{Operation, OperationName};
-use crate::error::Error;
+use crate::error::{Error, Result};
 use crate::identity::Grants;
+use crate::operations::{named_provider, not_found};
 use crate::pb;
 use crate::pb::operation_service_server::OperationService;
 use crate::store::OperationFilter;
@@ -18,11 +25,24 @@ use crate::store::OperationFilter;
 /// caller may not see.
 const MAX_SCANNED_BATCHES: usize = 10;
 
-fn position_token(cursor: &Option<(i64, String)>, parts: &[&str]) -> String {
+fn position_token(
+    pages: &PageTokens,
+    cursor: &Option<(i64, String)>,
+    principal: &str,
+    parts: &[&str],
+) -> String {
     cursor
         .as_ref()
-        .map(|(time, id)| PageToken::encode(&format!("{time}/{id}"), parts))
+        .map(|(time, id)| pages.encode(&format!("{time}/{id}"), principal, parts))
         .unwrap_or_default()
+}
+
+/// Whether a caller with `grants` (none: no authorization) who is `principal` sees `op`.
+fn visible(grants: Option<&Grants>, principal: &str, op: &Operation) -> bool {
+    let provider = op.request.provider();
+    grants.is_none_or(|g| {
+        g.allows(provider) && (op.principal == principal || g.every_operation_on(provider))
+    })
 }
 
 /// The longest WaitOperation waits.
@@ -37,6 +57,24 @@ impl OperationApi {
     /// Serves OperationService from the shared gateway state.
     pub fn new(gateway: Arc<Gateway>) -> Self {
         OperationApi { gateway }
+    }
+
+    /// The operation `name`, if the caller may act on it. The provider the id names is
+    /// authorized first (PERMISSION_DENIED whether or not the operation exists); an operation
+    /// the caller may not see is NOT_FOUND, as a missing one. Ids from before ids named their
+    /// provider are authorized once read.
+    async fn reachable<T>(&self, request: &Request<T>, name: &OperationName) -> Result<Operation> {
+        if let Some(provider) = named_provider(&name.0) {
+            authorize_provider(request, provider)?;
+        }
+        let op = self.gateway.runner.get(&name.0).await?;
+        let grants = request.extensions().get::<Grants>();
+        let mine = op.principal == principal(request);
+        if !mine && !grants.is_none_or(|g| g.every_operation_on(op.request.provider())) {
+            return Err(not_found(&name.0));
+        }
+        authorize_provider(request, op.request.provider())?;
+        Ok(op)
     }
 }
 
@@ -65,8 +103,7 @@ impl OperationService for OperationApi {
         request: Request<pb::GetOperationRequest>,
     ) -> Result<Response<pb::Operation>, Status> {
         let name = OperationName::parse(&request.get_ref().name, "name")?;
-        let op = self.gateway.runner.get(&name.0).await?;
-        authorize_provider(&request, op.request.provider())?;
+        let op = self.reachable(&request, &name).await?;
         Ok(Response::new(convert::operation(&op)))
     }
 
@@ -76,9 +113,17 @@ impl OperationService for OperationApi {
     ) -> Result<Response<pb::ListOperationsResponse>, Status> {
         let r = request.get_ref();
         let size = page_size(r.page_size, MAX_PAGE_SIZE)?;
-        let filter = filter(&r.filter)?;
+        let mut filter = filter(&r.filter)?;
+        let caller = principal(&request);
+        let grants = request.extensions().get::<Grants>();
+        // Only the caller's own operations, unless some grant reaches others': then the
+        // store reads everyone's and the page keeps those the caller sees.
+        if !grants.is_none_or(Grants::every_operation_anywhere) {
+            filter.principal = Some(caller.clone());
+        }
+        let pages = &self.gateway.pages;
         let parts = ["operations", r.filter.as_str()];
-        let after = match PageToken::decode(&r.page_token, &parts)? {
+        let after = match pages.decode(&r.page_token, &caller, &parts)? {
             None => None,
             Some(position) => {
                 let (time, id) = position
@@ -90,11 +135,10 @@ impl OperationService for OperationApi {
                 Some((time, id))
             }
         };
-        // Operations on providers the caller may not use are skipped while the page is
-        // filled, so pages stay full; the scan is bounded, and a page cut short by the bound
-        // still carries a token (AIP-158 allows short pages that are not the last).
-        let grants = request.extensions().get::<Grants>();
-        let allowed = |op: &Operation| grants.is_none_or(|g| g.allows(op.request.provider()));
+        // Operations the caller may not see (on providers it may not use, or others' where no
+        // grant reaches them) are skipped while the page is filled, so pages stay full; the
+        // scan is bounded, and a page cut short by the bound still carries a token (AIP-158
+        // allows short pages that are not the last).
         let store = self.gateway.runner.store();
         let mut page = Vec::with_capacity(size);
         let mut cursor = after;
@@ -106,7 +150,7 @@ impl OperationService for OperationApi {
             let mut full = false;
             for (i, op) in batch.into_iter().take(size).enumerate() {
                 cursor = Some((op.create_time_ms, op.id.clone()));
-                if allowed(&op) {
+                if visible(grants, &caller, &op) {
                     page.push(op);
                 }
                 if page.len() == size {
@@ -116,14 +160,14 @@ impl OperationService for OperationApi {
             }
             if page.len() == size || !more {
                 next_page_token = if full {
-                    position_token(&cursor, &parts)
+                    position_token(pages, &cursor, &caller, &parts)
                 } else {
                     String::new()
                 };
                 break;
             }
             // Out of scans: the page ends short, its token where the scan stopped.
-            next_page_token = position_token(&cursor, &parts);
+            next_page_token = position_token(pages, &cursor, &caller, &parts);
         }
         Ok(Response::new(pb::ListOperationsResponse {
             operations: page.iter().map(convert::operation).collect(),
@@ -144,8 +188,7 @@ impl OperationService for OperationApi {
             }
             Some(t) => Duration::new(t.seconds as u64, t.nanos as u32).min(MAX_WAIT),
         };
-        let op = self.gateway.runner.get(&name.0).await?;
-        authorize_provider(&request, op.request.provider())?;
+        let op = self.reachable(&request, &name).await?;
         // Done already (the usual case after a create that finished in its first step): the
         // read made for authorization is the answer; a second read would find the same.
         let op = if op.done() {
@@ -164,10 +207,7 @@ impl OperationService for OperationApi {
         request: Request<pb::CancelOperationRequest>,
     ) -> Result<Response<pb::Operation>, Status> {
         let name = OperationName::parse(&request.get_ref().name, "name")?;
-        authorize_provider(
-            &request,
-            self.gateway.runner.get(&name.0).await?.request.provider(),
-        )?;
+        self.reachable(&request, &name).await?;
         let op = self.gateway.runner.cancel(&name.0).await?;
         Ok(Response::new(convert::operation(&op)))
     }

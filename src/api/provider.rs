@@ -4,9 +4,9 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
-use super::{Gateway, authorize_provider, convert};
+use super::{Gateway, authorize_provider, convert, principal};
 use crate::domain::ProviderName;
-use crate::domain::page::{PageToken, page_size};
+use crate::domain::page::page_size;
 use crate::identity::Grants;
 use crate::pb;
 use crate::pb::provider_service_server::ProviderService;
@@ -67,7 +67,9 @@ impl ProviderService for ProviderApi {
     ) -> Result<Response<pb::ListProvidersResponse>, Status> {
         let r = request.get_ref();
         let size = page_size(r.page_size, crate::domain::page::MAX_PAGE_SIZE)?;
-        let after = PageToken::decode(&r.page_token, &["providers"])?;
+        let caller = principal(&request);
+        let pages = &self.gateway.pages;
+        let after = pages.decode(&r.page_token, &caller, &["providers"])?;
         let mut providers: Vec<_> = self
             .gateway
             .registry
@@ -86,7 +88,13 @@ impl ProviderService for ProviderApi {
             providers.truncate(size);
             providers
                 .last()
-                .map(|p| PageToken::encode(p.name.trim_start_matches("providers/"), &["providers"]))
+                .map(|p| {
+                    pages.encode(
+                        p.name.trim_start_matches("providers/"),
+                        &caller,
+                        &["providers"],
+                    )
+                })
                 .unwrap_or_default()
         } else {
             String::new()

@@ -14,7 +14,7 @@ use tonic::{Request, Response, Status};
 use super::{Gateway, authorize_provider, convert, first_step_wait, principal};
 use crate::audit::{Call, CallOutcome};
 use crate::domain::endpoint::{DEFAULT_LIFETIME, MAX_PURPOSES};
-use crate::domain::page::{PageToken, page_size, parse_filter};
+use crate::domain::page::{page_size, parse_filter};
 use crate::domain::validate::{
     self, Violations, check_etag, check_patch, check_request_id, check_spec, check_stream_id,
 };
@@ -28,9 +28,6 @@ use crate::pb::stream_service_server::StreamService;
 use crate::pb::watch_stream_response::ChangeType;
 use crate::providers::Provider;
 use crate::watch::Change;
-
-/// The longest page token accepted.
-const MAX_PAGE_TOKEN_LEN: usize = 4096;
 
 /// The StreamService implementation.
 pub struct StreamApi {
@@ -504,15 +501,12 @@ impl StreamService for StreamApi {
         let parent = ParentName::parse(&r.parent, "parent")?;
         let provider = self.provider(&request, &parent.provider, Method::ListStreams)?;
         let cap = provider.capability();
-        if r.page_token.len() > MAX_PAGE_TOKEN_LEN {
-            return Err(
-                Error::invalid_field("page_token", "not a page token of this query").into(),
-            );
-        }
-        let query_parts = [r.parent.as_str(), r.filter.as_str()];
+        let caller = principal(&request);
+        let pages = &self.gateway.pages;
+        let query_parts = ["streams", r.parent.as_str(), r.filter.as_str()];
         let query = ListQuery {
             page_size: page_size(r.page_size, cap.max_page_size)?,
-            position: PageToken::decode(&r.page_token, &query_parts)?,
+            position: pages.decode(&r.page_token, &caller, &query_parts)?,
             ..ListQuery::default()
         }
         .with_filter(parse_filter(&r.filter, &cap.list_filters)?)?;
@@ -521,7 +515,7 @@ impl StreamService for StreamApi {
             streams: page.items.iter().map(convert::stream).collect(),
             next_page_token: page
                 .next
-                .map(|p| PageToken::encode(&p, &query_parts))
+                .map(|p| pages.encode(&p, &caller, &query_parts))
                 .unwrap_or_default(),
         }))
     }

@@ -18,7 +18,7 @@ pub use endpoint::{
 };
 pub use names::{OperationName, ParentName, ProviderName, StreamName};
 pub use operation::{BatchItem, OpRequest, OpResult, Operation, STEP_ACCEPTED, STEP_DONE, Verb};
-pub use page::{ListQuery, Page, PageToken};
+pub use page::{ListQuery, Page, PageTokens};
 pub use stream::{
     AliyunVodDetails, CloudFrontDetails, CloudFrontOrigin, Stream, StreamDetails, StreamPatch,
     StreamSpec, StreamState,

@@ -2,7 +2,9 @@
 //! and of provider instances to globs of principals; anything not granted is denied. This layer
 //! checks the method and leaves the provider globs of the granting rules in the extensions as
 //! [`Grants`], for the handlers, which alone know a call's provider once they parsed its name.
-//! Denials name what was denied, never whether a resource exists.
+//! Denials name what was denied, never whether a resource exists. A rule's `operations`
+//! (`own` or `all`) says whose operations its OperationService methods reach, also in the
+//! [`Grants`].
 
 use std::sync::Arc;
 
@@ -10,7 +12,7 @@ use globset::{Glob, GlobMatcher, GlobSet, GlobSetBuilder};
 
 use super::gate::{Gate, GateLayer, Gated};
 use super::{is_public, method_names};
-use crate::config::{AuthMode, AuthorizationRule, ConfigError};
+use crate::config::{AuthMode, AuthorizationRule, ConfigError, OperationScope};
 use crate::error::{Error, Kind};
 use crate::identity::{ANONYMOUS, Grants, Principal};
 
@@ -22,6 +24,8 @@ struct Rule {
     served: Vec<bool>,
     // Shared with the Grants of every call it admits: cloning a GlobSet copies its matchers.
     providers: Arc<GlobSet>,
+    // `operations = "all"`: every principal's operations on `providers`, not only the caller's.
+    every_operation: bool,
 }
 
 /// The compiled `[[authorization]]` rules.
@@ -70,6 +74,7 @@ impl Authorizer {
                     methods,
                     served,
                     providers: Arc::new(glob_set("providers", &rule.providers)?),
+                    every_operation: rule.operations == OperationScope::All,
                 })
             })
             .collect::<Result<Vec<_>, ConfigError>>()?;
@@ -88,7 +93,10 @@ impl Authorizer {
         let served = crate::methods::served(path);
         // A method no service serves: its names, split from the path once for every rule.
         let unserved = served.is_none().then(|| method_names(None, path));
-        let granted: Vec<Arc<GlobSet>> = self
+        let mut granted = Vec::new();
+        // The rules among them with `operations = "all"`; usually none, and then no allocation.
+        let mut every_operation = Vec::new();
+        for rule in self
             .rules
             .iter()
             .filter(|r| match (served, &unserved) {
@@ -99,8 +107,12 @@ impl Authorizer {
                 (None, None) => false,
             })
             .filter(|r| r.principal.is_match(principal))
-            .map(|r| Arc::clone(&r.providers))
-            .collect();
+        {
+            granted.push(Arc::clone(&rule.providers));
+            if rule.every_operation {
+                every_operation.push(Arc::clone(&rule.providers));
+            }
+        }
         if granted.is_empty() {
             let (_, short) = method_names(served, path);
             return Err(Error::new(
@@ -108,7 +120,7 @@ impl Authorizer {
                 format!("{principal} may not call {short}"),
             ));
         }
-        Ok(Grants::any_of(granted))
+        Ok(Grants::any_of(granted).with_every_operation(every_operation))
     }
 }
 
@@ -146,6 +158,7 @@ mod tests {
                 principal: "reader*".into(),
                 methods: methods.iter().map(|m| m.to_string()).collect(),
                 providers: vec!["kvs-*".into()],
+                operations: OperationScope::Own,
             }],
         )
         .unwrap()
@@ -187,6 +200,33 @@ mod tests {
                 .authorize("writer", "/grpc.health.v1.Health/Check")
                 .is_ok()
         );
+    }
+
+    #[test]
+    fn operations_all_reaches_others_operations_on_its_providers_only() {
+        let rule = |principal: &str, providers: &str, operations| AuthorizationRule {
+            principal: principal.into(),
+            methods: vec!["OperationService/*".into()],
+            providers: vec![providers.into()],
+            operations,
+        };
+        let authz = Authorizer::from_config(
+            AuthMode::ApiKey,
+            &[],
+            &[
+                rule("auditor", "kvs-*", OperationScope::All),
+                rule("*", "*", OperationScope::Own),
+            ],
+        )
+        .unwrap();
+        let path = "/streamgate.v1.OperationService/GetOperation";
+        let auditor = authz.authorize("auditor", path).unwrap();
+        assert!(auditor.every_operation_anywhere());
+        assert!(auditor.every_operation_on("kvs-eu") && !auditor.every_operation_on("local"));
+        assert!(auditor.allows("local"), "its own, through the second rule");
+        let other = authz.authorize("ingest", path).unwrap();
+        assert!(!other.every_operation_anywhere() && !other.every_operation_on("kvs-eu"));
+        assert!(Grants::all().every_operation_on("local"), "auth mode none");
     }
 
     #[test]

@@ -54,6 +54,33 @@ pub struct Runner {
     leases: Arc<Leases>,
 }
 
+/// The id of a new operation on provider instance `provider`: `{provider}.{uuid}`. The
+/// provider in the name lets a call on the operation be authorized from the name alone, before
+/// anything is looked up.
+fn new_id(provider: &str) -> String {
+    // Time-ordered (UUIDv7, 74 random bits): the rows and index entries of operations accepted
+    // together land on the same rightmost B-tree pages, so a group commit writes a few WAL
+    // frames instead of one per index per operation (issue 7 (d)).
+    format!("{provider}.{}", uuid::Uuid::now_v7().simple())
+}
+
+/// The provider instance an operation id names (`{provider}.{uuid}`); `None` for the ids of
+/// operations from before ids named one.
+pub fn named_provider(id: &str) -> Option<&str> {
+    id.split_once('.')
+        .map(|(provider, _)| provider)
+        .filter(|provider| crate::domain::names::check_provider_id(provider).is_ok())
+}
+
+/// The answer for an operation that does not exist, and for one the caller may not see: the
+/// same, so that the answer never tells another principal's operation exists.
+pub fn not_found(id: &str) -> Error {
+    Error::new(
+        Kind::OperationNotFound,
+        format!("operations/{id} does not exist"),
+    )
+}
+
 /// A digest of a request, to tell a retry from a different request with the same request_id.
 pub fn fingerprint(request: &OpRequest) -> String {
     let bytes = serde_json::to_vec(request).unwrap_or_default();
@@ -147,10 +174,7 @@ impl Runner {
     ) -> Result<Operation> {
         let now = now_ms();
         let op = Operation {
-            // Time-ordered (UUIDv7, 74 random bits): the rows and index entries of operations
-            // accepted together land on the same rightmost B-tree pages, so a group commit
-            // writes a few WAL frames instead of one per index per operation (issue 7 (d)).
-            id: uuid::Uuid::now_v7().simple().to_string(),
+            id: new_id(request.provider()),
             fingerprint: fingerprint(&request),
             request,
             principal: principal.to_string(),
@@ -208,12 +232,7 @@ impl Runner {
         if let Some(op) = self.driver.finished.get(id) {
             return Ok(op);
         }
-        self.store().get(id).await?.ok_or_else(|| {
-            Error::new(
-                Kind::OperationNotFound,
-                format!("operations/{id} does not exist"),
-            )
-        })
+        self.store().get(id).await?.ok_or_else(|| not_found(id))
     }
 
     /// Waits until the operation is done or `timeout` passes; returns its latest state.

@@ -75,9 +75,17 @@ pub async fn run(
         transport,
         otel,
         providers,
+        pages,
     } = parts;
     let telemetry = Telemetry::new(otel)?;
     let store = SqlStore::open(&config.store.url).await?;
+    if !pages.configured() && !config.store.url.starts_with("sqlite:") {
+        warn!(
+            variable = %config.auth.page_token_key_env,
+            "no page token key is set: each replica signs page tokens with a key of its own, \
+             and a token one replica gave is refused by the others"
+        );
+    }
     let hub = Arc::new(WatchHub::default());
     let registry = Arc::new(Registry::build(providers, &store, &hub).await?);
     let audit = Audit::new(Arc::new(store.clone()));
@@ -95,6 +103,7 @@ pub async fn run(
         audit,
         hub,
         shutdown: CancellationToken::new(),
+        pages,
     });
 
     let (health, health_service) = tonic_health::server::health_reporter();

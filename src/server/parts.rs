@@ -8,6 +8,7 @@
 use tonic::transport::Server;
 
 use crate::config::{Config, ConfigError, ServerConfig};
+use crate::domain::PageTokens;
 use crate::middleware::Security;
 use crate::providers::Prepared;
 use crate::telemetry::otel::OtelSettings;
@@ -26,6 +27,8 @@ pub struct Parts {
     pub(super) otel: OtelSettings,
     /// Every provider instance's settings, parsed and checked.
     pub(super) providers: Prepared,
+    /// The page token signer, keyed per `[auth] page_token_key_env`.
+    pub(super) pages: PageTokens,
 }
 
 impl Parts {
@@ -44,12 +47,17 @@ impl Parts {
             &config.server,
         )?;
         let otel = OtelSettings::from_env(&config.environment)?;
+        let pages = match config.auth.page_token_key(&config.environment)? {
+            Some(key) => PageTokens::with_key(key),
+            None => PageTokens::with_random_key(),
+        };
         Ok(Parts {
             config: config.clone(),
             security,
             transport,
             otel,
             providers,
+            pages,
         })
     }
 }

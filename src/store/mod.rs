@@ -37,6 +37,8 @@ pub struct Lease {
 /// Filters of ListOperations.
 #[derive(Clone, Debug, Default)]
 pub struct OperationFilter {
+    /// Only operations this principal started.
+    pub principal: Option<String>,
     /// Only done (true) or unfinished (false) operations.
     pub done: Option<bool>,
     /// Only operations of this method.

@@ -6,6 +6,7 @@
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::AnyPool;
@@ -15,6 +16,11 @@ use super::batch::{Db, Row, Statement};
 use super::{Inserted, Lease, OperationFilter, OperationStore};
 use crate::domain::Operation;
 use crate::error::{Error, Result};
+
+/// How long a statement waits for a PostgreSQL connection: a refused connection is retried
+/// until then, and the call answers STORE_UNAVAILABLE, instead of holding its caller (and an
+/// in-flight permit) for sqlx's 30 s.
+const POSTGRES_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The embedded migrations, run at every start.
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("src/store/migrations");
@@ -98,6 +104,11 @@ impl SqlStore {
             // A SQLite connection is a file the process holds open: pinging it before every
             // statement only doubled the hand-offs to its worker thread.
             .test_before_acquire(!sqlite)
+            .acquire_timeout(if sqlite {
+                Duration::from_secs(30)
+            } else {
+                POSTGRES_ACQUIRE_TIMEOUT
+            })
             .after_connect(|conn, _meta| {
                 Box::pin(async move {
                     if conn.backend_name() == "SQLite" {
@@ -258,6 +269,9 @@ impl OperationStore for SqlStore {
             n += 1;
             format!("${n}")
         };
+        if filter.principal.is_some() {
+            sql += &format!(" AND principal = {}", next());
+        }
         if filter.done.is_some() {
             sql += &format!(" AND done = {}", next());
         }
@@ -273,6 +287,9 @@ impl OperationStore for SqlStore {
         }
         sql += &format!(" ORDER BY create_time_ms DESC, id DESC LIMIT {}", next());
         let mut query = sqlx::query(&sql);
+        if let Some(principal) = &filter.principal {
+            query = query.bind(principal.clone());
+        }
         if let Some(done) = filter.done {
             query = query.bind(i64::from(done));
         }

@@ -108,6 +108,9 @@ def check_k8s(deploy: pathlib.Path) -> None:
     jwt_env = config["auth"].get("jwt", {}).get("hs256_secret_env")
     if jwt_env:
         check(jwt_env in env, f"[auth.jwt] hs256_secret_env {jwt_env} is not in the container env")
+    # Replicas share one PostgreSQL: each must sign page tokens with the same key.
+    page_env = config["auth"].get("page_token_key_env", "STREAMGATE_PAGE_TOKEN_KEY")
+    check(page_env in env, f"[auth] page_token_key_env {page_env} is not in the container env")
     if any(p["kind"] == "aliyun-vod" and "access_key_id" not in p for p in config["providers"]):
         for name in ("ALIBABA_CLOUD_ACCESS_KEY_ID", "ALIBABA_CLOUD_ACCESS_KEY_SECRET"):
             check(name in env, f"an aliyun-vod provider needs {name} in the container env")

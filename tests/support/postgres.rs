@@ -140,6 +140,15 @@ impl Postgres {
     }
 }
 
+impl Postgres {
+    /// Stops the server at once (`-m immediate`), as a crash or an outage would: its clients'
+    /// connections drop and new ones are refused.
+    pub fn stop(&self) {
+        let data = self.data().display().to_string();
+        self.run("pg_ctl", &["-D", &data, "-m", "immediate", "-w", "stop"]);
+    }
+}
+
 impl Drop for Postgres {
     fn drop(&mut self) {
         let data = self.data().display().to_string();
