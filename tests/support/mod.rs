@@ -223,6 +223,11 @@ pub async fn wait_on(
         .into_inner()
 }
 
+/// The operation once done: `op` itself when it already is, else waited for (up to 30 s).
+pub async fn done(server: &TestServer, op: streamgate::pb::Operation) -> streamgate::pb::Operation {
+    if op.done { op } else { wait(server, &op).await }
+}
+
 /// The status of a failed operation, rebuilt with its details so they can be read.
 pub fn op_error(op: &streamgate::pb::Operation) -> tonic::Status {
     let Some(streamgate::pb::operation::Result::Error(status)) = &op.result else {
