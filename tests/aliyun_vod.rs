@@ -53,13 +53,6 @@ fn jobs(prefix: &str, n: usize) -> Vec<String> {
     (0..n).map(|i| format!("{prefix}{i:02}")).collect()
 }
 
-async fn wait(server: &TestServer, op: pb::Operation) -> pb::Operation {
-    if op.done {
-        return op;
-    }
-    support::wait(server, &op).await
-}
-
 async fn delete(server: &TestServer, name: &str) -> pb::Operation {
     let op = server
         .streams()
@@ -70,7 +63,7 @@ async fn delete(server: &TestServer, name: &str) -> pb::Operation {
         .await
         .unwrap()
         .into_inner();
-    wait(server, op).await
+    support::done(server, op).await
 }
 
 async fn batch_delete(server: &TestServer, parent: &str, names: &[String]) -> pb::Operation {
@@ -84,7 +77,7 @@ async fn batch_delete(server: &TestServer, parent: &str, names: &[String]) -> pb
         .await
         .unwrap()
         .into_inner();
-    let op = wait(server, op).await;
+    let op = support::done(server, op).await;
     assert!(op.done, "{op:?}");
     op
 }
@@ -758,22 +751,22 @@ async fn binary(dir: &std::path::Path, entry: &str, env: &[(&str, &str)]) -> Bin
     gateway
 }
 
+/// grpcurl's output of `streamgate.v1.{method}` on `addr`, off the runtime's threads.
 async fn grpcurl(addr: std::net::SocketAddr, method: &str, body: String) -> Output {
     let method = format!("streamgate.v1.{method}");
     tokio::task::spawn_blocking(move || {
-        Command::new(venv_tool("grpcurl"))
-            .args(["-plaintext", "-d", &body, &addr.to_string(), &method])
-            .output()
-            .unwrap()
+        support::grpcurl(&["-d", &body, &addr.to_string(), &method])
     })
     .await
     .unwrap()
 }
 
+/// [`support::grpcurl_json`], off the runtime's threads.
 async fn grpcurl_json(addr: std::net::SocketAddr, method: &str, body: String) -> serde_json::Value {
-    let output = grpcurl(addr, method, body).await;
-    assert!(output.status.success(), "{}", output_text(&output));
-    serde_json::from_slice(&output.stdout).unwrap()
+    let method = method.to_string();
+    tokio::task::spawn_blocking(move || support::grpcurl_json(&addr.to_string(), &method, &body))
+        .await
+        .unwrap()
 }
 
 /// The finished operation, waited for with grpcurl.

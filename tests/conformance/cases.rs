@@ -2,7 +2,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use streamgate::pb;
 use streamgate::pb::stream::State;
@@ -13,7 +13,8 @@ use tonic_types::StatusExt;
 use crate::kinds::{BadRequest, Kind, Peer, Subject};
 use crate::support::kvs_fake::Windows;
 use crate::support::{
-    Binary, TestServer, done, info_metadata, op_error, reason, violated_fields, wait_on,
+    Binary, TestServer, done, info_metadata, op_error, reason, step, until_on, violated_fields,
+    wait_on,
 };
 
 type Run = fn(Subject) -> Pin<Box<dyn Future<Output = ()> + Send>>;
@@ -642,34 +643,6 @@ async fn next(
         .unwrap()
 }
 
-/// Polls the operation `name` through `channel` until `ready` holds of it (at most 20 s).
-async fn until(
-    channel: &tonic::transport::Channel,
-    name: &str,
-    ready: impl Fn(&pb::Operation) -> bool,
-) -> pb::Operation {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let op =
-            streamgate::pb::operation_service_client::OperationServiceClient::new(channel.clone())
-                .get_operation(pb::GetOperationRequest {
-                    name: name.to_string(),
-                })
-                .await
-                .unwrap()
-                .into_inner();
-        if ready(&op) {
-            return op;
-        }
-        assert!(Instant::now() < deadline, "never there: {op:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-fn step(op: &pb::Operation) -> &str {
-    op.metadata.as_ref().map(|m| m.step.as_str()).unwrap_or("")
-}
-
 async fn kill_9_resumes(s: Subject) {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("streamgate.toml");
@@ -710,7 +683,7 @@ async fn kill_9_resumes(s: Subject) {
                 .await
                 .unwrap()
                 .into_inner();
-            until(&channel, &op.name, |op| step(op) == "creating").await
+            until_on(&channel, &op.name, |op| step(op) == "creating").await
         }
         Peer::Kvs(fake) => {
             fake.fake.set_windows(Windows {
@@ -722,7 +695,7 @@ async fn kill_9_resumes(s: Subject) {
                 .await
                 .unwrap()
                 .into_inner();
-            until(&channel, &op.name, |op| !op.done && fake.fake.has("crash")).await
+            until_on(&channel, &op.name, |op| !op.done && fake.fake.has("crash")).await
         }
         Peer::Streaming(fake) => {
             fake.add("ECRASH", true, "");
@@ -732,7 +705,7 @@ async fn kill_9_resumes(s: Subject) {
                 .await
                 .unwrap()
                 .into_inner();
-            until(&channel, &op.name, |op| step(op) == "waiting").await
+            until_on(&channel, &op.name, |op| step(op) == "waiting").await
         }
         Peer::Moto(moto, _) => {
             moto.keep_distributions_in_progress(40);
@@ -754,7 +727,7 @@ async fn kill_9_resumes(s: Subject) {
                 .await
                 .unwrap()
                 .into_inner();
-            until(&channel, &op.name, |op| step(op) == "waiting").await
+            until_on(&channel, &op.name, |op| step(op) == "waiting").await
         }
         Peer::Vod(_) => unreachable!("gated"),
     };
