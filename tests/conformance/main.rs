@@ -156,6 +156,17 @@ fn table(columns: &[Vec<Outcome>]) -> String {
     text
 }
 
+/// A kind added to the build without a row in `kinds.rs` would go untested: the suite's kinds
+/// are exactly the registry's.
+#[test]
+fn every_kind_the_build_serves_is_in_the_table() {
+    let mut served: Vec<&str> = streamgate::providers::kinds().collect();
+    let mut tested: Vec<&str> = Kind::ALL.iter().map(|k| k.label()).collect();
+    served.sort_unstable();
+    tested.sort_unstable();
+    assert_eq!(tested, served);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_kind_conforms() {
     let tasks: Vec<_> = Kind::ALL
