@@ -12,7 +12,10 @@ use streamgate::pb;
 use streamgate::pb::stream::State;
 use support::cloudfront_fake::{StreamingFake, body_enabled};
 use support::moto::{AWS_ENV, Moto};
-use support::{TestServer, failure, grpcurl_follow, grpcurl_json, reason, step, until_step, wait};
+use support::{
+    TestServer, failure, grpcurl_follow, grpcurl_json, info_metadata, reason, step, until_step,
+    wait,
+};
 use tonic::Code;
 
 fn streaming_provider(fake: &StreamingFake, poll: &str) -> String {
@@ -356,13 +359,11 @@ async fn missing_distributions_are_not_found_unless_allowed() {
         .unwrap_err();
     assert_eq!(status.code(), Code::NotFound);
     assert_eq!(reason(&status), "STREAM_NOT_FOUND");
-    let info = tonic_types::StatusExt::get_error_details(&status);
-    let info = info.error_info().unwrap();
     assert_eq!(
-        info.metadata["provider_code"],
+        info_metadata(&status, "provider_code"),
         "NoSuchStreamingDistribution"
     );
-    assert!(info.metadata["provider_request_id"].starts_with("fake-"));
+    assert!(info_metadata(&status, "provider_request_id").starts_with("fake-"));
 }
 
 #[tokio::test]
@@ -1114,11 +1115,7 @@ async fn web_distribution_delete_on_moto_waits_for_deployed_and_resumes_after_a_
         .await
         .unwrap_err();
     assert_eq!(gone.code(), Code::NotFound);
-    let info = tonic_types::StatusExt::get_error_details(&gone);
-    assert_eq!(
-        info.error_info().unwrap().metadata["provider_code"],
-        "NoSuchDistribution"
-    );
+    assert_eq!(info_metadata(&gone, "provider_code"), "NoSuchDistribution");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
