@@ -10,7 +10,7 @@ use streamgate::pb::watch_stream_response::ChangeType;
 use tonic::Code;
 use tonic_types::StatusExt;
 
-use crate::kinds::{BadRequest, Kind, Peer, Subject};
+use crate::kinds::{BadRequest, Kind, Peer, Subject, local_stream, web_stream};
 use crate::support::kvs_fake::Windows;
 use crate::support::{
     Binary, TestServer, done, info_metadata, op_error, reason, step, until_on, violated_fields,
@@ -555,11 +555,7 @@ async fn state_windows(s: Subject) {
                 .create_stream(pb::CreateStreamRequest {
                     parent: s.parent(),
                     stream_id: "windows".into(),
-                    stream: Some(pb::Stream {
-                        media_type: "video/h264".into(),
-                        data_retention_hours: 24,
-                        ..Default::default()
-                    }),
+                    stream: Some(local_stream()),
                     ..Default::default()
                 })
                 .await
@@ -670,16 +666,11 @@ async fn kill_9_resumes(s: Subject) {
         request_id: format!("kill-{id}"),
         ..Default::default()
     };
-    let kvs_stream = pb::Stream {
-        media_type: "video/h264".into(),
-        data_retention_hours: 24,
-        ..Default::default()
-    };
     // Start the kind's long-running workflow and bring it to where it waits.
     let op = match &s.peer {
         Peer::None => {
             let op = streams
-                .create_stream(create(s.parent(), "crash", kvs_stream))
+                .create_stream(create(s.parent(), "crash", local_stream()))
                 .await
                 .unwrap()
                 .into_inner();
@@ -691,7 +682,7 @@ async fn kill_9_resumes(s: Subject) {
                 ..Windows::default()
             });
             let op = streams
-                .create_stream(create(s.parent(), "crash", kvs_stream))
+                .create_stream(create(s.parent(), "crash", local_stream()))
                 .await
                 .unwrap()
                 .into_inner();
@@ -710,7 +701,7 @@ async fn kill_9_resumes(s: Subject) {
         Peer::Moto(moto, _) => {
             moto.keep_distributions_in_progress(40);
             let op = streams
-                .create_stream(create(s.parent(), "crash", web_origin()))
+                .create_stream(create(s.parent(), "crash", web_stream("crash")))
                 .await
                 .unwrap()
                 .into_inner();
@@ -768,22 +759,5 @@ async fn kill_9_resumes(s: Subject) {
             assert_eq!(creates, changes_before, "no second CreateStream");
         }
         _ => {}
-    }
-}
-
-/// The stream body of a `cloudfront` create on moto.
-fn web_origin() -> pb::Stream {
-    pb::Stream {
-        details: Some(pb::stream::Details::Cloudfront(
-            pb::CloudFrontStreamDetails {
-                origin: Some(pb::CloudFrontOrigin {
-                    r#type: pb::cloud_front_origin::Type::S3 as i32,
-                    domain_name: "media.s3.amazonaws.com".into(),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            },
-        )),
-        ..Default::default()
     }
 }

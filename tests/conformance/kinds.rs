@@ -435,7 +435,7 @@ impl Subject {
 }
 
 /// The stream body of a `local` or `kinesis-video` create.
-fn local_stream() -> pb::Stream {
+pub fn local_stream() -> pb::Stream {
     pb::Stream {
         media_type: "video/h264".into(),
         data_retention_hours: 24,
@@ -444,7 +444,7 @@ fn local_stream() -> pb::Stream {
 }
 
 /// The stream body of a `cloudfront` create (an S3 origin).
-fn web_stream(tag: &str) -> pb::Stream {
+pub fn web_stream(tag: &str) -> pb::Stream {
     pb::Stream {
         details: Some(pb::stream::Details::Cloudfront(
             pb::CloudFrontStreamDetails {

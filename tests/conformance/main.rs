@@ -64,7 +64,7 @@ impl Outcome {
             Outcome::Pass => "pass".to_string(),
             Outcome::NotApplicable(why) => format!("n/a ({why})"),
             Outcome::Fail(_) => "**FAIL**".to_string(),
-            Outcome::Known => "**FAIL** (known, see below)".to_string(),
+            Outcome::Known => "**FAIL** (known)".to_string(),
         }
     }
 }
