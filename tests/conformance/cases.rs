@@ -108,10 +108,7 @@ pub const ALL: [Case; 13] = [
     // must not see.
     Case {
         name: "kill -9 mid-operation resumes (binary)",
-        applies: |k, _| match k {
-            Kind::AliyunVod => Err("no long-running workflow".into()),
-            _ => Ok(()),
-        },
+        applies: |_, _| Ok(()),
         run: |s| Box::pin(kill_9_resumes(s)),
     },
 ];
@@ -643,8 +640,13 @@ async fn kill_9_resumes(s: Subject) {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("streamgate.toml");
     let mut providers = s.providers();
-    if s.kind == Kind::Local {
-        providers = providers.replace("create_delay = \"0s\"", "create_delay = \"1500ms\"");
+    match s.kind {
+        Kind::Local => {
+            providers = providers.replace("create_delay = \"0s\"", "create_delay = \"1500ms\"")
+        }
+        // One DeleteStream call a second: a batch of three calls lasts two seconds.
+        Kind::AliyunVod => providers.push_str("delete_stream_qps = 1\n"),
+        _ => {}
     }
     std::fs::write(
         &config,
@@ -720,7 +722,23 @@ async fn kill_9_resumes(s: Subject) {
                 .into_inner();
             until_on(&channel, &op.name, |op| step(op) == "waiting").await
         }
-        Peer::Vod(_) => unreachable!("gated"),
+        Peer::Vod(fake) => {
+            let jobs: Vec<String> = (0..45).map(|i| format!("job-{i:02}")).collect();
+            fake.add_video("v1", &jobs.iter().map(String::as_str).collect::<Vec<_>>());
+            let op = streams
+                .batch_delete_streams(pb::BatchDeleteStreamsRequest {
+                    parent: s.parent(),
+                    names: jobs.iter().map(|j| s.name(j)).collect(),
+                    request_id: "kill-batch".into(),
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            until_on(&channel, &op.name, |_| {
+                !fake.calls("DeleteStream").is_empty()
+            })
+            .await
+        }
     };
     assert!(!op.done, "killed mid-operation: {op:?}");
     first.signal("KILL");
@@ -731,6 +749,11 @@ async fn kill_9_resumes(s: Subject) {
             fake.requests().iter().filter(|r| r.method == "PUT").count()
         }
         Peer::Kvs(fake) => fake.fake.requests_of("createStream").len(),
+        Peer::Vod(fake) => {
+            let left = fake.streams("v1").unwrap_or_default();
+            assert!(!left.is_empty(), "killed before the batch's last call");
+            0
+        }
         _ => 0,
     };
 
@@ -746,7 +769,14 @@ async fn kill_9_resumes(s: Subject) {
             assert_eq!(stream.state, State::Active as i32);
         }
         Peer::Streaming(_) | Peer::Moto(..) => assert!(existed(&finished), "{finished:?}"),
-        Peer::Vod(_) => unreachable!("gated"),
+        Peer::Vod(fake) => {
+            let Some(pb::operation::Result::BatchDeleteStreams(batch)) = &finished.result else {
+                panic!("{finished:?}");
+            };
+            assert_eq!(batch.results.len(), 45);
+            assert!(batch.results.iter().all(|r| r.deleted), "{batch:?}");
+            assert_eq!(fake.streams("v1"), Some(vec![]), "every stream deleted");
+        }
     }
     match &s.peer {
         Peer::Streaming(fake) => {
