@@ -1,7 +1,8 @@
 //! The conformance suite: the behaviours every provider kind shares, written once and run
 //! against every kind through its fake or emulator (the table in `kinds.rs`). Each case is
-//! gated on the kind's Capability as ProviderService reports it to a caller; a case that does
-//! not apply is reported "n/a" with the reason, never passed silently. The suite prints the
+//! gated on the kind's Capability as ProviderService reports it to a caller (or, for the
+//! provider's throttling, 5xx and passing states, on whether the kind has them); a case that
+//! does not apply is reported "n/a" with the reason, never passed silently. The suite prints the
 //! case × kind table and writes it to `target/conformance.md`; any failing case fails the test.
 //!
 //! Kinds run side by side, the cases of one kind one after another, each on a fresh peer and
