@@ -13,7 +13,7 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use streamgate::pb;
-use support::{Binary, TestServer, op_error, output_text, reason, venv_tool};
+use support::{Binary, TestServer, info_metadata, op_error, output_text, reason, venv_tool};
 use tonic::Code;
 use tonic_types::StatusExt;
 use vod::FakeVod;
@@ -53,13 +53,6 @@ fn jobs(prefix: &str, n: usize) -> Vec<String> {
     (0..n).map(|i| format!("{prefix}{i:02}")).collect()
 }
 
-async fn wait(server: &TestServer, op: pb::Operation) -> pb::Operation {
-    if op.done {
-        return op;
-    }
-    support::wait(server, &op).await
-}
-
 async fn delete(server: &TestServer, name: &str) -> pb::Operation {
     let op = server
         .streams()
@@ -70,7 +63,7 @@ async fn delete(server: &TestServer, name: &str) -> pb::Operation {
         .await
         .unwrap()
         .into_inner();
-    wait(server, op).await
+    support::done(server, op).await
 }
 
 async fn batch_delete(server: &TestServer, parent: &str, names: &[String]) -> pb::Operation {
@@ -84,7 +77,7 @@ async fn batch_delete(server: &TestServer, parent: &str, names: &[String]) -> pb
         .await
         .unwrap()
         .into_inner();
-    let op = wait(server, op).await;
+    let op = support::done(server, op).await;
     assert!(op.done, "{op:?}");
     op
 }
@@ -310,9 +303,11 @@ async fn gets_and_lists_the_streams_of_a_video_through_get_play_info() {
         .await
         .unwrap_err();
     assert_eq!(reason(&no_video), "VIDEO_NOT_FOUND");
-    let info = no_video.get_error_details().error_info().unwrap().clone();
-    assert_eq!(info.metadata["provider_code"], "InvalidVideo.NotFound");
-    assert!(info.metadata["provider_request_id"].starts_with("FAKE-"));
+    assert_eq!(
+        info_metadata(&no_video, "provider_code"),
+        "InvalidVideo.NotFound"
+    );
+    assert!(info_metadata(&no_video, "provider_request_id").starts_with("FAKE-"));
 
     let whole_provider = streams
         .list_streams(pb::ListStreamsRequest {
@@ -416,11 +411,13 @@ async fn delete_stream_deletes_and_a_missing_one_is_not_found_with_the_request_i
     let missing = delete(&server, &stream_name("v1", "j1")).await;
     let status = op_error(&missing);
     assert_eq!(status.code(), Code::NotFound);
-    let info = status.get_error_details().error_info().unwrap().clone();
-    assert_eq!(info.reason, "STREAM_NOT_FOUND");
-    assert_eq!(info.metadata["provider_code"], "InvalidStream.NotFound");
+    assert_eq!(reason(&status), "STREAM_NOT_FOUND");
     assert_eq!(
-        info.metadata["provider_request_id"],
+        info_metadata(&status, "provider_code"),
+        "InvalidStream.NotFound"
+    );
+    assert_eq!(
+        info_metadata(&status, "provider_request_id"),
         fake.calls("DeleteStream")[1].request_id
     );
 
@@ -547,10 +544,9 @@ async fn provider_codes_map_to_the_taxonomy() {
         fake.fail_next("DeleteStream", code, 1);
         let status = op_error(&delete(&server, &stream_name("v1", "j1")).await);
         assert_eq!(status.code(), grpc, "{code}: {status:?}");
-        let info = status.get_error_details().error_info().unwrap().clone();
-        assert_eq!(info.reason, expected, "{code}");
-        assert_eq!(info.metadata["provider_code"], code);
-        assert_eq!(info.metadata["provider"], PROVIDER);
+        assert_eq!(reason(&status), expected, "{code}");
+        assert_eq!(info_metadata(&status, "provider_code"), code);
+        assert_eq!(info_metadata(&status, "provider"), PROVIDER);
     }
     assert_eq!(fake.streams("v1").unwrap(), ["j1"]);
 }
@@ -636,8 +632,10 @@ async fn a_video_whose_status_is_not_normal_is_not_ready_and_its_streams_are_sti
         .unwrap_err();
     assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
     assert_eq!(reason(&status), "STREAM_NOT_READY");
-    let info = status.get_error_details().error_info().unwrap().clone();
-    assert_eq!(info.metadata["provider_code"], "Forbidden.IllegalStatus");
+    assert_eq!(
+        info_metadata(&status, "provider_code"),
+        "Forbidden.IllegalStatus"
+    );
     assert!(!status.message().contains("RAM"), "{}", status.message());
 
     // DeleteStream works on such a video: a batch sends its names all the same.
@@ -794,22 +792,22 @@ async fn binary(dir: &std::path::Path, entry: &str, env: &[(&str, &str)]) -> Bin
     gateway
 }
 
+/// grpcurl's output of `streamgate.v1.{method}` on `addr`, off the runtime's threads.
 async fn grpcurl(addr: std::net::SocketAddr, method: &str, body: String) -> Output {
     let method = format!("streamgate.v1.{method}");
     tokio::task::spawn_blocking(move || {
-        Command::new(venv_tool("grpcurl"))
-            .args(["-plaintext", "-d", &body, &addr.to_string(), &method])
-            .output()
-            .unwrap()
+        support::grpcurl(&["-d", &body, &addr.to_string(), &method])
     })
     .await
     .unwrap()
 }
 
+/// [`support::grpcurl_json`], off the runtime's threads.
 async fn grpcurl_json(addr: std::net::SocketAddr, method: &str, body: String) -> serde_json::Value {
-    let output = grpcurl(addr, method, body).await;
-    assert!(output.status.success(), "{}", output_text(&output));
-    serde_json::from_slice(&output.stdout).unwrap()
+    let method = method.to_string();
+    tokio::task::spawn_blocking(move || support::grpcurl_json(&addr.to_string(), &method, &body))
+        .await
+        .unwrap()
 }
 
 /// The finished operation, waited for with grpcurl.

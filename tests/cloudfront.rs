@@ -12,7 +12,10 @@ use streamgate::pb;
 use streamgate::pb::stream::State;
 use support::cloudfront_fake::{StreamingFake, body_enabled};
 use support::moto::{AWS_ENV, Moto};
-use support::{TestServer, reason, wait};
+use support::{
+    TestServer, failure, grpcurl_follow, grpcurl_json, info_metadata, reason, step, until_step,
+    wait,
+};
 use tonic::Code;
 
 fn streaming_provider(fake: &StreamingFake, poll: &str) -> String {
@@ -38,34 +41,6 @@ fn web_provider(moto: &Moto, poll: &str) -> String {
 async fn start_streaming(fake: &StreamingFake, poll: &str) -> TestServer {
     let dir = tempfile::tempdir().unwrap();
     TestServer::start_in_env(dir, &streaming_provider(fake, poll), &AWS_ENV).await
-}
-
-async fn get_op(server: &TestServer, name: &str) -> pb::Operation {
-    server
-        .operations()
-        .get_operation(pb::GetOperationRequest { name: name.into() })
-        .await
-        .unwrap()
-        .into_inner()
-}
-
-fn step(op: &pb::Operation) -> String {
-    op.metadata.as_ref().unwrap().step.clone()
-}
-
-/// The code, reason and message of a failed operation.
-fn failure(op: &pb::Operation) -> (Code, String, String) {
-    match &op.result {
-        Some(pb::operation::Result::Error(status)) => {
-            let status = tonic::Status::with_details(
-                Code::from(status.code),
-                status.message.clone(),
-                prost::Message::encode_to_vec(status).into(),
-            );
-            (status.code(), reason(&status), status.message().to_string())
-        }
-        other => panic!("expected an error, got {other:?}"),
-    }
 }
 
 fn delete(name: &str) -> pb::DeleteStreamRequest {
@@ -384,13 +359,11 @@ async fn missing_distributions_are_not_found_unless_allowed() {
         .unwrap_err();
     assert_eq!(status.code(), Code::NotFound);
     assert_eq!(reason(&status), "STREAM_NOT_FOUND");
-    let info = tonic_types::StatusExt::get_error_details(&status);
-    let info = info.error_info().unwrap();
     assert_eq!(
-        info.metadata["provider_code"],
+        info_metadata(&status, "provider_code"),
         "NoSuchStreamingDistribution"
     );
-    assert!(info.metadata["provider_request_id"].starts_with("fake-"));
+    assert!(info_metadata(&status, "provider_request_id").starts_with("fake-"));
 }
 
 #[tokio::test]
@@ -456,11 +429,7 @@ async fn a_distribution_enabled_again_while_waiting_is_disabled_again() {
         .await
         .unwrap()
         .into_inner();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while step(&get_op(&server, &op.name).await) != "waiting" {
-        assert!(Instant::now() < deadline, "never waiting");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    until_step(&server, &op.name, "waiting").await;
     // Someone enables it behind the gateway's back; it deploys soon after.
     fake.set_polls_after_change(2);
     fake.touch("EAGAIN", true);
@@ -514,15 +483,6 @@ async fn the_wait_for_deployed_is_bounded_by_deploy_timeout() {
         "about 400ms / 50ms polls: {polls}"
     );
     assert!(fake.exists("ESLOW") && !fake.is_enabled("ESLOW"));
-}
-
-/// Waits until the operation `name` is at `wanted`.
-async fn until_step(server: &TestServer, name: &str, wanted: &str) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while step(&get_op(server, name).await) != wanted {
-        assert!(Instant::now() < deadline, "never {wanted}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 #[tokio::test]
@@ -662,11 +622,7 @@ async fn cancel_while_waiting_stops_before_the_delete_and_says_it_stays_disabled
         .await
         .unwrap()
         .into_inner();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while step(&get_op(&server, &op.name).await) != "waiting" {
-        assert!(Instant::now() < deadline, "never waiting");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    until_step(&server, &op.name, "waiting").await;
     let cancelled = server
         .operations()
         .cancel_operation(pb::CancelOperationRequest {
@@ -1129,13 +1085,7 @@ async fn web_distribution_delete_on_moto_waits_for_deployed_and_resumes_after_a_
         .into_inner();
     assert!(!op.done);
     assert_eq!(step(&op), "disabling");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut polled = get_op(&server, &op.name).await;
-    while step(&polled) != "waiting" {
-        assert!(Instant::now() < deadline, "{polled:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        polled = get_op(&server, &op.name).await;
-    }
+    until_step(&server, &op.name, "waiting").await;
     // Moto now has the distribution disabled and still InProgress.
     let seen = server
         .streams()
@@ -1165,43 +1115,7 @@ async fn web_distribution_delete_on_moto_waits_for_deployed_and_resumes_after_a_
         .await
         .unwrap_err();
     assert_eq!(gone.code(), Code::NotFound);
-    let info = tonic_types::StatusExt::get_error_details(&gone);
-    assert_eq!(
-        info.error_info().unwrap().metadata["provider_code"],
-        "NoSuchDistribution"
-    );
-}
-
-/// Runs grpcurl against `addr` and parses its JSON answer.
-fn call(addr: &str, method: &str, body: &str) -> serde_json::Value {
-    let output = support::grpcurl(&["-d", body, addr, &format!("streamgate.v1.{method}")]);
-    assert!(
-        output.status.success(),
-        "{method}: {}",
-        support::output_text(&output)
-    );
-    serde_json::from_slice(&output.stdout).unwrap()
-}
-
-/// Reads the operation with grpcurl until it is done, collecting the steps it shows.
-fn follow(addr: &str, operation: &str, steps: &mut Vec<String>) -> serde_json::Value {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let op = call(
-            addr,
-            "OperationService/GetOperation",
-            &format!(r#"{{"name": "{operation}"}}"#),
-        );
-        let step = op["metadata"]["step"].as_str().unwrap().to_string();
-        if steps.last() != Some(&step) {
-            steps.push(step);
-        }
-        if op["done"] == true {
-            return op;
-        }
-        assert!(Instant::now() < deadline, "not done: {op}");
-        std::thread::sleep(Duration::from_millis(40));
-    }
+    assert_eq!(info_metadata(&gone, "provider_code"), "NoSuchDistribution");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1226,7 +1140,7 @@ async fn the_binary_deletes_a_streaming_distribution_through_grpcurl_and_survive
     gateway.ready().await;
     let addr = gateway.addr.to_string();
 
-    let op = call(
+    let op = grpcurl_json(
         &addr,
         "StreamService/DeleteStream",
         r#"{"name": "providers/rtmp/streams/EBIN1"}"#,
@@ -1237,7 +1151,7 @@ async fn the_binary_deletes_a_streaming_distribution_through_grpcurl_and_survive
     let done = tokio::task::spawn_blocking({
         let addr = addr.clone();
         move || {
-            let done = follow(&addr, &name, &mut steps);
+            let done = grpcurl_follow(&addr, &name, &mut steps);
             (done, steps)
         }
     })
@@ -1276,7 +1190,7 @@ async fn the_binary_deletes_a_streaming_distribution_through_grpcurl_and_survive
 
     // The second one is still waiting for Deployed when the gateway is killed.
     fake.set_polls_after_change(1000);
-    let op = call(
+    let op = grpcurl_json(
         &addr,
         "StreamService/DeleteStream",
         r#"{"name": "providers/rtmp/streams/EBIN2", "request_id": "kill-9"}"#,
@@ -1284,7 +1198,7 @@ async fn the_binary_deletes_a_streaming_distribution_through_grpcurl_and_survive
     let name = op["name"].as_str().unwrap().to_string();
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let now = call(
+        let now = grpcurl_json(
             &addr,
             "OperationService/GetOperation",
             &format!(r#"{{"name": "{name}"}}"#),
@@ -1312,7 +1226,7 @@ async fn the_binary_deletes_a_streaming_distribution_through_grpcurl_and_survive
     second.ready().await;
     let addr = second.addr.to_string();
     let done = tokio::task::spawn_blocking(move || {
-        call(
+        grpcurl_json(
             &addr,
             "OperationService/WaitOperation",
             &format!(r#"{{"name": "{name}", "timeout": "30s"}}"#),
@@ -1366,7 +1280,7 @@ async fn the_binary_deletes_a_web_distribution_on_moto_through_grpcurl_and_survi
     let (name, created) = tokio::task::spawn_blocking({
         let addr = addr.clone();
         move || {
-            let op = call(
+            let op = grpcurl_json(
                 &addr,
                 "StreamService/CreateStream",
                 r#"{"parent": "providers/web", "stream_id": "edge", "request_id": "web-1",
@@ -1375,7 +1289,7 @@ async fn the_binary_deletes_a_web_distribution_on_moto_through_grpcurl_and_survi
             );
             assert_eq!(op["done"], true, "{op}");
             let stream = op["stream"]["name"].as_str().unwrap().to_string();
-            let deleting = call(
+            let deleting = grpcurl_json(
                 &addr,
                 "StreamService/DeleteStream",
                 &format!(r#"{{"name": "{stream}"}}"#),
@@ -1389,7 +1303,7 @@ async fn the_binary_deletes_a_web_distribution_on_moto_through_grpcurl_and_survi
     .unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let now = call(
+        let now = grpcurl_json(
             &addr,
             "OperationService/GetOperation",
             &format!(r#"{{"name": "{name}"}}"#),
@@ -1400,7 +1314,7 @@ async fn the_binary_deletes_a_web_distribution_on_moto_through_grpcurl_and_survi
         assert!(Instant::now() < deadline, "{now}");
         tokio::time::sleep(Duration::from_millis(40)).await;
     }
-    let disabled = call(
+    let disabled = grpcurl_json(
         &addr,
         "StreamService/GetStream",
         &format!(r#"{{"name": "{created}"}}"#),
@@ -1415,7 +1329,7 @@ async fn the_binary_deletes_a_web_distribution_on_moto_through_grpcurl_and_survi
     let addr = second.addr.to_string();
     let (done, gone) = tokio::task::spawn_blocking(move || {
         let mut steps = Vec::new();
-        let done = follow(&addr, &name, &mut steps);
+        let done = grpcurl_follow(&addr, &name, &mut steps);
         let gone = support::grpcurl(&[
             "-d",
             &format!(r#"{{"name": "{created}"}}"#),
@@ -1451,7 +1365,7 @@ async fn a_put_cut_off_by_kill_9_is_not_repeated_after_the_restart() {
     let mut gateway = support::Binary::spawn_with_env(&config, dir.path(), "first", &AWS_ENV);
     gateway.ready().await;
     let addr = gateway.addr.to_string();
-    let op = call(
+    let op = grpcurl_json(
         &addr,
         "StreamService/DeleteStream",
         r#"{"name": "providers/rtmp/streams/ECUT"}"#,
@@ -1473,12 +1387,12 @@ async fn a_put_cut_off_by_kill_9_is_not_repeated_after_the_restart() {
     second.ready().await;
     let addr = second.addr.to_string();
     let (resumed, done) = tokio::task::spawn_blocking(move || {
-        let resumed = call(
+        let resumed = grpcurl_json(
             &addr,
             "OperationService/GetOperation",
             &format!(r#"{{"name": "{name}"}}"#),
         );
-        let done = call(
+        let done = grpcurl_json(
             &addr,
             "OperationService/WaitOperation",
             &format!(r#"{{"name": "{name}", "timeout": "30s"}}"#),

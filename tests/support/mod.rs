@@ -1,6 +1,7 @@
 //! The test harness: the gateway in-process through `server::run` on 127.0.0.1:0, or the real
-//! binary as a child process, and helpers to read rich error details; an OTLP receiver and a
-//! metrics scraper for the telemetry suite.
+//! binary as a child process; the helpers every suite shares to wait for, poll and follow an
+//! operation (gRPC or grpcurl) and to read rich error details; an OTLP receiver and a metrics
+//! scraper for the telemetry suite.
 
 #![allow(dead_code)]
 
@@ -223,6 +224,65 @@ pub async fn wait_on(
         .into_inner()
 }
 
+/// The operation once done: `op` itself when it already is, else waited for (up to 30 s).
+pub async fn done(server: &TestServer, op: streamgate::pb::Operation) -> streamgate::pb::Operation {
+    if op.done { op } else { wait(server, &op).await }
+}
+
+/// The operation `name` as it is now.
+pub async fn get_op(server: &TestServer, name: &str) -> streamgate::pb::Operation {
+    get_op_on(&server.channel, name).await
+}
+
+/// Like [`get_op`], through any channel (e.g. to a binary).
+pub async fn get_op_on(channel: &Channel, name: &str) -> streamgate::pb::Operation {
+    OperationServiceClient::new(channel.clone())
+        .get_operation(streamgate::pb::GetOperationRequest {
+            name: name.to_string(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+/// The step an operation is at.
+pub fn step(op: &streamgate::pb::Operation) -> String {
+    op.metadata.as_ref().unwrap().step.clone()
+}
+
+/// Polls the operation `name` through `channel` until `ready` holds of it (at most 20 s), and
+/// returns it as it is then.
+pub async fn until_on(
+    channel: &Channel,
+    name: &str,
+    ready: impl Fn(&streamgate::pb::Operation) -> bool,
+) -> streamgate::pb::Operation {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let op = get_op_on(channel, name).await;
+        if ready(&op) {
+            return op;
+        }
+        assert!(Instant::now() < deadline, "never there: {op:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Waits until the operation `name` is at step `wanted`.
+pub async fn until_step(
+    server: &TestServer,
+    name: &str,
+    wanted: &str,
+) -> streamgate::pb::Operation {
+    until_on(&server.channel, name, |op| step(op) == wanted).await
+}
+
+/// The code, ErrorInfo reason and message of a failed operation.
+pub fn failure(op: &streamgate::pb::Operation) -> (tonic::Code, String, String) {
+    let status = op_error(op);
+    (status.code(), reason(&status), status.message().to_string())
+}
+
 /// The status of a failed operation, rebuilt with its details so they can be read.
 pub fn op_error(op: &streamgate::pb::Operation) -> tonic::Status {
     let Some(streamgate::pb::operation::Result::Error(status)) = &op.result else {
@@ -412,6 +472,40 @@ pub fn output_text(output: &std::process::Output) -> String {
 /// The repository root.
 pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Calls `streamgate.v1.{method}` on `addr` with grpcurl and parses its JSON answer (the
+/// call must succeed).
+pub fn grpcurl_json(addr: &str, method: &str, body: &str) -> serde_json::Value {
+    let output = grpcurl(&["-d", body, addr, &format!("streamgate.v1.{method}")]);
+    assert!(
+        output.status.success(),
+        "{method}: {}",
+        output_text(&output)
+    );
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+/// Reads the operation with grpcurl until it is done (at most 30 s), collecting the steps it
+/// shows on the way.
+pub fn grpcurl_follow(addr: &str, operation: &str, steps: &mut Vec<String>) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let op = grpcurl_json(
+            addr,
+            "OperationService/GetOperation",
+            &format!(r#"{{"name": "{operation}"}}"#),
+        );
+        let step = op["metadata"]["step"].as_str().unwrap().to_string();
+        if steps.last() != Some(&step) {
+            steps.push(step);
+        }
+        if op["done"] == true {
+            return op;
+        }
+        assert!(Instant::now() < deadline, "not done: {op}");
+        std::thread::sleep(Duration::from_millis(40));
+    }
 }
 
 /// Runs grpcurl 1.8.6 from the test venv in plaintext mode.
