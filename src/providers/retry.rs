@@ -31,7 +31,8 @@ impl Default for RetryPolicy {
 }
 
 /// Calls `call` until it succeeds, fails permanently, runs out of attempts, or the next
-/// backoff would end past the caller's deadline.
+/// backoff and another attempt as long as the last would end past the caller's deadline (so
+/// the caller hears the provider's error, not its own timeout).
 pub async fn retry<T, F, Fut>(policy: RetryPolicy, mut call: F) -> Result<T>
 where
     F: FnMut() -> Fut,
@@ -44,12 +45,14 @@ where
         .with_max_times(policy.max_attempts.saturating_sub(1))
         .build();
     loop {
+        let started = std::time::Instant::now();
         match call().await {
             Err(e) if e.is_temporary() => {
                 let Some(delay) = delays.next() else {
                     return Err(e.persistent());
                 };
-                if crate::deadline::remaining().is_some_and(|left| left <= delay) {
+                let next_ends = delay + started.elapsed();
+                if crate::deadline::remaining().is_some_and(|left| left <= next_ends) {
                     return Err(e.persistent());
                 }
                 tracing::debug!(error = %e, ?delay, "provider call failed; retrying");
@@ -138,8 +141,34 @@ mod tests {
         })
         .await
         .unwrap_err();
-        assert!(started.elapsed() < Duration::from_millis(100));
-        assert!(calls.load(Ordering::SeqCst) >= 2);
+        // Without the deadline, 100 attempts 40 ms apart: 4 s. (The bound leaves a loaded
+        // machine's late wake-ups room; the decision itself is made before the deadline.)
+        assert!(started.elapsed() < Duration::from_secs(1));
+        assert!((2..=3).contains(&calls.load(Ordering::SeqCst)));
         assert_eq!(error.kind(), Kind::ProviderThrottled);
+    }
+
+    #[tokio::test]
+    async fn leaves_room_for_an_attempt_as_long_as_the_last() {
+        let calls = AtomicUsize::new(0);
+        let policy = RetryPolicy {
+            max_attempts: 100,
+            min_delay: Duration::from_millis(10),
+            max_delay: Duration::from_millis(10),
+        };
+        // Each attempt takes 60 ms: after the first (60 ms in), 10 ms of backoff and another
+        // 60 ms attempt would end at 130 ms, past the 100 ms deadline.
+        let error = crate::deadline::scope(Some(Duration::from_millis(100)), async {
+            retry(policy, || async {
+                calls.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(60)).await;
+                Err::<(), _>(throttled())
+            })
+            .await
+        })
+        .await
+        .unwrap_err();
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        assert!(!error.is_temporary());
     }
 }
