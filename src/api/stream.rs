@@ -69,6 +69,7 @@ impl StreamApi {
             return Ok(convert::operation(&existing));
         }
         // AIP-163 as the design fixes it: every check of the gateway, no provider call.
+        provider.validate(&op)?;
         if validate_only {
             return Ok(convert::validated(&op, None));
         }

@@ -70,8 +70,16 @@ pub trait Provider: Send + Sync {
     async fn get_stream(&self, name: &StreamName) -> Result<Stream>;
     /// Lists streams under `parent`.
     async fn list_streams(&self, parent: &ParentName, query: &ListQuery) -> Result<Page<Stream>>;
-    /// Read-only checks made while the caller waits, before the operation is recorded
-    /// (existence, etags), so that obvious failures come back as the call's own status.
+    /// The kind's own checks of a request that need no provider call (fields the kind does
+    /// not have, the form of its etags), made for `validate_only` requests too, so that a
+    /// dry run refuses what the real call would.
+    fn validate(&self, request: &OpRequest) -> Result<()> {
+        let _ = request;
+        Ok(())
+    }
+    /// Read-only provider checks made while the caller waits, after [`Provider::validate`]
+    /// and before the operation is recorded (existence, etags), so that obvious failures come
+    /// back as the call's own status. Not made for `validate_only` (no provider call).
     async fn precheck(&self, request: &OpRequest) -> Result<()>;
     /// Runs the operation's next step.
     async fn advance(&self, op: &Operation) -> Result<Step>;

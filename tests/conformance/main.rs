@@ -30,12 +30,6 @@ use streamgate::pb;
 /// there, the test fails until the entry is removed, so none outlives its fix.
 const KNOWN: &[(&str, Kind, &str)] = &[
     (
-        "validate_only: no provider call, same verdict",
-        Kind::AliyunVod,
-        "validate_only skips Provider::precheck, where aliyun-vod refuses an etag \
-         (INVALID_ARGUMENT `etag` for the real call, accepted with validate_only)",
-    ),
-    (
         "id outside the kind's pattern → INVALID_ARGUMENT, no provider call",
         Kind::CloudFront,
         "a name whose id breaks the advertised `[A-Z0-9]+` is sent to CloudFront \

@@ -430,7 +430,7 @@ impl Provider for AliyunVodProvider {
         })
     }
 
-    async fn precheck(&self, request: &OpRequest) -> Result<()> {
+    fn validate(&self, request: &OpRequest) -> Result<()> {
         match request {
             OpRequest::Create { .. } | OpRequest::Update { .. } => Err(self.unsupported(request)),
             OpRequest::Delete { name, etag, .. } => {
@@ -448,6 +448,11 @@ impl Provider for AliyunVodProvider {
                 .enumerate()
                 .try_for_each(|(i, name)| self.video(name, &format!("names[{i}]")).map(|_| ())),
         }
+    }
+
+    /// Nothing to read first: VOD answers a missing video or stream to DeleteStream itself.
+    async fn precheck(&self, _request: &OpRequest) -> Result<()> {
+        Ok(())
     }
 
     async fn advance(&self, op: &Operation) -> Result<Step> {

@@ -490,7 +490,7 @@ impl Provider for CloudFrontProvider {
 
     /// No provider call: a delete's first step reads the distribution at once, and its
     /// failures (NOT_FOUND, ABORTED) come back in the operation the call returns.
-    async fn precheck(&self, request: &OpRequest) -> Result<()> {
+    fn validate(&self, request: &OpRequest) -> Result<()> {
         match request {
             OpRequest::Create { spec, .. } => {
                 let mut v = Violations::default();
@@ -531,6 +531,11 @@ impl Provider for CloudFrontProvider {
             }
             OpRequest::Delete { .. } | OpRequest::BatchDelete { .. } => Ok(()),
         }
+    }
+
+    /// Nothing to read first: the workflow reads the distribution and checks the etag itself.
+    async fn precheck(&self, _request: &OpRequest) -> Result<()> {
+        Ok(())
     }
 
     async fn advance(&self, op: &Operation) -> Result<Step> {

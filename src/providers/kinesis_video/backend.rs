@@ -383,6 +383,11 @@ enum Deletion {
     Busy(StreamState),
 }
 
+/// Whether `etag` has the form of a KVS stream Version (`[a-zA-Z0-9]+`, at most 64).
+fn is_version(etag: &str) -> bool {
+    (1..=64).contains(&etag.len()) && etag.bytes().all(|b| b.is_ascii_alphanumeric())
+}
+
 /// A provider error in a sentence: its code (or kind) and message.
 fn summary(e: &Error) -> String {
     let code = e.provider_code().unwrap_or(e.kind().reason());
@@ -510,8 +515,24 @@ impl Provider for KinesisVideoProvider {
         })
     }
 
-    async fn precheck(&self, request: &OpRequest) -> Result<()> {
+    fn validate(&self, request: &OpRequest) -> Result<()> {
         crate::providers::refuse_details(request, "a Kinesis Video stream")?;
+        // An etag is the stream's Version, whose form KVS publishes: [a-zA-Z0-9]+, 1–64.
+        let (etag, field) = match request {
+            OpRequest::Update { etag, .. } => (etag.as_deref(), "stream.etag"),
+            OpRequest::Delete { etag, .. } => (etag.as_deref(), "etag"),
+            OpRequest::Create { .. } | OpRequest::BatchDelete { .. } => (None, ""),
+        };
+        match etag {
+            Some(etag) if !is_version(etag) => Err(Error::invalid_field(
+                field,
+                "not an etag of a Kinesis Video stream: 1 to 64 ASCII letters and digits",
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    async fn precheck(&self, request: &OpRequest) -> Result<()> {
         // Existence only: etags are checked by KVS itself (VersionMismatchException).
         match request {
             OpRequest::Create { name, .. } => match self.core.describe(&name.stream).await? {

@@ -156,8 +156,11 @@ impl Provider for LocalProvider {
         self.core.list(query).await.map_err(|e| self.err(e))
     }
 
+    fn validate(&self, request: &OpRequest) -> Result<()> {
+        crate::providers::refuse_details(request, "a local stream")
+    }
+
     async fn precheck(&self, request: &OpRequest) -> Result<()> {
-        crate::providers::refuse_details(request, "a local stream")?;
         let checked = match request {
             OpRequest::Create { name, .. } => match self.core.get(&name.stream).await {
                 Ok(Some(_)) => Err(LocalError::AlreadyExists(name.clone())),
