@@ -12,14 +12,6 @@ use tower::{Layer, Service};
 use super::reject;
 use crate::error::{Error, Kind};
 
-/// Server-streaming methods, which run as long as their caller wants.
-const STREAMING: [&str; 4] = [
-    "/streamgate.v1.StreamService/WatchStream",
-    "/grpc.health.v1.Health/Watch",
-    "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
-    "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
-];
-
 /// Scopes each call in its deadline.
 #[derive(Clone, Copy, Debug)]
 pub struct DeadlineLayer {
@@ -69,7 +61,8 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        let streaming = STREAMING.contains(&request.uri().path());
+        // Server-streaming methods run as long as their caller wants.
+        let streaming = crate::methods::served(request.uri().path()).is_some_and(|m| m.long_lived);
         let timeout = request
             .headers()
             .get(&GRPC_TIMEOUT)
