@@ -686,7 +686,7 @@ async fn grpc_fuzz_campaign() {
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), &fake);
     let mut gateway = Binary::spawn_with_env(&config, dir.path(), "gateway", &AWS_ENV);
-    let channel = gateway.ready().await;
+    gateway.ready().await;
     let pid = gateway.child.id();
     let bearer = format!("Bearer {KEY}");
 
@@ -695,7 +695,9 @@ async fn grpc_fuzz_campaign() {
     let until = Instant::now() + Duration::from_secs(seconds);
     let mut workers = Vec::new();
     for worker in 0..WORKERS {
-        let channel = channel.clone();
+        // A connection each: the server ends a connection that resets too many streams
+        // (a GOAWAY), and only that worker's calls in flight go with it.
+        let channel = support::connect(gateway.addr).await;
         let tally = Arc::clone(&tally);
         let bearer = bearer.clone();
         let mut generate = Gen {
