@@ -512,7 +512,8 @@ impl Gen {
                 },
             }
             .encode_to_vec(),
-            // ServerReflectionRequest: host = 1, list_services = 7, file_containing_symbol = 4.
+            // ServerReflectionRequest: file_by_filename = 3, file_containing_symbol = 4,
+            // file_containing_extension = 5 (a message: text there is mis-typed), list_services = 7.
             _ => {
                 let mut body = Vec::new();
                 let text = self.text();
