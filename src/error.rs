@@ -267,6 +267,12 @@ impl Error {
     /// more than [`MAX_VIOLATIONS_TEXT`]; a last violation says how many were left out, so that
     /// the answer stays small (a stock client reads 8 KiB of metadata) however bad the request.
     pub fn invalid(violations: Vec<FieldViolation>) -> Self {
+        Error::invalid_and_more(violations, false)
+    }
+
+    /// As [`Error::invalid`], for a check that stopped counting: `more` says that violations
+    /// beyond those given were found, and the error says so without a number.
+    pub fn invalid_and_more(violations: Vec<FieldViolation>, more: bool) -> Self {
         let total = violations.len();
         let mut kept: Vec<FieldViolation> = Vec::new();
         let mut budget = MAX_VIOLATIONS_TEXT;
@@ -293,12 +299,16 @@ impl Error {
             ),
         };
         let mut message = shorten(&message, MAX_MESSAGE_LEN - 64);
-        if total > kept.len() {
-            let left_out = total - kept.len();
-            message.push_str(&format!(" (and {left_out} more violations left out)"));
+        if total > kept.len() || more {
+            let left_out = if more {
+                "more".to_string()
+            } else {
+                format!("{} more", total - kept.len())
+            };
+            message.push_str(&format!(" (and {left_out} violations left out)"));
             kept.push(FieldViolation {
                 field: "*".into(),
-                description: format!("{left_out} more violations left out"),
+                description: format!("{left_out} violations left out"),
             });
         }
         let mut error = Error::new(Kind::InvalidArgument, message);

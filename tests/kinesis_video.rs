@@ -600,7 +600,7 @@ with opener(os.path.join(path, name), "rt") as f:
 probes = [" ", "_", ".", ":", "/", "=", "+", "-", "@", "!", "#", "*", ",", "$", "\t", "é", "ß",
           "中", "٣", "\u00a0", "\u2028", "\u2029", "Ⅻ", "½", "\u0301", "Ⓐ", "\u0903", "😀"]
 cases = []
-for shape in ["DeviceName", "MediaType", "TagKey", "TagValue", "Version"]:
+for shape in ["StreamName", "DeviceName", "MediaType", "TagKey", "TagValue", "Version"]:
     s = shapes[shape]
     lo, hi = s.get("min", 0), s["max"]
     pattern = s["pattern"].replace(r"\w", "A-Za-z0-9_")
@@ -652,10 +652,15 @@ async fn validate_only_agrees_with_the_published_kvs_model() {
         }
         let mut request = create("dry");
         request.validate_only = true;
+        // The stream id is the StreamName.
+        if shape == "StreamName" {
+            request.stream_id = value.clone();
+        }
         let stream = request.stream.as_mut().unwrap();
         match shape.as_str() {
             // Empty is "not set" in proto3: nothing to check against the model.
-            "DeviceName" | "MediaType" if value.is_empty() => continue,
+            "StreamName" | "DeviceName" | "MediaType" if value.is_empty() => continue,
+            "StreamName" => {}
             "DeviceName" => stream.device_name = value.clone(),
             "MediaType" => stream.media_type = value.clone(),
             "TagKey" => stream.tags = HashMap::from([(value.clone(), "v".to_string())]),

@@ -40,8 +40,8 @@ fn provider(p: &dyn Provider) -> pb::Provider {
             list_filters: cap.list_filters.iter().map(|f| f.to_string()).collect(),
             stream_parent_pattern: cap.stream_parent_pattern.to_string(),
             limits: Some(pb::StreamLimits {
-                stream_id_pattern: cap.stream_id_pattern.to_string(),
-                max_stream_id_length: cap.max_stream_id_len as i32,
+                stream_id_pattern: cap.stream_id_pattern.regex(),
+                max_stream_id_length: cap.stream_id_pattern.max_len() as i32,
                 max_data_retention_hours: cap.max_data_retention_hours,
                 max_tags: cap.max_tags as i32,
                 max_page_size: cap.max_page_size as i32,

@@ -16,13 +16,13 @@ use crate::audit::{Call, CallOutcome};
 use crate::domain::endpoint::{DEFAULT_LIFETIME, MAX_PURPOSES};
 use crate::domain::page::{page_size, parse_filter};
 use crate::domain::validate::{
-    self, Violations, check_etag, check_patch, check_request_id, check_spec, check_stream_id,
+    self, Violations, check_etag, check_patch, check_request_id, check_spec,
 };
 use crate::domain::{
     CloudFrontTarget, CustomPolicy, EndpointsRequest, ListQuery, Method, OpRequest, ParentName,
     PlaybackMode, StreamName, StreamPatch, names,
 };
-use crate::error::{Error, Kind, MAX_VIOLATIONS, Result};
+use crate::error::{Error, Kind, Result};
 use crate::pb;
 use crate::pb::stream_service_server::StreamService;
 use crate::pb::watch_stream_response::ChangeType;
@@ -49,6 +49,24 @@ impl StreamApi {
     ) -> Result<&Arc<dyn Provider>> {
         authorize_provider(request, id)?;
         self.gateway.registry.for_method(id, method)
+    }
+
+    /// The provider of the stream `name` for `method`, if the caller may use it and the
+    /// stream's id matches the kind's pattern (`field` names the request field in errors), so
+    /// that no id a kind cannot hold reaches its provider.
+    fn stream_provider<T>(
+        &self,
+        request: &Request<T>,
+        name: &StreamName,
+        field: &str,
+        method: Method,
+    ) -> Result<&Arc<dyn Provider>> {
+        let provider = self.provider(request, &name.provider, method)?;
+        provider
+            .capability()
+            .check_stream_id(&name.stream)
+            .map_err(|why| Error::invalid_field(field, why))?;
+        Ok(provider)
     }
 
     /// Returns the earlier operation of a retried request, or runs the prechecks and starts a
@@ -125,8 +143,9 @@ impl StreamApi {
         check_request_id(&r.request_id, &mut v);
         let spec = r.stream.as_ref().map(convert::spec).unwrap_or_default();
         if let Some(provider) = provider {
-            if stream_id_valid {
-                check_stream_id(&r.stream_id, provider.capability(), "stream_id", &mut v);
+            let cap = provider.capability();
+            if stream_id_valid && !cap.assigns_stream_ids {
+                v.check("stream_id", cap.check_stream_id(&r.stream_id));
             }
             check_spec(&spec, provider.capability(), "stream", &mut v);
         }
@@ -158,7 +177,7 @@ impl StreamApi {
             authorize_provider(request, &target.provider)?;
         }
         let (name, patch, etag) = self.parse_update(r)?;
-        let provider = self.provider(request, &name.provider, Method::UpdateStream)?;
+        let provider = self.stream_provider(request, &name, "stream.name", Method::UpdateStream)?;
         let mut v = Violations::default();
         check_patch(&patch, provider.capability(), &mut v);
         v.finish()?;
@@ -184,7 +203,7 @@ impl StreamApi {
         v.finish()?;
         // A bad name left a violation, and finish() returned it.
         let name = name?;
-        let provider = self.provider(request, &name.provider, Method::DeleteStream)?;
+        let provider = self.stream_provider(request, &name, "name", Method::DeleteStream)?;
         let op = OpRequest::Delete {
             name,
             etag: (!r.etag.is_empty()).then(|| r.etag.clone()),
@@ -203,7 +222,8 @@ impl StreamApi {
         let r = request.get_ref();
         let parent = ParentName::parse(&r.parent, "parent")?;
         let provider = self.provider(request, &parent.provider, Method::BatchDeleteStreams)?;
-        let max = provider.capability().max_batch_size;
+        let cap = provider.capability();
+        let max = cap.max_batch_size;
         let mut v = Violations::default();
         check_request_id(&r.request_id, &mut v);
         if r.names.is_empty() {
@@ -221,6 +241,9 @@ impl StreamApi {
         let mut names = Vec::with_capacity(r.names.len());
         let mut seen = std::collections::HashSet::new();
         for (i, raw) in r.names.iter().enumerate().take(max) {
+            if v.is_full() {
+                break;
+            }
             let field = format!("names[{i}]");
             match StreamName::parse(raw, &field) {
                 Ok(name) if !parent.contains(&name) => {
@@ -229,7 +252,10 @@ impl StreamApi {
                 Ok(name) if !seen.insert(name.clone()) => {
                     v.add(field, "appears twice");
                 }
-                Ok(name) => names.push(name),
+                Ok(name) => match cap.check_stream_id(&name.stream) {
+                    Ok(()) => names.push(name),
+                    Err(why) => v.add(field, why),
+                },
                 Err(e) => v.absorb(Err(e))?,
             }
         }
@@ -247,7 +273,7 @@ impl StreamApi {
     ) -> Result<pb::GetStreamEndpointsResponse> {
         let r = request.get_ref();
         let name = StreamName::parse(&r.name, "name")?;
-        let provider = self.provider(request, &name.provider, Method::GetStreamEndpoints)?;
+        let provider = self.stream_provider(request, &name, "name", Method::GetStreamEndpoints)?;
         let cap = provider.capability();
         let mut v = Violations::default();
         let wanted = parse_endpoints_request(r, cap.max_endpoint_lifetime, &mut v);
@@ -312,43 +338,46 @@ impl StreamApi {
         };
         let mut v = Violations::default();
         let mut patch = StreamPatch::default();
-        // Past MAX_VIOLATIONS bad paths are counted, not described: the answer lists no more.
-        let mut bad_paths = 0usize;
+        // A path named again changes nothing: its field is copied once, however often it
+        // repeats (a mask of many "tags" must not copy the tags each time).
         for path in &paths {
             match *path {
-                "media_type" => patch.media_type = Some(stream.media_type.clone()),
-                "device_name" => patch.device_name = Some(stream.device_name.clone()),
+                "media_type" => {
+                    patch
+                        .media_type
+                        .get_or_insert_with(|| stream.media_type.clone());
+                }
+                "device_name" => {
+                    patch
+                        .device_name
+                        .get_or_insert_with(|| stream.device_name.clone());
+                }
                 "data_retention_hours" => {
                     patch.data_retention_hours = Some(stream.data_retention_hours)
                 }
-                "tags" => patch.tags = Some(stream.tags.clone().into_iter().collect()),
+                "tags" => {
+                    patch
+                        .tags
+                        .get_or_insert_with(|| stream.tags.clone().into_iter().collect());
+                }
                 "cloudfront.enabled" => patch.enabled = Some(cloudfront.is_some_and(|d| d.enabled)),
                 "cloudfront.comment" => {
-                    patch.comment = Some(cloudfront.map(|d| d.comment.clone()).unwrap_or_default())
+                    patch.comment.get_or_insert_with(|| {
+                        cloudfront.map(|d| d.comment.clone()).unwrap_or_default()
+                    });
                 }
-                other => {
-                    bad_paths += 1;
-                    if bad_paths <= MAX_VIOLATIONS {
-                        v.add(
-                            "update_mask",
-                            format!(
-                                "{:?} cannot be updated; updatable: {}",
-                                other.chars().take(64).collect::<String>(),
-                                all.join(", ")
-                            ),
-                        );
-                    }
-                }
-            }
-        }
-        if bad_paths > MAX_VIOLATIONS {
-            v.add(
-                "update_mask",
-                format!(
-                    "{} more paths cannot be updated",
-                    bad_paths - MAX_VIOLATIONS
+                // Past the listed violations the rest of the mask is not read: the answer
+                // says more were found.
+                _ if v.is_full() => break,
+                other => v.add(
+                    "update_mask",
+                    format!(
+                        "{:?} cannot be updated; updatable: {}",
+                        other.chars().take(64).collect::<String>(),
+                        all.join(", ")
+                    ),
                 ),
-            );
+            }
         }
         if paths.is_empty() {
             v.add("update_mask", "names no field to change");
@@ -489,7 +518,7 @@ impl StreamService for StreamApi {
         request: Request<pb::GetStreamRequest>,
     ) -> Result<Response<pb::Stream>, Status> {
         let name = StreamName::parse(&request.get_ref().name, "name")?;
-        let provider = self.provider(&request, &name.provider, Method::GetStream)?;
+        let provider = self.stream_provider(&request, &name, "name", Method::GetStream)?;
         let stream = provider.get_stream(&name).await?;
         Ok(Response::new(convert::stream(&stream)))
     }
@@ -588,7 +617,8 @@ impl StreamService for StreamApi {
         request: Request<pb::WatchStreamRequest>,
     ) -> Result<Response<Self::WatchStreamStream>, Status> {
         let name = StreamName::parse(&request.get_ref().name, "name")?;
-        let provider = Arc::clone(self.provider(&request, &name.provider, Method::WatchStream)?);
+        let provider =
+            Arc::clone(self.stream_provider(&request, &name, "name", Method::WatchStream)?);
         let key = name.to_string();
         // Subscribe before reading, so no change between the read and the subscription is lost.
         let mut changes = self.gateway.hub.subscribe(&key);

@@ -12,7 +12,7 @@ use unicode_properties::{GeneralCategoryGroup, UnicodeGeneralCategory};
 use super::capability::Capability;
 use super::endpoint::{CloudFrontTarget, EndpointSupport, EndpointsRequest, MAX_PATH_LEN};
 use super::stream::{StreamPatch, StreamSpec};
-use crate::error::{Error, FieldViolation, Result};
+use crate::error::{Error, FieldViolation, MAX_VIOLATIONS, Result};
 
 /// The longest device name.
 pub const MAX_DEVICE_NAME_LEN: usize = 128;
@@ -27,17 +27,35 @@ pub const MAX_TAG_VALUE_LEN: usize = 256;
 /// The longest request_id.
 pub const MAX_REQUEST_ID_LEN: usize = 128;
 
-/// Collects field violations so a caller learns every problem at once.
+/// Collects field violations so a caller learns every problem at once, up to
+/// [`MAX_VIOLATIONS`]: past them it refuses more, and a check over a list the caller sized
+/// stops at the first refusal ([`Violations::is_full`]), so that a huge bad request costs one
+/// pass over it, not a violation per entry. The error then says that more were found.
 #[derive(Default)]
-pub struct Violations(Vec<FieldViolation>);
+pub struct Violations {
+    listed: Vec<FieldViolation>,
+    /// Violations offered once the list was full: checks stop when there is one, so it stays
+    /// small however many the request holds.
+    refused: usize,
+}
 
 impl Violations {
-    /// Records a violation of `field`.
+    /// Records a violation of `field`, or refuses it when [`MAX_VIOLATIONS`] are listed.
     pub fn add(&mut self, field: impl Into<String>, description: impl Into<String>) {
-        self.0.push(FieldViolation {
-            field: field.into(),
-            description: description.into(),
-        });
+        if self.listed.len() < MAX_VIOLATIONS {
+            self.listed.push(FieldViolation {
+                field: field.into(),
+                description: description.into(),
+            });
+        } else {
+            self.refused += 1;
+        }
+    }
+
+    /// Whether a violation was refused: the list is full and more were found, so a check
+    /// over many entries can stop looking.
+    pub fn is_full(&self) -> bool {
+        self.refused > 0
     }
 
     /// Records the error of a check, if it failed.
@@ -51,7 +69,9 @@ impl Violations {
     pub fn absorb(&mut self, result: Result<()>) -> Result<()> {
         match result {
             Err(e) if !e.violations().is_empty() => {
-                self.0.extend(e.violations().iter().cloned());
+                for v in e.violations() {
+                    self.add(v.field.clone(), v.description.clone());
+                }
                 Ok(())
             }
             other => other,
@@ -60,10 +80,11 @@ impl Violations {
 
     /// `Ok` when nothing was recorded.
     pub fn finish(self) -> Result<()> {
-        if self.0.is_empty() {
+        if self.listed.is_empty() {
             Ok(())
         } else {
-            Err(Error::invalid(self.0))
+            let more = self.is_full();
+            Err(Error::invalid_and_more(self.listed, more))
         }
     }
 }
@@ -143,18 +164,21 @@ fn tags(
         v.add(field, format!("at most {max} tags, got {}", tags.len()));
     }
     for (key, value) in tags {
-        let shown: String = key.chars().take(40).collect();
+        if v.is_full() {
+            return;
+        }
+        let at = || format!("{field}[{}]", key.chars().take(40).collect::<String>());
         if let Err(why) = length(key, 1, MAX_TAG_KEY_LEN) {
-            v.add(format!("{field}[{shown}]"), format!("key {why}"));
+            v.add(at(), format!("key {why}"));
         }
         if !key.chars().all(is_tag_char) {
-            v.add(format!("{field}[{shown}]"), format!("key {TAG_CHARS}"));
+            v.add(at(), format!("key {TAG_CHARS}"));
         }
         if let Err(why) = length(value, 0, MAX_TAG_VALUE_LEN) {
-            v.add(format!("{field}[{shown}]"), format!("value {why}"));
+            v.add(at(), format!("value {why}"));
         }
         if !value.chars().all(is_tag_char) {
-            v.add(format!("{field}[{shown}]"), format!("value {TAG_CHARS}"));
+            v.add(at(), format!("value {TAG_CHARS}"));
         }
     }
 }
@@ -197,19 +221,6 @@ pub fn check_patch(patch: &StreamPatch, cap: &Capability, v: &mut Violations) {
     }
     if let Some(t) = &patch.tags {
         tags(v, "stream.tags", t, cap.max_tags);
-    }
-}
-
-/// Checks a stream id against the provider's limits.
-pub fn check_stream_id(id: &str, cap: &Capability, field: &str, v: &mut Violations) {
-    if id.len() > cap.max_stream_id_len {
-        v.add(
-            field,
-            format!(
-                "this provider takes at most {} characters",
-                cap.max_stream_id_len
-            ),
-        );
     }
 }
 
@@ -323,6 +334,37 @@ fn is_ipv4_cidr(text: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn checks_stop_at_the_first_violation_past_the_cap() {
+        let bad: std::collections::BTreeMap<String, String> = (0..300_000)
+            .map(|i| (format!("key\n{i}"), "value\r".to_string()))
+            .collect();
+        let mut v = Violations::default();
+        tags(&mut v, "stream.tags", &bad, usize::MAX);
+        // One tag past the cap was looked at (its two violations refused), no more.
+        assert_eq!(v.refused, 2);
+        assert_eq!(v.listed.len(), MAX_VIOLATIONS);
+        let error = v.finish().unwrap_err();
+        let last = error.violations().last().unwrap();
+        assert_eq!(
+            (last.field.as_str(), last.description.as_str()),
+            ("*", "more violations left out")
+        );
+        assert!(error.message().ends_with("(and more violations left out)"));
+    }
+
+    #[test]
+    fn up_to_the_cap_every_violation_is_listed() {
+        let mut v = Violations::default();
+        for i in 0..MAX_VIOLATIONS {
+            v.add(format!("f{i}"), "bad");
+        }
+        assert!(!v.is_full());
+        let error = v.finish().unwrap_err();
+        assert_eq!(error.violations().len(), MAX_VIOLATIONS);
+        assert!(!error.message().contains("left out"));
+    }
 
     #[test]
     fn media_types() {

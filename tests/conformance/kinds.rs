@@ -366,7 +366,7 @@ impl Subject {
     /// the gateway's generic name check would let through where the kind is stricter.
     pub fn outside_pattern(&self) -> (&'static str, &'static str) {
         match self.kind {
-            Kind::CloudFront | Kind::CloudFrontStreaming => ("[A-Z0-9]+", "lower-case"),
+            Kind::CloudFront | Kind::CloudFrontStreaming => ("[A-Z0-9]{1,256}", "lower-case"),
             _ => ("[a-zA-Z0-9_.-]{1,256}", "tilde~id"),
         }
     }

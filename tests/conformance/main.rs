@@ -25,32 +25,12 @@ use std::sync::Arc;
 use kinds::{CASE_BOUND, Kind, Shared, Subject};
 use streamgate::pb;
 
-/// Gateway bugs a case has found and the coordinator has to fix outside the tests: (case, kind,
-/// why). Such a cell reads "FAIL (known)" and does not fail the test; once the case passes
-/// there, the test fails until the entry is removed, so none outlives its fix.
-const KNOWN: &[(&str, Kind, &str)] = &[
-    (
-        "id outside the kind's pattern → INVALID_ARGUMENT, no provider call",
-        Kind::CloudFront,
-        "a name whose id breaks the advertised `[A-Z0-9]+` is sent to CloudFront \
-         (NOT_FOUND NoSuchDistribution) instead of refused when parsed",
-    ),
-    (
-        "id outside the kind's pattern → INVALID_ARGUMENT, no provider call",
-        Kind::CloudFrontStreaming,
-        "a name whose id breaks the advertised `[A-Z0-9]+` is sent to CloudFront \
-         (NOT_FOUND NoSuchStreamingDistribution) instead of refused when parsed",
-    ),
-];
-
 /// How a case ended on one kind.
 #[derive(Clone, Debug)]
 enum Outcome {
     Pass,
     NotApplicable(String),
     Fail(String),
-    /// A failure listed in [`KNOWN`].
-    Known,
 }
 
 impl Outcome {
@@ -59,7 +39,6 @@ impl Outcome {
             Outcome::Pass => "pass".to_string(),
             Outcome::NotApplicable(why) => format!("n/a ({why})"),
             Outcome::Fail(_) => "**FAIL**".to_string(),
-            Outcome::Known => "**FAIL** (known)".to_string(),
         }
     }
 }
@@ -113,14 +92,6 @@ async fn run_kind(kind: Kind) -> Vec<Outcome> {
             Ok(Err(_)) => Outcome::Fail(format!("not done in {CASE_BOUND:?}")),
             Err(e) => Outcome::Fail(panic_text(e.into_panic())),
         };
-        let known = KNOWN.iter().find(|(c, k, _)| *c == case.name && *k == kind);
-        let outcome = match (outcome, known) {
-            (Outcome::Fail(_), Some(_)) => Outcome::Known,
-            (Outcome::Pass, Some(_)) => {
-                Outcome::Fail("passes now: remove it from KNOWN".to_string())
-            }
-            (outcome, _) => outcome,
-        };
         if let Outcome::Fail(why) = &outcome {
             eprintln!("conformance: {} on {}: {why}", case.name, kind.label());
         }
@@ -144,9 +115,6 @@ fn table(columns: &[Vec<Outcome>]) -> String {
             text.push_str(&format!(" {} |", column[row].cell()));
         }
         text.push('\n');
-    }
-    for (case, kind, why) in KNOWN {
-        text.push_str(&format!("\nKnown: {case} on `{}`: {why}.\n", kind.label()));
     }
     text
 }

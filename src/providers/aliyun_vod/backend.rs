@@ -24,6 +24,7 @@ use serde::{Deserialize, Serialize};
 use super::config::AliyunVodSettings;
 use super::core::{PlayInfo, VideoStreams, VodCore, time_ms};
 use crate::config::{Environment, ProviderConfig};
+use crate::domain::capability::{IdChars, IdPattern};
 use crate::domain::names::MAX_SEGMENT_LEN;
 use crate::domain::page::MAX_PAGE_SIZE;
 use crate::domain::{
@@ -127,8 +128,10 @@ impl AliyunVodProvider {
                 max_batch_size: 1000,
                 list_filters: vec!["stream_id_prefix", "state"],
                 stream_parent_pattern: "providers/{provider}/videos/{video}",
-                stream_id_pattern: "[a-zA-Z0-9_.-]{1,256}",
-                max_stream_id_len: MAX_SEGMENT_LEN,
+                // A JobId. VOD documents no pattern (the ids it issues are 32 hex digits);
+                // the set every kind accepts holds no ',' (DeleteStream's JobIds separator).
+                stream_id_pattern: IdPattern::new(IdChars::Name, MAX_SEGMENT_LEN),
+                assigns_stream_ids: true,
                 max_data_retention_hours: 0,
                 max_tags: 0,
                 max_page_size: MAX_PAGE_SIZE,

@@ -17,6 +17,7 @@ use super::core::{CloudFrontCore, Distribution, check_comment, check_new};
 use super::signer::UrlSigner;
 use super::workflow::{Handoff, Next, Phase, Progress, Target, Workflow, key, left_disabled};
 use crate::config::{Environment, ProviderConfig};
+use crate::domain::capability::{IdChars, IdPattern};
 use crate::domain::names::MAX_SEGMENT_LEN;
 use crate::domain::validate::Violations;
 use crate::domain::{
@@ -120,8 +121,10 @@ impl CloudFrontProvider {
                 max_batch_size: MAX_BATCH,
                 list_filters: vec!["stream_id_prefix", "state"],
                 stream_parent_pattern: "providers/{provider}",
-                stream_id_pattern: "[A-Z0-9]+",
-                max_stream_id_len: MAX_SEGMENT_LEN,
+                // The distribution Id CloudFront assigns (e.g. EDFDVBD6EXAMPLE): upper-case
+                // letters and digits. AWS gives no length; streamgate's bound is kept.
+                stream_id_pattern: IdPattern::new(IdChars::UpperAlphanumeric, MAX_SEGMENT_LEN),
+                assigns_stream_ids: true,
                 max_data_retention_hours: 0,
                 max_tags: 0,
                 max_page_size: MAX_PAGE,

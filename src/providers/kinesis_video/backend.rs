@@ -14,6 +14,7 @@ use futures::StreamExt;
 use super::config::KvsSettings;
 use super::core::{KvsCore, state};
 use crate::config::{Environment, ProviderConfig};
+use crate::domain::capability::{IdChars, IdPattern};
 use crate::domain::names::MAX_SEGMENT_LEN;
 use crate::domain::page::MAX_PAGE_SIZE;
 use crate::domain::{
@@ -67,8 +68,9 @@ impl KinesisVideoProvider {
                 max_batch_size: 1000,
                 list_filters: vec!["stream_id_prefix"],
                 stream_parent_pattern: "providers/{provider}",
-                stream_id_pattern: "[a-zA-Z0-9_.-]{1,256}",
-                max_stream_id_len: MAX_SEGMENT_LEN,
+                // KVS StreamName (botocore kinesisvideo 2017-09-30): [a-zA-Z0-9_.-]+, 1-256.
+                stream_id_pattern: IdPattern::new(IdChars::Name, MAX_SEGMENT_LEN),
+                assigns_stream_ids: false,
                 max_data_retention_hours: 87_600,
                 max_tags: 50,
                 max_page_size: MAX_PAGE_SIZE,

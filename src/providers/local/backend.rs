@@ -11,6 +11,7 @@ use super::config::LocalSettings;
 use super::core::{LocalCore, check_etag, check_writable};
 use super::error::{LocalError, parse_error};
 use crate::config::ProviderConfig;
+use crate::domain::capability::{IdChars, IdPattern};
 use crate::domain::names::MAX_SEGMENT_LEN;
 use crate::domain::page::MAX_PAGE_SIZE;
 use crate::domain::{
@@ -51,8 +52,9 @@ impl LocalProvider {
                 max_batch_size: 1000,
                 list_filters: vec!["stream_id_prefix", "state"],
                 stream_parent_pattern: "providers/{provider}",
-                stream_id_pattern: "[a-zA-Z0-9_.-]{1,256}",
-                max_stream_id_len: MAX_SEGMENT_LEN,
+                // The id is the caller's, kept by streamgate: the set every kind accepts.
+                stream_id_pattern: IdPattern::new(IdChars::Name, MAX_SEGMENT_LEN),
+                assigns_stream_ids: false,
                 max_data_retention_hours: 87_600,
                 max_tags: 50,
                 max_page_size: MAX_PAGE_SIZE,
