@@ -20,7 +20,10 @@ fuzz_target!(|input: (&str, &str, &str)| {
     }
     let encoded = tokens.encode(position, "fuzzer", &query);
     assert_eq!(
-        tokens.decode(&encoded, "fuzzer", &query).unwrap().as_deref(),
+        tokens
+            .decode(&encoded, "fuzzer", &query)
+            .unwrap()
+            .as_deref(),
         Some(position)
     );
     assert!(tokens.decode(&encoded, "someone-else", &query).is_err());
