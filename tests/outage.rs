@@ -1,0 +1,320 @@
+//! When the store or the network fails, through the real binary on a PostgreSQL the test
+//! starts: operations in flight finish without a restart of the gateway, calls made meanwhile
+//! answer UNAVAILABLE / `STORE_UNAVAILABLE` within their deadline, and health (overall and per
+//! service) is NOT_SERVING while the store does not answer and SERVING once it does, while the
+//! `liveness` service stays SERVING. Faults the network makes (a blackhole: no answer, no
+//! reset) come from the fault-injecting proxy of `support/faultproxy.rs`, between the gateway
+//! and PostgreSQL, or a provider fake.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use streamgate::pb;
+use streamgate::pb::operation_service_client::OperationServiceClient;
+use streamgate::pb::stream_service_client::StreamServiceClient;
+use support::faultproxy::{Fault, FaultProxy};
+use support::kvs_fake::KvsFake;
+use support::postgres::Postgres;
+use support::scrape::{sample, scrape};
+use support::{AWS_ENV, Binary, free_port, reason};
+use tonic::Code;
+use tonic::transport::Channel;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+use tonic_types::StatusExt;
+
+/// A config on the store at `url`, with a `local` provider whose creates take 3 s and a
+/// metrics endpoint on `metrics`.
+fn config(dir: &Path, url: &str, metrics: SocketAddr) -> PathBuf {
+    let path = dir.join("streamgate.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[server]\ndrain_timeout = \"2s\"\n[store]\nurl = \"{url}\"\n\
+             max_connections = 4\nacquire_timeout = \"2s\"\nstatement_timeout = \"5s\"\n\
+             [telemetry]\nmetrics_listen = \"{metrics}\"\n\
+             [[providers]]\nid = \"local\"\nkind = \"local\"\ncreate_delay = \"3s\"\n"
+        ),
+    )
+    .unwrap();
+    path
+}
+
+fn metrics_addr() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], free_port()))
+}
+
+async fn create(channel: &Channel, id: &str) -> pb::Operation {
+    let op = StreamServiceClient::new(channel.clone())
+        .create_stream(pb::CreateStreamRequest {
+            parent: "providers/local".into(),
+            stream_id: id.into(),
+            request_id: format!("outage-{id}"),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!op.done, "{op:?}");
+    op
+}
+
+/// The operation once done, asked again while the store is not back (up to 40 s).
+async fn finished(channel: &Channel, op: &pb::Operation) -> pb::Operation {
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        let mut request = tonic::Request::new(pb::GetOperationRequest {
+            name: op.name.clone(),
+        });
+        request.set_timeout(Duration::from_secs(5));
+        match OperationServiceClient::new(channel.clone())
+            .get_operation(request)
+            .await
+        {
+            Ok(got) if got.get_ref().done => return got.into_inner(),
+            Ok(_) => {}
+            Err(status) => assert_eq!(status.code(), Code::Unavailable, "{status:?}"),
+        }
+        assert!(Instant::now() < deadline, "{} never finished", op.name);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn created(op: &pb::Operation) {
+    assert!(
+        op.done && matches!(op.result, Some(pb::operation::Result::Stream(_))),
+        "{op:?}"
+    );
+}
+
+async fn health(channel: &Channel, service: &str) -> Option<i32> {
+    let mut request = tonic::Request::new(HealthCheckRequest {
+        service: service.into(),
+    });
+    request.set_timeout(Duration::from_secs(2));
+    HealthClient::new(channel.clone())
+        .check(request)
+        .await
+        .ok()
+        .map(|r| r.into_inner().status)
+}
+
+/// How long until overall health is `status` (polled every 50 ms, up to `bound` + 10 s), and
+/// then every service of the server with it.
+async fn turns(channel: &Channel, status: ServingStatus, bound: Duration) -> Duration {
+    let started = Instant::now();
+    while health(channel, "").await != Some(status as i32) {
+        assert!(
+            started.elapsed() < bound + Duration::from_secs(10),
+            "health never turned {status:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let took = started.elapsed();
+    for service in streamgate::server::SERVICES {
+        assert_eq!(
+            health(channel, service).await,
+            Some(status as i32),
+            "{service}"
+        );
+    }
+    took
+}
+
+/// The status of GetOperation with `deadline` on an operation no process holds in memory (so
+/// only the store can answer), and how long it took to come.
+async fn get_within(channel: &Channel, deadline: Duration) -> (tonic::Status, Duration) {
+    let name = format!("operations/local.{}", "0".repeat(32));
+    let mut request = tonic::Request::new(pb::GetOperationRequest { name });
+    request.set_timeout(deadline);
+    let started = Instant::now();
+    let status = OperationServiceClient::new(channel.clone())
+        .get_operation(request)
+        .await
+        .unwrap_err();
+    (status, started.elapsed())
+}
+
+fn store_unavailable(status: &tonic::Status) {
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert_eq!(reason(status), "STORE_UNAVAILABLE");
+    assert!(
+        status.get_error_details().retry_info().is_some(),
+        "{status:?}"
+    );
+}
+
+async fn store_up(metrics: SocketAddr) -> Option<f64> {
+    sample(&scrape(metrics).await, "streamgate_store_up", &[], &[])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_restarted_then_stopped_for_10s_mid_operation() {
+    let pg = Postgres::start();
+    let dir = tempfile::tempdir().unwrap();
+    let metrics = metrics_addr();
+    let mut binary = Binary::spawn(&config(dir.path(), &pg.url, metrics), dir.path(), "gw");
+    let channel = binary.ready().await;
+    assert_eq!(store_up(metrics).await, Some(1.0));
+
+    // Restarted while an operation runs: every session ends, the operation still finishes.
+    let first = create(&channel, "restarted").await;
+    pg.restart();
+    created(&finished(&channel, &first).await);
+
+    // Stopped for 10 s while an operation runs.
+    let second = create(&channel, "stopped").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    pg.stop();
+    let down = Instant::now();
+    let took = turns(&channel, ServingStatus::NotServing, Duration::from_secs(2)).await;
+    assert!(took < Duration::from_secs(2), "NOT_SERVING after {took:?}");
+    assert_eq!(
+        health(&channel, streamgate::server::LIVENESS).await,
+        Some(ServingStatus::Serving as i32)
+    );
+    assert_eq!(store_up(metrics).await, Some(0.0));
+    // A call answers UNAVAILABLE before its deadline, short or long (then the pool's 2 s
+    // acquire timeout ends the wait).
+    for deadline in [Duration::from_secs(1), Duration::from_secs(20)] {
+        let (status, took) = get_within(&channel, deadline).await;
+        store_unavailable(&status);
+        assert!(took < deadline, "answered after {took:?}");
+    }
+    let listed = {
+        let mut request = tonic::Request::new(pb::ListOperationsRequest::default());
+        request.set_timeout(Duration::from_secs(1));
+        OperationServiceClient::new(channel.clone())
+            .list_operations(request)
+            .await
+            .unwrap_err()
+    };
+    store_unavailable(&listed);
+
+    tokio::time::sleep(Duration::from_secs(10).saturating_sub(down.elapsed())).await;
+    pg.start_again();
+    let took = turns(&channel, ServingStatus::Serving, Duration::from_secs(5)).await;
+    assert!(took < Duration::from_secs(5), "SERVING after {took:?}");
+    assert_eq!(store_up(metrics).await, Some(1.0));
+    created(&finished(&channel, &second).await);
+    created(&support::wait_on(&channel, &create(&channel, "after").await).await);
+    assert!(
+        binary.child.try_wait().unwrap().is_none(),
+        "the gateway exited"
+    );
+    let log = std::fs::read_to_string(&binary.log).unwrap();
+    assert!(log.contains("the store does not answer"), "{log}");
+    assert!(log.contains("the store answers again"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blackholed_store_answers_unavailable_at_the_deadline() {
+    let pg = Postgres::start();
+    let proxy = FaultProxy::start(pg.addr()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let metrics = metrics_addr();
+    let url = pg.url_via(proxy.addr);
+    let mut binary = Binary::spawn(&config(dir.path(), &url, metrics), dir.path(), "gw");
+    let channel = binary.ready().await;
+    let op = create(&channel, "before").await;
+    created(&support::wait_on(&channel, &op).await);
+
+    proxy.set(Fault::Blackhole);
+    for deadline in [Duration::from_millis(1500), Duration::from_secs(20)] {
+        let (status, took) = get_within(&channel, deadline).await;
+        store_unavailable(&status);
+        assert!(took < deadline, "answered after {took:?}");
+    }
+    // Nothing fails fast in a blackhole: the probe's 1 s bound ends its wait.
+    turns(
+        &channel,
+        ServingStatus::NotServing,
+        Duration::from_millis(1500),
+    )
+    .await;
+    assert_eq!(
+        health(&channel, streamgate::server::LIVENESS).await,
+        Some(ServingStatus::Serving as i32)
+    );
+
+    // A slow store is no outage.
+    proxy.set(Fault::Delay(Duration::from_millis(50)));
+    let took = turns(&channel, ServingStatus::Serving, Duration::from_secs(5)).await;
+    assert!(took < Duration::from_secs(5), "SERVING after {took:?}");
+    proxy.set(Fault::Pass);
+    created(&finished(&channel, &op).await);
+    created(&support::wait_on(&channel, &create(&channel, "after").await).await);
+
+    // Connections closed under it: the pool opens new ones.
+    proxy.set(Fault::Drop);
+    turns(
+        &channel,
+        ServingStatus::NotServing,
+        Duration::from_millis(1500),
+    )
+    .await;
+    proxy.set(Fault::Pass);
+    turns(&channel, ServingStatus::Serving, Duration::from_secs(5)).await;
+    created(&finished(&channel, &op).await);
+    assert!(
+        binary.child.try_wait().unwrap().is_none(),
+        "the gateway exited"
+    );
+}
+
+/// A provider that accepts connections and never answers: the call ends at its deadline with
+/// DEADLINE_EXCEEDED (docs/errors.md), and the next one works once the network does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blackholed_provider_call_ends_at_its_deadline() {
+    let fake = KvsFake::start().await;
+    fake.fake.add_stream("cam");
+    let upstream: SocketAddr = fake.url.trim_start_matches("http://").parse().unwrap();
+    let proxy = FaultProxy::start(upstream).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("streamgate.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[store]\nurl = \"sqlite://{}/sg.db\"\n[[providers]]\nid = \"kvs\"\n\
+             kind = \"kinesis-video\"\nregion = \"us-east-1\"\nendpoint_url = \"http://{}\"\n",
+            dir.path().display(),
+            proxy.addr
+        ),
+    )
+    .unwrap();
+    let mut binary = Binary::spawn_with_env(&path, dir.path(), "gw", &AWS_ENV);
+    let channel = binary.ready().await;
+    // The deadline is sent, not kept by the client: the server's answer is what is checked.
+    let get = |deadline: Duration| {
+        let mut request = tonic::Request::new(pb::GetStreamRequest {
+            name: "providers/kvs/streams/cam".into(),
+        });
+        let timeout = format!("{}m", deadline.as_millis());
+        request
+            .metadata_mut()
+            .insert("grpc-timeout", timeout.parse().unwrap());
+        let channel = channel.clone();
+        async move {
+            StreamServiceClient::new(channel)
+                .get_stream(request)
+                .await
+                .map(|_| ())
+        }
+    };
+    get(Duration::from_secs(10)).await.unwrap();
+
+    proxy.set(Fault::Blackhole);
+    let started = Instant::now();
+    let status = get(Duration::from_secs(1)).await.unwrap_err();
+    let took = started.elapsed();
+    assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+    assert!(took >= Duration::from_millis(900), "ended after {took:?}");
+    assert!(took < Duration::from_secs(5), "ended after {took:?}");
+
+    proxy.set(Fault::Pass);
+    get(Duration::from_secs(10)).await.unwrap();
+}
