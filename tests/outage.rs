@@ -12,9 +12,11 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use streamgate::config::StoreConfig;
 use streamgate::pb;
 use streamgate::pb::operation_service_client::OperationServiceClient;
 use streamgate::pb::stream_service_client::StreamServiceClient;
+use streamgate::store::SqlStore;
 use support::faultproxy::{Fault, FaultProxy};
 use support::kvs_fake::KvsFake;
 use support::postgres::Postgres;
@@ -317,4 +319,45 @@ async fn a_blackholed_provider_call_ends_at_its_deadline() {
 
     proxy.set(Fault::Pass);
     get(Duration::from_secs(10)).await.unwrap();
+}
+
+/// `[store]` pool settings reach the database: PostgreSQL cancels a statement past
+/// `statement_timeout` (SQLite waits that long for a lock), and the pool opens at most
+/// `max_connections`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pool_settings_reach_the_database() {
+    let pg = Postgres::start();
+    let config = StoreConfig {
+        url: pg.url.clone(),
+        max_connections: 3,
+        statement_timeout: Duration::from_millis(300),
+        ..StoreConfig::default()
+    };
+    let store = SqlStore::connect(&config).await.unwrap();
+    assert_eq!(store.pool().options().get_max_connections(), 3);
+    let shown: String = sqlx::query_scalar("SHOW statement_timeout")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(shown, "300ms");
+    let error = sqlx::query("SELECT pg_sleep(3)")
+        .execute(store.pool())
+        .await
+        .unwrap_err();
+    let code = error.as_database_error().and_then(|e| e.code());
+    assert_eq!(code.as_deref(), Some("57014"), "{error}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = SqlStore::connect(&StoreConfig {
+        url: format!("sqlite://{}/sg.db", dir.path().display()),
+        statement_timeout: Duration::from_millis(1234),
+        ..StoreConfig::default()
+    })
+    .await
+    .unwrap();
+    let busy: i64 = sqlx::query_scalar("PRAGMA busy_timeout")
+        .fetch_one(sqlite.pool())
+        .await
+        .unwrap();
+    assert_eq!(busy, 1234);
 }
