@@ -263,7 +263,8 @@ impl Db {
 /// wait, a connection or a statement that hangs — fails as unreachable, so that the caller is
 /// told UNAVAILABLE / `STORE_UNAVAILABLE` rather than DEADLINE_EXCEEDED with no word of why.
 /// A statement given up on this way may still take effect. Outside a call (the runner's own
-/// work) it runs to its end: the pool's acquire timeout and the statement timeout bound it.
+/// work) it runs to its end, which the pool's acquire timeout and the database's statement
+/// timeout bound (but for a connection whose peer vanished without closing it).
 pub(super) async fn within_deadline<T>(
     call: impl Future<Output = Result<T, sqlx::Error>>,
 ) -> Result<T, sqlx::Error> {
@@ -368,8 +369,8 @@ fn from_sqlite(error: rusqlite::Error) -> sqlx::Error {
     }
 }
 
-/// The SQLite thread's connection: the settings of sqlx's (WAL, `synchronous = NORMAL`, a
-/// 10 s busy timeout).
+/// The SQLite thread's connection: the settings of sqlx's (WAL, `synchronous = NORMAL`, the
+/// busy timeout `[store] statement_timeout`).
 fn open(path: &Path, busy: Duration) -> rusqlite::Result<rusqlite::Connection> {
     let connection = rusqlite::Connection::open(path)?;
     connection.query_row("PRAGMA journal_mode = WAL", [], |_| Ok(()))?;

@@ -145,53 +145,32 @@ impl Postgres {
         format!("postgres://postgres@{addr}/postgres")
     }
 
-    /// Starts the server (again, after [`Postgres::stop`]) and waits until it accepts
-    /// connections.
-    pub fn start_again(&self) {
-        let data = self.data().display().to_string();
-        self.run(
-            "pg_ctl",
-            &[
-                "-D",
-                &data,
-                "-o",
-                &self.options,
-                "-l",
-                &format!("{data}/log"),
-                "-w",
-                "start",
-            ],
-        );
-    }
-
-    /// `pg_ctl restart`: a fast shutdown (every session is ended, its transaction rolled back),
-    /// then a start; returns once the server accepts connections again.
-    pub fn restart(&self) {
-        let data = self.data().display().to_string();
-        self.run(
-            "pg_ctl",
-            &[
-                "-D",
-                &data,
-                "-o",
-                &self.options,
-                "-l",
-                &format!("{data}/log"),
-                "-m",
-                "fast",
-                "-w",
-                "restart",
-            ],
-        );
-    }
-}
-
-impl Postgres {
     /// Stops the server at once (`-m immediate`), as a crash or an outage would: its clients'
     /// connections drop and new ones are refused.
     pub fn stop(&self) {
         let data = self.data().display().to_string();
         self.run("pg_ctl", &["-D", &data, "-m", "immediate", "-w", "stop"]);
+    }
+
+    /// Starts the server (again, after [`Postgres::stop`]) and waits until it accepts
+    /// connections.
+    pub fn start_again(&self) {
+        self.pg_ctl(&["-w", "start"]);
+    }
+
+    /// `pg_ctl restart`: a fast shutdown (every session is ended, its transaction rolled back),
+    /// then a start; returns once the server accepts connections again.
+    pub fn restart(&self) {
+        self.pg_ctl(&["-m", "fast", "-w", "restart"]);
+    }
+
+    /// `pg_ctl` on this cluster, with the server's options and log, then `args`.
+    fn pg_ctl(&self, args: &[&str]) {
+        let data = self.data().display().to_string();
+        let log = format!("{data}/log");
+        let mut all = vec!["-D", &data, "-o", &self.options, "-l", &log];
+        all.extend_from_slice(args);
+        self.run("pg_ctl", &all);
     }
 }
 
