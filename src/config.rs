@@ -258,10 +258,36 @@ pub struct StoreConfig {
     /// (default `30s`).
     #[serde(default = "default_lease", deserialize_with = "de_duration")]
     pub operation_lease: Duration,
+    /// PostgreSQL: the connections this process opens at most (default 10). SQLite uses one.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: u32,
+    /// How long a statement waits for a connection of the pool (a free one, or a new one the
+    /// database accepts) before it fails with STORE_UNAVAILABLE (default `2s`).
+    #[serde(default = "default_acquire_timeout", deserialize_with = "de_duration")]
+    pub acquire_timeout: Duration,
+    /// The longest one statement may run: PostgreSQL's `statement_timeout` on every connection;
+    /// on SQLite, how long a statement waits for another's write lock (default `10s`).
+    #[serde(
+        default = "default_statement_timeout",
+        deserialize_with = "de_duration"
+    )]
+    pub statement_timeout: Duration,
 }
 
 fn default_lease() -> Duration {
     DEFAULT_LEASE
+}
+
+fn default_max_connections() -> u32 {
+    10
+}
+
+fn default_acquire_timeout() -> Duration {
+    Duration::from_secs(2)
+}
+
+fn default_statement_timeout() -> Duration {
+    Duration::from_secs(10)
 }
 
 /// `[auth]`: who may call.
@@ -581,6 +607,9 @@ impl fmt::Debug for StoreConfig {
         f.debug_struct("StoreConfig")
             .field("url", &redact_url(&self.url))
             .field("operation_lease", &self.operation_lease)
+            .field("max_connections", &self.max_connections)
+            .field("acquire_timeout", &self.acquire_timeout)
+            .field("statement_timeout", &self.statement_timeout)
             .finish()
     }
 }
@@ -711,6 +740,9 @@ impl Default for StoreConfig {
         StoreConfig {
             url: default_store_url(),
             operation_lease: default_lease(),
+            max_connections: default_max_connections(),
+            acquire_timeout: default_acquire_timeout(),
+            statement_timeout: default_statement_timeout(),
         }
     }
 }
@@ -847,6 +879,21 @@ impl Config {
             return Err(ConfigError::Invalid(
                 "[store] operation_lease must be at least 1s".into(),
             ));
+        }
+        if self.store.max_connections == 0 {
+            return Err(ConfigError::Invalid(
+                "[store] max_connections must be at least 1".into(),
+            ));
+        }
+        for (key, value) in [
+            ("acquire_timeout", self.store.acquire_timeout),
+            ("statement_timeout", self.store.statement_timeout),
+        ] {
+            if value < Duration::from_millis(1) {
+                return Err(ConfigError::Invalid(format!(
+                    "[store] {key} must be at least 1ms"
+                )));
+            }
         }
         if self.server.worker_threads > MAX_WORKERS {
             return Err(ConfigError::Invalid(format!(
@@ -1082,5 +1129,30 @@ mod tests {
         assert!(!shown.contains("s3cr3t"), "{shown}");
         assert!(!shown.contains("envs3cr3t"), "{shown}");
         assert!(shown.contains("ALIBABA_CLOUD_ACCESS_KEY_SECRET"), "{shown}");
+    }
+
+    #[test]
+    fn store_pool_settings_have_defaults_and_bounds() {
+        let defaults = Config::from_toml("").unwrap().store;
+        assert_eq!(defaults.max_connections, 10);
+        assert_eq!(defaults.acquire_timeout, Duration::from_secs(2));
+        assert_eq!(defaults.statement_timeout, Duration::from_secs(10));
+        let set = Config::from_toml(
+            "[store]\nmax_connections = 4\nacquire_timeout = \"500ms\"\nstatement_timeout = \"1m\"",
+        )
+        .unwrap();
+        set.validate().unwrap();
+        assert_eq!(set.store.max_connections, 4);
+        assert_eq!(set.store.acquire_timeout, Duration::from_millis(500));
+        assert_eq!(set.store.statement_timeout, Duration::from_secs(60));
+        for (key, value) in [
+            ("max_connections", "0"),
+            ("acquire_timeout", "\"0s\""),
+            ("statement_timeout", "\"0s\""),
+        ] {
+            let config = Config::from_toml(&format!("[store]\n{key} = {value}")).unwrap();
+            let error = config.validate().unwrap_err().to_string();
+            assert!(error.contains(key), "{key}: {error}");
+        }
     }
 }

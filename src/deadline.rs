@@ -2,7 +2,9 @@
 //!
 //! The middleware reads `grpc-timeout` and runs the call inside [`scope`]; provider adapters
 //! ask [`remaining`] before they sleep for a retry, so that retries stay inside the caller's
-//! deadline and the last provider error (not a bare DEADLINE_EXCEEDED) reaches the caller.
+//! deadline and the last provider error (not a bare DEADLINE_EXCEEDED) reaches the caller; the
+//! store runs what a caller waits on in [`bounded`], so that a store that does not answer is
+//! reported as such before the deadline passes.
 
 use std::future::Future;
 use std::time::Duration;
@@ -46,6 +48,24 @@ pub fn remaining() -> Option<Duration> {
         .ok()
 }
 
+/// The time left before the current call's deadline less what answering takes (a tenth of it,
+/// and 5 ms), if the call has a deadline.
+pub fn usable() -> Option<Duration> {
+    remaining().map(|left| {
+        left.saturating_sub(left / 10)
+            .saturating_sub(Duration::from_millis(5))
+    })
+}
+
+/// Runs `future` to its end, or until [`usable`] runs out: `None` then, early enough that the
+/// call can still answer why before its deadline. Without a deadline, runs it to its end.
+pub async fn bounded<F: Future>(future: F) -> Option<F::Output> {
+    match usable() {
+        Some(left) => tokio::time::timeout(left, future).await.ok(),
+        None => Some(future.await),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -68,5 +88,22 @@ mod tests {
             assert!(left > Duration::from_secs(9) && left <= Duration::from_secs(10));
         })
         .await;
+    }
+
+    #[tokio::test]
+    async fn bounded_keeps_time_to_answer() {
+        assert_eq!(bounded(async { 7 }).await, Some(7));
+        scope(Some(Duration::from_secs(1)), async {
+            let (usable, left) = (usable().unwrap(), remaining().unwrap());
+            assert!(usable < left && usable + Duration::from_millis(105) >= left);
+        })
+        .await;
+        let ended = scope(Some(Duration::from_millis(100)), async {
+            bounded(std::future::pending::<()>()).await
+        })
+        .await;
+        assert_eq!(ended, None);
+        let answered = scope(Some(Duration::from_secs(10)), bounded(async { 7 })).await;
+        assert_eq!(answered, Some(7));
     }
 }

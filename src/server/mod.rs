@@ -11,20 +11,23 @@
 //! - `mod.rs`: [`run`], which serves with the [`Parts`] of a configuration.
 //! - `parts.rs`: [`Parts::build`], the one place the configuration's runtime objects are
 //!   built (and so checked), shared by serving and `check-config`.
+//! - `readiness.rs`: the health statuses, and readiness that follows the store (NOT_SERVING
+//!   while a PostgreSQL store does not answer); [`LIVENESS`] stays SERVING while the process
+//!   runs.
 
 mod parts;
+mod readiness;
 
 pub use parts::Parts;
+pub use readiness::{LIVENESS, SERVICES};
 
 use std::future::Future;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tonic::server::NamedService;
 use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
-use tonic_health::server::HealthReporter;
 use tracing::{info, warn};
 
 use crate::api::{AuditApi, Gateway, OperationApi, ProviderApi, StreamApi};
@@ -39,21 +42,7 @@ use crate::providers::Registry;
 use crate::store::SqlStore;
 use crate::telemetry::{Telemetry, scrape};
 use crate::watch::WatchHub;
-
-/// The names of the services whose health is reported, besides the overall `""`.
-pub const SERVICES: [&str; 4] = [
-    <StreamServiceServer<StreamApi> as NamedService>::NAME,
-    <ProviderServiceServer<ProviderApi> as NamedService>::NAME,
-    <OperationServiceServer<OperationApi> as NamedService>::NAME,
-    <AuditServiceServer<AuditApi> as NamedService>::NAME,
-];
-
-async fn set_health(reporter: &HealthReporter, status: ServingStatus) {
-    reporter.set_service_status("", status).await;
-    for service in SERVICES {
-        reporter.set_service_status(service, status).await;
-    }
-}
+use readiness::{Readiness, set_health};
 
 fn reflection_builder() -> tonic_reflection::server::Builder<'static> {
     tonic_reflection::server::Builder::configure()
@@ -78,7 +67,7 @@ pub async fn run(
         pages,
     } = parts;
     let telemetry = Telemetry::new(otel)?;
-    let store = SqlStore::open(&config.store.url).await?;
+    let store = SqlStore::connect(&config.store).await?;
     if !pages.configured() && !config.store.url.starts_with("sqlite:") {
         warn!(
             variable = %config.auth.page_token_key_env,
@@ -107,7 +96,11 @@ pub async fn run(
     });
 
     let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_service_status(LIVENESS, ServingStatus::Serving)
+        .await;
     set_health(&health, ServingStatus::Serving).await;
+    let mut readiness = Readiness::start(&store, health.clone(), Arc::clone(&telemetry));
     let reflection_v1 = reflection_builder()
         .build_v1()
         .map_err(|e| Error::internal(format_args!("reflection: {e}")))?;
@@ -177,6 +170,7 @@ pub async fn run(
         served = &mut server => served,
         () = shutdown => {
             info!("shutting down: health NOT_SERVING, draining in-flight calls");
+            readiness.stop().await;
             set_health(&health, ServingStatus::NotServing).await;
             gateway.shutdown.cancel();
             let _ = stop_tx.send(());
@@ -189,6 +183,7 @@ pub async fn run(
             }
         }
     };
+    readiness.stop().await;
     runner.shutdown(config.server.drain_timeout).await;
     store.close().await;
     scrape_stop.cancel();

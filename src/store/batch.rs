@@ -196,13 +196,14 @@ impl std::fmt::Debug for Db {
 
 impl Db {
     /// Statements on `pool`, or on the SQLite database at `sqlite` (migrated already) through a
-    /// thread of its own, which ends when the last clone of this `Db` is dropped.
-    pub fn new(pool: AnyPool, sqlite: Option<&Path>) -> Result<Self, sqlx::Error> {
+    /// thread of its own, which ends when the last clone of this `Db` is dropped; there a
+    /// statement waits at most `busy` for another connection's write lock.
+    pub fn new(pool: AnyPool, sqlite: Option<&Path>, busy: Duration) -> Result<Self, sqlx::Error> {
         let trips = Arc::new(AtomicU64::new(0));
         let queue = match sqlite {
             None => None,
             Some(path) => {
-                let connection = open(path).map_err(from_sqlite)?;
+                let connection = open(path, busy).map_err(from_sqlite)?;
                 let (tx, rx) = mpsc::channel();
                 let counted = Arc::clone(&trips);
                 let courier = Courier::start();
@@ -221,16 +222,17 @@ impl Db {
         &self.pool
     }
 
-    /// Runs `statement`; returns its rows and count once it is durable.
+    /// Runs `statement`; returns its rows and count once it is durable. Within the caller's
+    /// deadline, if there is one (see [`within_deadline`]).
     pub async fn run(&self, statement: Statement) -> Result<Answer, sqlx::Error> {
         let Some(queue) = &self.queue else {
-            return alone(&self.pool, &statement).await;
+            return within_deadline(alone(&self.pool, &statement)).await;
         };
         let (reply, answer) = oneshot::channel();
         queue
             .send(Job { statement, reply })
             .map_err(|_| sqlx::Error::PoolClosed)?;
-        answer.await.map_err(|_| sqlx::Error::PoolClosed)?
+        within_deadline(async { answer.await.map_err(|_| sqlx::Error::PoolClosed)? }).await
     }
 
     /// Runs `statement`; the rows it changed.
@@ -254,6 +256,24 @@ impl Db {
     pub async fn fetch_all(&self, statement: Statement) -> Result<Vec<Row>, sqlx::Error> {
         Ok(self.run(statement).await?.rows)
     }
+}
+
+/// Runs `call`, a store call a caller waits on, within the caller's deadline (less the time to
+/// answer, see [`crate::deadline::bounded`]): a store that does not answer by then — a pool
+/// wait, a connection or a statement that hangs — fails as unreachable, so that the caller is
+/// told UNAVAILABLE / `STORE_UNAVAILABLE` rather than DEADLINE_EXCEEDED with no word of why.
+/// A statement given up on this way may still take effect. Outside a call (the runner's own
+/// work) it runs to its end, which the pool's acquire timeout and the database's statement
+/// timeout bound (but for a connection whose peer vanished without closing it).
+pub(super) async fn within_deadline<T>(
+    call: impl Future<Output = Result<T, sqlx::Error>>,
+) -> Result<T, sqlx::Error> {
+    crate::deadline::bounded(call).await.unwrap_or_else(|| {
+        Err(sqlx::Error::Io(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "the store did not answer before the call's deadline",
+        )))
+    })
 }
 
 /// Runs one statement through sqlx.
@@ -349,13 +369,13 @@ fn from_sqlite(error: rusqlite::Error) -> sqlx::Error {
     }
 }
 
-/// The SQLite thread's connection: the settings of sqlx's (WAL, `synchronous = NORMAL`, a
-/// 10 s busy timeout).
-fn open(path: &Path) -> rusqlite::Result<rusqlite::Connection> {
+/// The SQLite thread's connection: the settings of sqlx's (WAL, `synchronous = NORMAL`, the
+/// busy timeout `[store] statement_timeout`).
+fn open(path: &Path, busy: Duration) -> rusqlite::Result<rusqlite::Connection> {
     let connection = rusqlite::Connection::open(path)?;
     connection.query_row("PRAGMA journal_mode = WAL", [], |_| Ok(()))?;
     connection.pragma_update(None, "synchronous", "NORMAL")?;
-    connection.busy_timeout(Duration::from_secs(10))?;
+    connection.busy_timeout(busy)?;
     connection.set_prepared_statement_cache_capacity(PREPARED);
     Ok(connection)
 }

@@ -2,15 +2,18 @@
 //!
 //! One implementation, [`SqlStore`], serves SQLite (embedded, the default) and PostgreSQL
 //! (several replicas) through sqlx's `Any` driver, with portable SQL and `$n` placeholders.
-//! It also holds the audit trail ([`AuditStore`], in `audit.rs`).
+//! It also holds the audit trail ([`AuditStore`], in `audit.rs`), and the probe of whether
+//! a PostgreSQL store answers ([`StoreProbe`], in `probe.rs`).
 
 mod audit;
 mod batch;
+mod probe;
 mod sql;
 
 use async_trait::async_trait;
 
 pub use batch::{Db, Row, Statement};
+pub use probe::StoreProbe;
 pub use sql::SqlStore;
 
 use crate::domain::Operation;

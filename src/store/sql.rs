@@ -6,21 +6,17 @@
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::AnyPool;
-use sqlx::any::AnyPoolOptions;
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 
-use super::batch::{Db, Row, Statement};
+use super::batch::{Db, Row, Statement, within_deadline};
+use super::probe::StoreProbe;
 use super::{Inserted, Lease, OperationFilter, OperationStore};
+use crate::config::StoreConfig;
 use crate::domain::Operation;
 use crate::error::{Error, Result};
-
-/// How long a statement waits for a PostgreSQL connection: a refused connection is retried
-/// until then, and the call answers STORE_UNAVAILABLE, instead of holding its caller (and an
-/// in-flight permit) for sqlx's 30 s.
-const POSTGRES_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The embedded migrations, run at every start.
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("src/store/migrations");
@@ -34,6 +30,8 @@ pub struct SqlStore {
     sqlite: bool,
     // The pool's single statements, group-committed on SQLite.
     db: Db,
+    // PostgreSQL: how to open a connection outside the pool, for the readiness probe.
+    probe_options: Option<AnyConnectOptions>,
 }
 
 impl std::fmt::Debug for SqlStore {
@@ -77,39 +75,50 @@ fn prepare_sqlite_url(url: &str) -> Result<(String, PathBuf)> {
 }
 
 impl SqlStore {
-    /// Connects to `url` (`sqlite://…` or `postgres://…`) and runs the migrations.
+    /// Connects to `url` (`sqlite://…` or `postgres://…`) with the default pool settings and
+    /// runs the migrations.
     pub async fn open(url: &str) -> Result<Self> {
+        Self::connect(&StoreConfig {
+            url: url.to_string(),
+            ..StoreConfig::default()
+        })
+        .await
+    }
+
+    /// Connects to the store of `config`, with its pool settings, and runs the migrations.
+    pub async fn connect(config: &StoreConfig) -> Result<Self> {
         sqlx::any::install_default_drivers();
         // PostgreSQL over TLS (`sslmode=require`, `verify-full` with `sslrootcert=…`) uses rustls.
         crate::tls::install_crypto_provider();
-        let sqlite = url.starts_with("sqlite:");
+        let sqlite = config.url.starts_with("sqlite:");
         let (url, file) = if sqlite {
-            let (url, file) = prepare_sqlite_url(url)?;
+            let (url, file) = prepare_sqlite_url(&config.url)?;
             (url, Some(file))
-        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            (url.to_string(), None)
+        } else if config.url.starts_with("postgres://") || config.url.starts_with("postgresql://") {
+            (config.url.clone(), None)
         } else {
             return Err(Error::internal(
                 "store: url must start with sqlite:// or postgres://",
             ));
         };
-        sqlx::any::AnyConnectOptions::from_str(&url)
+        let options = AnyConnectOptions::from_str(&url)
             .map_err(|e| Error::internal(format_args!("store: bad url: {e}")))?;
+        let statement_ms = config.statement_timeout.as_millis();
         let pool = AnyPoolOptions::new()
             // SQLite lets one connection write at a time, and a writer that finds the lock
             // taken sleeps in its busy handler (1 ms, then longer): with several connections,
             // concurrent operations spent most of their time asleep. One connection queues
             // statements in the pool instead, without sleeping (docs/PERFORMANCE.md, (d)).
-            .max_connections(if sqlite { 1 } else { 16 })
+            // PostgreSQL: `[store] max_connections` per replica (docs/deployment.md sizes it).
+            .max_connections(if sqlite { 1 } else { config.max_connections })
             // A SQLite connection is a file the process holds open: pinging it before every
             // statement only doubled the hand-offs to its worker thread.
             .test_before_acquire(!sqlite)
-            .acquire_timeout(if sqlite {
-                Duration::from_secs(30)
-            } else {
-                POSTGRES_ACQUIRE_TIMEOUT
-            })
-            .after_connect(|conn, _meta| {
+            // A refused connection is retried until then, and the statement fails with
+            // STORE_UNAVAILABLE, instead of holding its caller (and an in-flight permit) for
+            // sqlx's 30 s.
+            .acquire_timeout(config.acquire_timeout)
+            .after_connect(move |conn, _meta| {
                 Box::pin(async move {
                     if conn.backend_name() == "SQLite" {
                         sqlx::query("PRAGMA journal_mode = WAL")
@@ -118,21 +127,44 @@ impl SqlStore {
                         sqlx::query("PRAGMA synchronous = NORMAL")
                             .execute(&mut *conn)
                             .await?;
-                        sqlx::query("PRAGMA busy_timeout = 10000")
-                            .execute(&mut *conn)
-                            .await?;
+                        let busy = format!("PRAGMA busy_timeout = {statement_ms}");
+                        sqlx::query(&busy).execute(&mut *conn).await?;
+                    } else {
+                        let timeout = format!("SET statement_timeout = {statement_ms}");
+                        sqlx::query(&timeout).execute(&mut *conn).await?;
                     }
                     Ok(())
                 })
             })
-            .connect(&url)
+            .connect_with(options.clone())
             .await?;
-        MIGRATOR
-            .run(&pool)
-            .await
-            .map_err(|e| Error::internal(format_args!("store: migration failed: {e}")))?;
-        let db = Db::new(pool.clone(), file.as_deref())?;
-        Ok(SqlStore { pool, sqlite, db })
+        if sqlite {
+            MIGRATOR.run(&pool).await
+        } else {
+            // On a connection of its own, without the statement timeout: a migration may build
+            // an index on a large table, and waits for another replica's migration to end.
+            let own = AnyPoolOptions::new()
+                .max_connections(1)
+                .connect_with(options.clone())
+                .await?;
+            let migrated = MIGRATOR.run(&own).await;
+            own.close().await;
+            migrated
+        }
+        .map_err(|e| Error::internal(format_args!("store: migration failed: {e}")))?;
+        let db = Db::new(pool.clone(), file.as_deref(), config.statement_timeout)?;
+        Ok(SqlStore {
+            pool,
+            sqlite,
+            db,
+            probe_options: (!sqlite).then_some(options),
+        })
+    }
+
+    /// A probe of the PostgreSQL store on a connection of its own; none on SQLite, a file of
+    /// this process.
+    pub fn probe(&self) -> Option<StoreProbe> {
+        self.probe_options.clone().map(StoreProbe::new)
     }
 
     /// The pool, for the `local` provider's own table.
@@ -302,7 +334,7 @@ impl OperationStore for SqlStore {
         if let Some((time, id)) = after {
             query = query.bind(time).bind(time).bind(id);
         }
-        let rows = query.bind(limit as i64).fetch_all(&self.pool).await?;
+        let rows = within_deadline(query.bind(limit as i64).fetch_all(&self.pool)).await?;
         rows.into_iter().map(|row| decode(&Row::Any(row))).collect()
     }
 

@@ -12,6 +12,7 @@
 //! | `streamgate_rate_limited_total` | counter | `principal`, `rpc_service`, `rpc_method` |
 //! | `streamgate_unauthenticated_refusals_total` | counter | `rpc_service`, `rpc_method` |
 //! | `streamgate_operations_in_flight` | gauge | `provider`, `verb` |
+//! | `streamgate_store_up` | gauge (1 or 0) | none |
 //!
 //! `provider` is absent on calls that name no configured provider instance; `outcome` is `ok`
 //! or the error's stable reason (`STREAM_NOT_FOUND`, `PROVIDER_THROTTLED`, ...).
@@ -29,7 +30,7 @@ use std::time::Duration;
 use hashbrown::{Equivalent, HashMap};
 use opentelemetry::KeyValue;
 use opentelemetry::metrics::{
-    BoundCounter, BoundHistogram, Counter, Histogram, Meter, UpDownCounter,
+    BoundCounter, BoundHistogram, Counter, Gauge, Histogram, Meter, UpDownCounter,
 };
 use tonic::Code;
 
@@ -108,6 +109,7 @@ pub struct Metrics {
     rate_limited: Counter<u64>,
     unauthenticated_refusals: Counter<u64>,
     operations_in_flight: UpDownCounter<i64>,
+    store_up: Gauge<i64>,
 }
 
 /// The name of a gRPC code as grpc-go and most dashboards spell it (`NotFound`).
@@ -168,6 +170,13 @@ impl Metrics {
             operations_in_flight: meter
                 .i64_up_down_counter("streamgate.operations.in_flight")
                 .with_description("Long-running operations this process is driving")
+                .build(),
+            store_up: meter
+                .i64_gauge("streamgate.store.up")
+                .with_description(
+                    "1 while the store answers this process's probe (or is embedded SQLite), \
+                     0 while it does not",
+                )
                 .build(),
             rpc_series: RwLock::default(),
         }
@@ -258,6 +267,11 @@ impl Metrics {
                 KeyValue::new("rpc.method", method),
             ],
         );
+    }
+
+    /// Records whether the store answered its latest probe.
+    pub fn store_up(&self, up: bool) {
+        self.store_up.record(i64::from(up), &[]);
     }
 
     /// Counts an operation in flight until the returned guard is dropped.

@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod cloudfront_fake;
+pub mod faultproxy;
 pub mod kvs_fake;
 pub mod moto;
 pub mod otlp;

@@ -1,7 +1,9 @@
 //! A throwaway PostgreSQL server for the tests, started by the test itself: `initdb` into a
 //! temporary directory and `pg_ctl start` on a free loopback port. As root, the server runs as
-//! the `postgres` user (PostgreSQL refuses to run as root).
+//! the `postgres` user (PostgreSQL refuses to run as root). Outages: [`Postgres::stop`], then
+//! [`Postgres::start_again`]; [`Postgres::restart`].
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -12,6 +14,9 @@ pub struct Postgres {
     dir: TempDir,
     bin: PathBuf,
     as_root: bool,
+    port: u16,
+    // The server's options (port, socket directory, TLS), for each start.
+    options: String,
     /// `postgres://postgres@127.0.0.1:PORT/postgres`.
     pub url: String,
 }
@@ -89,10 +94,12 @@ impl Postgres {
             assert!(status.success());
         }
         let port = super::free_port();
-        let pg = Postgres {
+        let mut pg = Postgres {
             dir,
             bin: bin_dir(),
             as_root,
+            port,
+            options: String::new(),
             url: format!("postgres://postgres@127.0.0.1:{port}/postgres"),
         };
         let data = pg.data().display().to_string();
@@ -123,29 +130,47 @@ impl Postgres {
             }
             options += " -c ssl=on -c ssl_cert_file=server.crt -c ssl_key_file=server.key";
         }
-        pg.run(
-            "pg_ctl",
-            &[
-                "-D",
-                &data,
-                "-o",
-                &options,
-                "-l",
-                &format!("{data}/log"),
-                "-w",
-                "start",
-            ],
-        );
+        pg.options = options;
+        pg.start_again();
         pg
     }
-}
 
-impl Postgres {
+    /// `127.0.0.1:PORT`, where the server listens.
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    /// The URL of the same database through `addr` (e.g. a [`super::faultproxy::FaultProxy`]).
+    pub fn url_via(&self, addr: SocketAddr) -> String {
+        format!("postgres://postgres@{addr}/postgres")
+    }
+
     /// Stops the server at once (`-m immediate`), as a crash or an outage would: its clients'
     /// connections drop and new ones are refused.
     pub fn stop(&self) {
         let data = self.data().display().to_string();
         self.run("pg_ctl", &["-D", &data, "-m", "immediate", "-w", "stop"]);
+    }
+
+    /// Starts the server (again, after [`Postgres::stop`]) and waits until it accepts
+    /// connections.
+    pub fn start_again(&self) {
+        self.pg_ctl(&["-w", "start"]);
+    }
+
+    /// `pg_ctl restart`: a fast shutdown (every session is ended, its transaction rolled back),
+    /// then a start; returns once the server accepts connections again.
+    pub fn restart(&self) {
+        self.pg_ctl(&["-m", "fast", "-w", "restart"]);
+    }
+
+    /// `pg_ctl` on this cluster, with the server's options and log, then `args`.
+    fn pg_ctl(&self, args: &[&str]) {
+        let data = self.data().display().to_string();
+        let log = format!("{data}/log");
+        let mut all = vec!["-D", &data, "-o", &self.options, "-l", &log];
+        all.extend_from_slice(args);
+        self.run("pg_ctl", &all);
     }
 }
 
