@@ -5,7 +5,9 @@
 //! `google.rpc.Status` is mapped to `tonic_types::pb::Status`; our hand-written
 //! `google/rpc/status.proto` stays in the descriptor set so reflection can resolve the import.
 //! The services use `crate::pb::codec::ProtoCodec` (a request that does not decode is
-//! INVALID_ARGUMENT).
+//! INVALID_ARGUMENT). So does the health service: `proto/grpc/health/v1/health.proto` is
+//! compiled into a server stub only, over tonic-health's own messages (an extern path), so that
+//! the gateway serves tonic-health's service through that codec.
 
 use std::path::PathBuf;
 
@@ -32,6 +34,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .compile_protos(
             &protos.map(PathBuf::from),
             &[PathBuf::from("proto"), protoc_bin_vendored::include_path()?],
+        )?;
+
+    tonic_prost_build::configure()
+        .build_client(false)
+        .extern_path(".grpc.health.v1", "::tonic_health::pb")
+        .codec_path("crate::pb::codec::ProtoCodec")
+        .compile_protos(
+            &[PathBuf::from("proto/grpc/health/v1/health.proto")],
+            &[PathBuf::from("proto")],
         )?;
 
     println!("cargo:rerun-if-changed=proto");

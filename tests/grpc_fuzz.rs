@@ -41,15 +41,6 @@ const WORKERS: usize = 8;
 /// The most resident memory the gateway may reach during a campaign.
 const MAX_PEAK_RSS: u64 = 512 << 20;
 
-/// Whether an INTERNAL answer is the known one of the health service: tonic-health decodes
-/// requests with prost's own codec, which answers a body that does not decode INTERNAL (the
-/// `streamgate.v1` services answer INVALID_ARGUMENT: src/pb/codec.rs). Such answers are counted
-/// and printed apart (docs/fuzzing.md, "Findings"); every other INTERNAL fails the campaign.
-fn known_internal(method: &str, message: &str) -> bool {
-    method.starts_with("/grpc.health.v1.Health/")
-        && message.starts_with("failed to decode Protobuf message")
-}
-
 /// Sends and receives message bodies as raw bytes, so that any bytes can be sent.
 #[derive(Clone, Copy, Default)]
 struct Raw;
@@ -578,8 +569,6 @@ struct Tally {
     samples: BTreeMap<(String, String), String>,
     hangs: Vec<String>,
     internal: Vec<String>,
-    /// INTERNAL answers of [`known_internal`].
-    known_internal: u64,
 }
 
 fn write_config(dir: &std::path::Path, fake: &StreamingFake) -> std::path::PathBuf {
@@ -743,11 +732,7 @@ async fn grpc_fuzz_campaign() {
                             .or_insert(message);
                         if code == Code::Internal {
                             let message = String::from_utf8_lossy(&body).into_owned();
-                            if known_internal(method, &message) {
-                                tally.known_internal += 1;
-                            } else {
-                                tally.internal.push(format!("{what}: {message}"));
-                            }
+                            tally.internal.push(format!("{what}: {message}"));
                         }
                         if code == Code::Ok
                             && let Ok(op) = pb::Operation::decode(body.as_slice())
@@ -784,13 +769,12 @@ async fn grpc_fuzz_campaign() {
     }
     println!(
         "grpc fuzz: seed={seed} seconds={seconds} calls={} codes={:?} crashes={} panics={panics} \
-         hangs={} internal={} internal_health_decode={} peak_rss_mib={:.1} rss_end_mib={:.1}",
+         hangs={} internal={} peak_rss_mib={:.1} rss_end_mib={:.1}",
         tally.calls,
         tally.codes,
         u8::from(exited.is_some()),
         tally.hangs.len(),
         tally.internal.len(),
-        tally.known_internal,
         peak.max(peak_seen) as f64 / f64::from(1 << 20),
         now as f64 / f64::from(1 << 20),
     );

@@ -232,6 +232,9 @@ async fn a_body_that_is_not_protobuf_is_invalid_argument() {
         "/streamgate.v1.StreamService/GetStream",
         "/streamgate.v1.StreamService/DeleteStream",
         "/streamgate.v1.OperationService/GetOperation",
+        // tonic-health, served through the same codec.
+        "/grpc.health.v1.Health/Check",
+        "/grpc.health.v1.Health/Watch",
     ] {
         // A field of wire type 7, which does not exist, then a varint that never ends.
         let answer = grpcio_raw_call(&server, method, &[0x0f, 0xff, 0xff, 0xff, 0xff]);

@@ -14,7 +14,9 @@
 //! - `readiness.rs`: the health statuses, and readiness that follows the store (NOT_SERVING
 //!   while a PostgreSQL store does not answer); [`LIVENESS`] stays SERVING while the process
 //!   runs.
+//! - `health.rs`: tonic-health's service served through the gateway's codec.
 
+mod health;
 mod parts;
 mod readiness;
 
@@ -95,7 +97,8 @@ pub async fn run(
         pages,
     });
 
-    let (health, health_service) = tonic_health::server::health_reporter();
+    let health = tonic_health::server::HealthReporter::new();
+    let health_service = health::server(health.clone());
     health
         .set_service_status(LIVENESS, ServingStatus::Serving)
         .await;
