@@ -191,11 +191,8 @@ impl Runner {
             create_time_ms: now,
             update_time_ms: now,
         };
-        match self
-            .store()
-            .insert(&op, &self.leases.lease_from(now))
-            .await?
-        {
+        let sent = std::time::Instant::now();
+        match self.store().insert(&op, &self.leases.lease()).await? {
             Inserted::Existing(existing) if existing.fingerprint == op.fingerprint => {
                 return Ok(*existing);
             }
@@ -220,7 +217,8 @@ impl Runner {
         );
         let (tx, rx) = oneshot::channel();
         let fallback = op.clone();
-        self.driver.spawn(op, Some(tx));
+        self.driver
+            .spawn(op, Some(tx), self.leases.held_until(sent));
         match tokio::time::timeout(first_step, rx).await {
             Ok(Ok(op)) => Ok(op),
             _ => Ok(self.store().get(&fallback.id).await?.unwrap_or(fallback)),
@@ -293,7 +291,7 @@ mod tests {
     use crate::config::{Config, Environment};
     use crate::domain::{StreamName, StreamSpec};
     use crate::providers::Prepared;
-    use crate::store::{Lease, OperationFilter, SqlStore};
+    use crate::store::{Lease, OperationFilter, Orphans, Renewed, SqlStore};
     use crate::watch::WatchHub;
 
     /// The runner's observer in these tests: the audit trail sits above this module, and no
@@ -361,14 +359,22 @@ mod tests {
         async fn unfinished(&self) -> Result<Vec<Operation>> {
             self.inner.unfinished().await
         }
-        async fn claim(&self, lease: &Lease, now_ms: i64, limit: usize) -> Result<Vec<Operation>> {
-            self.inner.claim(lease, now_ms, limit).await
+        async fn claim(
+            &self,
+            lease: &Lease,
+            which: Orphans,
+            limit: usize,
+        ) -> Result<Vec<Operation>> {
+            self.inner.claim(lease, which, limit).await
         }
-        async fn renew(&self, lease: &Lease) -> Result<Vec<String>> {
-            self.inner.renew(lease).await
+        async fn renew(&self, lease: &Lease, ids: &[String]) -> Result<Renewed> {
+            self.inner.renew(lease, ids).await
         }
         async fn release(&self, owner: &str) -> Result<()> {
             self.inner.release(owner).await
+        }
+        async fn release_one(&self, id: &str, owner: &str) -> Result<()> {
+            self.inner.release_one(id, owner).await
         }
         fn exclusive(&self) -> bool {
             self.inner.exclusive()
