@@ -3,14 +3,14 @@
 //! Each task calls [`Provider::advance`] (or `cancel`, once asked to) and saves the step, the
 //! adapter's progress and the outcome after every call, fenced by this process as the owner:
 //! a save the store refuses (another process adopted the operation) ends the task. Temporary
-//! errors of a step (and a panic in one) are retried with exponential backoff and jitter
-//! (backon); anything else ends the operation with its error.
+//! errors of a step are retried with exponential backoff and jitter (backon); anything else
+//! ends the operation with its error.
 //!
 //! Before each step and each save, a task checks that its lease still holds: the local
 //! deadline `lease.rs` set when it last took or renewed the lease, which ends before the
 //! lease does on the database's clock. A task whose lease lapsed makes no provider call and
 //! no save any more. Whatever stops a task before its operation is done (a lapsed lease, a
-//! save that keeps failing, a panic) releases the operation's lease, fenced by the owner, so
+//! save that keeps failing, a panic, in a step or not) releases the operation's lease, fenced by the owner, so
 //! that the next adoption round (of any process, this one included) reads it again from the
 //! store and drives it; only the shutdown keeps leases, released all at once by the runner.
 //!
@@ -328,27 +328,12 @@ impl Driver {
                     e.message()
                 ),
             )),
-            Ok(provider) => {
-                let call = async {
-                    if !op.cancel_requested {
-                        return provider.advance(op).await;
-                    }
-                    match provider.cancel(op).await {
-                        Ok(Some(error)) => Err(error),
-                        Ok(None) => provider.advance(op).await,
-                        Err(e) => Err(e),
-                    }
-                };
-                // A panic in an adapter is a bug that may depend on what the provider
-                // answered: retried like a temporary error, then the operation fails.
-                AssertUnwindSafe(call)
-                    .catch_unwind()
-                    .await
-                    .unwrap_or_else(|_| {
-                        error!(step = %op.step, "the step panicked");
-                        Err(Error::internal("the step panicked").temporary())
-                    })
-            }
+            Ok(provider) if op.cancel_requested => match provider.cancel(op).await {
+                Ok(Some(error)) => Err(error),
+                Ok(None) => provider.advance(op).await,
+                Err(e) => Err(e),
+            },
+            Ok(provider) => provider.advance(op).await,
         };
         let now = now_ms();
         op.update_time_ms = now;

@@ -313,6 +313,8 @@ mod tests {
         // saved done: the race of a cancel with the last step, in the order that matters.
         hold_cancel: AtomicBool,
         saved_done: tokio::sync::Notify,
+        // When set, the next save panics (as a bug in a task would), once.
+        panic_next_save: AtomicBool,
     }
 
     #[async_trait]
@@ -332,6 +334,9 @@ mod tests {
             self.inner.find_by_request_id(principal, request_id).await
         }
         async fn save(&self, op: &Operation, owner: &str) -> Result<bool> {
+            if self.panic_next_save.swap(false, Ordering::SeqCst) {
+                panic!("a bug in the task");
+            }
             if self.adopted_elsewhere.load(Ordering::SeqCst) {
                 return Ok(false);
             }
@@ -382,6 +387,13 @@ mod tests {
     }
 
     async fn runner_with(delay: &str) -> (tempfile::TempDir, Arc<Probe>, Arc<Runner>) {
+        runner_leased(delay, Duration::from_secs(30)).await
+    }
+
+    async fn runner_leased(
+        delay: &str,
+        lease: Duration,
+    ) -> (tempfile::TempDir, Arc<Probe>, Arc<Runner>) {
         let dir = tempfile::tempdir().unwrap();
         let config = Config::from_toml(&format!(
             "[[providers]]\nid = \"local\"\nkind = \"local\"\ncreate_delay = \"{delay}\"\n"
@@ -407,6 +419,7 @@ mod tests {
             adopted_elsewhere: AtomicBool::new(false),
             hold_cancel: AtomicBool::new(false),
             saved_done: tokio::sync::Notify::new(),
+            panic_next_save: AtomicBool::new(false),
         });
         let runner = Runner::new(
             Arc::clone(&probe) as Arc<dyn OperationStore>,
@@ -414,7 +427,7 @@ mod tests {
             Telemetry::new(crate::telemetry::otel::OtelSettings::from_env(&environment).unwrap())
                 .unwrap(),
             Arc::new(Unobserved),
-            Duration::from_secs(30),
+            lease,
         );
         (dir, probe, runner)
     }
@@ -535,5 +548,22 @@ mod tests {
         // One read at the start, then one per WAIT_POLL (1 s) once the task stopped; a waiter
         // that spun on a closed channel read thousands of times.
         assert!(reads <= 6, "{reads} reads of the operation in 2.5 s");
+    }
+
+    #[tokio::test]
+    async fn an_operation_whose_task_panicked_is_adopted_again_and_finishes() {
+        let (_dir, probe, runner) = runner_leased("300ms", Duration::from_millis(600)).await;
+        runner.resume_all().await.unwrap();
+        probe.panic_next_save.store(true, Ordering::SeqCst);
+        let op = runner
+            .submit("tester", None, create("s1"), Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert!(!op.done(), "its first save panicked");
+        // The task released the operation as it ended; the next adoption round (a third of
+        // the lease later) takes it again, from the store, and finishes it.
+        let done = runner.wait(&op.id, Duration::from_secs(10)).await.unwrap();
+        assert!(matches!(done.outcome, Some(Ok(_))), "{done:?}");
+        assert!(!probe.panic_next_save.load(Ordering::SeqCst));
     }
 }
