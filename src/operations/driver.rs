@@ -176,13 +176,18 @@ impl Driver {
         }
     }
 
-    /// The operations whose task runs here and whose lease still holds: those to renew.
+    /// The operations whose task runs here and whose lease still holds: those to renew. A task
+    /// whose lease lapsed is woken, to stop now rather than at the end of its wait.
     pub(super) fn held(&self) -> Vec<String> {
-        self.running()
-            .iter()
-            .filter(|(_, control)| control.holds())
-            .map(|(id, _)| id.clone())
-            .collect()
+        let mut held = Vec::new();
+        for (id, control) in self.running().iter() {
+            if control.holds() {
+                held.push(id.clone());
+            } else {
+                control.wake.notify_one();
+            }
+        }
+        held
     }
 
     /// The lease of `id` was renewed: it holds until `until`, unless it lapsed meanwhile (then

@@ -117,10 +117,11 @@ impl Runner {
         &self.driver.store
     }
 
-    /// Adopts every unfinished operation no live process holds (all of them, after a restart
-    /// of the only process), then keeps this runner's leases: renewing them, adopting
-    /// operations of processes that died, and acting on cancellations requested elsewhere.
-    /// Returns how many operations it adopted at first.
+    /// Adopts unfinished operations no live process holds (all of them, after a restart of the
+    /// only process; a share of them on a shared store, the rest in later rounds), then keeps
+    /// this runner's leases: renewing them, adopting operations of processes that died, and
+    /// acting on cancellations requested elsewhere. Returns how many operations it adopted at
+    /// first.
     pub async fn resume_all(self: &Arc<Self>) -> Result<usize> {
         let count = self
             .leases
