@@ -71,6 +71,31 @@ async fn create(channel: &Channel, parent: &str, id: &str) -> pb::Operation {
     op
 }
 
+/// A KVS fake whose new streams stay CREATING for `creating`: a create polls it many times, by
+/// whichever replica drives it.
+async fn creating_for(creating: Duration) -> RunningKvsFake {
+    let fake = KvsFake::start().await;
+    fake.fake.set_windows(Windows {
+        creating,
+        ..Windows::default()
+    });
+    fake
+}
+
+/// Starts a KVS create of `id` through `channel`, and waits until the replica signing with
+/// `key` has polled the creating stream: that replica drives it.
+async fn create_polled(fake: &KvsFake, channel: &Channel, id: &str, key: &str) -> pb::Operation {
+    let op = create(channel, "providers/kvs", id).await;
+    let start = Instant::now();
+    until(
+        Duration::from_secs(10),
+        "the replica polls the creating stream",
+        || calls(fake, id, key, start) > 0,
+    )
+    .await;
+    op
+}
+
 /// The KVS calls for `stream` signed with `key`, arrived at or after `since`.
 fn calls(fake: &KvsFake, stream: &str, key: &str, since: Instant) -> usize {
     fake.requests()
@@ -95,26 +120,15 @@ fn succeeded(op: &pb::Operation) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_thawed_past_its_lease_makes_no_further_provider_call() {
     let pg = Postgres::start();
-    let fake = KvsFake::start().await;
-    // CREATING for 8 s: many describe polls, by whichever replica drives the create.
-    fake.fake.set_windows(Windows {
-        creating: Duration::from_secs(8),
-        ..Windows::default()
-    });
+    let fake = creating_for(Duration::from_secs(8)).await;
     let dir = tempfile::tempdir().unwrap();
     let config = config(dir.path(), &pg.url, &fake);
     let mut a = replica(&config, dir.path(), "a", "AKIDREPLICAA");
     let mut b = replica(&config, dir.path(), "b", "AKIDREPLICAB");
     let (to_a, to_b) = (a.ready().await, b.ready().await);
 
-    let op = create(&to_a, "providers/kvs", "frozen").await;
     let start = Instant::now();
-    until(
-        Duration::from_secs(10),
-        "A polls the creating stream",
-        || calls(&fake.fake, "frozen", "AKIDREPLICAA", start) > 0,
-    )
-    .await;
+    let op = create_polled(&fake.fake, &to_a, "frozen", "AKIDREPLICAA").await;
     a.signal("STOP");
     // B adopts once A's lease has lapsed, and finishes the create.
     let done = wait_on(&to_b, &op).await;
@@ -164,24 +178,13 @@ async fn an_operation_whose_save_fails_for_good_still_finishes() {
         .execute(&mut admin)
         .await
         .unwrap();
-    let fake = KvsFake::start().await;
-    fake.fake.set_windows(Windows {
-        creating: Duration::from_secs(5),
-        ..Windows::default()
-    });
+    let fake = creating_for(Duration::from_secs(5)).await;
     let dir = tempfile::tempdir().unwrap();
     let config = config(dir.path(), &pg.url, &fake);
     let mut a = replica(&config, dir.path(), "a", "AKIDREPLICAA");
     let to_a = a.ready().await;
 
-    let op = create(&to_a, "providers/kvs", "readonly").await;
-    let start = Instant::now();
-    until(
-        Duration::from_secs(10),
-        "A polls the creating stream",
-        || calls(&fake.fake, "readonly", "AKIDREPLICAA", start) > 0,
-    )
-    .await;
+    let op = create_polled(&fake.fake, &to_a, "readonly", "AKIDREPLICAA").await;
     read_only(&mut admin, true).await;
     until(Duration::from_secs(10), "a save fails", || {
         std::fs::read_to_string(&a.log)
@@ -249,10 +252,12 @@ async fn the_orphans_of_a_dead_replica_are_spread_over_the_live_ones() {
     // No round adopted more than a share.
     for replica in [&b, &c] {
         let log = std::fs::read_to_string(&replica.log).unwrap();
-        for line in log
+        let rounds: Vec<&str> = log
             .lines()
             .filter(|l| l.contains("adopted operations whose process stopped"))
-        {
+            .collect();
+        assert!(!rounds.is_empty(), "{log}");
+        for line in rounds {
             let count: usize = line
                 .split("count=")
                 .nth(1)

@@ -561,7 +561,7 @@ mod tests {
             .await
             .unwrap();
         assert!(!op.done(), "its first save panicked");
-        // The task released the operation as it ended; the next adoption round (a third of
+        // The task released the operation as it ended; the next adoption round (about a third of
         // the lease later) takes it again, from the store, and finishes it.
         let done = runner.wait(&op.id, Duration::from_secs(10)).await.unwrap();
         assert!(matches!(done.outcome, Some(Ok(_))), "{done:?}");
