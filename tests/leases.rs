@@ -154,8 +154,8 @@ async fn a_replica_thawed_past_its_lease_makes_no_further_provider_call() {
 }
 
 /// Sets `default_transaction_read_only` for every session of the server but the test's own
-/// (as after a failover to a read-only node): every write fails with SQLSTATE 25006, an error
-/// the gateway does not count as temporary.
+/// (as after a failover to a read-only node): every write fails with SQLSTATE 25006
+/// (read_only_sql_transaction), an error the gateway does not count as temporary.
 async fn read_only(admin: &mut sqlx::PgConnection, on: bool) {
     let set = if on {
         "ALTER SYSTEM SET default_transaction_read_only = on"
@@ -186,6 +186,14 @@ async fn an_operation_whose_save_fails_for_good_still_finishes() {
 
     let op = create_polled(&fake.fake, &to_a, "readonly", "AKIDREPLICAA").await;
     read_only(&mut admin, true).await;
+    // And the connections A holds are cut, as a failover does.
+    sqlx::query(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE pid <> pg_backend_pid() AND backend_type = 'client backend'",
+    )
+    .execute(&mut admin)
+    .await
+    .unwrap();
     until(Duration::from_secs(10), "a save fails", || {
         std::fs::read_to_string(&a.log)
             .unwrap()
@@ -219,8 +227,9 @@ async fn the_orphans_of_a_dead_replica_are_spread_over_the_live_ones() {
     b.ready().await;
     c.ready().await;
 
-    // 100 `local` creates, 30 s each, all driven by A; then A dies.
-    const COUNT: i64 = 100;
+    // 150 `local` creates, 30 s each, all driven by A; then A dies. One replica alone needs
+    // five rounds (two seconds at least) to adopt them all.
+    const COUNT: i64 = 150;
     for i in 0..COUNT {
         create(&to_a, "providers/local", &format!("s{i:03}")).await;
     }
