@@ -10,9 +10,10 @@
 //! deadline `lease.rs` set when it last took or renewed the lease, which ends before the
 //! lease does on the database's clock. A task whose lease lapsed makes no provider call and
 //! no save any more. Whatever stops a task before its operation is done (a lapsed lease, a
-//! save that keeps failing, a panic, in a step or not) releases the operation's lease, fenced by the owner, so
-//! that the next adoption round (of any process, this one included) reads it again from the
-//! store and drives it; only the shutdown keeps leases, released all at once by the runner.
+//! save that keeps failing, a panic, in a step or not) releases the operation's lease,
+//! fenced by the owner, so that the next adoption round (of any process, this one included)
+//! reads it again from the store and drives it; only the shutdown keeps leases, released all
+//! at once by the runner.
 //!
 //! Each task runs in a telemetry context of its own and counts in
 //! `streamgate_operations_in_flight` while it runs. A finished operation goes to the
@@ -398,7 +399,10 @@ impl Driver {
                     tokio::time::sleep(delay).await;
                 }
                 Err(e) => {
-                    warn!(error = %e, "could not save the operation; releasing it, to be adopted again");
+                    warn!(
+                        error = %e,
+                        "could not save the operation; releasing it, to be adopted again"
+                    );
                     return Err(Stop::Lost);
                 }
             }
