@@ -12,7 +12,7 @@ use streamgate::operations::fingerprint;
 use streamgate::pb;
 use streamgate::store::{
     AuditFilter, AuditRecord, AuditStore, Inserted, Lease, OperationFilter, OperationStore,
-    SqlStore,
+    Orphans, Renewed, SqlStore,
 };
 
 use streamgate::pb::stream_service_client::StreamServiceClient;
@@ -55,11 +55,29 @@ const A: &str = "runner-a";
 const B: &str = "runner-b";
 const C: &str = "runner-c";
 
-fn lease(owner: &str, until_ms: i64) -> Lease {
+/// A lease of a minute: it holds through the suite unless renewed shorter.
+const MINUTE: u64 = 60_000;
+
+fn lease(owner: &str, length_ms: u64) -> Lease {
     Lease {
         owner: owner.into(),
-        until_ms,
+        length: Duration::from_millis(length_ms),
     }
+}
+
+fn sorted(mut ids: Vec<String>) -> Vec<String> {
+    ids.sort();
+    ids
+}
+
+fn owned(ids: &[&str]) -> Vec<String> {
+    ids.iter().map(|id| id.to_string()).collect()
+}
+
+/// Ends `owner`'s leases of `ids` on the database's clock: renewed for 1 ms, then past it.
+async fn lapse(store: &SqlStore, owner: &str, ids: &[&str]) {
+    store.renew(&lease(owner, 1), &owned(ids)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(30)).await;
 }
 
 fn ids(ops: &[Operation]) -> Vec<&str> {
@@ -70,13 +88,13 @@ async fn suite(store: SqlStore) {
     // Insert, read back, and the AIP-155 uniqueness of (principal, request_id).
     let first = op("op1", "a", 1_000, Some("rid-1"));
     assert!(matches!(
-        store.insert(&first, &lease(A, 10_000)).await.unwrap(),
+        store.insert(&first, &lease(A, MINUTE)).await.unwrap(),
         Inserted::New
     ));
     assert_eq!(store.get("op1").await.unwrap().unwrap(), first);
     assert!(store.get("nope").await.unwrap().is_none());
     match store
-        .insert(&op("op2", "b", 1_001, Some("rid-1")), &lease(A, 10_000))
+        .insert(&op("op2", "b", 1_001, Some("rid-1")), &lease(A, MINUTE))
         .await
         .unwrap()
     {
@@ -87,14 +105,14 @@ async fn suite(store: SqlStore) {
     other.principal = "bob".into();
     assert!(
         matches!(
-            store.insert(&other, &lease(A, 10_000)).await.unwrap(),
+            store.insert(&other, &lease(A, MINUTE)).await.unwrap(),
             Inserted::New
         ),
         "request ids are per principal"
     );
     assert!(matches!(
         store
-            .insert(&op("op3", "c", 1_002, None), &lease(A, 10_000))
+            .insert(&op("op3", "c", 1_002, None), &lease(A, MINUTE))
             .await
             .unwrap(),
         Inserted::New
@@ -102,7 +120,7 @@ async fn suite(store: SqlStore) {
     assert!(
         matches!(
             store
-                .insert(&op("op4", "d", 1_002, None), &lease(A, 10_000))
+                .insert(&op("op4", "d", 1_002, None), &lease(A, MINUTE))
                 .await
                 .unwrap(),
             Inserted::New
@@ -231,12 +249,13 @@ async fn by_principal(store: &SqlStore) {
     assert!(store.list(&of("carol"), None, 10).await.unwrap().is_empty());
 }
 
-/// Leases: one owner per unfinished operation; adoption once a lease ends; fenced saves.
-/// Unfinished here: op2 and op3 (cancel requested), both leased to A until 10 000.
+/// Leases: one owner per unfinished operation; adoption once a lease ends on the database's
+/// clock; renewals of the named operations only; fenced saves.
+/// Unfinished here: op2 and op3 (cancel requested), both leased to A for a minute.
 async fn leases(store: &SqlStore) {
     assert!(
         store
-            .claim(&lease(B, 30_000), 5_000, 10)
+            .claim(&lease(B, MINUTE), Orphans::Lapsed, 10)
             .await
             .unwrap()
             .is_empty()
@@ -245,53 +264,114 @@ async fn leases(store: &SqlStore) {
     op3.step = "stolen".into();
     assert!(!store.save(&op3, B).await.unwrap(), "B does not hold op3");
     assert_eq!(store.get("op3").await.unwrap().unwrap().step, "creating");
-    // A renews (and learns op3's cancellation); B still cannot take them.
-    assert_eq!(store.renew(&lease(A, 20_000)).await.unwrap(), ["op3"]);
+    // A renews what it names and holds (and learns op3's cancellation); B holds nothing.
+    let renewed = store
+        .renew(&lease(A, MINUTE), &owned(&["op3", "op2", "op1", "nope"]))
+        .await
+        .unwrap();
+    assert_eq!(sorted(renewed.held), ["op2", "op3"], "op1 is done");
+    assert_eq!(renewed.cancelled, ["op3"]);
+    assert_eq!(
+        store
+            .renew(&lease(B, MINUTE), &owned(&["op2"]))
+            .await
+            .unwrap(),
+        Renewed::default()
+    );
+    // A's leases end: B adopts them, as many as it asks for.
+    lapse(store, A, &["op2", "op3"]).await;
+    let first = store
+        .claim(&lease(B, MINUTE), Orphans::Lapsed, 1)
+        .await
+        .unwrap();
+    assert_eq!(first.len(), 1);
+    let rest = store
+        .claim(&lease(B, MINUTE), Orphans::Lapsed, 10)
+        .await
+        .unwrap();
+    assert_eq!(rest.len(), 1);
+    let both: Vec<&Operation> = first.iter().chain(&rest).collect();
+    assert_eq!(
+        sorted(both.iter().map(|o| o.id.clone()).collect()),
+        ["op2", "op3"]
+    );
+    assert!(both.iter().all(|o| o.cancel_requested == (o.id == "op3")));
+    // A's saves are fenced now, and A renews nothing; B's saves go through.
+    assert!(!store.save(&op3, A).await.unwrap());
     assert!(
         store
-            .claim(&lease(B, 30_000), 15_000, 10)
+            .renew(&lease(A, MINUTE), &owned(&["op2", "op3"]))
             .await
             .unwrap()
+            .held
             .is_empty()
     );
-    // A stopped renewing: B adopts them, oldest first, as many as it asks for.
-    let first = store.claim(&lease(B, 30_000), 25_000, 1).await.unwrap();
-    assert_eq!(ids(&first), ["op2"]);
-    let rest = store.claim(&lease(B, 30_000), 25_000, 10).await.unwrap();
-    assert_eq!(ids(&rest), ["op3"]);
-    assert!(rest[0].cancel_requested);
-    // A's saves are fenced now; B's go through.
-    assert!(!store.save(&op3, A).await.unwrap());
     assert!(store.save(&op3, B).await.unwrap());
     assert_eq!(store.get("op3").await.unwrap().unwrap().step, "stolen");
     // B stops cleanly: C adopts at once, long before B's lease would end.
     store.release(B).await.unwrap();
-    let adopted = store.claim(&lease(C, 40_000), 25_001, 10).await.unwrap();
-    assert_eq!(ids(&adopted), ["op2", "op3"]);
+    let adopted = store
+        .claim(&lease(C, MINUTE), Orphans::Lapsed, 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        sorted(adopted.iter().map(|o| o.id.clone()).collect()),
+        ["op2", "op3"]
+    );
     // Done operations are never claimed.
-    let mut done = adopted[0].clone();
+    let mut done = adopted.iter().find(|o| o.id == "op2").unwrap().clone();
     done.outcome = Some(Err(Error::new(Kind::Internal, "x")));
     assert!(store.save(&done, C).await.unwrap());
     store.release(C).await.unwrap();
-    let left = store.claim(&lease(A, 50_000), 40_001, 10).await.unwrap();
+    let left = store
+        .claim(&lease(A, MINUTE), Orphans::Lapsed, 10)
+        .await
+        .unwrap();
     assert_eq!(ids(&left), ["op3"]);
+    // A process takes its own lapsed operations too (a task of its own stopped).
+    lapse(store, A, &["op3"]).await;
+    let again = store
+        .claim(&lease(A, MINUTE), Orphans::Lapsed, 10)
+        .await
+        .unwrap();
+    assert_eq!(ids(&again), ["op3"]);
+    // One operation released, by its holder only.
+    store.release_one("op3", B).await.unwrap();
+    assert!(
+        store
+            .claim(&lease(C, MINUTE), Orphans::Lapsed, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    store.release_one("op3", A).await.unwrap();
+    let released = store
+        .claim(&lease(C, MINUTE), Orphans::Lapsed, 10)
+        .await
+        .unwrap();
+    assert_eq!(ids(&released), ["op3"]);
+    // Every unfinished operation, leases or not.
+    let all = store
+        .claim(&lease(A, MINUTE), Orphans::All, 10)
+        .await
+        .unwrap();
+    assert_eq!(ids(&all), ["op3"]);
 
     // Two processes claiming at once never both get an operation.
     for i in 0..20 {
         let orphan = op(&format!("orphan{i:02}"), &format!("o{i}"), 3_000 + i, None);
-        store.insert(&orphan, &lease(A, 0)).await.unwrap();
+        store.insert(&orphan, &lease(A, 1)).await.unwrap();
     }
-    let (lease_b, lease_c) = (lease(B, 90_000), lease(C, 90_000));
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    let (lease_b, lease_c) = (lease(B, MINUTE), lease(C, MINUTE));
     let (b, c) = tokio::join!(
-        store.claim(&lease_b, 60_000, 100),
-        store.claim(&lease_c, 60_000, 100)
+        store.claim(&lease_b, Orphans::Lapsed, 100),
+        store.claim(&lease_c, Orphans::Lapsed, 100)
     );
     let (b, c) = (b.unwrap(), c.unwrap());
     let mut all: Vec<&str> = ids(&b).into_iter().chain(ids(&c)).collect();
     all.sort();
-    // (op3's lease, A's until 50 000, has ended too.)
-    let mut expected: Vec<String> = (0..20).map(|i| format!("orphan{i:02}")).collect();
-    expected.insert(0, "op3".into());
+    let expected: Vec<String> = (0..20).map(|i| format!("orphan{i:02}")).collect();
     assert_eq!(all, expected, "each claimed exactly once");
 }
 

@@ -3,31 +3,44 @@
 //! Each task calls [`Provider::advance`] (or `cancel`, once asked to) and saves the step, the
 //! adapter's progress and the outcome after every call, fenced by this process as the owner:
 //! a save the store refuses (another process adopted the operation) ends the task. Temporary
-//! errors are retried with exponential backoff and jitter (backon); anything else ends the
-//! operation with its error. Each task runs in a telemetry context of its own and counts in
+//! errors of a step are retried with exponential backoff and jitter (backon); anything else
+//! ends the operation with its error.
+//!
+//! Before each step and each save, a task checks that its lease still holds: the local
+//! deadline `lease.rs` set when it last took or renewed the lease, which ends before the
+//! lease does on the database's clock. A task whose lease lapsed makes no provider call and
+//! no save any more. Whatever stops a task before its operation is done (a lapsed lease, a
+//! save that keeps failing, a panic, in a step or not) releases the operation's lease,
+//! fenced by the owner, so that the next adoption round (of any process, this one included)
+//! reads it again from the store and drives it; only the shutdown keeps leases, released all
+//! at once by the runner.
+//!
+//! Each task runs in a telemetry context of its own and counts in
 //! `streamgate_operations_in_flight` while it runs. A finished operation goes to the
 //! [`Finished`] cache and to the [`OperationObserver`]; every saved state goes to its
 //! [`Waiters`].
 //!
-//! It does not take or keep leases (`lease.rs`) nor record new operations (`mod.rs`).
+//! It does not take or renew leases (`lease.rs`) nor record new operations (`mod.rs`).
 //!
 //! [`Provider::advance`]: crate::providers::Provider::advance
 
 use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use backon::BackoffBuilder;
+use futures::FutureExt;
 use tokio::sync::{Notify, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{Instrument, info, warn};
+use tracing::{Instrument, error, info, warn};
 
 use super::finished::Finished;
 use super::waiters::Waiters;
 use crate::domain::{Operation, STEP_DONE, now_ms};
-use crate::error::{Error, Kind, Result};
+use crate::error::{Error, Kind};
 use crate::providers::{Registry, Step};
 use crate::store::OperationStore;
 use crate::telemetry::Telemetry;
@@ -44,10 +57,35 @@ pub trait OperationObserver: Send + Sync {
 }
 
 /// What a running operation's task listens to.
-#[derive(Default)]
 struct Control {
     wake: Notify,
     cancel: AtomicBool,
+    // Until when this process surely holds the operation's lease, on this process's monotonic
+    // clock: set from the moment the statement that took or renewed the lease was sent, less a
+    // margin, so it ends before the lease does on the database's clock. Once passed, never
+    // extended again: another process may have adopted the operation meanwhile.
+    held_until: Mutex<Instant>,
+}
+
+impl Control {
+    fn held_until(&self) -> MutexGuard<'_, Instant> {
+        self.held_until.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether the lease still holds.
+    fn holds(&self) -> bool {
+        Instant::now() < *self.held_until()
+    }
+}
+
+/// Why a task stopped before its operation was done.
+enum Stop {
+    /// The driver shuts down: the runner releases every lease at once.
+    Shutdown,
+    /// Another process holds the operation now.
+    Adopted,
+    /// This process's hold on the operation ended: its lease lapsed, or it could not save.
+    Lost,
 }
 
 type Running = HashMap<String, Arc<Control>>;
@@ -72,6 +110,15 @@ pub(super) struct Driver {
     observer: Arc<dyn OperationObserver>,
     // This process, as the owner of the operations it drives: every save is fenced by it.
     owner: String,
+}
+
+/// A task found its lease lapsed (`when`): it stops, to be adopted again.
+fn lapsed(when: &str) -> Stop {
+    warn!(
+        "the operation's lease lapsed {when} (the store was unreachable, or this process was \
+         paused); stopping, to be adopted again from the store"
+    );
+    Stop::Lost
 }
 
 fn backoff(retry: i32) -> Duration {
@@ -130,20 +177,61 @@ impl Driver {
         }
     }
 
-    /// Starts a task driving `op`, unless one of this process drives it already. `first`, if
-    /// given, gets the operation after its first step.
+    /// The operations whose task runs here and whose lease still holds: those to renew. A task
+    /// whose lease lapsed is woken, to stop now rather than at the end of its wait.
+    pub(super) fn held(&self) -> Vec<String> {
+        let mut held = Vec::new();
+        for (id, control) in self.running().iter() {
+            if control.holds() {
+                held.push(id.clone());
+            } else {
+                control.wake.notify_one();
+            }
+        }
+        held
+    }
+
+    /// The lease of `id` was renewed: it holds until `until`, unless it lapsed meanwhile (then
+    /// the task stops anyway, and its operation is read again by the next adoption).
+    pub(super) fn extend(&self, id: &str, until: Instant) {
+        if let Some(control) = self.running().get(id) {
+            let mut held_until = control.held_until();
+            if Instant::now() < *held_until {
+                *held_until = until.max(*held_until);
+            }
+        }
+    }
+
+    /// This process no longer holds the lease of `id` (another process adopted it): its task
+    /// stops before its next provider call.
+    pub(super) fn lose(&self, id: &str) {
+        if let Some(control) = self.running().get(id) {
+            *control.held_until() = Instant::now();
+            control.wake.notify_one();
+        }
+    }
+
+    /// Starts a task driving `op`, whose lease this process holds until `held_until`, unless
+    /// one of this process drives it already. `first`, if given, gets the operation after its
+    /// first step.
     pub(super) fn spawn(
         self: &Arc<Self>,
         op: Operation,
         first: Option<oneshot::Sender<Operation>>,
+        held_until: Instant,
     ) {
         let control = {
             let mut running = self.running();
             if running.contains_key(&op.id) {
+                // A task of this process whose lease lapsed, still stopping: it releases the
+                // operation, and a later round adopts it again.
                 return;
             }
-            let control = Arc::new(Control::default());
-            control.cancel.store(op.cancel_requested, Ordering::SeqCst);
+            let control = Arc::new(Control {
+                wake: Notify::new(),
+                cancel: AtomicBool::new(op.cancel_requested),
+                held_until: Mutex::new(held_until),
+            });
             running.insert(op.id.clone(), Arc::clone(&control));
             control
         };
@@ -157,7 +245,15 @@ impl Driver {
         self.tasks.spawn(
             context.scope(
                 async move {
-                    driver.drive(op, control, first).await;
+                    let id = op.id.clone();
+                    let stop = AssertUnwindSafe(Arc::clone(&driver).drive(op, control, first))
+                        .catch_unwind()
+                        .await
+                        .unwrap_or_else(|_| {
+                            error!("the operation's task panicked; releasing the operation");
+                            Some(Stop::Lost)
+                        });
+                    driver.end(&id, stop).await;
                     drop(in_flight);
                 }
                 .instrument(span),
@@ -165,39 +261,32 @@ impl Driver {
         );
     }
 
+    /// Drives `op` until it is done (`None`) or the task must stop.
     async fn drive(
         self: Arc<Self>,
         mut op: Operation,
         control: Arc<Control>,
         mut first: Option<oneshot::Sender<Operation>>,
-    ) {
+    ) -> Option<Stop> {
         loop {
             let delay = op.next_run_ms - now_ms();
             if delay > 0 && !control.cancel.load(Ordering::SeqCst) {
                 tokio::select! {
                     () = tokio::time::sleep(Duration::from_millis(delay as u64)) => {}
                     () = control.wake.notified() => {}
-                    () = self.shutdown.cancelled() => break,
+                    () = self.shutdown.cancelled() => return Some(Stop::Shutdown),
                 }
             }
             if self.shutdown.is_cancelled() {
-                break;
+                return Some(Stop::Shutdown);
+            }
+            if !control.holds() {
+                return Some(lapsed("before its next step"));
             }
             op.cancel_requested |= control.cancel.load(Ordering::SeqCst);
             self.step(&mut op).await;
-            match self.save(&op).await {
-                Ok(true) => {}
-                Ok(false) => {
-                    warn!(
-                        "another process adopted the operation (this one held it past its \
-                         lease); leaving it to that process"
-                    );
-                    break;
-                }
-                Err(e) => {
-                    warn!(error = %e, "could not save the operation; another process or the next start resumes it");
-                    break;
-                }
+            if let Err(stop) = self.save(&op, &control).await {
+                return Some(stop);
             }
             self.waiters.publish(&op);
             if let Some(tx) = first.take() {
@@ -216,11 +305,22 @@ impl Driver {
                     _ => info!("operation done"),
                 }
                 self.observer.done(&op).await;
-                break;
+                return None;
             }
         }
-        self.running().remove(&op.id);
-        self.waiters.close(&op.id);
+    }
+
+    /// After the task of `id` stopped (`stop`, or done): releases the operation's lease when
+    /// this process lost its hold on it, then forgets the task. In that order: a lease released
+    /// after forgetting could be one this process just took again, for a new task.
+    async fn end(&self, id: &str, stop: Option<Stop>) {
+        if let Some(Stop::Lost) = stop
+            && let Err(e) = self.store.release_one(id, &self.owner).await
+        {
+            warn!(error = %e, "could not release the operation; its lease runs out instead");
+        }
+        self.running().remove(id);
+        self.waiters.close(id);
     }
 
     /// Runs one step and records its outcome in `op` (not yet saved).
@@ -275,16 +375,36 @@ impl Driver {
         }
     }
 
-    /// Saves `op` as this process's; false when another process holds it now.
-    async fn save(&self, op: &Operation) -> Result<bool> {
+    /// Saves `op` as this process's, retrying any failure with backoff while the lease holds
+    /// (at most [`MAX_STEP_RETRIES`] times). The reason to stop when it cannot.
+    async fn save(&self, op: &Operation, control: &Control) -> std::result::Result<(), Stop> {
         let mut retry = 0;
         loop {
+            if !control.holds() {
+                return Err(lapsed("before saving its step"));
+            }
             match self.store.save(op, &self.owner).await {
-                Err(e) if e.is_temporary() && retry < MAX_STEP_RETRIES => {
-                    retry += 1;
-                    tokio::time::sleep(backoff(retry)).await;
+                Ok(true) => return Ok(()),
+                Ok(false) => {
+                    warn!(
+                        "another process adopted the operation (this one held it past its \
+                         lease); leaving it to that process"
+                    );
+                    return Err(Stop::Adopted);
                 }
-                other => return other,
+                Err(e) if retry < MAX_STEP_RETRIES => {
+                    retry += 1;
+                    let delay = backoff(retry);
+                    warn!(error = %e, retry, ?delay, "could not save the operation; retrying");
+                    tokio::time::sleep(delay).await;
+                }
+                Err(e) => {
+                    warn!(
+                        error = %e,
+                        "could not save the operation; releasing it, to be adopted again"
+                    );
+                    return Err(Stop::Lost);
+                }
             }
         }
     }

@@ -117,10 +117,11 @@ impl Runner {
         &self.driver.store
     }
 
-    /// Adopts every unfinished operation no live process holds (all of them, after a restart
-    /// of the only process), then keeps this runner's leases: renewing them, adopting
-    /// operations of processes that died, and acting on cancellations requested elsewhere.
-    /// Returns how many operations it adopted at first.
+    /// Adopts unfinished operations no live process holds (all of them, after a restart of the
+    /// only process; a share of them on a shared store, the rest in later rounds), then keeps
+    /// this runner's leases: renewing them, adopting operations of processes that died, and
+    /// acting on cancellations requested elsewhere. Returns how many operations it adopted at
+    /// first.
     pub async fn resume_all(self: &Arc<Self>) -> Result<usize> {
         let count = self
             .leases
@@ -191,11 +192,8 @@ impl Runner {
             create_time_ms: now,
             update_time_ms: now,
         };
-        match self
-            .store()
-            .insert(&op, &self.leases.lease_from(now))
-            .await?
-        {
+        let sent = std::time::Instant::now();
+        match self.store().insert(&op, &self.leases.lease()).await? {
             Inserted::Existing(existing) if existing.fingerprint == op.fingerprint => {
                 return Ok(*existing);
             }
@@ -220,7 +218,8 @@ impl Runner {
         );
         let (tx, rx) = oneshot::channel();
         let fallback = op.clone();
-        self.driver.spawn(op, Some(tx));
+        self.driver
+            .spawn(op, Some(tx), self.leases.held_until(sent));
         match tokio::time::timeout(first_step, rx).await {
             Ok(Ok(op)) => Ok(op),
             _ => Ok(self.store().get(&fallback.id).await?.unwrap_or(fallback)),
@@ -293,7 +292,7 @@ mod tests {
     use crate::config::{Config, Environment};
     use crate::domain::{StreamName, StreamSpec};
     use crate::providers::Prepared;
-    use crate::store::{Lease, OperationFilter, SqlStore};
+    use crate::store::{Lease, OperationFilter, Orphans, Renewed, SqlStore};
     use crate::watch::WatchHub;
 
     /// The runner's observer in these tests: the audit trail sits above this module, and no
@@ -315,6 +314,8 @@ mod tests {
         // saved done: the race of a cancel with the last step, in the order that matters.
         hold_cancel: AtomicBool,
         saved_done: tokio::sync::Notify,
+        // When set, the next save panics (as a bug in a task would), once.
+        panic_next_save: AtomicBool,
     }
 
     #[async_trait]
@@ -334,6 +335,9 @@ mod tests {
             self.inner.find_by_request_id(principal, request_id).await
         }
         async fn save(&self, op: &Operation, owner: &str) -> Result<bool> {
+            if self.panic_next_save.swap(false, Ordering::SeqCst) {
+                panic!("a bug in the task");
+            }
             if self.adopted_elsewhere.load(Ordering::SeqCst) {
                 return Ok(false);
             }
@@ -361,14 +365,22 @@ mod tests {
         async fn unfinished(&self) -> Result<Vec<Operation>> {
             self.inner.unfinished().await
         }
-        async fn claim(&self, lease: &Lease, now_ms: i64, limit: usize) -> Result<Vec<Operation>> {
-            self.inner.claim(lease, now_ms, limit).await
+        async fn claim(
+            &self,
+            lease: &Lease,
+            which: Orphans,
+            limit: usize,
+        ) -> Result<Vec<Operation>> {
+            self.inner.claim(lease, which, limit).await
         }
-        async fn renew(&self, lease: &Lease) -> Result<Vec<String>> {
-            self.inner.renew(lease).await
+        async fn renew(&self, lease: &Lease, ids: &[String]) -> Result<Renewed> {
+            self.inner.renew(lease, ids).await
         }
         async fn release(&self, owner: &str) -> Result<()> {
             self.inner.release(owner).await
+        }
+        async fn release_one(&self, id: &str, owner: &str) -> Result<()> {
+            self.inner.release_one(id, owner).await
         }
         fn exclusive(&self) -> bool {
             self.inner.exclusive()
@@ -376,6 +388,13 @@ mod tests {
     }
 
     async fn runner_with(delay: &str) -> (tempfile::TempDir, Arc<Probe>, Arc<Runner>) {
+        runner_leased(delay, Duration::from_secs(30)).await
+    }
+
+    async fn runner_leased(
+        delay: &str,
+        lease: Duration,
+    ) -> (tempfile::TempDir, Arc<Probe>, Arc<Runner>) {
         let dir = tempfile::tempdir().unwrap();
         let config = Config::from_toml(&format!(
             "[[providers]]\nid = \"local\"\nkind = \"local\"\ncreate_delay = \"{delay}\"\n"
@@ -401,6 +420,7 @@ mod tests {
             adopted_elsewhere: AtomicBool::new(false),
             hold_cancel: AtomicBool::new(false),
             saved_done: tokio::sync::Notify::new(),
+            panic_next_save: AtomicBool::new(false),
         });
         let runner = Runner::new(
             Arc::clone(&probe) as Arc<dyn OperationStore>,
@@ -408,7 +428,7 @@ mod tests {
             Telemetry::new(crate::telemetry::otel::OtelSettings::from_env(&environment).unwrap())
                 .unwrap(),
             Arc::new(Unobserved),
-            Duration::from_secs(30),
+            lease,
         );
         (dir, probe, runner)
     }
@@ -529,5 +549,22 @@ mod tests {
         // One read at the start, then one per WAIT_POLL (1 s) once the task stopped; a waiter
         // that spun on a closed channel read thousands of times.
         assert!(reads <= 6, "{reads} reads of the operation in 2.5 s");
+    }
+
+    #[tokio::test]
+    async fn an_operation_whose_task_panicked_is_adopted_again_and_finishes() {
+        let (_dir, probe, runner) = runner_leased("300ms", Duration::from_millis(600)).await;
+        runner.resume_all().await.unwrap();
+        probe.panic_next_save.store(true, Ordering::SeqCst);
+        let op = runner
+            .submit("tester", None, create("s1"), Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert!(!op.done(), "its first save panicked");
+        // The task released the operation as it ended; the next adoption round (about a third of
+        // the lease later) takes it again, from the store, and finishes it.
+        let done = runner.wait(&op.id, Duration::from_secs(10)).await.unwrap();
+        assert!(matches!(done.outcome, Some(Ok(_))), "{done:?}");
+        assert!(!probe.panic_next_save.load(Ordering::SeqCst));
     }
 }

@@ -10,6 +10,8 @@ mod batch;
 mod probe;
 mod sql;
 
+use std::time::Duration;
+
 use async_trait::async_trait;
 
 pub use batch::{Db, Row, Statement};
@@ -28,13 +30,34 @@ pub enum Inserted {
     Existing(Box<Operation>),
 }
 
-/// Who drives an operation, and until when unless renewed.
+/// Who drives an operation, and for how long unless renewed. The store computes the end of a
+/// lease from the database's clock (`now()` on PostgreSQL, which every replica shares; the
+/// process's clock on SQLite, which one process uses), never from a replica's clock.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Lease {
     /// The process (a runner's instance id).
     pub owner: String,
-    /// Milliseconds since the epoch.
-    pub until_ms: i64,
+    /// How long the lease lasts from the statement that takes or renews it.
+    pub length: Duration,
+}
+
+/// What a renewal of leases found.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Renewed {
+    /// The operations whose lease the owner still held and now holds for another lease.
+    pub held: Vec<String>,
+    /// Those of them whose cancellation was requested (maybe through another process).
+    pub cancelled: Vec<String>,
+}
+
+/// Which unfinished operations a claim takes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Orphans {
+    /// Those with no owner or whose lease ended (their owner, maybe the claimer itself, stopped
+    /// renewing it).
+    Lapsed,
+    /// Every one, leases or not: the store is the claimer's alone, whoever held them is gone.
+    All,
 }
 
 /// Filters of ListOperations.
@@ -78,15 +101,19 @@ pub trait OperationStore: Send + Sync {
     ) -> Result<Vec<Operation>>;
     /// Every operation that is not done, oldest first.
     async fn unfinished(&self) -> Result<Vec<Operation>>;
-    /// Takes every unfinished operation that has no owner, or another owner whose lease ended
-    /// before `now_ms`, at most `limit`, oldest first: they are leased to `lease` and
-    /// returned. Two processes claiming at once never both get one.
-    async fn claim(&self, lease: &Lease, now_ms: i64, limit: usize) -> Result<Vec<Operation>>;
-    /// Extends the lease of every unfinished operation `lease.owner` holds; returns the ids of
-    /// those whose cancellation was requested (maybe through another process).
-    async fn renew(&self, lease: &Lease) -> Result<Vec<String>>;
+    /// Takes unfinished operations (`which`), at most `limit`, and leases them to `lease`;
+    /// returns them as stored. On PostgreSQL in random order, skipping rows another claimer
+    /// has locked, so that replicas claiming at once share the orphans; on SQLite oldest first.
+    /// Two processes claiming at once never both get one.
+    async fn claim(&self, lease: &Lease, which: Orphans, limit: usize) -> Result<Vec<Operation>>;
+    /// Extends the lease of each unfinished operation of `ids` that `lease.owner` still holds
+    /// (whether or not its lease ran out meanwhile).
+    async fn renew(&self, lease: &Lease, ids: &[String]) -> Result<Renewed>;
     /// Ends the leases of `owner` (it stops): others may adopt its operations at once.
     async fn release(&self, owner: &str) -> Result<()>;
+    /// Ends `owner`'s lease of the operation `id`, if it holds it: its task stopped without
+    /// finishing it, and the next claim (by any process) takes it.
+    async fn release_one(&self, id: &str, owner: &str) -> Result<()>;
     /// Whether one process only uses this store (embedded SQLite): then a process starting
     /// takes every unfinished operation at once, leases or not, since whoever held them is gone.
     fn exclusive(&self) -> bool;

@@ -6,6 +6,7 @@
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::AnyPool;
@@ -13,7 +14,7 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 
 use super::batch::{Db, Row, Statement, within_deadline};
 use super::probe::StoreProbe;
-use super::{Inserted, Lease, OperationFilter, OperationStore};
+use super::{Inserted, Lease, OperationFilter, OperationStore, Orphans, Renewed};
 use crate::config::StoreConfig;
 use crate::domain::Operation;
 use crate::error::{Error, Result};
@@ -193,15 +194,33 @@ fn decode(row: &Row) -> Result<Operation> {
 
 const COLUMNS: &str = "record, cancel_requested";
 
+/// How many ids one renewal statement names (far below both databases' limits on parameters).
+const RENEW_CHUNK: usize = 500;
+
+/// The database's clock, in milliseconds since the epoch, as SQL: leases end by it. Every
+/// replica sharing a PostgreSQL server reads the same clock; SQLite has one process.
+fn now_ms_sql(sqlite: bool) -> &'static str {
+    if sqlite {
+        "CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER)"
+    } else {
+        "CAST(EXTRACT(EPOCH FROM now()) * 1000 AS BIGINT)"
+    }
+}
+
+fn millis(length: Duration) -> i64 {
+    i64::try_from(length.as_millis()).unwrap_or(i64::MAX)
+}
+
 #[async_trait]
 impl OperationStore for SqlStore {
     async fn insert(&self, op: &Operation, lease: &Lease) -> Result<Inserted> {
         let record = serde_json::to_string(op)?;
-        let result = Statement::new(
+        let result = Statement::new(format!(
             "INSERT INTO operations (id, principal, request_id, provider, verb, target, done, \
              cancel_requested, create_time_ms, update_time_ms, record, owner, lease_until_ms) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
-        )
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, {} + $13)",
+            now_ms_sql(self.sqlite)
+        ))
         .bind(&op.id)
         .bind(&op.principal)
         .bind(op.request_id.clone())
@@ -214,7 +233,7 @@ impl OperationStore for SqlStore {
         .bind(op.update_time_ms)
         .bind(record)
         .bind(&lease.owner)
-        .bind(lease.until_ms);
+        .bind(millis(lease.length));
         match self.db.execute(result).await {
             Ok(_) => Ok(Inserted::New),
             Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
@@ -338,53 +357,77 @@ impl OperationStore for SqlStore {
         rows.into_iter().map(|row| decode(&Row::Any(row))).collect()
     }
 
-    async fn claim(&self, lease: &Lease, now_ms: i64, limit: usize) -> Result<Vec<Operation>> {
-        let candidates: Vec<String> = sqlx::query_scalar(
-            "SELECT id FROM operations WHERE done = 0 \
-             AND (owner IS NULL OR (owner <> $1 AND lease_until_ms < $2)) \
-             ORDER BY create_time_ms, id LIMIT $3",
-        )
-        .bind(&lease.owner)
-        .bind(now_ms)
-        .bind(limit as i64)
-        .fetch_all(&self.pool)
-        .await?;
-        let mut claimed = Vec::new();
-        for id in candidates {
-            // The same condition again, in the UPDATE: of two claimers, one changes the row.
-            let taken = sqlx::query(
-                "UPDATE operations SET owner = $1, lease_until_ms = $2 WHERE id = $3 AND done = 0 \
-                 AND (owner IS NULL OR (owner <> $4 AND lease_until_ms < $5))",
+    async fn claim(&self, lease: &Lease, which: Orphans, limit: usize) -> Result<Vec<Operation>> {
+        let now = now_ms_sql(self.sqlite);
+        let orphan = match which {
+            Orphans::Lapsed => format!("(owner IS NULL OR lease_until_ms < {now})"),
+            Orphans::All => "1 = 1".to_string(),
+        };
+        let sql = if self.sqlite {
+            // One process: the condition again on the row updated is all it takes.
+            format!(
+                "UPDATE operations SET owner = $1, lease_until_ms = {now} + $2 \
+                 WHERE id IN (SELECT id FROM operations WHERE done = 0 AND {orphan} \
+                 ORDER BY create_time_ms, id LIMIT $3) AND done = 0 AND {orphan} \
+                 RETURNING {COLUMNS}"
             )
+        } else {
+            // Rows another replica's claim holds are skipped rather than waited for, and a
+            // random pick spreads the orphans over the replicas claiming at once. The pick is
+            // a CTE, evaluated once (a subquery in `IN` may run again per row, with another
+            // random pick); a locked row is checked again against the condition once locked.
+            format!(
+                "WITH picked AS (SELECT id FROM operations WHERE done = 0 AND {orphan} \
+                 ORDER BY random() LIMIT $3 FOR UPDATE SKIP LOCKED) \
+                 UPDATE operations SET owner = $1, lease_until_ms = {now} + $2 \
+                 FROM picked WHERE operations.id = picked.id RETURNING {COLUMNS}"
+            )
+        };
+        let rows = sqlx::query(&sql)
             .bind(&lease.owner)
-            .bind(lease.until_ms)
-            .bind(&id)
-            .bind(&lease.owner)
-            .bind(now_ms)
-            .execute(&self.pool)
+            .bind(millis(lease.length))
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .fetch_all(&self.pool)
             .await?;
-            if taken.rows_affected() > 0
-                && let Some(op) = self.get(&id).await?
-            {
-                claimed.push(op);
-            }
+        let mut claimed = rows
+            .into_iter()
+            .map(|row| decode(&Row::Any(row)))
+            .collect::<Result<Vec<_>>>()?;
+        if self.sqlite {
+            claimed.sort_by(|a, b| (a.create_time_ms, &a.id).cmp(&(b.create_time_ms, &b.id)));
         }
         Ok(claimed)
     }
 
-    async fn renew(&self, lease: &Lease) -> Result<Vec<String>> {
-        sqlx::query("UPDATE operations SET lease_until_ms = $1 WHERE owner = $2 AND done = 0")
-            .bind(lease.until_ms)
-            .bind(&lease.owner)
-            .execute(&self.pool)
-            .await?;
-        let cancelled = sqlx::query_scalar(
-            "SELECT id FROM operations WHERE owner = $1 AND done = 0 AND cancel_requested = 1",
-        )
-        .bind(&lease.owner)
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(cancelled)
+    async fn renew(&self, lease: &Lease, ids: &[String]) -> Result<Renewed> {
+        let mut renewed = Renewed::default();
+        for chunk in ids.chunks(RENEW_CHUNK) {
+            let list = (0..chunk.len())
+                .map(|i| format!("${}", i + 3))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let sql = format!(
+                "UPDATE operations SET lease_until_ms = {} + $1 \
+                 WHERE owner = $2 AND done = 0 AND id IN ({list}) RETURNING id, cancel_requested",
+                now_ms_sql(self.sqlite)
+            );
+            let mut query = sqlx::query(&sql)
+                .bind(millis(lease.length))
+                .bind(&lease.owner);
+            for id in chunk {
+                query = query.bind(id);
+            }
+            for row in query.fetch_all(&self.pool).await? {
+                let row = Row::Any(row);
+                let id: String = row.try_get("id")?;
+                let cancel: i64 = row.try_get("cancel_requested")?;
+                if cancel != 0 {
+                    renewed.cancelled.push(id.clone());
+                }
+                renewed.held.push(id);
+            }
+        }
+        Ok(renewed)
     }
 
     async fn release(&self, owner: &str) -> Result<()> {
@@ -392,6 +435,17 @@ impl OperationStore for SqlStore {
             .bind(owner)
             .execute(&self.pool)
             .await?;
+        Ok(())
+    }
+
+    async fn release_one(&self, id: &str, owner: &str) -> Result<()> {
+        sqlx::query(
+            "UPDATE operations SET lease_until_ms = 0 WHERE id = $1 AND owner = $2 AND done = 0",
+        )
+        .bind(id)
+        .bind(owner)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 

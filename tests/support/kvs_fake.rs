@@ -2,7 +2,8 @@
 //! /createStream`, `/describeStream`, ...), for what moto does not do: CREATING → ACTIVE after
 //! some polls, Version checks (VersionMismatchException), throttling
 //! (ClientLimitExceededException), UpdateStream, UpdateDataRetention, tags, NotAuthorized and
-//! AccountStreamLimitExceeded on demand. It records every request with its time.
+//! AccountStreamLimitExceeded on demand. It records every request with its time and the access
+//! key that signed it (so that a test can tell which replica called).
 //!
 //! Switchable per test, as KVS behaves ([`Windows`], [`KvsFake::enforce_quotas`]): a new stream
 //! invisible to reads for a moment (eventual consistency); CREATING, UPDATING (after
@@ -64,6 +65,8 @@ pub struct Recorded {
     pub stream: Option<String>,
     /// Whether it was answered ClientLimitExceededException.
     pub throttled: bool,
+    /// The access key id of its SigV4 `Authorization` header (`Credential=AKID/…`), or empty.
+    pub access_key: String,
 }
 
 /// How long the fake's streams stay in KVS's passing states (zero: not at all).
@@ -500,16 +503,37 @@ impl Inner {
     }
 }
 
-async fn handle(State(fake): State<KvsFake>, Path(action): Path<String>, body: String) -> Response {
-    let (response, latency) = answer(&fake, action, body);
+async fn handle(
+    State(fake): State<KvsFake>,
+    Path(action): Path<String>,
+    headers: HeaderMap,
+    body: String,
+) -> Response {
+    let (response, latency) = answer(&fake, action, access_key(&headers), body);
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
     }
     response
 }
 
+/// The access key id a SigV4 `Authorization` header names, or empty.
+fn access_key(headers: &HeaderMap) -> String {
+    headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once("Credential="))
+        .and_then(|(_, rest)| rest.split('/').next())
+        .unwrap_or_default()
+        .to_string()
+}
+
 /// The answer to one request, and how long to wait before sending it.
-fn answer(fake: &KvsFake, action: String, body: String) -> (Response, Duration) {
+fn answer(
+    fake: &KvsFake,
+    action: String,
+    access_key: String,
+    body: String,
+) -> (Response, Duration) {
     let body: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
     let mut inner = fake.inner.lock().unwrap();
     inner.settle();
@@ -560,6 +584,7 @@ fn answer(fake: &KvsFake, action: String, body: String) -> (Response, Duration) 
         status: response.status().as_u16(),
         stream,
         throttled: throttled && !injected_any,
+        access_key,
     });
     (response, inner.latency)
 }
