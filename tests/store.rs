@@ -70,13 +70,17 @@ async fn suite(store: SqlStore) {
     // Insert, read back, and the AIP-155 uniqueness of (principal, request_id).
     let first = op("op1", "a", 1_000, Some("rid-1"));
     assert!(matches!(
-        store.insert(&first, &lease(A, 10_000)).await.unwrap(),
+        store.insert(&first, &lease(A, 10_000), None).await.unwrap(),
         Inserted::New
     ));
     assert_eq!(store.get("op1").await.unwrap().unwrap(), first);
     assert!(store.get("nope").await.unwrap().is_none());
     match store
-        .insert(&op("op2", "b", 1_001, Some("rid-1")), &lease(A, 10_000))
+        .insert(
+            &op("op2", "b", 1_001, Some("rid-1")),
+            &lease(A, 10_000),
+            None,
+        )
         .await
         .unwrap()
     {
@@ -87,14 +91,14 @@ async fn suite(store: SqlStore) {
     other.principal = "bob".into();
     assert!(
         matches!(
-            store.insert(&other, &lease(A, 10_000)).await.unwrap(),
+            store.insert(&other, &lease(A, 10_000), None).await.unwrap(),
             Inserted::New
         ),
         "request ids are per principal"
     );
     assert!(matches!(
         store
-            .insert(&op("op3", "c", 1_002, None), &lease(A, 10_000))
+            .insert(&op("op3", "c", 1_002, None), &lease(A, 10_000), None)
             .await
             .unwrap(),
         Inserted::New
@@ -102,7 +106,7 @@ async fn suite(store: SqlStore) {
     assert!(
         matches!(
             store
-                .insert(&op("op4", "d", 1_002, None), &lease(A, 10_000))
+                .insert(&op("op4", "d", 1_002, None), &lease(A, 10_000), None)
                 .await
                 .unwrap(),
             Inserted::New
@@ -279,7 +283,7 @@ async fn leases(store: &SqlStore) {
     // Two processes claiming at once never both get an operation.
     for i in 0..20 {
         let orphan = op(&format!("orphan{i:02}"), &format!("o{i}"), 3_000 + i, None);
-        store.insert(&orphan, &lease(A, 0)).await.unwrap();
+        store.insert(&orphan, &lease(A, 0), None).await.unwrap();
     }
     let (lease_b, lease_c) = (lease(B, 90_000), lease(C, 90_000));
     let (b, c) = tokio::join!(
