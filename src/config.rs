@@ -258,10 +258,29 @@ pub struct StoreConfig {
     /// (default `30s`).
     #[serde(default = "default_lease", deserialize_with = "de_duration")]
     pub operation_lease: Duration,
+    /// How long a finished operation is kept after it finished (default `30d`); then the
+    /// retention sweep deletes it, and its request_id may be used again. Unfinished operations
+    /// are never deleted.
+    #[serde(
+        default = "default_operation_retention",
+        deserialize_with = "de_duration"
+    )]
+    pub operation_retention: Duration,
+    /// How long audit records (calls and final outcomes) are kept (default `400d`).
+    #[serde(default = "default_audit_retention", deserialize_with = "de_duration")]
+    pub audit_retention: Duration,
 }
 
 fn default_lease() -> Duration {
     DEFAULT_LEASE
+}
+
+fn default_operation_retention() -> Duration {
+    Duration::from_secs(30 * 24 * 3600)
+}
+
+fn default_audit_retention() -> Duration {
+    Duration::from_secs(400 * 24 * 3600)
 }
 
 /// `[auth]`: who may call.
@@ -581,6 +600,8 @@ impl fmt::Debug for StoreConfig {
         f.debug_struct("StoreConfig")
             .field("url", &redact_url(&self.url))
             .field("operation_lease", &self.operation_lease)
+            .field("operation_retention", &self.operation_retention)
+            .field("audit_retention", &self.audit_retention)
             .finish()
     }
 }
@@ -711,6 +732,8 @@ impl Default for StoreConfig {
         StoreConfig {
             url: default_store_url(),
             operation_lease: default_lease(),
+            operation_retention: default_operation_retention(),
+            audit_retention: default_audit_retention(),
         }
     }
 }
@@ -847,6 +870,16 @@ impl Config {
             return Err(ConfigError::Invalid(
                 "[store] operation_lease must be at least 1s".into(),
             ));
+        }
+        for (key, retention) in [
+            ("operation_retention", self.store.operation_retention),
+            ("audit_retention", self.store.audit_retention),
+        ] {
+            if retention < Duration::from_secs(1) {
+                return Err(ConfigError::Invalid(format!(
+                    "[store] {key} must be at least 1s"
+                )));
+            }
         }
         if self.server.worker_threads > MAX_WORKERS {
             return Err(ConfigError::Invalid(format!(

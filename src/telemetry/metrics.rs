@@ -12,6 +12,7 @@
 //! | `streamgate_rate_limited_total` | counter | `principal`, `rpc_service`, `rpc_method` |
 //! | `streamgate_unauthenticated_refusals_total` | counter | `rpc_service`, `rpc_method` |
 //! | `streamgate_operations_in_flight` | gauge | `provider`, `verb` |
+//! | `streamgate_oldest_unfinished_operation_age_seconds` | gauge (the store's, as this process last read it) | |
 //!
 //! `provider` is absent on calls that name no configured provider instance; `outcome` is `ok`
 //! or the error's stable reason (`STREAM_NOT_FOUND`, `PROVIDER_THROTTLED`, ...).
@@ -29,7 +30,7 @@ use std::time::Duration;
 use hashbrown::{Equivalent, HashMap};
 use opentelemetry::KeyValue;
 use opentelemetry::metrics::{
-    BoundCounter, BoundHistogram, Counter, Histogram, Meter, UpDownCounter,
+    BoundCounter, BoundHistogram, Counter, Gauge, Histogram, Meter, UpDownCounter,
 };
 use tonic::Code;
 
@@ -108,6 +109,7 @@ pub struct Metrics {
     rate_limited: Counter<u64>,
     unauthenticated_refusals: Counter<u64>,
     operations_in_flight: UpDownCounter<i64>,
+    oldest_unfinished_operation: Gauge<f64>,
 }
 
 /// The name of a gRPC code as grpc-go and most dashboards spell it (`NotFound`).
@@ -168,6 +170,14 @@ impl Metrics {
             operations_in_flight: meter
                 .i64_up_down_counter("streamgate.operations.in_flight")
                 .with_description("Long-running operations this process is driving")
+                .build(),
+            oldest_unfinished_operation: meter
+                .f64_gauge("streamgate.oldest_unfinished_operation.age")
+                .with_unit("s")
+                .with_description(
+                    "How long ago the oldest unfinished operation in the store was accepted \
+                     (0 when none is unfinished)",
+                )
                 .build(),
             rpc_series: RwLock::default(),
         }
@@ -271,6 +281,14 @@ impl Metrics {
             gauge: self.operations_in_flight.clone(),
             attributes,
         }
+    }
+}
+
+impl Metrics {
+    /// Records the age of the oldest unfinished operation in the store (zero: none).
+    pub fn oldest_unfinished_operation(&self, age: Duration) {
+        self.oldest_unfinished_operation
+            .record(age.as_secs_f64(), &[]);
     }
 }
 
