@@ -59,13 +59,15 @@ impl SqlStore {
     /// first; how many it deleted.
     pub async fn delete_finished_operations(&self, before_ms: i64, limit: i64) -> Result<u64> {
         // An operation finishes after it was created: the candidates are read in the order
-        // of operations_newest (create_time_ms, id), the old unfinished ones skipped.
+        // of operations_newest (create_time_ms, id), the old unfinished ones skipped. `+done`
+        // keeps SQLite from reading every finished operation through operations_unfinished
+        // (done, id) and sorting them (PostgreSQL reads it as `done`).
         let deleted = self
             .db()
             .execute(
                 Statement::new(
                     "DELETE FROM operations WHERE id IN (SELECT id FROM operations \
-                     WHERE create_time_ms < $1 AND done = 1 AND update_time_ms < $2 \
+                     WHERE create_time_ms < $1 AND +done = 1 AND update_time_ms < $2 \
                      ORDER BY create_time_ms, id LIMIT $3)",
                 )
                 .bind(before_ms)
