@@ -59,7 +59,8 @@ impl StreamApi {
         request: &Request<T>,
         provider: &Arc<dyn Provider>,
         op: OpRequest,
-        (request_id, validate_only): (&str, bool),
+        request_id: &str,
+        validate_only: bool,
         audit: &mut Pending<'_>,
     ) -> Result<pb::Operation> {
         let principal = principal(request);
@@ -153,13 +154,7 @@ impl StreamApi {
             spec,
         };
         let op = self
-            .start(
-                request,
-                provider,
-                op,
-                (&r.request_id, r.validate_only),
-                audit,
-            )
+            .start(request, provider, op, &r.request_id, r.validate_only, audit)
             .await?;
         Ok(op)
     }
@@ -184,13 +179,7 @@ impl StreamApi {
         v.finish()?;
         let op = OpRequest::Update { name, patch, etag };
         let op = self
-            .start(
-                request,
-                provider,
-                op,
-                (&r.request_id, r.validate_only),
-                audit,
-            )
+            .start(request, provider, op, &r.request_id, r.validate_only, audit)
             .await?;
         Ok(op)
     }
@@ -218,13 +207,7 @@ impl StreamApi {
             allow_missing: r.allow_missing,
         };
         let op = self
-            .start(
-                request,
-                provider,
-                op,
-                (&r.request_id, r.validate_only),
-                audit,
-            )
+            .start(request, provider, op, &r.request_id, r.validate_only, audit)
             .await?;
         Ok(op)
     }
@@ -270,7 +253,7 @@ impl StreamApi {
         v.finish()?;
         let op = OpRequest::BatchDelete { parent, names };
         let op = self
-            .start(request, provider, op, (&r.request_id, false), audit)
+            .start(request, provider, op, &r.request_id, false, audit)
             .await?;
         Ok(op)
     }
