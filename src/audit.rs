@@ -330,18 +330,16 @@ impl Audit {
 
     /// Hands `row` to the backlog, unless it is full.
     fn queue(&self, row: Row) {
-        match self.backlog.try_send(row) {
-            Ok(()) => {
-                self.unwritten.fetch_add(1, Ordering::AcqRel);
-            }
-            Err(_) => {
-                if let Some(lost) = self.lost.note() {
-                    warn!(
-                        target: "audit",
-                        lost,
-                        "audit rows not recorded: the backlog of {MAX_BACKLOG} rows the store has not taken yet is full"
-                    );
-                }
+        // Counted first: the writer may write it (and count it off) before try_send returns.
+        self.unwritten.fetch_add(1, Ordering::AcqRel);
+        if self.backlog.try_send(row).is_err() {
+            self.unwritten.fetch_sub(1, Ordering::AcqRel);
+            if let Some(lost) = self.lost.note() {
+                warn!(
+                    target: "audit",
+                    lost,
+                    "audit rows not recorded: the backlog of {MAX_BACKLOG} rows the store has not taken yet is full"
+                );
             }
         }
     }
