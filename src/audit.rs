@@ -1,35 +1,50 @@
 //! The audit trail of mutating calls.
 //!
 //! The handler of each mutating method (the table of [`crate::methods`] says which: the
-//! StreamService methods that start an operation) ends with [`Audit::call`]: one row in the
-//! durable `audit_records` table and one structured log line (target `audit`) with the
-//! principal, method, target, request_id, operation, outcome and provider request id. When an operation is done, the
+//! StreamService methods that start an operation) opens its call's record with
+//! [`Audit::begin`] and ends with [`Pending::finish`]: one row in the durable `audit_records`
+//! table and one structured log line (target `audit`) with the principal, method, target,
+//! request_id, operation, outcome and provider request id. When an operation is done, the
 //! runner calls [`Audit`] as its [`OperationObserver`]: the final outcome (`succeeded` or the
 //! error reason) and the provider request id of a failure go into `audit_completions` and
 //! another `audit` log line. AuditService.ListAuditRecords reads both, joined.
 //!
+//! # Durability
+//!
+//! A call that starts an operation hands its record to the runner ([`Pending::with_operation`]),
+//! which writes it in the same transaction as the operation: neither exists without the other.
+//! Every other row (a call that failed, only validated or found an earlier operation, a
+//! refusal, a final outcome) is written by the call or the runner; when that write fails (the
+//! store is unreachable) or is cut short (the call's deadline ended it), the row goes to a
+//! backlog in memory, which one task writes, retrying with backoff (up to 5 s apart) until the
+//! store takes each row. Rows are written idempotently, so a write whose answer was lost is
+//! made again harmlessly. The backlog holds at most [`MAX_BACKLOG`] rows: past that a row is
+//! not recorded, and a warning (at most one a second, [`Sampled`]) says how many were not; the
+//! `audit` log line of every call is written either way. At shutdown the backlog is written
+//! for as long as the drain bound allows ([`Audit::flush`]); rows still in it when the process
+//! ends are lost (the log has them).
+//!
 //! A mutating call of an authenticated caller refused before its handler, by the
 //! authorization or rate-limit layer, is recorded too ([`Audit::refused`]): with the principal
 //! and the refusal's reason, but no target or request_id, which are in the request body those
-//! layers never read. These records are written in the background, at most
-//! [`MAX_PENDING_REFUSALS`] at a time: a refusal beyond that is not recorded, and a warning
-//! (at most one a second, [`Sampled`]) says how many were not. Calls refused for want of valid
-//! credentials are not recorded one by one (anyone can send them, as fast as they like): the
-//! authentication layer counts them (`streamgate_unauthenticated_refusals_total`) and logs a
-//! line at most once a second with how many there were. Load shedding refuses without
-//! recording: under overload, writing would add to it; the `streamgate_rpc_*` metrics count
-//! those calls. A failed audit write is logged as a warning and does not fail the call.
+//! layers never read. These records go to the backlog at once (the refusal is answered
+//! without waiting for the store). Calls refused for want of valid credentials are not
+//! recorded one by one (anyone can send them, as fast as they like): the authentication layer
+//! counts them (`streamgate_unauthenticated_refusals_total`) and logs a line at most once a
+//! second with how many there were. Load shedding refuses without recording: under overload,
+//! writing would add to it; the `streamgate_rpc_*` metrics count those calls.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use tokio::sync::Semaphore;
+use futures::future::join_all;
+use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 use crate::domain::{Operation, now_ms};
-use crate::error::Error;
+use crate::error::{Error, Kind};
 use crate::operations::OperationObserver;
 use crate::store::{AuditRecord, AuditStore};
 
@@ -37,13 +52,17 @@ use crate::store::{AuditRecord, AuditStore};
 pub const ACCEPTED: &str = "accepted";
 /// The outcome of a `validate_only` call that passed every check.
 pub const VALIDATED: &str = "validated";
-/// At most this many records of refused calls are being written at once.
-pub const MAX_PENDING_REFUSALS: usize = 64;
+/// At most this many rows wait in the backlog for the store to take them.
+pub const MAX_BACKLOG: usize = 10_000;
 /// The final outcome of an operation that succeeded.
 pub const SUCCEEDED: &str = "succeeded";
 /// At most this many characters of a caller's target or request_id are kept: an invalid
 /// request may send anything.
 const MAX_FIELD_CHARS: usize = 512;
+/// The backlog's writer writes up to this many rows at once.
+const BATCH: usize = 64;
+/// The longest pause of the backlog's writer between two tries.
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(5);
 
 fn bounded(text: &str) -> String {
     text.chars().take(MAX_FIELD_CHARS).collect()
@@ -70,6 +89,89 @@ pub enum CallOutcome<'a> {
     Operation(&'a str),
     /// It failed with this error.
     Failed(&'a Error),
+}
+
+/// The record of one mutating call, from the start of its handler until [`Pending::finish`].
+/// Dropped unfinished (the call's deadline passed, or its caller went away, while its
+/// handler ran), it is recorded with outcome `CANCELLED` through the backlog, unless the
+/// runner wrote it with the call's operation already (then that row stays as it is).
+pub struct Pending<'a> {
+    audit: &'a Audit,
+    // Taken by `finish`.
+    record: Option<AuditRecord>,
+}
+
+impl Pending<'_> {
+    /// The record as the runner writes it with the operation the call starts: outcome
+    /// `accepted`, and the runner names the operation. Once that operation is the call's
+    /// answer, [`Pending::finish`] knows its record is written.
+    pub fn with_operation(&mut self) -> &mut AuditRecord {
+        let record = self.record.get_or_insert_with(AuditRecord::default);
+        record.outcome = ACCEPTED.to_string();
+        record
+    }
+
+    /// Records how the call ended, unless its record was written with the operation it
+    /// started, and logs it.
+    pub async fn finish(mut self, outcome: CallOutcome<'_>) {
+        let Some(mut record) = self.record.take() else {
+            return;
+        };
+        let written = matches!(outcome, CallOutcome::Operation(name)
+            if !name.is_empty() && name == record.operation);
+        settle(&mut record, outcome);
+        log(&record);
+        if !written {
+            Unsaved {
+                audit: self.audit,
+                row: Some(Row::Call(record)),
+            }
+            .write()
+            .await;
+        }
+    }
+}
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        if let Some(mut record) = self.record.take() {
+            let cut = Error::new(Kind::Cancelled, "the call ended before its handler did");
+            settle(&mut record, CallOutcome::Failed(&cut));
+            log(&record);
+            self.audit.queue(Row::Call(record));
+        }
+    }
+}
+
+/// One row of the audit trail not yet written.
+#[derive(Debug)]
+enum Row {
+    /// A call.
+    Call(AuditRecord),
+    /// The final outcome of an operation.
+    Completion {
+        operation: String,
+        time_ms: i64,
+        outcome: &'static str,
+        provider_request_id: String,
+    },
+}
+
+/// Writes `row` into `store`.
+async fn write(store: &dyn AuditStore, row: &Row) -> crate::error::Result<()> {
+    match row {
+        Row::Call(record) => store.record(record).await,
+        Row::Completion {
+            operation,
+            time_ms,
+            outcome,
+            provider_request_id,
+        } => {
+            store
+                .complete(operation, *time_ms, outcome, provider_request_id)
+                .await
+        }
+    }
 }
 
 /// Counts events of one kind that are logged as one line at most once per second: the line
@@ -123,20 +225,101 @@ impl Default for Sampled {
 /// Writes the audit trail.
 pub struct Audit {
     store: Arc<dyn AuditStore>,
-    // Bounds the background writes of refused calls: a flood of refusals must not become as
-    // many tasks and store connections waiting.
-    pending_refusals: Arc<Semaphore>,
-    // Refusals not recorded because `pending_refusals` was exhausted.
-    dropped_refusals: Sampled,
+    // Rows whose write failed or was cut short, for the writer task (`write_backlog`) to
+    // retry until the store takes them; bounded, so an outage costs at most so much memory.
+    backlog: mpsc::Sender<Row>,
+    // Rows handed to the backlog and not yet written, for `flush`.
+    unwritten: Arc<AtomicUsize>,
+    // Rows not recorded because the backlog was full.
+    lost: Sampled,
+}
+
+/// A row being written by a call or the runner: handed to the backlog unless the write
+/// succeeds, also when the write is dropped unfinished (its call's deadline passed).
+struct Unsaved<'a> {
+    audit: &'a Audit,
+    row: Option<Row>,
+}
+
+impl Unsaved<'_> {
+    async fn write(mut self) {
+        let Some(row) = &self.row else { return };
+        match write(self.audit.store.as_ref(), row).await {
+            Ok(()) => self.row = None,
+            Err(e) => {
+                warn!(target: "audit", error = %e, "could not write an audit row; it waits in the backlog")
+            }
+        }
+    }
+}
+
+impl Drop for Unsaved<'_> {
+    fn drop(&mut self) {
+        if let Some(row) = self.row.take() {
+            self.audit.queue(row);
+        }
+    }
+}
+
+/// Writes the rows of the backlog, a batch at a time, each retried with backoff until the
+/// store takes it. Ends when the [`Audit`] is dropped and its backlog is written.
+async fn write_backlog(
+    store: Arc<dyn AuditStore>,
+    mut backlog: mpsc::Receiver<Row>,
+    unwritten: Arc<AtomicUsize>,
+) {
+    let mut rows = Vec::with_capacity(BATCH);
+    while backlog.recv_many(&mut rows, BATCH).await > 0 {
+        let mut tries = 0u32;
+        while !rows.is_empty() {
+            let results = join_all(rows.iter().map(|row| write(store.as_ref(), row))).await;
+            let mut error = None;
+            let before = rows.len();
+            rows = rows
+                .into_iter()
+                .zip(results)
+                .filter_map(|(row, result)| match result {
+                    Ok(()) => None,
+                    Err(e) => {
+                        error.get_or_insert(e);
+                        Some(row)
+                    }
+                })
+                .collect();
+            unwritten.fetch_sub(before - rows.len(), Ordering::AcqRel);
+            if let Some(error) = error {
+                tries += 1;
+                let delay =
+                    MAX_RETRY_DELAY.min(Duration::from_millis(100) * 2u32.pow(tries.min(6)));
+                warn!(
+                    target: "audit",
+                    %error,
+                    waiting = rows.len(),
+                    backlog = unwritten.load(Ordering::Acquire),
+                    ?delay,
+                    "the store did not take audit rows; retrying"
+                );
+                tokio::time::sleep(delay).await;
+            }
+        }
+    }
 }
 
 impl Audit {
-    /// An audit trail kept in `store`.
+    /// An audit trail kept in `store`. Starts the backlog's writer on the current runtime.
     pub fn new(store: Arc<dyn AuditStore>) -> Arc<Self> {
+        let (backlog, rows) = mpsc::channel(MAX_BACKLOG);
+        let unwritten = Arc::new(AtomicUsize::new(0));
+        tokio::spawn(write_backlog(
+            Arc::clone(&store),
+            rows,
+            Arc::clone(&unwritten),
+        ));
         Arc::new(Audit {
             store,
-            pending_refusals: Arc::new(Semaphore::new(MAX_PENDING_REFUSALS)),
-            dropped_refusals: Sampled::new(),
+            backlog,
+            unwritten,
+            lost: Sampled::new(),
         })
     }
 
@@ -145,73 +328,102 @@ impl Audit {
         &self.store
     }
 
-    /// Records a mutating call of `principal` refused before its handler, in the background
-    /// (the refusal is answered at once), unless [`MAX_PENDING_REFUSALS`] records are being
-    /// written already.
-    pub fn refused(self: &Arc<Self>, method: &'static str, principal: &str, error: &Error) {
-        let Ok(permit) = Arc::clone(&self.pending_refusals).try_acquire_owned() else {
-            if let Some(dropped) = self.dropped_refusals.note() {
+    /// Hands `row` to the backlog, unless it is full.
+    fn queue(&self, row: Row) {
+        // Counted first: the writer may write it (and count it off) before try_send returns.
+        self.unwritten.fetch_add(1, Ordering::AcqRel);
+        if self.backlog.try_send(row).is_err() {
+            self.unwritten.fetch_sub(1, Ordering::AcqRel);
+            if let Some(lost) = self.lost.note() {
                 warn!(
                     target: "audit",
-                    dropped,
-                    "refused calls not recorded: {MAX_PENDING_REFUSALS} records of refusals were being written"
+                    lost,
+                    "audit rows not recorded: the backlog of {MAX_BACKLOG} rows the store has not taken yet is full"
                 );
             }
-            return;
-        };
-        let call = Call {
+        }
+    }
+
+    /// Waits until the backlog is written, or `bound` passed; whether it was.
+    pub async fn flush(&self, bound: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + bound;
+        while self.unwritten.load(Ordering::Acquire) > 0 {
+            if tokio::time::Instant::now() >= deadline {
+                warn!(
+                    target: "audit",
+                    lost = self.unwritten.load(Ordering::Acquire),
+                    "audit rows the store has not taken at shutdown are lost (the log has them)"
+                );
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        true
+    }
+
+    /// Records a mutating call of `principal` refused before its handler: its row goes to the
+    /// backlog (the refusal is answered at once).
+    pub fn refused(&self, method: &'static str, principal: &str, error: &Error) {
+        let mut pending = self.begin(Call {
             principal: principal.to_string(),
             method,
             target: String::new(),
             request_id: "",
-        };
-        let audit = Arc::clone(self);
-        let error = error.clone();
-        tokio::spawn(async move {
-            audit.call(call, CallOutcome::Failed(&error)).await;
-            drop(permit);
         });
-    }
-
-    /// Records one mutating call and logs it.
-    pub async fn call(&self, call: Call<'_>, outcome: CallOutcome<'_>) {
-        let (operation, outcome, provider_request_id) = match outcome {
-            CallOutcome::Operation("") => (String::new(), VALIDATED, ""),
-            CallOutcome::Operation(name) => (name.to_string(), ACCEPTED, ""),
-            CallOutcome::Failed(e) => (
-                String::new(),
-                e.kind().reason(),
-                e.provider_request_id().unwrap_or_default(),
-            ),
-        };
-        let record = AuditRecord {
-            // Time-ordered, as operation ids are: see `Runner::submit`.
-            id: uuid::Uuid::now_v7().simple().to_string(),
-            time_ms: now_ms(),
-            principal: call.principal,
-            method: call.method.to_string(),
-            target: bounded(&call.target),
-            request_id: bounded(call.request_id),
-            operation,
-            outcome: outcome.to_string(),
-            provider_request_id: provider_request_id.to_string(),
-            ..AuditRecord::default()
-        };
-        info!(
-            target: "audit",
-            principal = %record.principal,
-            method = %record.method,
-            target = %record.target,
-            request_id = %record.request_id,
-            operation = %record.operation,
-            outcome = %record.outcome,
-            provider_request_id = %record.provider_request_id,
-            "audit"
-        );
-        if let Err(e) = self.store.record(&record).await {
-            warn!(target: "audit", error = %e, id = %record.id, "could not write the audit record");
+        if let Some(mut record) = pending.record.take() {
+            settle(&mut record, CallOutcome::Failed(error));
+            log(&record);
+            self.queue(Row::Call(record));
         }
     }
+
+    /// Opens the record of a mutating call, when its handler starts.
+    pub fn begin(&self, call: Call<'_>) -> Pending<'_> {
+        Pending {
+            audit: self,
+            record: Some(AuditRecord {
+                // Time-ordered, as operation ids are: see `Runner::submit`.
+                id: uuid::Uuid::now_v7().simple().to_string(),
+                time_ms: now_ms(),
+                principal: call.principal,
+                method: call.method.to_string(),
+                target: bounded(&call.target),
+                request_id: bounded(call.request_id),
+                ..AuditRecord::default()
+            }),
+        }
+    }
+}
+
+/// Fills in how the call of `record` ended.
+fn settle(record: &mut AuditRecord, outcome: CallOutcome<'_>) {
+    let (operation, outcome, provider_request_id) = match outcome {
+        CallOutcome::Operation("") => (String::new(), VALIDATED, ""),
+        CallOutcome::Operation(name) => (name.to_string(), ACCEPTED, ""),
+        CallOutcome::Failed(e) => (
+            String::new(),
+            e.kind().reason(),
+            e.provider_request_id().unwrap_or_default(),
+        ),
+    };
+    record.operation = operation;
+    record.outcome = outcome.to_string();
+    record.provider_request_id = provider_request_id.to_string();
+}
+
+/// The `audit` log line of a call.
+fn log(record: &AuditRecord) {
+    info!(
+        target: "audit",
+        principal = %record.principal,
+        method = %record.method,
+        target = %record.target,
+        request_id = %record.request_id,
+        operation = %record.operation,
+        outcome = %record.outcome,
+        provider_request_id = %record.provider_request_id,
+        "audit"
+    );
 }
 
 #[async_trait]
@@ -236,37 +448,71 @@ impl OperationObserver for Audit {
             provider_request_id = %provider_request_id,
             "audit"
         );
-        if let Err(e) = self
-            .store
-            .complete(&operation, now_ms(), outcome, provider_request_id)
-            .await
-        {
-            warn!(target: "audit", error = %e, %operation, "could not write the final outcome");
+        Unsaved {
+            audit: self,
+            row: Some(Row::Completion {
+                operation,
+                time_ms: now_ms(),
+                outcome,
+                provider_request_id: provider_request_id.to_string(),
+            }),
         }
+        .write()
+        .await;
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::AtomicUsize;
+    use std::sync::Mutex;
+    use std::sync::atomic::AtomicBool;
 
     use super::*;
-    use crate::error::{Kind, Result};
+    use crate::error::Result;
     use crate::store::AuditFilter;
 
-    /// A store whose writes never finish, counting those started.
+    /// A store that keeps records in memory; while `down`, it refuses writes, and while
+    /// `stalled`, writes never finish. Counts the writes started.
     #[derive(Default)]
-    struct Stalled {
+    struct Memory {
+        down: AtomicBool,
+        stalled: AtomicBool,
         started: AtomicUsize,
+        records: Mutex<Vec<AuditRecord>>,
+        completions: Mutex<Vec<String>>,
+    }
+
+    impl Memory {
+        async fn writing(&self) -> Result<()> {
+            self.started.fetch_add(1, Ordering::SeqCst);
+            if self.stalled.load(Ordering::SeqCst) {
+                std::future::pending::<()>().await;
+            }
+            if self.down.load(Ordering::SeqCst) {
+                return Err(Error::new(Kind::StoreUnavailable, "store is down"));
+            }
+            Ok(())
+        }
+
+        fn ids(&self) -> Vec<String> {
+            let mut ids: Vec<String> = (self.records.lock().unwrap().iter())
+                .map(|r| r.id.clone())
+                .collect();
+            ids.sort();
+            ids
+        }
     }
 
     #[async_trait]
-    impl AuditStore for Stalled {
-        async fn record(&self, _: &AuditRecord) -> Result<()> {
-            self.started.fetch_add(1, Ordering::SeqCst);
-            std::future::pending().await
+    impl AuditStore for Memory {
+        async fn record(&self, record: &AuditRecord) -> Result<()> {
+            self.writing().await?;
+            self.records.lock().unwrap().push(record.clone());
+            Ok(())
         }
-        async fn complete(&self, _: &str, _: i64, _: &str, _: &str) -> Result<()> {
+        async fn complete(&self, operation: &str, _: i64, _: &str, _: &str) -> Result<()> {
+            self.writing().await?;
+            self.completions.lock().unwrap().push(operation.to_string());
             Ok(())
         }
         async fn list_records(
@@ -279,20 +525,118 @@ mod tests {
         }
     }
 
+    fn call(principal: &str) -> Call<'static> {
+        Call {
+            principal: principal.into(),
+            method: "DeleteStream",
+            target: "providers/local/streams/s".into(),
+            request_id: "",
+        }
+    }
+
+    /// Waits (at most 20 s) until `store` holds `n` records.
+    async fn until_recorded(store: &Memory, n: usize) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while store.records.lock().unwrap().len() < n {
+            assert!(Instant::now() < deadline, "{:?}", store.ids());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     #[tokio::test]
-    async fn refusals_beyond_the_pending_bound_are_not_written() {
-        let store = Arc::new(Stalled::default());
+    async fn rows_the_store_refused_are_written_once_it_takes_them() {
+        let store = Arc::new(Memory::default());
         let audit = Audit::new(Arc::clone(&store) as Arc<dyn AuditStore>);
+        store.down.store(true, Ordering::SeqCst);
         let error = Error::new(Kind::PermissionDenied, "no rule allows it");
-        for _ in 0..(3 * MAX_PENDING_REFUSALS) {
+        audit.refused("DeleteStream", "viewer", &error);
+        let failed = audit.begin(call("ops"));
+        let failed_id = failed.record.as_ref().unwrap().id.clone();
+        let unavailable = Error::new(Kind::StoreUnavailable, "store is down");
+        failed.finish(CallOutcome::Failed(&unavailable)).await;
+        // Give the writer a few failed tries.
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        assert!(store.records.lock().unwrap().is_empty());
+        assert!(!audit.flush(Duration::from_millis(10)).await);
+        store.down.store(false, Ordering::SeqCst);
+        until_recorded(&store, 2).await;
+        assert!(audit.flush(Duration::from_secs(1)).await);
+        let records = store.records.lock().unwrap().clone();
+        let refusal = records.iter().find(|r| r.principal == "viewer").unwrap();
+        assert_eq!(refusal.outcome, "PERMISSION_DENIED");
+        let failed = records.iter().find(|r| r.id == failed_id).unwrap();
+        assert_eq!(failed.outcome, "STORE_UNAVAILABLE");
+    }
+
+    #[tokio::test]
+    async fn a_write_cut_short_by_the_deadline_is_finished_by_the_backlog() {
+        let store = Arc::new(Memory::default());
+        let audit = Audit::new(Arc::clone(&store) as Arc<dyn AuditStore>);
+        store.stalled.store(true, Ordering::SeqCst);
+        let pending = audit.begin(call("ops"));
+        let id = pending.record.as_ref().unwrap().id.clone();
+        let cut = tokio::time::timeout(
+            Duration::from_millis(50),
+            pending.finish(CallOutcome::Operation("operations/local.x")),
+        )
+        .await;
+        assert!(cut.is_err(), "the write never finishes");
+        store.stalled.store(false, Ordering::SeqCst);
+        until_recorded(&store, 1).await;
+        assert_eq!(store.ids(), [id]);
+    }
+
+    #[tokio::test]
+    async fn a_record_written_with_its_operation_is_not_written_again() {
+        let store = Arc::new(Memory::default());
+        let audit = Audit::new(Arc::clone(&store) as Arc<dyn AuditStore>);
+        let mut pending = audit.begin(call("ops"));
+        // As the runner does when it writes the record with the operation.
+        pending.with_operation().operation = "operations/local.new".into();
+        pending
+            .finish(CallOutcome::Operation("operations/local.new"))
+            .await;
+        // The call found an earlier operation instead: its record is written here.
+        let mut pending = audit.begin(call("ops"));
+        pending.with_operation().operation = "operations/local.unwritten".into();
+        pending
+            .finish(CallOutcome::Operation("operations/local.earlier"))
+            .await;
+        let records = store.records.lock().unwrap().clone();
+        assert_eq!(records.len(), 1, "{records:?}");
+        assert_eq!(records[0].operation, "operations/local.earlier");
+        assert_eq!(records[0].outcome, ACCEPTED);
+    }
+
+    #[tokio::test]
+    async fn a_call_cut_short_in_its_handler_is_recorded_as_cancelled() {
+        let store = Arc::new(Memory::default());
+        let audit = Audit::new(Arc::clone(&store) as Arc<dyn AuditStore>);
+        let pending = audit.begin(call("ops"));
+        drop(pending);
+        until_recorded(&store, 1).await;
+        let records = store.records.lock().unwrap().clone();
+        assert_eq!(records[0].outcome, "CANCELLED");
+        assert_eq!(records[0].target, "providers/local/streams/s");
+    }
+
+    #[tokio::test]
+    async fn rows_beyond_the_backlog_bound_are_not_recorded() {
+        let store = Arc::new(Memory::default());
+        let audit = Audit::new(Arc::clone(&store) as Arc<dyn AuditStore>);
+        store.stalled.store(true, Ordering::SeqCst);
+        let error = Error::new(Kind::PermissionDenied, "no rule allows it");
+        // Without a yield, the writer takes none of them meanwhile.
+        for _ in 0..(MAX_BACKLOG + 100) {
             audit.refused("DeleteStream", "viewer", &error);
         }
-        // Let every spawned write start, and then some.
+        assert_eq!(audit.backlog.capacity(), 0);
+        assert_eq!(audit.unwritten.load(Ordering::SeqCst), MAX_BACKLOG);
+        // Let the writer start, and then some: it writes one batch at a time.
         for _ in 0..100 {
             tokio::task::yield_now().await;
         }
-        assert_eq!(store.started.load(Ordering::SeqCst), MAX_PENDING_REFUSALS);
-        assert_eq!(audit.pending_refusals.available_permits(), 0);
+        assert_eq!(store.started.load(Ordering::SeqCst), BATCH);
     }
 
     #[test]

@@ -272,6 +272,17 @@ pub struct StoreConfig {
         deserialize_with = "de_duration"
     )]
     pub statement_timeout: Duration,
+    /// How long a finished operation is kept after it finished (default `30d`); then the
+    /// retention sweep deletes it, and its request_id may be used again. Unfinished operations
+    /// are never deleted.
+    #[serde(
+        default = "default_operation_retention",
+        deserialize_with = "de_duration"
+    )]
+    pub operation_retention: Duration,
+    /// How long audit records (calls and final outcomes) are kept (default `400d`).
+    #[serde(default = "default_audit_retention", deserialize_with = "de_duration")]
+    pub audit_retention: Duration,
 }
 
 fn default_lease() -> Duration {
@@ -288,6 +299,14 @@ fn default_acquire_timeout() -> Duration {
 
 fn default_statement_timeout() -> Duration {
     Duration::from_secs(10)
+}
+
+fn default_operation_retention() -> Duration {
+    Duration::from_secs(30 * 24 * 3600)
+}
+
+fn default_audit_retention() -> Duration {
+    Duration::from_secs(400 * 24 * 3600)
 }
 
 /// `[auth]`: who may call.
@@ -610,6 +629,8 @@ impl fmt::Debug for StoreConfig {
             .field("max_connections", &self.max_connections)
             .field("acquire_timeout", &self.acquire_timeout)
             .field("statement_timeout", &self.statement_timeout)
+            .field("operation_retention", &self.operation_retention)
+            .field("audit_retention", &self.audit_retention)
             .finish()
     }
 }
@@ -743,6 +764,8 @@ impl Default for StoreConfig {
             max_connections: default_max_connections(),
             acquire_timeout: default_acquire_timeout(),
             statement_timeout: default_statement_timeout(),
+            operation_retention: default_operation_retention(),
+            audit_retention: default_audit_retention(),
         }
     }
 }
@@ -892,6 +915,16 @@ impl Config {
             if value < Duration::from_millis(1) {
                 return Err(ConfigError::Invalid(format!(
                     "[store] {key} must be at least 1ms"
+                )));
+            }
+        }
+        for (key, retention) in [
+            ("operation_retention", self.store.operation_retention),
+            ("audit_retention", self.store.audit_retention),
+        ] {
+            if retention < Duration::from_secs(1) {
+                return Err(ConfigError::Invalid(format!(
+                    "[store] {key} must be at least 1s"
                 )));
             }
         }

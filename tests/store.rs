@@ -88,13 +88,17 @@ async fn suite(store: SqlStore) {
     // Insert, read back, and the AIP-155 uniqueness of (principal, request_id).
     let first = op("op1", "a", 1_000, Some("rid-1"));
     assert!(matches!(
-        store.insert(&first, &lease(A, MINUTE)).await.unwrap(),
+        store.insert(&first, &lease(A, MINUTE), None).await.unwrap(),
         Inserted::New
     ));
     assert_eq!(store.get("op1").await.unwrap().unwrap(), first);
     assert!(store.get("nope").await.unwrap().is_none());
     match store
-        .insert(&op("op2", "b", 1_001, Some("rid-1")), &lease(A, MINUTE))
+        .insert(
+            &op("op2", "b", 1_001, Some("rid-1")),
+            &lease(A, MINUTE),
+            None,
+        )
         .await
         .unwrap()
     {
@@ -105,14 +109,14 @@ async fn suite(store: SqlStore) {
     other.principal = "bob".into();
     assert!(
         matches!(
-            store.insert(&other, &lease(A, MINUTE)).await.unwrap(),
+            store.insert(&other, &lease(A, MINUTE), None).await.unwrap(),
             Inserted::New
         ),
         "request ids are per principal"
     );
     assert!(matches!(
         store
-            .insert(&op("op3", "c", 1_002, None), &lease(A, MINUTE))
+            .insert(&op("op3", "c", 1_002, None), &lease(A, MINUTE), None)
             .await
             .unwrap(),
         Inserted::New
@@ -120,7 +124,7 @@ async fn suite(store: SqlStore) {
     assert!(
         matches!(
             store
-                .insert(&op("op4", "d", 1_002, None), &lease(A, MINUTE))
+                .insert(&op("op4", "d", 1_002, None), &lease(A, MINUTE), None)
                 .await
                 .unwrap(),
             Inserted::New
@@ -360,7 +364,7 @@ async fn leases(store: &SqlStore) {
     // Two processes claiming at once never both get an operation.
     for i in 0..20 {
         let orphan = op(&format!("orphan{i:02}"), &format!("o{i}"), 3_000 + i, None);
-        store.insert(&orphan, &lease(A, 1)).await.unwrap();
+        store.insert(&orphan, &lease(A, 1), None).await.unwrap();
     }
     tokio::time::sleep(Duration::from_millis(30)).await;
     let (lease_b, lease_c) = (lease(B, MINUTE), lease(C, MINUTE));

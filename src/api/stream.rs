@@ -1,6 +1,7 @@
 //! StreamService: validates each request, checks the provider's capability, and either reads
 //! through the adapter or hands a mutation to the operation runner. Every mutating call that
-//! reaches its handler is recorded in the audit trail, whatever its outcome.
+//! reaches its handler is recorded in the audit trail, whatever its outcome: a call that starts
+//! an operation in the same transaction as the operation.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -12,7 +13,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use super::{Gateway, authorize_provider, convert, first_step_wait, principal};
-use crate::audit::{Call, CallOutcome};
+use crate::audit::{Call, CallOutcome, Pending};
 use crate::domain::endpoint::{DEFAULT_LIFETIME, MAX_PURPOSES};
 use crate::domain::page::{page_size, parse_filter};
 use crate::domain::validate::{
@@ -70,7 +71,7 @@ impl StreamApi {
     }
 
     /// Returns the earlier operation of a retried request, or runs the prechecks and starts a
-    /// new one (or neither, for `validate_only`).
+    /// new one (or neither, for `validate_only`), written with the call's audit record.
     async fn start<T>(
         &self,
         request: &Request<T>,
@@ -78,6 +79,7 @@ impl StreamApi {
         op: OpRequest,
         request_id: &str,
         validate_only: bool,
+        audit: &mut Pending<'_>,
     ) -> Result<pb::Operation> {
         let principal = principal(request);
         let request_id = (!request_id.is_empty()).then(|| request_id.to_string());
@@ -95,37 +97,50 @@ impl StreamApi {
         let op = self
             .gateway
             .runner
-            .submit(&principal, request_id, op, first_step_wait())
+            .submit(
+                &principal,
+                request_id,
+                op,
+                first_step_wait(),
+                Some(audit.with_operation()),
+            )
             .await?;
         Ok(convert::operation(&op))
     }
 
-    /// Records the call in the audit trail and answers it.
-    async fn audited<T>(
+    /// Opens the audit record of a mutating call.
+    fn begin<T>(
         &self,
         request: &Request<T>,
         method: Method,
         target: String,
         request_id: &str,
+    ) -> Pending<'_> {
+        self.gateway.audit.begin(Call {
+            principal: principal(request),
+            method: method.as_str(),
+            target,
+            request_id,
+        })
+    }
+
+    /// Records the call in the audit trail and answers it.
+    async fn audited(
+        audit: Pending<'_>,
         result: Result<pb::Operation>,
     ) -> Result<Response<pb::Operation>, Status> {
         let outcome = match &result {
             Ok(op) => CallOutcome::Operation(&op.name),
             Err(e) => CallOutcome::Failed(e),
         };
-        let call = Call {
-            principal: principal(request),
-            method: method.as_str(),
-            target,
-            request_id,
-        };
-        self.gateway.audit.call(call, outcome).await;
+        audit.finish(outcome).await;
         Ok(Response::new(result?))
     }
 
     async fn create_stream_call(
         &self,
         request: &Request<pb::CreateStreamRequest>,
+        audit: &mut Pending<'_>,
     ) -> Result<pb::Operation> {
         let r = request.get_ref();
         let mut v = Violations::default();
@@ -159,7 +174,7 @@ impl StreamApi {
             spec,
         };
         let op = self
-            .start(request, provider, op, &r.request_id, r.validate_only)
+            .start(request, provider, op, &r.request_id, r.validate_only, audit)
             .await?;
         Ok(op)
     }
@@ -167,6 +182,7 @@ impl StreamApi {
     async fn update_stream_call(
         &self,
         request: &Request<pb::UpdateStreamRequest>,
+        audit: &mut Pending<'_>,
     ) -> Result<pb::Operation> {
         let r = request.get_ref();
         // The grant is checked before the body when the name alone tells the target, so a
@@ -183,7 +199,7 @@ impl StreamApi {
         v.finish()?;
         let op = OpRequest::Update { name, patch, etag };
         let op = self
-            .start(request, provider, op, &r.request_id, r.validate_only)
+            .start(request, provider, op, &r.request_id, r.validate_only, audit)
             .await?;
         Ok(op)
     }
@@ -191,6 +207,7 @@ impl StreamApi {
     async fn delete_stream_call(
         &self,
         request: &Request<pb::DeleteStreamRequest>,
+        audit: &mut Pending<'_>,
     ) -> Result<pb::Operation> {
         let r = request.get_ref();
         let mut v = Violations::default();
@@ -210,7 +227,7 @@ impl StreamApi {
             allow_missing: r.allow_missing,
         };
         let op = self
-            .start(request, provider, op, &r.request_id, r.validate_only)
+            .start(request, provider, op, &r.request_id, r.validate_only, audit)
             .await?;
         Ok(op)
     }
@@ -218,6 +235,7 @@ impl StreamApi {
     async fn batch_delete_streams_call(
         &self,
         request: &Request<pb::BatchDeleteStreamsRequest>,
+        audit: &mut Pending<'_>,
     ) -> Result<pb::Operation> {
         let r = request.get_ref();
         let parent = ParentName::parse(&r.parent, "parent")?;
@@ -262,7 +280,7 @@ impl StreamApi {
         v.finish()?;
         let op = OpRequest::BatchDelete { parent, names };
         let op = self
-            .start(request, provider, op, &r.request_id, false)
+            .start(request, provider, op, &r.request_id, false, audit)
             .await?;
         Ok(op)
     }
@@ -502,15 +520,10 @@ impl StreamService for StreamApi {
         request: Request<pb::CreateStreamRequest>,
     ) -> Result<Response<pb::Operation>, Status> {
         let r = request.get_ref();
-        let result = self.create_stream_call(&request).await;
-        self.audited(
-            &request,
-            Method::CreateStream,
-            format!("{}/streams/{}", r.parent, r.stream_id),
-            &r.request_id,
-            result,
-        )
-        .await
+        let target = format!("{}/streams/{}", r.parent, r.stream_id);
+        let mut audit = self.begin(&request, Method::CreateStream, target, &r.request_id);
+        let result = self.create_stream_call(&request, &mut audit).await;
+        Self::audited(audit, result).await
     }
 
     async fn get_stream(
@@ -555,18 +568,14 @@ impl StreamService for StreamApi {
         request: Request<pb::UpdateStreamRequest>,
     ) -> Result<Response<pb::Operation>, Status> {
         let r = request.get_ref();
-        let result = self.update_stream_call(&request).await;
-        self.audited(
-            &request,
-            Method::UpdateStream,
-            r.stream
-                .as_ref()
-                .map(|s| s.name.clone())
-                .unwrap_or_default(),
-            &r.request_id,
-            result,
-        )
-        .await
+        let target = r
+            .stream
+            .as_ref()
+            .map(|s| s.name.clone())
+            .unwrap_or_default();
+        let mut audit = self.begin(&request, Method::UpdateStream, target, &r.request_id);
+        let result = self.update_stream_call(&request, &mut audit).await;
+        Self::audited(audit, result).await
     }
 
     async fn delete_stream(
@@ -574,15 +583,14 @@ impl StreamService for StreamApi {
         request: Request<pb::DeleteStreamRequest>,
     ) -> Result<Response<pb::Operation>, Status> {
         let r = request.get_ref();
-        let result = self.delete_stream_call(&request).await;
-        self.audited(
+        let mut audit = self.begin(
             &request,
             Method::DeleteStream,
             r.name.clone(),
             &r.request_id,
-            result,
-        )
-        .await
+        );
+        let result = self.delete_stream_call(&request, &mut audit).await;
+        Self::audited(audit, result).await
     }
 
     async fn batch_delete_streams(
@@ -590,15 +598,14 @@ impl StreamService for StreamApi {
         request: Request<pb::BatchDeleteStreamsRequest>,
     ) -> Result<Response<pb::Operation>, Status> {
         let r = request.get_ref();
-        let result = self.batch_delete_streams_call(&request).await;
-        self.audited(
+        let mut audit = self.begin(
             &request,
             Method::BatchDeleteStreams,
             r.parent.clone(),
             &r.request_id,
-            result,
-        )
-        .await
+        );
+        let result = self.batch_delete_streams_call(&request, &mut audit).await;
+        Self::audited(audit, result).await
     }
 
     async fn get_stream_endpoints(

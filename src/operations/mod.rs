@@ -39,7 +39,7 @@ use crate::domain::STEP_ACCEPTED;
 use crate::domain::{OpRequest, Operation, now_ms};
 use crate::error::{Error, Kind, Result};
 use crate::providers::Registry;
-use crate::store::{Inserted, OperationStore};
+use crate::store::{AuditRecord, Inserted, OperationStore};
 use crate::telemetry::Telemetry;
 use driver::Driver;
 pub use driver::OperationObserver;
@@ -165,13 +165,16 @@ impl Runner {
 
     /// Records a new operation and starts it. Returns the operation after its first step
     /// (so a provider that finishes at once answers `done`), or as it is when `first_step`
-    /// passes first.
+    /// passes first. `audit`, the record of the call, names the new operation and is written
+    /// with it, in the same transaction; when no operation is written (an error, or one with
+    /// the same request_id exists) neither is the record.
     pub async fn submit(
         self: &Arc<Self>,
         principal: &str,
         request_id: Option<String>,
         request: OpRequest,
         first_step: Duration,
+        audit: Option<&mut AuditRecord>,
     ) -> Result<Operation> {
         let now = now_ms();
         let op = Operation {
@@ -192,8 +195,16 @@ impl Runner {
             create_time_ms: now,
             update_time_ms: now,
         };
+        let audit = audit.map(|record| {
+            record.operation = format!("operations/{}", op.id);
+            &*record
+        });
         let sent = std::time::Instant::now();
-        match self.store().insert(&op, &self.leases.lease()).await? {
+        match self
+            .store()
+            .insert(&op, &self.leases.lease(), audit)
+            .await?
+        {
             Inserted::Existing(existing) if existing.fingerprint == op.fingerprint => {
                 return Ok(*existing);
             }
@@ -320,8 +331,13 @@ mod tests {
 
     #[async_trait]
     impl OperationStore for Probe {
-        async fn insert(&self, op: &Operation, lease: &Lease) -> Result<Inserted> {
-            self.inner.insert(op, lease).await
+        async fn insert(
+            &self,
+            op: &Operation,
+            lease: &Lease,
+            audit: Option<&AuditRecord>,
+        ) -> Result<Inserted> {
+            self.inner.insert(op, lease, audit).await
         }
         async fn get(&self, id: &str) -> Result<Option<Operation>> {
             self.gets.fetch_add(1, Ordering::SeqCst);
@@ -448,7 +464,7 @@ mod tests {
     async fn a_finished_operation_is_read_from_memory_as_it_is_stored() {
         let (_dir, probe, runner) = runner_with("0s").await;
         let op = runner
-            .submit("tester", None, create("s1"), Duration::from_secs(5))
+            .submit("tester", None, create("s1"), Duration::from_secs(5), None)
             .await
             .unwrap();
         assert!(op.done(), "no create delay: done in its first step");
@@ -472,7 +488,7 @@ mod tests {
             names: Vec::new(),
         };
         let op = runner
-            .submit("tester", None, batch, Duration::from_secs(5))
+            .submit("tester", None, batch, Duration::from_secs(5), None)
             .await
             .unwrap();
         assert!(op.done(), "{op:?}");
@@ -486,7 +502,7 @@ mod tests {
     async fn a_cancelled_operation_kept_in_memory_says_so_as_the_store_does() {
         let (_dir, probe, runner) = runner_with("30s").await;
         let op = runner
-            .submit("tester", None, create("s2"), Duration::from_secs(5))
+            .submit("tester", None, create("s2"), Duration::from_secs(5), None)
             .await
             .unwrap();
         assert!(!op.done(), "CREATING for 30 s");
@@ -505,7 +521,7 @@ mod tests {
     async fn a_cancel_that_raced_the_last_step_is_in_the_kept_copy() {
         let (_dir, probe, runner) = runner_with("300ms").await;
         let op = runner
-            .submit("tester", None, create("s3"), Duration::from_secs(5))
+            .submit("tester", None, create("s3"), Duration::from_secs(5), None)
             .await
             .unwrap();
         assert!(!op.done());
@@ -532,7 +548,7 @@ mod tests {
     async fn a_waiter_polls_calmly_once_the_operation_is_driven_elsewhere() {
         let (_dir, probe, runner) = runner_with("500ms").await;
         let op = runner
-            .submit("tester", None, create("s1"), Duration::from_secs(5))
+            .submit("tester", None, create("s1"), Duration::from_secs(5), None)
             .await
             .unwrap();
         assert!(!op.done(), "CREATING for 500 ms first");
@@ -557,7 +573,7 @@ mod tests {
         runner.resume_all().await.unwrap();
         probe.panic_next_save.store(true, Ordering::SeqCst);
         let op = runner
-            .submit("tester", None, create("s1"), Duration::from_secs(5))
+            .submit("tester", None, create("s1"), Duration::from_secs(5), None)
             .await
             .unwrap();
         assert!(!op.done(), "its first save panicked");

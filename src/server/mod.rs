@@ -88,6 +88,16 @@ pub async fn run(
         config.store.operation_lease,
     );
     runner.resume_all().await?;
+    let sweep_stop = CancellationToken::new();
+    let sweep = tokio::spawn(crate::store::sweep::run(
+        store.clone(),
+        crate::store::sweep::Retention {
+            operations: config.store.operation_retention,
+            audit: config.store.audit_retention,
+        },
+        Arc::clone(&telemetry),
+        sweep_stop.clone(),
+    ));
     let gateway = Arc::new(Gateway {
         registry,
         runner: Arc::clone(&runner),
@@ -188,6 +198,9 @@ pub async fn run(
     };
     readiness.stop().await;
     runner.shutdown(config.server.drain_timeout).await;
+    sweep_stop.cancel();
+    let _ = sweep.await;
+    gateway.audit.flush(config.server.drain_timeout).await;
     store.close().await;
     scrape_stop.cancel();
     if let Some(scrape) = scrape {

@@ -6,6 +6,7 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use super::batch::Statement;
+use super::sql::insert_record;
 use super::{AuditFilter, AuditRecord, AuditStore, SqlStore};
 use crate::error::Result;
 
@@ -32,21 +33,7 @@ fn decode(row: &AnyRow) -> Result<AuditRecord> {
 #[async_trait]
 impl AuditStore for SqlStore {
     async fn record(&self, r: &AuditRecord) -> Result<()> {
-        let statement = Statement::new(
-            "INSERT INTO audit_records (id, time_ms, principal, method, target, request_id, \
-             operation, outcome, provider_request_id) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-        )
-        .bind(&r.id)
-        .bind(r.time_ms)
-        .bind(&r.principal)
-        .bind(&r.method)
-        .bind(&r.target)
-        .bind(&r.request_id)
-        .bind(&r.operation)
-        .bind(&r.outcome)
-        .bind(&r.provider_request_id);
-        self.db().execute(statement).await?;
+        self.db().execute(insert_record(r)).await?;
         Ok(())
     }
 

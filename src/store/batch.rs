@@ -12,11 +12,14 @@
 //! transaction committed — so an answer still means the statement is durable. When one
 //! statement of a batch fails (a unique key, say) the batch is rolled back and its statements
 //! run again one by one, each with its own outcome, so nothing of a failed batch stays. A
-//! statement that finds the queue empty runs alone. The store's other statements (claims,
+//! statement that finds the queue empty runs alone. Statements handed over together
+//! ([`Db::run_together`]: an operation and the audit record of the call that started it) are
+//! one job: they share every batch's fate, and when run again alone they are a transaction of
+//! their own. The store's other statements (claims,
 //! lease renewals, listings, migrations) stay on sqlx's pool, a second connection to the same
 //! WAL database: they are rare (every few seconds) and wait in SQLite's busy handler when they
 //! meet a batch. On PostgreSQL (a pool of connections, no worker thread) statements run
-//! directly through sqlx.
+//! directly through sqlx, and statements handed over together in a transaction of their own.
 //!
 //! Written by hand: no crate does group commit. (A first version sent each batch to sqlx's
 //! worker as one query string, `BEGIN; s1; …; COMMIT`; SQLite then parsed every statement of
@@ -165,15 +168,16 @@ pub struct Answer {
     pub rows_affected: u64,
 }
 
-type Reply = oneshot::Sender<Result<Answer, sqlx::Error>>;
+type Reply = oneshot::Sender<Result<Vec<Answer>, sqlx::Error>>;
 
+/// Statements that take effect together or not at all, and where their answers go.
 struct Job {
-    statement: Statement,
+    statements: Vec<Statement>,
     reply: Reply,
 }
 
 /// The answers of one trip, with where each goes.
-type Replies = Vec<(Reply, Result<Answer, sqlx::Error>)>;
+type Replies = Vec<(Reply, Result<Vec<Answer>, sqlx::Error>)>;
 
 /// Runs statements: on SQLite through the group-committing thread, else on the pool.
 #[derive(Clone)]
@@ -228,11 +232,30 @@ impl Db {
         let Some(queue) = &self.queue else {
             return within_deadline(alone(&self.pool, &statement)).await;
         };
-        let (reply, answer) = oneshot::channel();
-        queue
-            .send(Job { statement, reply })
-            .map_err(|_| sqlx::Error::PoolClosed)?;
-        within_deadline(async { answer.await.map_err(|_| sqlx::Error::PoolClosed)? }).await
+        let answers = within_deadline(enqueue(queue, vec![statement])).await?;
+        answers.into_iter().next().ok_or(sqlx::Error::RowNotFound)
+    }
+
+    /// Runs `statements` in one transaction: every one takes effect, or (on the first error,
+    /// which is returned) none does. Their answers, in order, once they are durable. Within
+    /// the caller's deadline, as [`Db::run`].
+    pub async fn run_together(
+        &self,
+        statements: Vec<Statement>,
+    ) -> Result<Vec<Answer>, sqlx::Error> {
+        let Some(queue) = &self.queue else {
+            return within_deadline(async {
+                let mut transaction = self.pool.begin().await?;
+                let mut answers = Vec::with_capacity(statements.len());
+                for statement in &statements {
+                    answers.push(alone(&mut *transaction, statement).await?);
+                }
+                transaction.commit().await?;
+                Ok(answers)
+            })
+            .await;
+        };
+        within_deadline(enqueue(queue, statements)).await
     }
 
     /// Runs `statement`; the rows it changed.
@@ -276,8 +299,23 @@ pub(super) async fn within_deadline<T>(
     })
 }
 
-/// Runs one statement through sqlx.
-async fn alone(pool: &AnyPool, statement: &Statement) -> Result<Answer, sqlx::Error> {
+/// Hands `statements` to the SQLite thread, as one job; their answers.
+async fn enqueue(
+    queue: &mpsc::Sender<Job>,
+    statements: Vec<Statement>,
+) -> Result<Vec<Answer>, sqlx::Error> {
+    let (reply, answer) = oneshot::channel();
+    queue
+        .send(Job { statements, reply })
+        .map_err(|_| sqlx::Error::PoolClosed)?;
+    answer.await.map_err(|_| sqlx::Error::PoolClosed)?
+}
+
+/// Runs one statement through sqlx, on the pool or in a transaction.
+async fn alone<'c, E>(executor: E, statement: &Statement) -> Result<Answer, sqlx::Error>
+where
+    E: sqlx::Executor<'c, Database = Any>,
+{
     let mut query = sqlx::query(&statement.sql);
     for arg in &statement.args {
         query = match arg {
@@ -290,7 +328,7 @@ async fn alone(pool: &AnyPool, statement: &Statement) -> Result<Answer, sqlx::Er
     // `fetch_many` is deprecated for several statements per query string (sqlx#3108); here it
     // is one statement whose rows and count are both wanted.
     #[allow(deprecated)]
-    let mut results = query.fetch_many(pool);
+    let mut results = query.fetch_many(executor);
     while let Some(item) = results.try_next().await? {
         match item {
             Either::Left(done) => answer.rows_affected += done.rows_affected(),
@@ -416,13 +454,15 @@ fn execute(connection: &rusqlite::Connection, statement: &Statement) -> rusqlite
     Ok(answer)
 }
 
-/// Runs `jobs` in one transaction: their answers, in order, once it committed. On any error
-/// the transaction is rolled back.
-fn together(connection: &rusqlite::Connection, jobs: &[Job]) -> rusqlite::Result<Vec<Answer>> {
+/// Runs `statements` in one transaction: their answers, in order, once it committed. On any
+/// error the transaction is rolled back.
+fn together<'s>(
+    connection: &rusqlite::Connection,
+    statements: impl Iterator<Item = &'s Statement>,
+) -> rusqlite::Result<Vec<Answer>> {
     connection.execute_batch("BEGIN IMMEDIATE")?;
-    let answers = jobs
-        .iter()
-        .map(|job| execute(connection, &job.statement))
+    let answers = statements
+        .map(|statement| execute(connection, statement))
         .collect::<rusqlite::Result<Vec<Answer>>>()
         .and_then(|answers| connection.execute_batch("COMMIT").map(|()| answers));
     if answers.is_err() && !connection.is_autocommit() {
@@ -495,23 +535,30 @@ fn serve(
         }
         if jobs.len() > 1 {
             trips.fetch_add(1, Ordering::Relaxed);
-            if let Ok(answers) = together(connection, &jobs) {
+            let statements = jobs.iter().flat_map(|job| &job.statements);
+            if let Ok(answers) = together(connection, statements) {
+                let mut answers = answers.into_iter();
                 courier.deliver(
                     jobs.into_iter()
-                        .zip(answers)
-                        .map(|(job, answer)| (job.reply, Ok(answer)))
+                        .map(|job| {
+                            let own = answers.by_ref().take(job.statements.len()).collect();
+                            (job.reply, Ok(own))
+                        })
                         .collect(),
                 );
                 continue;
             }
         }
-        // One statement, or a batch that failed: each on its own, with its own outcome.
+        // One job, or a batch that failed: each on its own, with its own outcome.
         let replies = jobs
             .into_iter()
             .map(|job| {
                 trips.fetch_add(1, Ordering::Relaxed);
-                let answer = execute(connection, &job.statement).map_err(from_sqlite);
-                (job.reply, answer)
+                let answers = match job.statements.as_slice() {
+                    [statement] => execute(connection, statement).map(|answer| vec![answer]),
+                    statements => together(connection, statements.iter()),
+                };
+                (job.reply, answers.map_err(from_sqlite))
             })
             .collect();
         courier.deliver(replies);
@@ -646,6 +693,41 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn statements_run_together_take_effect_whole_or_not_at_all() {
+        let (_dir, store) = store().await;
+        let db = store.db();
+        db.run(insert("taken", 0)).await.unwrap();
+        // Alone: the second statement fails, and the first is undone with it.
+        let failed = db
+            .run_together(vec![insert("pair-1", 1), insert("taken", 1)])
+            .await;
+        assert!(matches!(failed, Err(sqlx::Error::Database(e)) if e.is_unique_violation()));
+        // Queued among others: the pair that fails is undone whole, the others are kept,
+        // and a pair that succeeds answers each of its statements.
+        let (lone, pairs) = tokio::join!(
+            queued(&store, vec![insert("before", 2), insert("after", 3)]),
+            async {
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                tokio::join!(
+                    db.run_together(vec![insert("pair-2", 4), insert("taken", 4)]),
+                    db.run_together(vec![insert("pair-3", 5), insert("pair-4", 6)]),
+                )
+            }
+        );
+        assert!(lone.iter().all(Result::is_ok));
+        assert!(pairs.0.is_err());
+        let answers = pairs.1.unwrap();
+        assert_eq!(answers.len(), 2);
+        let k: String = answers[1].rows[0].try_get("k").unwrap();
+        assert_eq!(k, "pair-4");
+        let keys: Vec<String> = sqlx::query_scalar("SELECT k FROM t ORDER BY k")
+            .fetch_all(store.pool())
+            .await
+            .unwrap();
+        assert_eq!(keys, ["after", "before", "pair-3", "pair-4", "taken"]);
+    }
+
+    #[tokio::test]
     async fn postgres_style_placeholders_bind_in_order_alone() {
         let (_dir, store) = store().await;
         let db = Arc::new(store.db().clone());
@@ -662,11 +744,11 @@ mod tests {
         assert_eq!((a, b.as_str()), (1, "two"));
     }
 
-    fn answered(n: u64) -> Result<Answer, sqlx::Error> {
-        Ok(Answer {
+    fn answered(n: u64) -> Result<Vec<Answer>, sqlx::Error> {
+        Ok(vec![Answer {
             rows: Vec::new(),
             rows_affected: n,
-        })
+        }])
     }
 
     #[test]
@@ -676,7 +758,7 @@ mod tests {
         assert!(courier.to_runtime.is_none());
         let (reply, answer) = oneshot::channel();
         courier.deliver(vec![(reply, answered(7))]);
-        assert_eq!(answer.blocking_recv().unwrap().unwrap().rows_affected, 7);
+        assert_eq!(answer.blocking_recv().unwrap().unwrap()[0].rows_affected, 7);
 
         // On a runtime: a trip's answers go to its task in one message, which sends them.
         let runtime = crate::runtime::build(1).unwrap();
@@ -699,7 +781,7 @@ mod tests {
             join_all(answers)
                 .await
                 .into_iter()
-                .map(|a| a.unwrap().unwrap().rows_affected)
+                .map(|a| a.unwrap().unwrap()[0].rows_affected)
                 .collect()
         });
         assert_eq!(counts, [0, 1, 2]);
@@ -708,7 +790,7 @@ mod tests {
         drop(runtime);
         let (reply, answer) = oneshot::channel();
         courier.deliver(vec![(reply, answered(9))]);
-        assert_eq!(answer.blocking_recv().unwrap().unwrap().rows_affected, 9);
+        assert_eq!(answer.blocking_recv().unwrap().unwrap()[0].rows_affected, 9);
     }
 
     #[test]

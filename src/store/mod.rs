@@ -2,13 +2,15 @@
 //!
 //! One implementation, [`SqlStore`], serves SQLite (embedded, the default) and PostgreSQL
 //! (several replicas) through sqlx's `Any` driver, with portable SQL and `$n` placeholders.
-//! It also holds the audit trail ([`AuditStore`], in `audit.rs`), and the probe of whether
-//! a PostgreSQL store answers ([`StoreProbe`], in `probe.rs`).
+//! It also holds the audit trail ([`AuditStore`], in `audit.rs`), the probe of whether a
+//! PostgreSQL store answers ([`StoreProbe`], in `probe.rs`), and the retention sweep that keeps
+//! both tables bounded ([`sweep`]).
 
 mod audit;
 mod batch;
 mod probe;
 mod sql;
+pub mod sweep;
 
 use std::time::Duration;
 
@@ -77,8 +79,14 @@ pub struct OperationFilter {
 #[async_trait]
 pub trait OperationStore: Send + Sync {
     /// Records a new operation, leased to `lease`, unless one with its principal and
-    /// request_id exists.
-    async fn insert(&self, op: &Operation, lease: &Lease) -> Result<Inserted>;
+    /// request_id exists; with it, in the same transaction, `audit`: the record of the call
+    /// that started it (written only if the operation is, so neither is ever without the other).
+    async fn insert(
+        &self,
+        op: &Operation,
+        lease: &Lease,
+        audit: Option<&AuditRecord>,
+    ) -> Result<Inserted>;
     /// Reads one operation.
     async fn get(&self, id: &str) -> Result<Option<Operation>>;
     /// Reads the operation a principal started with a request_id.
@@ -163,7 +171,8 @@ pub struct AuditFilter {
 /// Where the audit trail lives.
 #[async_trait]
 pub trait AuditStore: Send + Sync {
-    /// Records a call (its `final_*` fields are ignored).
+    /// Records a call (its `final_*` fields are ignored); recording one already there (the
+    /// same id) changes nothing, so a write whose answer was lost can be made again.
     async fn record(&self, record: &AuditRecord) -> Result<()>;
     /// Records the final outcome of `operation` (`operations/{id}`); the first one wins.
     async fn complete(

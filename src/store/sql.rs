@@ -14,7 +14,7 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 
 use super::batch::{Db, Row, Statement, within_deadline};
 use super::probe::StoreProbe;
-use super::{Inserted, Lease, OperationFilter, OperationStore, Orphans, Renewed};
+use super::{AuditRecord, Inserted, Lease, OperationFilter, OperationStore, Orphans, Renewed};
 use crate::config::StoreConfig;
 use crate::domain::Operation;
 use crate::error::{Error, Result};
@@ -211,11 +211,35 @@ fn millis(length: Duration) -> i64 {
     i64::try_from(length.as_millis()).unwrap_or(i64::MAX)
 }
 
+/// The statement that records a call: alone (`AuditStore::record`), or with the operation the
+/// call started (`OperationStore::insert`). A record already there is left as it is.
+pub(super) fn insert_record(r: &AuditRecord) -> Statement {
+    Statement::new(
+        "INSERT INTO audit_records (id, time_ms, principal, method, target, request_id, \
+         operation, outcome, provider_request_id) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (id) DO NOTHING",
+    )
+    .bind(&r.id)
+    .bind(r.time_ms)
+    .bind(&r.principal)
+    .bind(&r.method)
+    .bind(&r.target)
+    .bind(&r.request_id)
+    .bind(&r.operation)
+    .bind(&r.outcome)
+    .bind(&r.provider_request_id)
+}
+
 #[async_trait]
 impl OperationStore for SqlStore {
-    async fn insert(&self, op: &Operation, lease: &Lease) -> Result<Inserted> {
+    async fn insert(
+        &self,
+        op: &Operation,
+        lease: &Lease,
+        audit: Option<&AuditRecord>,
+    ) -> Result<Inserted> {
         let record = serde_json::to_string(op)?;
-        let result = Statement::new(format!(
+        let operation = Statement::new(format!(
             "INSERT INTO operations (id, principal, request_id, provider, verb, target, done, \
              cancel_requested, create_time_ms, update_time_ms, record, owner, lease_until_ms) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, {} + $13)",
@@ -234,7 +258,9 @@ impl OperationStore for SqlStore {
         .bind(record)
         .bind(&lease.owner)
         .bind(millis(lease.length));
-        match self.db.execute(result).await {
+        let mut statements = vec![operation];
+        statements.extend(audit.map(insert_record));
+        match self.db.run_together(statements).await {
             Ok(_) => Ok(Inserted::New),
             Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
                 let request_id = op.request_id.as_deref().unwrap_or_default();

@@ -13,6 +13,7 @@
 //! | `streamgate_unauthenticated_refusals_total` | counter | `rpc_service`, `rpc_method` |
 //! | `streamgate_operations_in_flight` | gauge | `provider`, `verb` |
 //! | `streamgate_store_up` | gauge (1 or 0) | none |
+//! | `streamgate_oldest_unfinished_operation_age_seconds` | gauge (the store's, as this process last read it) | |
 //!
 //! `provider` is absent on calls that name no configured provider instance; `outcome` is `ok`
 //! or the error's stable reason (`STREAM_NOT_FOUND`, `PROVIDER_THROTTLED`, ...).
@@ -110,6 +111,7 @@ pub struct Metrics {
     unauthenticated_refusals: Counter<u64>,
     operations_in_flight: UpDownCounter<i64>,
     store_up: Gauge<i64>,
+    oldest_unfinished_operation: Gauge<f64>,
 }
 
 /// The name of a gRPC code as grpc-go and most dashboards spell it (`NotFound`).
@@ -176,6 +178,14 @@ impl Metrics {
                 .with_description(
                     "1 while the store answers this process's probe (or is embedded SQLite), \
                      0 while it does not",
+                )
+                .build(),
+            oldest_unfinished_operation: meter
+                .f64_gauge("streamgate.oldest_unfinished_operation.age")
+                .with_unit("s")
+                .with_description(
+                    "How long ago the oldest unfinished operation in the store was accepted \
+                     (0 when none is unfinished)",
                 )
                 .build(),
             rpc_series: RwLock::default(),
@@ -285,6 +295,14 @@ impl Metrics {
             gauge: self.operations_in_flight.clone(),
             attributes,
         }
+    }
+}
+
+impl Metrics {
+    /// Records the age of the oldest unfinished operation in the store (zero: none).
+    pub fn oldest_unfinished_operation(&self, age: Duration) {
+        self.oldest_unfinished_operation
+            .record(age.as_secs_f64(), &[]);
     }
 }
 
