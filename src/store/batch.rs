@@ -676,10 +676,14 @@ mod tests {
                 other => panic!("statement {i}: {:?}", other.map(|a| a.rows_affected)),
             }
         }
-        assert_eq!(
-            db.trips.load(Ordering::SeqCst) - before,
-            1 + 1 + 19,
-            "the first alone, the failed batch of the others, then each of them again alone"
+        // Queued behind the lock, the statements go in as the first alone, the failed batch of
+        // the others, then each of those again alone: 21 trips. On a loaded machine some may
+        // arrive after the lock is gone, in smaller batches: fewer trips, never more (k batches
+        // and a failed one of at most 21 - k statements).
+        let trips = db.trips.load(Ordering::SeqCst) - before;
+        assert!(
+            (2..=1 + 1 + 19).contains(&trips),
+            "{trips} trips: none of the others ran more than twice"
         );
         let rows: Vec<(String, i64)> = sqlx::query_as("SELECT k, n FROM t ORDER BY n, k")
             .fetch_all(store.pool())
