@@ -4,6 +4,9 @@
 //! waits included, is one provider-call span and latency sample
 //! ([`crate::telemetry::provider_call`]).
 //!
+//! A try whose turn under the limit would come after the caller's deadline is not made: the
+//! call is answered at once PROVIDER_THROTTLED, with the wait as RetryInfo.
+//!
 //! The limit is taken once per try, not once per call: a retry is another request to the
 //! provider and counts against its quota like the first. Whatever else has to change with the
 //! calls of every kind (e.g. quotas shared by a fleet of gateways) belongs here.
@@ -13,10 +16,11 @@
 //! the taxonomy, marked temporary where a retry may help.
 
 use std::future::Future;
+use std::time::Duration;
 
 use super::limits::OutboundLimits;
 use super::retry::{RetryPolicy, retry};
-use crate::error::Result;
+use crate::error::{Error, Kind, Result};
 use crate::telemetry::provider_call;
 
 /// How the API calls of one provider instance are made.
@@ -62,10 +66,29 @@ impl CallPath {
         // The try is made only once the limit lets it through: its request (and, for signed
         // APIs, its timestamp) belongs to the moment it is sent.
         let tries = retry(self.policy, || async {
-            self.limits.acquire(action, resource).await;
+            self.limits
+                .acquire(action, resource)
+                .await
+                .map_err(|wait| self.throttled(action, wait))?;
             send().await
         });
         provider_call(&self.provider, self.kind, action, tries).await
+    }
+
+    /// The answer to a call whose turn under the outbound limit would come `wait` from now,
+    /// past what its deadline leaves: throttled at once, to be tried again after the wait.
+    fn throttled(&self, action: &str, wait: Duration) -> Error {
+        Error::new(
+            Kind::ProviderThrottled,
+            format!(
+                "{action} of provider {} is at its outbound limit: the next turn comes in {} ms, \
+                 after the call's deadline",
+                self.provider,
+                wait.as_millis()
+            ),
+        )
+        .with_provider(&self.provider)
+        .with_retry_after(wait)
     }
 }
 
@@ -73,10 +96,9 @@ impl CallPath {
 mod tests {
     use std::num::NonZeroU32;
     use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::time::{Duration, Instant};
+    use std::time::Instant;
 
     use super::*;
-    use crate::error::{Error, Kind};
 
     fn path(per_second: u32) -> CallPath {
         let limits = OutboundLimits::new().per_action("Act", NonZeroU32::new(per_second).unwrap());
@@ -132,5 +154,39 @@ mod tests {
         let waited = tokio::time::timeout(Duration::from_millis(20), next).await;
         assert!(waited.is_err());
         assert_eq!(sent.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_turn_past_the_deadline_is_refused_at_once_with_the_wait() {
+        use tonic_types::StatusExt;
+
+        let path = path(2);
+        path.call("Act", None, || async { Ok(()) }).await.unwrap();
+        let sent = AtomicUsize::new(0);
+        let started = Instant::now();
+        // The next turn comes 500 ms from now; the caller has 200 ms.
+        let refused = crate::deadline::scope(
+            Some(Duration::from_millis(200)),
+            path.call("Act", None, || async {
+                sent.fetch_add(1, Ordering::SeqCst);
+                Ok(())
+            }),
+        )
+        .await
+        .unwrap_err();
+        assert!(started.elapsed() < Duration::from_millis(100));
+        assert_eq!(sent.load(Ordering::SeqCst), 0);
+        assert_eq!(refused.kind(), Kind::ProviderThrottled);
+        let status = refused.to_status();
+        assert_eq!(status.code(), tonic::Code::ResourceExhausted);
+        let retry = status
+            .get_details_retry_info()
+            .unwrap()
+            .retry_delay
+            .unwrap();
+        assert!(
+            retry > Duration::from_millis(400) && retry <= Duration::from_millis(500),
+            "{retry:?}"
+        );
     }
 }

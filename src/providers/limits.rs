@@ -1,6 +1,15 @@
 //! Outbound rate limits per provider instance, so the gateway does not cause the provider
-//! throttling it would then have to absorb. GCRA limiters from `governor`, with a burst of one:
-//! calls are spaced evenly, so no one-second window sees more than the configured rate.
+//! throttling it would then have to absorb. Each budget spaces its calls evenly (a burst of
+//! one), so no one-second window sees more than the configured rate.
+//!
+//! A call reserves the budget's next free moment and sleeps until it (GCRA's theoretical
+//! arrival time, advanced by each reservation): waiting callers are served first come, first
+//! served, and a call knows at once how long it would wait. When that is longer than the
+//! caller's deadline leaves ([`crate::deadline::usable`]), the call reserves nothing and is
+//! refused with the wait, rather than left to time out in the queue; so the queue ahead of a
+//! call never holds more than the callers' deadlines, and a change made without a deadline
+//! (an operation's steps) is not starved by a crowd of readers. A call woken late is still
+//! sent no sooner than an interval after the last call actually sent.
 //!
 //! Limits are named by the provider's action (e.g. `DeleteStream`); several actions may share
 //! one limit (KVS counts UpdateStream, TagStream… against one budget), and an action may also
@@ -11,10 +20,12 @@
 use std::collections::HashMap;
 use std::hash::Hash;
 use std::num::NonZeroU32;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
+use governor::DefaultKeyedRateLimiter;
+use tokio::time::Instant;
 
 /// How many checks of a keyed limiter pass between two prunings of its keys.
 const PRUNE_EVERY: u64 = 1024;
@@ -34,19 +45,61 @@ pub(crate) fn prune_now_and_then<K: Clone + Hash + Eq>(
     }
 }
 
-fn quota(per_second: NonZeroU32) -> Quota {
-    Quota::per_second(per_second).allow_burst(NonZeroU32::MIN)
+/// The spacing of calls at `per_second`.
+fn interval(per_second: NonZeroU32) -> Duration {
+    Duration::from_secs(1) / per_second.get()
+}
+
+/// The turns of one budget: the first moment no call has reserved yet, and when the last call
+/// was sent.
+#[derive(Clone, Copy, Debug)]
+struct Turns {
+    free: Instant,
+    last_sent: Option<Instant>,
+}
+
+impl Turns {
+    fn new(now: Instant) -> Self {
+        Turns {
+            free: now,
+            last_sent: None,
+        }
+    }
+
+    /// The earliest moment the next call may be sent: an `interval` after the last one.
+    fn spaced(&self, interval: Duration) -> Option<Instant> {
+        self.last_sent.map(|sent| sent + interval)
+    }
+
+    /// Whether the budget is as if never used.
+    fn idle(&self, interval: Duration, now: Instant) -> bool {
+        self.free <= now && self.spaced(interval).is_none_or(|at| at <= now)
+    }
+}
+
+/// One budget for a whole instance.
+#[derive(Debug)]
+struct Budget {
+    interval: Duration,
+    turns: Mutex<Turns>,
+}
+
+/// One budget per resource. A resource whose budget is idle is as if never seen, and is
+/// forgotten now and then.
+#[derive(Debug)]
+struct Budgets {
+    interval: Duration,
+    turns: Mutex<HashMap<String, Turns>>,
+    checks: AtomicU64,
 }
 
 /// The outbound limits of one provider instance.
 #[derive(Default)]
 pub struct OutboundLimits {
-    // By action; actions that share a limit hold the same limiter.
-    per_action: HashMap<String, Arc<DefaultDirectRateLimiter>>,
-    // By action; actions that share a limit per resource hold the same limiter.
-    per_resource: HashMap<String, Arc<DefaultKeyedRateLimiter<String>>>,
-    // Calls of `acquire` on a per-resource limit, for `prune_now_and_then`.
-    resource_checks: AtomicU64,
+    // By action; actions that share a limit hold the same budget.
+    per_action: HashMap<String, Arc<Budget>>,
+    // By action; actions that share a limit per resource hold the same budgets.
+    per_resource: HashMap<String, Arc<Budgets>>,
 }
 
 impl std::fmt::Debug for OutboundLimits {
@@ -75,10 +128,13 @@ impl OutboundLimits {
     /// Limits the `actions` together to `per_second` calls per second for the whole instance:
     /// a call of any of them counts against the one budget.
     pub fn shared(mut self, actions: &[&str], per_second: NonZeroU32) -> Self {
-        let limiter = Arc::new(RateLimiter::direct(quota(per_second)));
+        let budget = Arc::new(Budget {
+            interval: interval(per_second),
+            turns: Mutex::new(Turns::new(Instant::now())),
+        });
         for action in actions {
             self.per_action
-                .insert(action.to_string(), Arc::clone(&limiter));
+                .insert(action.to_string(), Arc::clone(&budget));
         }
         self
     }
@@ -91,30 +147,119 @@ impl OutboundLimits {
     /// Limits the `actions` together to `per_second` calls per second for each resource: a
     /// call of any of them on a resource counts against that resource's one budget.
     pub fn shared_per_resource(mut self, actions: &[&str], per_second: NonZeroU32) -> Self {
-        let limiter = Arc::new(RateLimiter::keyed(quota(per_second)));
+        let budgets = Arc::new(Budgets {
+            interval: interval(per_second),
+            turns: Mutex::new(HashMap::new()),
+            checks: AtomicU64::new(0),
+        });
         for action in actions {
             self.per_resource
-                .insert(action.to_string(), Arc::clone(&limiter));
+                .insert(action.to_string(), Arc::clone(&budgets));
         }
         self
     }
 
-    /// Waits until a call of `action` on `resource` is within every limit.
-    pub async fn acquire(&self, action: &str, resource: Option<&str>) {
-        if let (Some(limiter), Some(resource)) = (self.per_resource.get(action), resource) {
-            limiter.until_key_ready(&resource.to_string()).await;
-            prune_now_and_then(limiter, &self.resource_checks);
+    /// Waits until a call of `action` on `resource` is within every limit, its turn taken
+    /// among the calls waiting before it. If that wait would outlast what the caller's
+    /// deadline leaves, returns at once, without taking a turn, the wait it would have had.
+    pub async fn acquire(&self, action: &str, resource: Option<&str>) -> Result<(), Duration> {
+        let turn = self.reserve(action, resource, crate::deadline::usable())?;
+        tokio::time::sleep_until(turn).await;
+        // A call woken late must not bunch up with the one after it: each is sent at least an
+        // interval after the last one actually sent.
+        while let Err(at) = self.send_now(action, resource) {
+            tokio::time::sleep_until(at).await;
         }
-        if let Some(limiter) = self.per_action.get(action) {
-            limiter.until_ready().await;
-        }
+        Ok(())
     }
+
+    /// Takes the first turn every limit of the call has free, if it comes within `bound`;
+    /// otherwise the time until it.
+    fn reserve(
+        &self,
+        action: &str,
+        resource: Option<&str>,
+        bound: Option<Duration>,
+    ) -> Result<Instant, Duration> {
+        self.with_turns(action, resource, true, |now, budgets| {
+            let turn = budgets
+                .iter()
+                .flat_map(|(turns, interval)| [Some(turns.free), turns.spaced(*interval)])
+                .flatten()
+                .fold(now, Instant::max);
+            let wait = turn - now;
+            if bound.is_some_and(|bound| wait > bound) {
+                return Err(wait);
+            }
+            for (turns, interval) in budgets {
+                turns.free = turn + *interval;
+            }
+            Ok(turn)
+        })
+    }
+
+    /// Records the call as sent now, if every limit's last call was sent an interval ago;
+    /// otherwise the moment that will be so.
+    fn send_now(&self, action: &str, resource: Option<&str>) -> Result<(), Instant> {
+        self.with_turns(action, resource, false, |now, budgets| {
+            let at = budgets
+                .iter()
+                .filter_map(|(turns, interval)| turns.spaced(*interval))
+                .fold(now, Instant::max);
+            if at > now {
+                return Err(at);
+            }
+            for (turns, _) in budgets {
+                turns.last_sent = Some(now);
+            }
+            Ok(())
+        })
+    }
+
+    /// Runs `f` on the turns of every limit of a call of `action` on `resource`, with each
+    /// limit's interval, all of them locked (in one order: per resource, then per action;
+    /// never across an await). `reserving` counts the call for the pruning of idle resources.
+    fn with_turns<T>(
+        &self,
+        action: &str,
+        resource: Option<&str>,
+        reserving: bool,
+        f: impl FnOnce(Instant, &mut [(&mut Turns, Duration)]) -> T,
+    ) -> T {
+        let now = Instant::now();
+        let per_resource = self.per_resource.get(action).zip(resource);
+        let mut resources = per_resource.map(|(budgets, _)| lock(&budgets.turns));
+        let mut instance = self.per_action.get(action).map(|b| lock(&b.turns));
+        if let (Some(map), Some((budgets, _))) = (&mut resources, per_resource)
+            && reserving
+            && budgets.checks.fetch_add(1, Ordering::Relaxed) % PRUNE_EVERY == PRUNE_EVERY - 1
+        {
+            map.retain(|_, turns| !turns.idle(budgets.interval, now));
+            map.shrink_to_fit();
+        }
+        let mut budgets = Vec::with_capacity(2);
+        if let (Some(map), Some((limits, resource))) = (&mut resources, per_resource) {
+            let turns = map
+                .entry(resource.to_string())
+                .or_insert_with(|| Turns::new(now));
+            budgets.push((turns, limits.interval));
+        }
+        if let (Some(turns), Some(budget)) = (&mut instance, self.per_action.get(action)) {
+            budgets.push((&mut **turns, budget.interval));
+        }
+        f(now, &mut budgets)
+    }
+}
+
+/// Locks `mutex`, whose guarded moments stay valid even if a holder panicked.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 #[cfg(test)]
 mod tests {
-    use std::time::{Duration, Instant};
-
     use super::*;
 
     #[tokio::test]
@@ -122,7 +267,7 @@ mod tests {
         let limits = OutboundLimits::new().per_action("DeleteStream", NonZeroU32::new(50).unwrap());
         let started = Instant::now();
         for _ in 0..11 {
-            limits.acquire("DeleteStream", None).await;
+            limits.acquire("DeleteStream", None).await.unwrap();
         }
         // 11 calls at 50/s: the first at once, then one every 20 ms.
         assert!(
@@ -143,7 +288,7 @@ mod tests {
             } else {
                 "UntagStream"
             };
-            limits.acquire(action, None).await;
+            limits.acquire(action, None).await.unwrap();
         }
         // 11 calls of either at 50/s together: one every 20 ms after the first.
         assert!(
@@ -160,15 +305,20 @@ mod tests {
             NonZeroU32::new(5).unwrap(),
         );
         let started = Instant::now();
-        limits.acquire("GetHLSStreamingSessionURL", Some("a")).await;
+        limits
+            .acquire("GetHLSStreamingSessionURL", Some("a"))
+            .await
+            .unwrap();
         limits
             .acquire("GetDASHStreamingSessionURL", Some("b"))
-            .await;
+            .await
+            .unwrap();
         assert!(started.elapsed() < Duration::from_millis(100));
         // The other action on the same stream waits for that stream's budget.
         limits
             .acquire("GetDASHStreamingSessionURL", Some("a"))
-            .await;
+            .await
+            .unwrap();
         assert!(started.elapsed() >= Duration::from_millis(190));
     }
 
@@ -178,29 +328,89 @@ mod tests {
             OutboundLimits::new().per_resource("DescribeStream", NonZeroU32::new(5).unwrap());
         let started = Instant::now();
         for stream in ["a", "b", "c", "d"] {
-            limits.acquire("DescribeStream", Some(stream)).await;
+            limits
+                .acquire("DescribeStream", Some(stream))
+                .await
+                .unwrap();
         }
         assert!(started.elapsed() < Duration::from_millis(100));
-        limits.acquire("DescribeStream", Some("a")).await;
+        limits.acquire("DescribeStream", Some("a")).await.unwrap();
         assert!(started.elapsed() >= Duration::from_millis(190));
         // Unlimited actions pass at once.
-        limits.acquire("ListStreams", None).await;
+        limits.acquire("ListStreams", None).await.unwrap();
     }
 
     #[tokio::test]
     async fn resources_not_called_lately_are_forgotten() {
         let limits =
             OutboundLimits::new().per_resource("DescribeStream", NonZeroU32::new(1000).unwrap());
-        let tracked = |l: &OutboundLimits| l.per_resource["DescribeStream"].len();
+        let tracked = |l: &OutboundLimits| lock(&l.per_resource["DescribeStream"].turns).len();
         for i in 0..PRUNE_EVERY - 1 {
             limits
                 .acquire("DescribeStream", Some(&format!("made-up-{i}")))
-                .await;
+                .await
+                .unwrap();
         }
         assert_eq!(tracked(&limits) as u64, PRUNE_EVERY - 1);
         // One emission interval (1 ms) later every one of them is as if never seen.
         tokio::time::sleep(Duration::from_millis(20)).await;
-        limits.acquire("DescribeStream", Some("last")).await;
+        limits
+            .acquire("DescribeStream", Some("last"))
+            .await
+            .unwrap();
         assert!(tracked(&limits) <= 1, "{} keys kept", tracked(&limits));
+    }
+
+    #[tokio::test]
+    async fn a_wait_past_the_deadline_is_refused_at_once_and_takes_no_turn() {
+        let limits =
+            OutboundLimits::new().per_action("DescribeStream", NonZeroU32::new(5).unwrap());
+        // The first turn is now, the next 200 ms later, the one after 400 ms later.
+        limits
+            .reserve("DescribeStream", None, Some(Duration::ZERO))
+            .unwrap();
+        limits.reserve("DescribeStream", None, None).unwrap();
+        let refused = limits
+            .reserve("DescribeStream", None, Some(Duration::from_millis(300)))
+            .unwrap_err();
+        assert!(
+            refused > Duration::from_millis(300) && refused <= Duration::from_millis(400),
+            "{refused:?}"
+        );
+        // The refused call left its turn to the next caller.
+        let next = limits
+            .reserve("DescribeStream", None, Some(Duration::from_millis(450)))
+            .unwrap();
+        assert!(next - Instant::now() <= Duration::from_millis(400));
+    }
+
+    #[tokio::test]
+    async fn waiting_callers_are_served_in_their_order() {
+        let limits =
+            OutboundLimits::new().per_resource("DescribeStream", NonZeroU32::new(10).unwrap());
+        let turns: Vec<_> = (0..5)
+            .map(|_| limits.reserve("DescribeStream", Some("a"), None).unwrap())
+            .collect();
+        for pair in turns.windows(2) {
+            assert_eq!(pair[1] - pair[0], Duration::from_millis(100));
+        }
+    }
+
+    #[tokio::test]
+    async fn a_call_woken_late_does_not_bunch_up_with_the_next() {
+        let limits = OutboundLimits::new().per_action("DeleteStream", NonZeroU32::new(10).unwrap());
+        let first = limits.reserve("DeleteStream", None, None).unwrap();
+        let second = limits.reserve("DeleteStream", None, None).unwrap();
+        assert_eq!(second - first, Duration::from_millis(100));
+        // The first call is sent 60 ms after its turn; the second, on time, waits until 100 ms
+        // after that.
+        tokio::time::sleep_until(first + Duration::from_millis(60)).await;
+        let before = Instant::now();
+        limits.send_now("DeleteStream", None).unwrap();
+        let after = Instant::now();
+        tokio::time::sleep_until(second).await;
+        let at = limits.send_now("DeleteStream", None).unwrap_err();
+        let spacing = Duration::from_millis(100);
+        assert!(at >= before + spacing && at <= after + spacing, "{at:?}");
     }
 }

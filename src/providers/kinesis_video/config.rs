@@ -60,8 +60,8 @@ pub struct KvsLimits {
     pub describe_stream_per_stream: NonZeroU32,
     /// ListStreams per account (quota: 50).
     pub list_streams: NonZeroU32,
-    /// UpdateStream, UpdateDataRetention, TagStream, UntagStream, ListTagsForStream per
-    /// account (default 50).
+    /// UpdateStream, UpdateDataRetention, TagStream and UntagStream together per account, and
+    /// ListTagsForStream on a budget of its own (default 50 each).
     pub other: NonZeroU32,
     /// GetDataEndpoint per account (quota: 300).
     pub get_data_endpoint: NonZeroU32,

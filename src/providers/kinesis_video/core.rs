@@ -64,7 +64,10 @@ fn limits(l: &KvsLimits) -> OutboundLimits {
         .per_action(DESCRIBE, l.describe_stream)
         .per_resource(DESCRIBE, l.describe_stream_per_stream)
         .per_action(LIST, l.list_streams)
-        .shared(&[UPDATE, UPDATE_RETENTION, TAG, UNTAG, LIST_TAGS], l.other)
+        // Tag reads have a budget of their own, so that a crowd of readers does not hold
+        // back the changes.
+        .shared(&[UPDATE, UPDATE_RETENTION, TAG, UNTAG], l.other)
+        .per_action(LIST_TAGS, l.other)
         .per_action(DATA_ENDPOINT, l.get_data_endpoint)
         .per_resource(DATA_ENDPOINT, l.get_data_endpoint_per_stream)
         .shared_per_resource(

@@ -1,0 +1,123 @@
+//! How one replica shares a provider's quotas among many callers (issue 19, the parts a single
+//! process does alone), through the real binary against the KVS wire-level fake: a call whose
+//! turn under an outbound limit would come after its deadline is answered at once
+//! PROVIDER_THROTTLED with RetryInfo, never left to time out in the queue; and a change is not
+//! queued behind the tag reads of readers.
+
+mod support;
+
+use std::time::Duration;
+
+use streamgate::pb;
+use support::kvs_fake::{KvsFake, RunningKvsFake};
+use support::{AWS_ENV, TestServer, reason};
+use tonic::Code;
+use tonic_types::StatusExt;
+
+async fn gateway(fake: &RunningKvsFake, limits: &str) -> TestServer {
+    let config = format!(
+        "[[providers]]\nid = \"kvs\"\nkind = \"kinesis-video\"\nregion = \"us-east-1\"\n\
+         endpoint_url = \"{}\"\n[providers.outbound_limits]\n{limits}",
+        fake.url
+    );
+    TestServer::start_env(&config, &AWS_ENV).await
+}
+
+/// GetStream of `id` with a deadline of `timeout`.
+async fn get(
+    server: &TestServer,
+    id: &str,
+    timeout: Duration,
+) -> Result<pb::Stream, tonic::Status> {
+    let mut request = tonic::Request::new(pb::GetStreamRequest {
+        name: format!("providers/kvs/streams/{id}"),
+    });
+    request.set_timeout(timeout);
+    server
+        .streams()
+        .get_stream(request)
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+#[tokio::test]
+async fn readers_beyond_the_quota_are_throttled_at_once_not_timed_out() {
+    let kvs = KvsFake::start().await;
+    kvs.fake.add_stream("busy");
+    let server = gateway(&kvs, "describe_stream_per_stream = 2").await;
+    let calls = (0..200).map(|_| get(&server, "busy", Duration::from_secs(1)));
+    let answers = futures::future::join_all(calls).await;
+    let mut ok = 0;
+    for answer in answers {
+        match answer {
+            Ok(stream) => {
+                assert_eq!(stream.name, "providers/kvs/streams/busy");
+                ok += 1;
+            }
+            Err(status) => {
+                assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+                assert_eq!(reason(&status), "PROVIDER_THROTTLED");
+                let retry = status.get_details_retry_info().expect("RetryInfo");
+                assert!(retry.retry_delay.is_some_and(|d| d > Duration::ZERO));
+            }
+        }
+    }
+    assert!(ok >= 1, "no reader was answered");
+    // Only the calls given a turn reached the provider, within the limit.
+    assert!(kvs.fake.requests_of("describeStream").len() <= 3);
+}
+
+#[tokio::test]
+async fn a_change_does_not_queue_behind_tag_reads() {
+    let kvs = KvsFake::start().await;
+    kvs.fake.add_stream("read-often");
+    let server = gateway(&kvs, "describe_stream_per_stream = 100\nother = 2").await;
+    // Eight readers queue their tag reads 0.5 s apart on `other`'s rate.
+    let readers: Vec<_> = (0..8)
+        .map(|_| {
+            let mut client = server.streams();
+            tokio::spawn(async move {
+                let mut request = tonic::Request::new(pb::GetStreamRequest {
+                    name: "providers/kvs/streams/read-often".into(),
+                });
+                request.set_timeout(Duration::from_secs(30));
+                client.get_stream(request).await.map(|_| ())
+            })
+        })
+        .collect();
+    while kvs.fake.requests_of("listTagsForStream").is_empty() {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let update = server
+        .streams()
+        .update_stream(pb::UpdateStreamRequest {
+            stream: Some(pb::Stream {
+                name: "providers/kvs/streams/read-often".into(),
+                data_retention_hours: 48,
+                ..Default::default()
+            }),
+            update_mask: Some(prost_types::FieldMask {
+                paths: vec!["data_retention_hours".into()],
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    for reader in readers {
+        reader.await.unwrap().unwrap();
+    }
+    let done = support::wait(&server, &update).await;
+    assert!(
+        matches!(done.result, Some(pb::operation::Result::Stream(_))),
+        "{done:?}"
+    );
+    // The change was sent while the readers' tag reads were still queued.
+    let changed = kvs.fake.requests_of("updateDataRetention");
+    let last_read = kvs.fake.requests_of("listTagsForStream");
+    assert_eq!(changed.len(), 1);
+    assert!(
+        changed[0].at < last_read[7].at,
+        "the change waited for the tag reads"
+    );
+}
