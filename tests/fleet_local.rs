@@ -1,8 +1,9 @@
 //! How one replica shares a provider's quotas among many callers (issue 19, the parts a single
 //! process does alone), through the real binary against the KVS wire-level fake: a call whose
 //! turn under an outbound limit would come after its deadline is answered at once
-//! PROVIDER_THROTTLED with RetryInfo, never left to time out in the queue; and a change is not
-//! queued behind the tag reads of readers.
+//! PROVIDER_THROTTLED with RetryInfo, never left to time out in the queue; a change is not
+//! queued behind the tag reads of readers; and concurrent readers of one stream share its
+//! provider reads.
 
 mod support;
 
@@ -70,15 +71,16 @@ async fn readers_beyond_the_quota_are_throttled_at_once_not_timed_out() {
 #[tokio::test]
 async fn a_change_does_not_queue_behind_tag_reads() {
     let kvs = KvsFake::start().await;
-    kvs.fake.add_stream("read-often");
-    let server = gateway(&kvs, "describe_stream_per_stream = 100\nother = 2").await;
-    // Eight readers queue their tag reads 0.5 s apart on `other`'s rate.
+    kvs.fake.add_stream("changed");
+    let server = gateway(&kvs, "other = 2").await;
+    // Eight readers of eight streams queue their tag reads 0.5 s apart on `other`'s rate.
     let readers: Vec<_> = (0..8)
-        .map(|_| {
+        .map(|i| {
+            kvs.fake.add_stream(&format!("read-{i}"));
             let mut client = server.streams();
             tokio::spawn(async move {
                 let mut request = tonic::Request::new(pb::GetStreamRequest {
-                    name: "providers/kvs/streams/read-often".into(),
+                    name: format!("providers/kvs/streams/read-{i}"),
                 });
                 request.set_timeout(Duration::from_secs(30));
                 client.get_stream(request).await.map(|_| ())
@@ -92,7 +94,7 @@ async fn a_change_does_not_queue_behind_tag_reads() {
         .streams()
         .update_stream(pb::UpdateStreamRequest {
             stream: Some(pb::Stream {
-                name: "providers/kvs/streams/read-often".into(),
+                name: "providers/kvs/streams/changed".into(),
                 data_retention_hours: 48,
                 ..Default::default()
             }),
@@ -120,4 +122,18 @@ async fn a_change_does_not_queue_behind_tag_reads() {
         changed[0].at < last_read[7].at,
         "the change waited for the tag reads"
     );
+}
+
+#[tokio::test]
+async fn concurrent_readers_of_one_stream_share_its_reads() {
+    let kvs = KvsFake::start().await;
+    kvs.fake.add_stream("popular");
+    kvs.fake.set_latency(Duration::from_millis(50));
+    let server = gateway(&kvs, "").await;
+    let calls = (0..200).map(|_| get(&server, "popular", Duration::from_secs(5)));
+    for answer in futures::future::join_all(calls).await {
+        assert_eq!(answer.unwrap().name, "providers/kvs/streams/popular");
+    }
+    let reads = kvs.fake.requests_of("describeStream").len();
+    assert!(reads <= 20, "{reads} DescribeStream calls for 200 readers");
 }

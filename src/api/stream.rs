@@ -513,6 +513,22 @@ fn playback_mode(p: &pb::PlaybackOptions, v: &mut Violations) -> PlaybackMode {
 type WatchStreamOut =
     Pin<Box<dyn FutureStream<Item = Result<pb::WatchStreamResponse, Status>> + Send>>;
 
+/// The stream `name` as `provider` has it, read once for all the callers asking at once
+/// ([`crate::watch::WatchHub::read`]).
+async fn shared_read(
+    gateway: &Gateway,
+    provider: &Arc<dyn Provider>,
+    name: &StreamName,
+) -> Result<crate::domain::Stream> {
+    let (provider, owned) = (Arc::clone(provider), name.clone());
+    gateway
+        .hub
+        .read(&name.to_string(), async move {
+            provider.get_stream(&owned).await
+        })
+        .await
+}
+
 #[tonic::async_trait]
 impl StreamService for StreamApi {
     async fn create_stream(
@@ -532,7 +548,7 @@ impl StreamService for StreamApi {
     ) -> Result<Response<pb::Stream>, Status> {
         let name = StreamName::parse(&request.get_ref().name, "name")?;
         let provider = self.stream_provider(&request, &name, "name", Method::GetStream)?;
-        let stream = provider.get_stream(&name).await?;
+        let stream = shared_read(&self.gateway, provider, &name).await?;
         Ok(Response::new(convert::stream(&stream)))
     }
 
@@ -629,7 +645,7 @@ impl StreamService for StreamApi {
         let key = name.to_string();
         // Subscribe before reading, so no change between the read and the subscription is lost.
         let mut changes = self.gateway.hub.subscribe(&key);
-        let initial = match provider.get_stream(&name).await {
+        let initial = match shared_read(&self.gateway, &provider, &name).await {
             Ok(stream) => stream,
             Err(e) => {
                 drop(changes);
@@ -679,7 +695,7 @@ impl StreamService for StreamApi {
                     Ok(Some(Change::Deleted)) => (ChangeType::Deleted, last.clone()),
                     // A timer tick, or fell behind the hub: what matters is the state now.
                     Ok(None) | Err(broadcast::error::RecvError::Lagged(_)) => {
-                        match provider.get_stream(&name).await {
+                        match shared_read(&gateway, &provider, &name).await {
                             Ok(stream) if stream == last => continue,
                             Ok(stream) => (ChangeType::Updated, stream),
                             Err(e) if e.kind() == Kind::StreamNotFound => {
