@@ -32,6 +32,8 @@ pub enum Change {
     Updated(Box<Stream>),
     /// The stream is gone.
     Deleted,
+    /// Polling the stream failed; its watches end with the error.
+    Failed(crate::error::Error),
 }
 
 /// One read of a stream, shared by the callers who joined it.
@@ -52,11 +54,27 @@ struct ReadTable {
     made: u64,
 }
 
+/// The channel of one watched stream.
+struct Channel {
+    sender: broadcast::Sender<Change>,
+    // Whether a poller publishes the stream's changes on it.
+    polled: bool,
+}
+
+impl Channel {
+    fn new() -> Self {
+        Channel {
+            sender: broadcast::channel(BUFFER).0,
+            polled: false,
+        }
+    }
+}
+
 /// Subscriptions and shared reads by stream name.
 #[derive(Default)]
 pub struct WatchHub {
-    // Stream name → sender; an entry lives while someone subscribes to that stream.
-    channels: Mutex<HashMap<String, broadcast::Sender<Change>>>,
+    // Stream name → channel; an entry lives while someone subscribes to that stream.
+    channels: Mutex<HashMap<String, Channel>>,
     // Stream name → its shared reads; an entry lives while a read of it is awaited.
     reads: Arc<Mutex<ReadTable>>,
 }
@@ -64,18 +82,52 @@ pub struct WatchHub {
 impl WatchHub {
     /// Subscribes to the changes of the stream named `name`.
     pub fn subscribe(&self, name: &str) -> broadcast::Receiver<Change> {
-        let mut channels = self.channels.lock().unwrap_or_else(|e| e.into_inner());
+        let mut channels = lock(&self.channels);
         channels
             .entry(name.to_string())
-            .or_insert_with(|| broadcast::channel(BUFFER).0)
+            .or_insert_with(Channel::new)
+            .sender
             .subscribe()
+    }
+
+    /// Subscribes to the changes of the stream named `name`, which are found by polling it:
+    /// with the sender a poller is to publish them through, if none polls for it yet (one
+    /// poller per stream, however many subscribe).
+    pub fn subscribe_polled(
+        &self,
+        name: &str,
+    ) -> (
+        broadcast::Receiver<Change>,
+        Option<broadcast::Sender<Change>>,
+    ) {
+        let mut channels = lock(&self.channels);
+        let channel = channels
+            .entry(name.to_string())
+            .or_insert_with(Channel::new);
+        let poller = (!channel.polled).then(|| channel.sender.clone());
+        channel.polled = true;
+        (channel.sender.subscribe(), poller)
+    }
+
+    /// Whether the poller publishing through `sender` should poll `name` again: while that
+    /// channel is the stream's and has subscribers. When not, the channel counts as unpolled,
+    /// so that its next subscriber starts a poller.
+    pub fn keep_polling(&self, name: &str, sender: &broadcast::Sender<Change>) -> bool {
+        let mut channels = lock(&self.channels);
+        match channels.get_mut(name) {
+            Some(channel) if channel.sender.same_channel(sender) => {
+                channel.polled = channel.sender.receiver_count() > 0;
+                channel.polled
+            }
+            _ => false,
+        }
     }
 
     /// Tells the subscribers of `name` about a change; forgets channels nobody listens to.
     pub fn publish(&self, name: &str, change: Change) {
-        let mut channels = self.channels.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(sender) = channels.get(name)
-            && sender.send(change).is_err()
+        let mut channels = lock(&self.channels);
+        if let Some(channel) = channels.get(name)
+            && channel.sender.send(change).is_err()
         {
             channels.remove(name);
         }
@@ -83,8 +135,11 @@ impl WatchHub {
 
     /// Drops the channel of `name` if its last subscriber left.
     pub fn release(&self, name: &str) {
-        let mut channels = self.channels.lock().unwrap_or_else(|e| e.into_inner());
-        if channels.get(name).is_some_and(|s| s.receiver_count() == 0) {
+        let mut channels = lock(&self.channels);
+        if channels
+            .get(name)
+            .is_some_and(|c| c.sender.receiver_count() == 0)
+        {
             channels.remove(name);
         }
     }
@@ -248,5 +303,22 @@ mod tests {
         }
         assert_eq!(count.load(Ordering::SeqCst), 2);
         assert!(lock(&hub.reads).reads.is_empty());
+    }
+
+    #[test]
+    fn one_poller_per_stream_while_it_has_subscribers() {
+        let hub = WatchHub::default();
+        let (first, poller) = hub.subscribe_polled("s");
+        let poller = poller.expect("the first subscriber starts the poller");
+        let (second, none) = hub.subscribe_polled("s");
+        assert!(none.is_none());
+        assert!(hub.keep_polling("s", &poller));
+        drop((first, second));
+        assert!(!hub.keep_polling("s", &poller));
+        hub.release("s");
+        // The next subscriber starts a poller of its own; the old one stops for good.
+        let (_third, again) = hub.subscribe_polled("s");
+        assert!(again.is_some());
+        assert!(!hub.keep_polling("s", &poller));
     }
 }

@@ -10,15 +10,21 @@ mod support;
 use std::time::Duration;
 
 use streamgate::pb;
-use support::kvs_fake::{KvsFake, RunningKvsFake};
+use streamgate::pb::watch_stream_response::ChangeType;
+use support::kvs_fake::{KvsFake, RunningKvsFake, kvs_client};
 use support::{AWS_ENV, TestServer, reason};
 use tonic::Code;
 use tonic_types::StatusExt;
 
 async fn gateway(fake: &RunningKvsFake, limits: &str) -> TestServer {
+    gateway_with(fake, "", limits).await
+}
+
+/// A gateway of one KVS instance with `keys` and outbound `limits` of its own.
+async fn gateway_with(fake: &RunningKvsFake, keys: &str, limits: &str) -> TestServer {
     let config = format!(
         "[[providers]]\nid = \"kvs\"\nkind = \"kinesis-video\"\nregion = \"us-east-1\"\n\
-         endpoint_url = \"{}\"\n[providers.outbound_limits]\n{limits}",
+         endpoint_url = \"{}\"\n{keys}\n[providers.outbound_limits]\n{limits}",
         fake.url
     );
     TestServer::start_env(&config, &AWS_ENV).await
@@ -136,4 +142,70 @@ async fn concurrent_readers_of_one_stream_share_its_reads() {
     }
     let reads = kvs.fake.requests_of("describeStream").len();
     assert!(reads <= 20, "{reads} DescribeStream calls for 200 readers");
+}
+
+#[tokio::test]
+async fn watchers_of_one_stream_share_one_poller() {
+    let kvs = KvsFake::start().await;
+    kvs.fake.add_stream("watched");
+    // Limits well above the polls, so that only the sharing keeps them down.
+    let server = gateway_with(
+        &kvs,
+        "watch_poll_interval = \"300ms\"",
+        "describe_stream_per_stream = 100",
+    )
+    .await;
+    // Opened in ten groups spread over one poll interval.
+    let server = &server;
+    let open = (0..100u32).map(|i| async move {
+        tokio::time::sleep(Duration::from_millis(30) * (i / 10)).await;
+        let mut watch = server
+            .streams()
+            .watch_stream(pb::WatchStreamRequest {
+                name: "providers/kvs/streams/watched".into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let initial = watch.message().await.unwrap().unwrap();
+        assert_eq!(initial.change_type, ChangeType::Initial as i32);
+        watch
+    });
+    let mut watches = futures::future::join_all(open).await;
+    // Five poll intervals with every watcher open: one poll of each kind per interval, the
+    // first of them perhaps still in flight when counting starts.
+    let (describes, tag_reads) = (
+        kvs.fake.requests_of("describeStream").len(),
+        kvs.fake.requests_of("listTagsForStream").len(),
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let polled = kvs.fake.requests_of("describeStream").len() - describes;
+    let tags_polled = kvs.fake.requests_of("listTagsForStream").len() - tag_reads;
+    assert!(
+        polled <= 6,
+        "{polled} DescribeStream calls in five intervals"
+    );
+    assert!(
+        tags_polled <= 6,
+        "{tags_polled} ListTagsForStream calls in five intervals"
+    );
+    // A change made in KVS reaches every watcher.
+    let version = kvs.fake.stream("watched").unwrap().version;
+    kvs_client(&kvs.url)
+        .update_stream()
+        .stream_name("watched")
+        .current_version(version)
+        .device_name("camera-9")
+        .send()
+        .await
+        .unwrap();
+    for watch in &mut watches {
+        let change = tokio::time::timeout(Duration::from_secs(5), watch.message())
+            .await
+            .expect("the change within five seconds")
+            .unwrap()
+            .unwrap();
+        assert_eq!(change.change_type, ChangeType::Updated as i32);
+        assert_eq!(change.stream.unwrap().device_name, "camera-9");
+    }
 }

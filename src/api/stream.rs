@@ -529,6 +529,43 @@ async fn shared_read(
         .await
 }
 
+/// Starts the poller of the watched stream `name`: every `every`, it re-reads the stream and
+/// publishes through `sender` what changed, until the stream has no watchers left here.
+fn spawn_poller(
+    gateway: &Arc<Gateway>,
+    provider: &Arc<dyn Provider>,
+    name: &StreamName,
+    sender: broadcast::Sender<Change>,
+    every: std::time::Duration,
+) {
+    let (gateway, provider, name) = (Arc::clone(gateway), Arc::clone(provider), name.clone());
+    tokio::spawn(async move {
+        let key = name.to_string();
+        let mut timer = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last = None;
+        loop {
+            tokio::select! {
+                _ = timer.tick() => {}
+                () = gateway.shutdown.cancelled() => break,
+            }
+            if !gateway.hub.keep_polling(&key, &sender) {
+                break;
+            }
+            let change = match shared_read(&gateway, &provider, &name).await {
+                Ok(stream) if last.as_ref() == Some(&stream) => continue,
+                Ok(stream) => {
+                    last = Some(stream.clone());
+                    Change::Updated(Box::new(stream))
+                }
+                Err(e) if e.kind() == Kind::StreamNotFound => Change::Deleted,
+                Err(e) => Change::Failed(e),
+            };
+            let _ = sender.send(change);
+        }
+    });
+}
+
 #[tonic::async_trait]
 impl StreamService for StreamApi {
     async fn create_stream(
@@ -644,7 +681,18 @@ impl StreamService for StreamApi {
             Arc::clone(self.stream_provider(&request, &name, "name", Method::WatchStream)?);
         let key = name.to_string();
         // Subscribe before reading, so no change between the read and the subscription is lost.
-        let mut changes = self.gateway.hub.subscribe(&key);
+        // Kinds whose streams change outside the gateway are polled, by one poller per stream
+        // for all its watchers.
+        let mut changes = match provider.watch_poll_interval() {
+            Some(every) => {
+                let (changes, poller) = self.gateway.hub.subscribe_polled(&key);
+                if let Some(sender) = poller {
+                    spawn_poller(&self.gateway, &provider, &name, sender, every);
+                }
+                changes
+            }
+            None => self.gateway.hub.subscribe(&key),
+        };
         let initial = match shared_read(&self.gateway, &provider, &name).await {
             Ok(stream) => stream,
             Err(e) => {
@@ -669,32 +717,22 @@ impl StreamService for StreamApi {
             if tx.send(message(ChangeType::Initial, &last)).await.is_err() {
                 return;
             }
-            // Kinds whose streams change outside the gateway are re-read on a timer as well.
-            let mut poll = provider.watch_poll_interval().map(|every| {
-                let mut timer = tokio::time::interval(every);
-                timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                timer
-            });
             loop {
-                let reread = async {
-                    match poll.as_mut() {
-                        Some(timer) => {
-                            timer.tick().await;
-                        }
-                        None => std::future::pending::<()>().await,
-                    }
-                };
                 let change = tokio::select! {
-                    change = changes.recv() => change.map(Some),
-                    () = reread => Ok(None),
+                    change = changes.recv() => change,
                     () = gateway.shutdown.cancelled() => break,
                     () = tx.closed() => break,
                 };
                 let (change_type, stream) = match change {
-                    Ok(Some(Change::Updated(stream))) => (ChangeType::Updated, *stream),
-                    Ok(Some(Change::Deleted)) => (ChangeType::Deleted, last.clone()),
-                    // A timer tick, or fell behind the hub: what matters is the state now.
-                    Ok(None) | Err(broadcast::error::RecvError::Lagged(_)) => {
+                    Ok(Change::Updated(stream)) if *stream == last => continue,
+                    Ok(Change::Updated(stream)) => (ChangeType::Updated, *stream),
+                    Ok(Change::Deleted) => (ChangeType::Deleted, last.clone()),
+                    Ok(Change::Failed(e)) => {
+                        let _ = tx.send(Box::new(Err(e.into()))).await;
+                        break;
+                    }
+                    // Fell behind the hub: what matters is the state now.
+                    Err(broadcast::error::RecvError::Lagged(_)) => {
                         match shared_read(&gateway, &provider, &name).await {
                             Ok(stream) if stream == last => continue,
                             Ok(stream) => (ChangeType::Updated, stream),
