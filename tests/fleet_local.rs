@@ -2,8 +2,9 @@
 //! process does alone), through the real binary against the KVS wire-level fake: a call whose
 //! turn under an outbound limit would come after its deadline is answered at once
 //! PROVIDER_THROTTLED with RetryInfo, never left to time out in the queue; a change is not
-//! queued behind the tag reads of readers; and concurrent readers of one stream share its
-//! provider reads.
+//! queued behind the tag reads of readers; concurrent readers of one stream share its provider
+//! reads; and the watchers of a stream share one poller, which also shows them the changes made
+//! to a CloudFront distribution outside the gateway.
 
 mod support;
 
@@ -11,6 +12,7 @@ use std::time::Duration;
 
 use streamgate::pb;
 use streamgate::pb::watch_stream_response::ChangeType;
+use support::cloudfront_fake::StreamingFake;
 use support::kvs_fake::{KvsFake, RunningKvsFake, kvs_client};
 use support::{AWS_ENV, TestServer, reason};
 use tonic::Code;
@@ -208,4 +210,40 @@ async fn watchers_of_one_stream_share_one_poller() {
         assert_eq!(change.change_type, ChangeType::Updated as i32);
         assert_eq!(change.stream.unwrap().device_name, "camera-9");
     }
+}
+
+#[tokio::test]
+async fn cloudfront_watchers_see_changes_made_outside_the_gateway() {
+    let fake = StreamingFake::start(0).await;
+    fake.add("EOUTSIDE", true, "");
+    let config = format!(
+        "[[providers]]\nid = \"rtmp\"\nkind = \"cloudfront-streaming\"\nendpoint_url = \"{}\"\n\
+         watch_poll_interval = \"100ms\"\n",
+        fake.url()
+    );
+    let server = TestServer::start_env(&config, &AWS_ENV).await;
+    let mut watch = server
+        .streams()
+        .watch_stream(pb::WatchStreamRequest {
+            name: "providers/rtmp/streams/EOUTSIDE".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let initial = watch.message().await.unwrap().unwrap();
+    assert_eq!(
+        initial.stream.unwrap().state,
+        pb::stream::State::Active as i32
+    );
+    fake.touch("EOUTSIDE", false);
+    let changed = tokio::time::timeout(Duration::from_secs(5), watch.message())
+        .await
+        .expect("the change within five seconds")
+        .unwrap()
+        .unwrap();
+    assert_eq!(changed.change_type, ChangeType::Updated as i32);
+    assert_eq!(
+        changed.stream.unwrap().state,
+        pb::stream::State::Disabled as i32
+    );
 }

@@ -448,6 +448,10 @@ impl Provider for CloudFrontProvider {
         &self.capability
     }
 
+    fn watch_poll_interval(&self) -> Option<std::time::Duration> {
+        Some(self.settings.watch_poll_interval)
+    }
+
     async fn get_stream(&self, name: &StreamName) -> Result<Stream> {
         self.core.get(&name.stream).await.map(|d| self.stream(d))
     }

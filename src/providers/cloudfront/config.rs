@@ -25,6 +25,10 @@ pub struct CloudFrontSettings {
     /// How long a delete waits for Deployed in all before it gives up (default `"45m"`).
     #[serde(default = "default_deploy_timeout", deserialize_with = "de_duration")]
     pub deploy_timeout: Duration,
+    /// How often a watched distribution is re-read, so that its watchers see changes made
+    /// outside the gateway (default `"10s"`; one read per interval for all its watchers).
+    #[serde(default = "default_watch_poll", deserialize_with = "de_duration")]
+    pub watch_poll_interval: Duration,
     /// The CloudFront key pair id (or public key id) that signs playback URLs; with it, one
     /// of the two keys below names the private key. None: URLs are not signed.
     #[serde(default)]
@@ -64,6 +68,10 @@ fn default_poll_interval() -> Duration {
     Duration::from_secs(60)
 }
 
+fn default_watch_poll() -> Duration {
+    Duration::from_secs(10)
+}
+
 fn default_deploy_timeout() -> Duration {
     Duration::from_secs(45 * 60)
 }
@@ -75,6 +83,12 @@ impl CloudFrontSettings {
         if settings.deploy_poll_interval.is_zero() {
             return Err(ConfigError::Invalid(format!(
                 "provider {:?}: deploy_poll_interval must be more than zero",
+                config.id
+            )));
+        }
+        if settings.watch_poll_interval.is_zero() {
+            return Err(ConfigError::Invalid(format!(
+                "provider {:?}: watch_poll_interval must be more than zero",
                 config.id
             )));
         }
@@ -123,6 +137,7 @@ mod tests {
     fn defaults_follow_the_design() {
         let settings = parse("").unwrap();
         assert_eq!(settings.deploy_poll_interval, Duration::from_secs(60));
+        assert_eq!(settings.watch_poll_interval, Duration::from_secs(10));
         assert_eq!(settings.deploy_timeout, Duration::from_secs(2700));
         assert_eq!(settings.outbound_limits.reads.get(), 10);
         assert_eq!(settings.outbound_limits.changes.get(), 2);
@@ -148,6 +163,7 @@ mod tests {
             Duration::from_millis(50)
         );
         assert!(parse("deploy_poll_interval = \"0s\"").is_err());
+        assert!(parse("watch_poll_interval = \"0s\"").is_err());
         assert!(parse("deploy_timeout = \"1s\"").is_err());
         assert!(parse("deploy_timeout = \"soon\"").is_err());
         assert!(parse("poll = \"1s\"").is_err());

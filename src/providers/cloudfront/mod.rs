@@ -10,7 +10,7 @@
 //! conservative guesses; throttling that still happens is retried inside the caller's deadline.
 //!
 //! - `config.rs`: the kind-specific keys (`deploy_poll_interval`, `deploy_timeout`,
-//!   `outbound_limits`, the signing key pair).
+//!   `watch_poll_interval`, `outbound_limits`, the signing key pair).
 //! - `backend.rs`: the [`Provider`](crate::providers::Provider) impl: reads, prechecks, the
 //!   steps of create, update, delete and batch delete, cancelling, watch announcements.
 //! - `core.rs`: the SDK calls of both kinds behind one interface, on the instance's
