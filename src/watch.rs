@@ -47,6 +47,20 @@ struct Reads {
     waiting: Option<(u64, WeakShared<BoxFuture<'static, Result<Stream>>>)>,
 }
 
+impl Reads {
+    /// Whether a read of the stream is still awaited by someone.
+    fn alive(&self) -> bool {
+        [&self.in_flight, &self.waiting]
+            .into_iter()
+            .flatten()
+            .any(|(_, weak)| weak.upgrade().is_some())
+    }
+}
+
+/// How many reads are made between two sweeps of the entries of reads nobody awaits any more
+/// (their callers gone before the read ended).
+const SWEEP_EVERY: u64 = 1024;
+
 /// Shared reads by stream name, and the number of the last read made.
 #[derive(Default)]
 struct ReadTable {
@@ -156,6 +170,9 @@ impl WatchHub {
         let shared = {
             let mut table = lock(&self.reads);
             let table = &mut *table;
+            if table.made % SWEEP_EVERY == SWEEP_EVERY - 1 {
+                table.reads.retain(|_, reads| reads.alive());
+            }
             let reads = table.reads.entry(name.to_string()).or_default();
             if let Some(waiting) = reads.waiting.as_ref().and_then(|(_, w)| w.upgrade()) {
                 waiting
@@ -217,10 +234,7 @@ impl WatchHub {
             if reads.in_flight.as_ref().is_some_and(|(n, _)| *n == number) {
                 reads.in_flight = None;
             }
-            let alive = |r: &Option<(u64, WeakShared<_>)>| {
-                r.as_ref().is_some_and(|(_, weak)| weak.upgrade().is_some())
-            };
-            if !alive(&reads.in_flight) && !alive(&reads.waiting) {
+            if !reads.alive() {
                 table.reads.remove(name);
             }
         }
@@ -303,6 +317,22 @@ mod tests {
         }
         assert_eq!(count.load(Ordering::SeqCst), 2);
         assert!(lock(&hub.reads).reads.is_empty());
+    }
+
+    #[tokio::test]
+    async fn reads_whose_callers_left_are_swept() {
+        let hub = WatchHub::default();
+        let (count, go) = (Arc::new(AtomicI64::new(0)), Arc::new(Notify::new()));
+        for i in 0..SWEEP_EVERY - 1 {
+            // Each caller gives up before its read ends.
+            let name = format!("s{i}");
+            let abandoned = hub.read(&name, read(&count, &go));
+            assert!(futures::poll!(Box::pin(abandoned)).is_pending());
+        }
+        assert_eq!(lock(&hub.reads).reads.len() as u64, SWEEP_EVERY - 1);
+        let last = hub.read("last", read(&count, &go));
+        assert!(futures::poll!(Box::pin(last)).is_pending());
+        assert_eq!(lock(&hub.reads).reads.len(), 1);
     }
 
     #[test]
