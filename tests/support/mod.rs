@@ -7,6 +7,7 @@
 
 pub mod cloudfront_fake;
 pub mod faultproxy;
+pub mod fleet;
 pub mod kvs_fake;
 pub mod moto;
 pub mod otlp;
@@ -354,10 +355,27 @@ impl Binary {
 
     /// Like [`Binary::spawn`], with `env` added to the child's environment.
     pub fn spawn_with_env(config: &Path, dir: &Path, name: &str, env: &[(&str, &str)]) -> Self {
+        Self::spawn_program(
+            Path::new(env!("CARGO_BIN_EXE_streamgate")),
+            config,
+            dir,
+            name,
+            env,
+        )
+    }
+
+    /// Like [`Binary::spawn_with_env`], running `program` (a build of the gateway).
+    pub fn spawn_program(
+        program: &Path,
+        config: &Path,
+        dir: &Path,
+        name: &str,
+        env: &[(&str, &str)],
+    ) -> Self {
         let port = free_port();
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
         let log = dir.join(format!("{name}.log"));
-        let child = Command::new(env!("CARGO_BIN_EXE_streamgate"))
+        let child = Command::new(program)
             .arg("--config")
             .arg(config)
             .arg("--listen")
