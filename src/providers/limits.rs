@@ -16,6 +16,17 @@
 //! have a limit per resource (KVS allows 5 DescribeStream per second per stream), which
 //! several actions may share as well (the HLS and DASH session URLs of a stream). The calls
 //! wait here through [`CallPath`](super::call::CallPath), once per try.
+//!
+//! On a PostgreSQL store several replicas serve one provider account, and its quotas are the
+//! fleet's, not each replica's ([`OutboundLimits::fleet_wide`]): the turns are then taken in
+//! the store's [`SharedBudgets`], first come first served across the fleet, each a twentieth
+//! longer than the quota's interval, so that calls sent a few milliseconds late on different
+//! replicas still never put more than the quota in a one-second window; a replica sleeps until
+//! its turn, and still spaces its own sends. When the store does not answer a reservation
+//! within [`RESERVE_BOUND`](crate::store::RESERVE_BOUND), the replica takes its turns here, at
+//! its share of the quota (the quota divided by the replicas alive at the last count), after
+//! the last turn it took in the store, until the store answers again. On SQLite (one process)
+//! the turns are always kept here.
 
 use std::collections::HashMap;
 use std::hash::Hash;
@@ -26,6 +37,8 @@ use std::time::Duration;
 
 use governor::DefaultKeyedRateLimiter;
 use tokio::time::Instant;
+
+use crate::store::{Claim, SharedBudgets};
 
 /// How many checks of a keyed limiter pass between two prunings of its keys.
 const PRUNE_EVERY: u64 = 1024;
@@ -48,6 +61,12 @@ pub(crate) fn prune_now_and_then<K: Clone + Hash + Eq>(
 /// The spacing of calls at `per_second`.
 fn interval(per_second: NonZeroU32) -> Duration {
     Duration::from_secs(1) / per_second.get()
+}
+
+/// The spacing of a budget's turns across the fleet: its interval and a twentieth, the margin
+/// that absorbs the few milliseconds by which replicas' sends land late.
+fn fleet_spacing(interval: Duration) -> Duration {
+    interval + interval / 20
 }
 
 /// The turns of one budget: the first moment no call has reserved yet, and when the last call
@@ -80,6 +99,8 @@ impl Turns {
 /// One budget for a whole instance.
 #[derive(Debug)]
 struct Budget {
+    // Its name in the fleet's shared budgets: the actions it limits.
+    name: String,
     interval: Duration,
     turns: Mutex<Turns>,
 }
@@ -88,6 +109,8 @@ struct Budget {
 /// forgotten now and then.
 #[derive(Debug)]
 struct Budgets {
+    // Its name in the fleet's shared budgets: the actions it limits, per resource.
+    name: String,
     interval: Duration,
     turns: Mutex<HashMap<String, Turns>>,
     checks: AtomicU64,
@@ -100,6 +123,15 @@ pub struct OutboundLimits {
     per_action: HashMap<String, Arc<Budget>>,
     // By action; actions that share a limit per resource hold the same budgets.
     per_resource: HashMap<String, Arc<Budgets>>,
+    // The budgets shared with the other replicas of a PostgreSQL store; none on SQLite.
+    fleet: Option<Fleet>,
+}
+
+/// Where a fleet's turns are taken.
+struct Fleet {
+    budgets: Arc<SharedBudgets>,
+    // The instance id, which keys its budgets in the store.
+    provider: String,
 }
 
 impl std::fmt::Debug for OutboundLimits {
@@ -110,6 +142,7 @@ impl std::fmt::Debug for OutboundLimits {
                 "per_resource",
                 &self.per_resource.keys().collect::<Vec<_>>(),
             )
+            .field("fleet_wide", &self.fleet.is_some())
             .finish()
     }
 }
@@ -129,6 +162,7 @@ impl OutboundLimits {
     /// a call of any of them counts against the one budget.
     pub fn shared(mut self, actions: &[&str], per_second: NonZeroU32) -> Self {
         let budget = Arc::new(Budget {
+            name: actions.join("+"),
             interval: interval(per_second),
             turns: Mutex::new(Turns::new(Instant::now())),
         });
@@ -148,6 +182,7 @@ impl OutboundLimits {
     /// call of any of them on a resource counts against that resource's one budget.
     pub fn shared_per_resource(mut self, actions: &[&str], per_second: NonZeroU32) -> Self {
         let budgets = Arc::new(Budgets {
+            name: format!("{} per resource", actions.join("+")),
             interval: interval(per_second),
             turns: Mutex::new(HashMap::new()),
             checks: AtomicU64::new(0),
@@ -159,11 +194,26 @@ impl OutboundLimits {
         self
     }
 
+    /// Takes the turns of instance `provider` in `budgets`, shared with every replica of a
+    /// PostgreSQL store (`None`: this process's turns are the only ones).
+    pub fn fleet_wide(mut self, provider: &str, budgets: Option<&Arc<SharedBudgets>>) -> Self {
+        self.fleet = budgets.map(|budgets| Fleet {
+            budgets: Arc::clone(budgets),
+            provider: provider.to_string(),
+        });
+        self
+    }
+
     /// Waits until a call of `action` on `resource` is within every limit, its turn taken
-    /// among the calls waiting before it. If that wait would outlast what the caller's
-    /// deadline leaves, returns at once, without taking a turn, the wait it would have had.
+    /// among the calls waiting before it (in the whole fleet, when the limits are fleet-wide).
+    /// If that wait would outlast what the caller's deadline leaves, returns at once, without
+    /// taking a turn, the wait it would have had.
     pub async fn acquire(&self, action: &str, resource: Option<&str>) -> Result<(), Duration> {
-        let turn = self.reserve(action, resource, crate::deadline::usable())?;
+        let bound = crate::deadline::usable();
+        let turn = match self.fleet_turn(action, resource, bound).await {
+            Some(turn) => turn?,
+            None => self.reserve(action, resource, bound, self.share())?,
+        };
         tokio::time::sleep_until(turn).await;
         // A call woken late must not bunch up with the one after it: each is sent at least an
         // interval after the last one actually sent.
@@ -173,13 +223,72 @@ impl OutboundLimits {
         Ok(())
     }
 
-    /// Takes the first turn every limit of the call has free, if it comes within `bound`;
-    /// otherwise the time until it.
+    /// How many replicas share each quota when this one takes its turns alone: one on SQLite;
+    /// the replicas alive at the last count while a PostgreSQL store does not answer.
+    fn share(&self) -> u32 {
+        self.fleet
+            .as_ref()
+            .map_or(1, |fleet| fleet.budgets.replicas())
+    }
+
+    /// The call's turn in the fleet's shared budgets, as [`OutboundLimits::reserve`] answers
+    /// it; `None` when the limits are not fleet-wide, the action has none, or the store does
+    /// not answer (then the turn is taken here).
+    async fn fleet_turn(
+        &self,
+        action: &str,
+        resource: Option<&str>,
+        bound: Option<Duration>,
+    ) -> Option<Result<Instant, Duration>> {
+        let fleet = self.fleet.as_ref()?;
+        let per_resource = self.per_resource.get(action).zip(resource);
+        let per_action = self.per_action.get(action);
+        let claims: Vec<Claim<'_>> = per_resource
+            .map(|(budgets, resource)| Claim {
+                budget: &budgets.name,
+                resource,
+                spacing: fleet_spacing(budgets.interval),
+            })
+            .into_iter()
+            .chain(per_action.map(|budget| Claim {
+                budget: &budget.name,
+                resource: "",
+                spacing: fleet_spacing(budget.interval),
+            }))
+            .collect();
+        if claims.is_empty() {
+            return None;
+        }
+        let reserved = fleet
+            .budgets
+            .reserve(&fleet.provider, &claims, bound)
+            .await
+            .ok()?;
+        Some(reserved.map(|wait| {
+            let turn = Instant::now() + wait;
+            self.follow(action, resource, turn);
+            turn
+        }))
+    }
+
+    /// Records `turn`, taken in the fleet's budgets, as this process's latest: were the store
+    /// to stop answering, the turns taken here would come after it.
+    fn follow(&self, action: &str, resource: Option<&str>, turn: Instant) {
+        self.with_turns(action, resource, true, |_, budgets| {
+            for (turns, interval) in budgets {
+                turns.free = turns.free.max(turn + *interval);
+            }
+        });
+    }
+
+    /// Takes the first turn every limit of the call has free, each limit's turns spaced for a
+    /// `share` of its rate, if it comes within `bound`; otherwise the time until it.
     fn reserve(
         &self,
         action: &str,
         resource: Option<&str>,
         bound: Option<Duration>,
+        share: u32,
     ) -> Result<Instant, Duration> {
         self.with_turns(action, resource, true, |now, budgets| {
             let turn = budgets
@@ -192,7 +301,7 @@ impl OutboundLimits {
                 return Err(wait);
             }
             for (turns, interval) in budgets {
-                turns.free = turn + *interval;
+                turns.free = turn + *interval * share;
             }
             Ok(turn)
         })
@@ -367,11 +476,11 @@ mod tests {
             OutboundLimits::new().per_action("DescribeStream", NonZeroU32::new(5).unwrap());
         // The first turn is now, the next 200 ms later, the one after 400 ms later.
         limits
-            .reserve("DescribeStream", None, Some(Duration::ZERO))
+            .reserve("DescribeStream", None, Some(Duration::ZERO), 1)
             .unwrap();
-        limits.reserve("DescribeStream", None, None).unwrap();
+        limits.reserve("DescribeStream", None, None, 1).unwrap();
         let refused = limits
-            .reserve("DescribeStream", None, Some(Duration::from_millis(300)))
+            .reserve("DescribeStream", None, Some(Duration::from_millis(300)), 1)
             .unwrap_err();
         assert!(
             refused > Duration::from_millis(300) && refused <= Duration::from_millis(400),
@@ -379,7 +488,7 @@ mod tests {
         );
         // The refused call left its turn to the next caller.
         let next = limits
-            .reserve("DescribeStream", None, Some(Duration::from_millis(450)))
+            .reserve("DescribeStream", None, Some(Duration::from_millis(450)), 1)
             .unwrap();
         assert!(next - Instant::now() <= Duration::from_millis(400));
     }
@@ -389,7 +498,11 @@ mod tests {
         let limits =
             OutboundLimits::new().per_resource("DescribeStream", NonZeroU32::new(10).unwrap());
         let turns: Vec<_> = (0..5)
-            .map(|_| limits.reserve("DescribeStream", Some("a"), None).unwrap())
+            .map(|_| {
+                limits
+                    .reserve("DescribeStream", Some("a"), None, 1)
+                    .unwrap()
+            })
             .collect();
         for pair in turns.windows(2) {
             assert_eq!(pair[1] - pair[0], Duration::from_millis(100));
@@ -399,8 +512,8 @@ mod tests {
     #[tokio::test]
     async fn a_call_woken_late_does_not_bunch_up_with_the_next() {
         let limits = OutboundLimits::new().per_action("DeleteStream", NonZeroU32::new(10).unwrap());
-        let first = limits.reserve("DeleteStream", None, None).unwrap();
-        let second = limits.reserve("DeleteStream", None, None).unwrap();
+        let first = limits.reserve("DeleteStream", None, None, 1).unwrap();
+        let second = limits.reserve("DeleteStream", None, None, 1).unwrap();
         assert_eq!(second - first, Duration::from_millis(100));
         // The first call is sent 60 ms after its turn; the second, on time, waits until 100 ms
         // after that.
@@ -412,5 +525,31 @@ mod tests {
         let at = limits.send_now("DeleteStream", None).unwrap_err();
         let spacing = Duration::from_millis(100);
         assert!(at >= before + spacing && at <= after + spacing, "{at:?}");
+    }
+
+    #[tokio::test]
+    async fn a_share_of_the_quota_spaces_the_turns_by_the_replicas() {
+        let limits = OutboundLimits::new().per_action("CreateStream", NonZeroU32::new(50).unwrap());
+        let first = limits.reserve("CreateStream", None, None, 3).unwrap();
+        let second = limits.reserve("CreateStream", None, None, 3).unwrap();
+        // A third of 50/s: one turn every 60 ms.
+        assert_eq!(second - first, Duration::from_millis(60));
+    }
+
+    #[tokio::test]
+    async fn turns_taken_here_come_after_the_fleet_turn_followed() {
+        let limits = OutboundLimits::new().per_action("CreateStream", NonZeroU32::new(50).unwrap());
+        let fleet_turn = Instant::now() + Duration::from_millis(500);
+        limits.follow("CreateStream", None, fleet_turn);
+        let here = limits.reserve("CreateStream", None, None, 1).unwrap();
+        assert_eq!(here - fleet_turn, Duration::from_millis(20));
+    }
+
+    #[test]
+    fn fleet_turns_keep_a_margin_of_a_twentieth() {
+        assert_eq!(
+            fleet_spacing(interval(NonZeroU32::new(50).unwrap())),
+            Duration::from_millis(21)
+        );
     }
 }

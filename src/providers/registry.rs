@@ -18,7 +18,7 @@ use super::{
 use crate::config::{ConfigError, Environment, ProviderConfig};
 use crate::domain::Method;
 use crate::error::{Error, Kind, Result};
-use crate::store::SqlStore;
+use crate::store::{SharedBudgets, SqlStore};
 use crate::watch::WatchHub;
 
 /// Every kind this build serves, in the order `check-config` names them.
@@ -107,12 +107,16 @@ pub struct Registry {
 }
 
 impl Registry {
-    /// Builds every prepared instance from its parsed settings.
+    /// Builds every prepared instance from its parsed settings. On a PostgreSQL store their
+    /// outbound limits are the fleet's: every replica takes its turns in the store's shared
+    /// budgets.
     pub async fn build(prepared: Prepared, store: &SqlStore, hub: &Arc<WatchHub>) -> Result<Self> {
+        let budgets = SharedBudgets::for_store(store).await?;
         let context = BuildContext {
             environment: &prepared.environment,
             store,
             hub,
+            budgets: budgets.as_ref(),
         };
         let mut providers = BTreeMap::new();
         for PreparedInstance { config, settings } in prepared.instances {

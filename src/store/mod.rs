@@ -3,11 +3,13 @@
 //! One implementation, [`SqlStore`], serves SQLite (embedded, the default) and PostgreSQL
 //! (several replicas) through sqlx's `Any` driver, with portable SQL and `$n` placeholders.
 //! It also holds the audit trail ([`AuditStore`], in `audit.rs`), the probe of whether a
-//! PostgreSQL store answers ([`StoreProbe`], in `probe.rs`), and the retention sweep that keeps
-//! both tables bounded ([`sweep`]).
+//! PostgreSQL store answers ([`StoreProbe`], in `probe.rs`), the retention sweep that keeps
+//! both tables bounded ([`sweep`]), and the outbound-limit turns the replicas of a PostgreSQL
+//! store share ([`SharedBudgets`], in `budgets.rs`).
 
 mod audit;
 mod batch;
+mod budgets;
 mod probe;
 mod sql;
 pub mod sweep;
@@ -17,6 +19,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 pub use batch::{Db, Row, Statement};
+pub use budgets::{Claim, RESERVE_BOUND, SharedBudgets, Unanswered};
 pub use probe::StoreProbe;
 pub use sql::SqlStore;
 

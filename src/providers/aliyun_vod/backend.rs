@@ -34,6 +34,7 @@ use crate::domain::{
 };
 use crate::error::{Error, Kind, Result};
 use crate::providers::{BuildContext, InstanceSettings, Provider, Step};
+use crate::store::SharedBudgets;
 
 /// The step that sends one DeleteStream call of a batch.
 const STEP_DELETING: &str = "deleting";
@@ -91,15 +92,16 @@ impl AliyunVodProvider {
     /// the entry's keys.
     pub fn new(config: &ProviderConfig, environment: &Environment) -> Result<Self> {
         let settings = AliyunVodSettings::parse(config).map_err(Error::internal)?;
-        Self::with_settings(config, &settings, environment)
+        Self::with_settings(config, &settings, environment, None)
     }
 
     /// Builds the instance of `config` from its parsed settings and the environment (for the
-    /// credentials).
+    /// credentials), its outbound limits fleet-wide in `budgets` when given.
     pub fn with_settings(
         config: &ProviderConfig,
         settings: &AliyunVodSettings,
         environment: &Environment,
+        budgets: Option<&Arc<SharedBudgets>>,
     ) -> Result<Self> {
         let credentials = settings
             .credentials(&config.id, environment)
@@ -111,6 +113,7 @@ impl AliyunVodProvider {
             config.endpoint_url.as_deref(),
             credentials,
             settings,
+            budgets,
         )?;
         Ok(AliyunVodProvider {
             id: config.id.clone(),
@@ -339,7 +342,8 @@ impl InstanceSettings for AliyunVodSettings {
         config: &ProviderConfig,
         context: &BuildContext<'_>,
     ) -> Result<Arc<dyn Provider>> {
-        let provider = AliyunVodProvider::with_settings(config, &self, context.environment)?;
+        let provider =
+            AliyunVodProvider::with_settings(config, &self, context.environment, context.budgets)?;
         Ok(Arc::new(provider))
     }
 }

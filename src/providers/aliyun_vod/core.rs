@@ -4,6 +4,7 @@
 //! inside the caller's deadline; one provider-call span). The batch logic lives in
 //! `backend.rs`.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
@@ -17,6 +18,7 @@ use super::signer;
 use crate::error::{Error, Kind, Result};
 use crate::providers::call::CallPath;
 use crate::providers::limits::OutboundLimits;
+use crate::store::SharedBudgets;
 
 /// The VOD API version.
 const VERSION: &str = "2017-03-21";
@@ -98,6 +100,7 @@ impl VodCore {
         endpoint_url: Option<&str>,
         credentials: Credentials,
         settings: &AliyunVodSettings,
+        budgets: Option<&Arc<SharedBudgets>>,
     ) -> Result<Self> {
         let http = reqwest::Client::builder()
             .timeout(REQUEST_TIMEOUT)
@@ -117,7 +120,8 @@ impl VodCore {
                 super::KIND,
                 OutboundLimits::new()
                     .per_action(DELETE_STREAM, settings.delete_stream_qps)
-                    .per_action(GET_PLAY_INFO, settings.get_play_info_qps),
+                    .per_action(GET_PLAY_INFO, settings.get_play_info_qps)
+                    .fleet_wide(provider, budgets),
             ),
         })
     }

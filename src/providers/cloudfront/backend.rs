@@ -27,6 +27,7 @@ use crate::domain::{
 };
 use crate::error::{Error, Kind, Result};
 use crate::providers::{BuildContext, InstanceSettings, Provider, Step};
+use crate::store::SharedBudgets;
 use crate::watch::{Change, WatchHub};
 
 /// The most names of one BatchDeleteStreams call: each runs its own workflow.
@@ -101,13 +102,20 @@ impl CloudFrontProvider {
         settings: CloudFrontSettings,
         environment: &Environment,
         hub: &Arc<WatchHub>,
+        budgets: Option<&Arc<SharedBudgets>>,
     ) -> Result<Self> {
         let variant = Variant::of_kind(&config.kind).ok_or_else(|| {
             Error::internal(format_args!("{} is not a CloudFront kind", config.kind))
         })?;
         let signer = UrlSigner::load(&config.id, &settings, environment)?;
-        let core =
-            CloudFrontCore::new(config, environment, variant, &settings.outbound_limits).await;
+        let core = CloudFrontCore::new(
+            config,
+            environment,
+            variant,
+            &settings.outbound_limits,
+            budgets,
+        )
+        .await;
         let methods = Method::ALL
             .into_iter()
             .filter(|m| *m != Method::CreateStream || variant == Variant::Web)
@@ -428,8 +436,14 @@ impl InstanceSettings for CloudFrontSettings {
         config: &ProviderConfig,
         context: &BuildContext<'_>,
     ) -> Result<Arc<dyn Provider>> {
-        let provider =
-            CloudFrontProvider::new(config, *self, context.environment, context.hub).await?;
+        let provider = CloudFrontProvider::new(
+            config,
+            *self,
+            context.environment,
+            context.hub,
+            context.budgets,
+        )
+        .await?;
         Ok(Arc::new(provider))
     }
 }

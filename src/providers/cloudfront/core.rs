@@ -10,6 +10,7 @@
 //! of a new web distribution and the checks of new details.
 
 use std::future::Future;
+use std::sync::Arc;
 
 use aws_sdk_cloudfront::Client;
 use aws_sdk_cloudfront::config::Region;
@@ -26,6 +27,7 @@ use crate::domain::{CloudFrontDetails, CloudFrontOrigin};
 use crate::error::{Error, Kind, Result};
 use crate::providers::call::CallPath;
 use crate::providers::limits::OutboundLimits;
+use crate::store::SharedBudgets;
 
 /// CloudFront is global; its API is signed for us-east-1 whatever the instance says.
 const GLOBAL_REGION: &str = "us-east-1";
@@ -202,6 +204,7 @@ impl CloudFrontCore {
         environment: &Environment,
         variant: Variant,
         limits_config: &CloudFrontLimits,
+        budgets: Option<&Arc<SharedBudgets>>,
     ) -> Self {
         let sdk = crate::providers::aws::sdk_config(config, environment).await;
         let mut builder = aws_sdk_cloudfront::config::Builder::from(&sdk);
@@ -211,7 +214,11 @@ impl CloudFrontCore {
         CloudFrontCore {
             client: Client::from_conf(builder.build()),
             variant,
-            path: CallPath::new(&config.id, variant.kind(), limits(limits_config)),
+            path: CallPath::new(
+                &config.id,
+                variant.kind(),
+                limits(limits_config).fleet_wide(&config.id, budgets),
+            ),
         }
     }
 
@@ -669,7 +676,7 @@ mod tests {
             reads: NonZeroU32::new(reads).unwrap(),
             changes: NonZeroU32::new(changes).unwrap(),
         };
-        CloudFrontCore::new(&config, &Environment::default(), variant, &limits).await
+        CloudFrontCore::new(&config, &Environment::default(), variant, &limits, None).await
     }
 
     async fn calls(core: &CloudFrontCore, actions: &[Action]) {

@@ -24,6 +24,7 @@ use crate::domain::{
 };
 use crate::error::{Error, Kind, Result};
 use crate::providers::{BuildContext, InstanceSettings, Provider, Step};
+use crate::store::SharedBudgets;
 
 const STEP_CREATING: &str = "creating";
 const STEP_RETENTION: &str = "retention";
@@ -57,6 +58,7 @@ impl KinesisVideoProvider {
         config: &ProviderConfig,
         settings: KvsSettings,
         environment: &Environment,
+        budgets: Option<&Arc<SharedBudgets>>,
     ) -> Self {
         let sdk = crate::providers::aws::sdk_config(config, environment).await;
         KinesisVideoProvider {
@@ -82,6 +84,7 @@ impl KinesisVideoProvider {
                 &sdk,
                 config.endpoint_url.is_some(),
                 &settings.outbound_limits,
+                budgets,
             ),
             settings,
         }
@@ -415,7 +418,8 @@ impl InstanceSettings for KvsSettings {
         config: &ProviderConfig,
         context: &BuildContext<'_>,
     ) -> Result<Arc<dyn Provider>> {
-        let provider = KinesisVideoProvider::new(config, *self, context.environment).await;
+        let provider =
+            KinesisVideoProvider::new(config, *self, context.environment, context.budgets).await;
         Ok(Arc::new(provider))
     }
 }

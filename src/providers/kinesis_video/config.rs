@@ -44,7 +44,8 @@ pub struct KvsSettings {
     pub outbound_limits: KvsLimits,
 }
 
-/// Outbound calls per second (`[providers.outbound_limits]`).
+/// Outbound calls per second (`[providers.outbound_limits]`): the account's quotas, for the
+/// whole fleet of replicas on a PostgreSQL store (never divided by the replicas).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct KvsLimits {
@@ -60,9 +61,11 @@ pub struct KvsLimits {
     pub describe_stream_per_stream: NonZeroU32,
     /// ListStreams per account (quota: 50).
     pub list_streams: NonZeroU32,
-    /// UpdateStream, UpdateDataRetention, TagStream and UntagStream together per account, and
-    /// ListTagsForStream on a budget of its own (default 50 each).
+    /// Each of UpdateStream, UpdateDataRetention, TagStream, UntagStream and ListTagsForStream
+    /// per account, each on a budget of its own (quota: 50 each).
     pub other: NonZeroU32,
+    /// Each of the same five per stream, each on a budget of its own (quota: 5 each).
+    pub other_per_stream: NonZeroU32,
     /// GetDataEndpoint per account (quota: 300).
     pub get_data_endpoint: NonZeroU32,
     /// GetDataEndpoint per stream (quota: 5).
@@ -86,6 +89,7 @@ impl Default for KvsLimits {
             describe_stream_per_stream: per_second(5),
             list_streams: per_second(50),
             other: per_second(50),
+            other_per_stream: per_second(5),
             get_data_endpoint: per_second(300),
             get_data_endpoint_per_stream: per_second(5),
             session_url_per_stream: per_second(25),

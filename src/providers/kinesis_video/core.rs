@@ -1,7 +1,8 @@
 //! The KVS calls of one instance through `aws-sdk-kinesisvideo` and
 //! `aws-sdk-kinesisvideoarchivedmedia`, each on the instance's [`CallPath`] (outbound limit
 //! per try, retries inside the caller's deadline, one provider-call span), its error mapped
-//! through [`parse_error`]; the outbound limits of the KVS quotas; and the neutral [`Stream`]
+//! through [`parse_error`]; the outbound limits of the KVS quotas (fleet-wide on a PostgreSQL
+//! store); and the neutral [`Stream`]
 //! of a KVS StreamInfo.
 //!
 //! The archived-media calls (the HLS and DASH session URLs) go to the stream's data endpoint,
@@ -9,6 +10,7 @@
 //! planes there, and the hostname it returns from GetDataEndpoint is not reachable.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use aws_config::SdkConfig;
 use aws_sdk_kinesisvideo::Client;
@@ -31,6 +33,7 @@ use crate::domain::{
 use crate::error::{Kind, Result};
 use crate::providers::call::CallPath;
 use crate::providers::limits::OutboundLimits;
+use crate::store::SharedBudgets;
 
 const CREATE: &str = "CreateStream";
 const DELETE: &str = "DeleteStream";
@@ -56,18 +59,23 @@ pub(super) struct KvsCore {
     pinned_endpoint: bool,
 }
 
+/// The limits of the KVS quotas: each action its own budgets, per account and per stream (so
+/// tag reads do not hold back the changes), but the two session URLs, which share theirs.
 fn limits(l: &KvsLimits) -> OutboundLimits {
-    OutboundLimits::new()
+    let limits = OutboundLimits::new()
         .per_action(CREATE, l.create_stream)
         .per_action(DELETE, l.delete_stream)
         .per_resource(DELETE, l.delete_stream_per_stream)
         .per_action(DESCRIBE, l.describe_stream)
         .per_resource(DESCRIBE, l.describe_stream_per_stream)
-        .per_action(LIST, l.list_streams)
-        // Tag reads have a budget of their own, so that a crowd of readers does not hold
-        // back the changes.
-        .shared(&[UPDATE, UPDATE_RETENTION, TAG, UNTAG], l.other)
-        .per_action(LIST_TAGS, l.other)
+        .per_action(LIST, l.list_streams);
+    [LIST_TAGS, TAG, UNTAG, UPDATE, UPDATE_RETENTION]
+        .into_iter()
+        .fold(limits, |limits, action| {
+            limits
+                .per_action(action, l.other)
+                .per_resource(action, l.other_per_stream)
+        })
         .per_action(DATA_ENDPOINT, l.get_data_endpoint)
         .per_resource(DATA_ENDPOINT, l.get_data_endpoint_per_stream)
         .shared_per_resource(
@@ -87,16 +95,22 @@ pub(super) fn state(status: Option<&Status>) -> StreamState {
 }
 
 impl KvsCore {
+    /// The client of instance `id`, its limits fleet-wide in `budgets` when given.
     pub fn new(
         id: &str,
         sdk: &SdkConfig,
         pinned_endpoint: bool,
         limits_config: &KvsLimits,
+        budgets: Option<&Arc<SharedBudgets>>,
     ) -> Self {
         KvsCore {
             id: id.to_string(),
             client: Client::new(sdk),
-            path: CallPath::new(id, super::KIND, limits(limits_config)),
+            path: CallPath::new(
+                id,
+                super::KIND,
+                limits(limits_config).fleet_wide(id, budgets),
+            ),
             sdk: sdk.clone(),
             pinned_endpoint,
         }
@@ -164,7 +178,7 @@ impl KvsCore {
         loop {
             let page = self
                 .path
-                .call(LIST_TAGS, None, || async {
+                .call(LIST_TAGS, Some(name), || async {
                     self.client
                         .list_tags_for_stream()
                         .stream_name(name)
@@ -260,7 +274,7 @@ impl KvsCore {
         media_type: Option<&str>,
     ) -> Result<()> {
         self.path
-            .call(UPDATE, None, || async {
+            .call(UPDATE, Some(name), || async {
                 self.client
                     .update_stream()
                     .stream_name(name)
@@ -289,7 +303,7 @@ impl KvsCore {
             UpdateDataRetentionOperation::DecreaseDataRetention
         };
         self.path
-            .call(UPDATE_RETENTION, None, || async {
+            .call(UPDATE_RETENTION, Some(name), || async {
                 self.client
                     .update_data_retention()
                     .stream_name(name)
@@ -319,7 +333,7 @@ impl KvsCore {
             .collect();
         if !stale.is_empty() {
             self.path
-                .call(UNTAG, None, || async {
+                .call(UNTAG, Some(name), || async {
                     self.client
                         .untag_stream()
                         .stream_name(name)
@@ -332,7 +346,7 @@ impl KvsCore {
         }
         if !changed.is_empty() {
             self.path
-                .call(TAG, None, || async {
+                .call(TAG, Some(name), || async {
                     self.client
                         .tag_stream()
                         .stream_name(name)

@@ -1,0 +1,353 @@
+//! [`SharedBudgets`]: the turns of the outbound limits, shared through a PostgreSQL store by
+//! every replica that uses it, so that the calls of the whole fleet stay under a provider's
+//! quota (docs/design.md §4a). What a limit is, and what a call does with its turn, is the
+//! providers' business (`providers/limits.rs`); this file keeps the turns.
+//!
+//! A budget is a row of `outbound_budgets` (migration 0008), keyed by provider instance,
+//! budget name and resource (`''` for a budget of the whole instance), holding the first
+//! moment no call has reserved yet, in microseconds of the database's clock. A reservation is
+//! one statement ([`RESERVE`]): it locks the rows of the call's limits (in key order, so two
+//! reservations never deadlock), reads `clock_timestamp()` once they are locked, and takes the
+//! first moment every one of them has free — advancing each by its spacing — only when the
+//! wait until it is within the caller's bound; it answers the wait either way. Rows are made
+//! on first use and deleted once idle for a minute, so the table holds the resources called
+//! lately, not every one ever named.
+//!
+//! The budgets have connections of their own (a few, `synchronous_commit` off: a turn lost in
+//! a crash is harmless, and a commit that waited for the disk would hold the row's lock that
+//! long), so that a reservation never queues behind the store's statements. A reservation is
+//! bounded ([`RESERVE_BOUND`]): the store not answering in time is [`Unanswered`], and the
+//! caller limits itself alone until the store answers again ([`SharedBudgets::answering`]).
+//! For that, every replica marks itself alive in `outbound_replicas` every second, and counts
+//! the replicas alive ([`SharedBudgets::replicas`]) at each mark.
+
+use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use tracing::{info, warn};
+
+use super::{OperationStore, SqlStore};
+use crate::error::{Error, Result};
+
+/// How long a reservation may take before the caller limits itself alone.
+pub const RESERVE_BOUND: Duration = Duration::from_millis(250);
+/// How often a replica marks itself alive and counts the others.
+const HEARTBEAT: Duration = Duration::from_secs(1);
+/// A replica is alive while its last mark is younger than this.
+const ALIVE: Duration = Duration::from_secs(5);
+/// Every this many heartbeats, the rows idle for [`STALE`] are deleted.
+const SWEEP_EVERY: u32 = 10;
+/// A budget row whose first free moment is this far in the past is as if never used.
+const STALE: Duration = Duration::from_secs(60);
+/// The most budget rows one sweep deletes.
+const SWEEP_BATCH: i64 = 1000;
+/// Connections of the budgets, per replica.
+const CONNECTIONS: u32 = 8;
+
+/// The database's clock, in microseconds since the epoch, as SQL.
+macro_rules! now_us {
+    () => {
+        "(extract(epoch FROM clock_timestamp()) * 1000000)::bigint"
+    };
+}
+
+/// Takes a turn (see the file's doc). `$1` provider, `$2` budget names, `$3` resources, `$4`
+/// spacings (µs), `$5` the longest wait the caller accepts (µs; NULL: any). Answers how many
+/// of the rows it found, the wait until the turn (µs) and whether it took it.
+const RESERVE: &str = concat!(
+    "
+WITH wanted AS (
+    SELECT * FROM unnest($2::text[], $3::text[], $4::bigint[]) AS w(budget, resource, spacing_us)
+),
+locked AS (
+    SELECT b.budget, b.resource, b.next_free_us
+    FROM outbound_budgets b JOIN wanted w ON w.budget = b.budget AND w.resource = b.resource
+    WHERE b.provider = $1
+    ORDER BY b.budget, b.resource
+    FOR UPDATE OF b
+),
+clocked AS (
+    SELECT count(*) AS found, max(next_free_us) AS latest, ",
+    now_us!(),
+    " AS now_us FROM locked
+),
+turn AS (
+    SELECT found, GREATEST(latest, now_us) AS at, now_us FROM clocked
+),
+taken AS (
+    UPDATE outbound_budgets b
+    SET next_free_us = turn.at + w.spacing_us
+    FROM turn, wanted w
+    WHERE b.provider = $1 AND b.budget = w.budget AND b.resource = w.resource
+      AND turn.found = cardinality($2::text[])
+      AND ($5::bigint IS NULL OR turn.at - turn.now_us <= $5)
+    RETURNING 1
+)
+SELECT turn.found, turn.at - turn.now_us AS wait_us, (SELECT count(*) FROM taken) > 0 AS took
+FROM turn"
+);
+
+/// Makes the rows a reservation did not find, as never used.
+const CREATE: &str = "
+INSERT INTO outbound_budgets (provider, budget, resource, next_free_us)
+SELECT $1, budget, resource, 0 FROM unnest($2::text[], $3::text[]) AS w(budget, resource)
+ON CONFLICT DO NOTHING";
+
+/// Marks replica `$1` alive and counts the others alive within `$2` µs.
+const HEARTBEAT_SQL: &str = concat!(
+    "
+WITH clock AS (SELECT ",
+    now_us!(),
+    " AS now_us),
+marked AS (
+    INSERT INTO outbound_replicas (replica, seen_us) SELECT $1, now_us FROM clock
+    ON CONFLICT (replica) DO UPDATE SET seen_us = EXCLUDED.seen_us
+)
+SELECT count(*) FROM outbound_replicas, clock WHERE replica <> $1 AND seen_us > now_us - $2"
+);
+
+/// Deletes the budgets idle for `$1` µs (at most `$2` of them) and replicas gone that long.
+const SWEEP: &str = concat!(
+    "
+WITH clock AS (SELECT ",
+    now_us!(),
+    " AS now_us),
+budgets AS (
+    DELETE FROM outbound_budgets
+    WHERE (provider, budget, resource) IN (
+        SELECT provider, budget, resource FROM outbound_budgets, clock
+        WHERE next_free_us < now_us - $1 LIMIT $2
+    )
+)
+DELETE FROM outbound_replicas USING clock WHERE seen_us < now_us - $1"
+);
+
+/// One limit of a call, as a reservation names it.
+#[derive(Clone, Copy, Debug)]
+pub struct Claim<'a> {
+    /// The budget's name within its provider instance.
+    pub budget: &'a str,
+    /// The resource of a budget per resource; empty for a budget of the whole instance.
+    pub resource: &'a str,
+    /// The time between two turns of the budget.
+    pub spacing: Duration,
+}
+
+/// The store did not answer a reservation within [`RESERVE_BOUND`], or is known not to answer
+/// now.
+#[derive(Debug)]
+pub struct Unanswered;
+
+/// The budgets every replica on one PostgreSQL store shares.
+pub struct SharedBudgets {
+    pool: PgPool,
+    // This process, in `outbound_replicas`.
+    replica: String,
+    // The replicas alive (this one included) at the last heartbeat that was answered; what a
+    // replica divides a quota by while the store does not answer.
+    replicas: AtomicU32,
+    // Whether the store answered the last reservation or heartbeat: while it does not,
+    // reservations are not tried (the heartbeat tries again every second).
+    answering: AtomicBool,
+}
+
+impl std::fmt::Debug for SharedBudgets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedBudgets")
+            .field("replica", &self.replica)
+            .field("replicas", &self.replicas)
+            .field("answering", &self.answering)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Microseconds of `duration`, as the table counts them.
+fn micros(duration: Duration) -> i64 {
+    i64::try_from(duration.as_micros()).unwrap_or(i64::MAX)
+}
+
+impl SharedBudgets {
+    /// The shared budgets of `store` when it is PostgreSQL (several replicas may use it);
+    /// `None` on SQLite, whose one process keeps its turns in memory. Marks this replica alive
+    /// at once, and every second from then on while the budgets are kept.
+    pub async fn for_store(store: &SqlStore) -> Result<Option<Arc<Self>>> {
+        if store.exclusive() {
+            return Ok(None);
+        }
+        let url = store.pool().connect_options().database_url.clone();
+        let options = PgConnectOptions::from_str(url.as_str())
+            .map_err(|e| Error::internal(format_args!("store: bad url: {e}")))?;
+        Self::connect(options).await.map(Some)
+    }
+
+    /// The shared budgets on the PostgreSQL database of `options`.
+    pub async fn connect(options: PgConnectOptions) -> Result<Arc<Self>> {
+        let options = options
+            .options([
+                ("synchronous_commit", "off"),
+                ("statement_timeout", "1000"),
+                ("lock_timeout", "1000"),
+            ])
+            .application_name("streamgate-budgets");
+        let pool = PgPoolOptions::new()
+            .max_connections(CONNECTIONS)
+            .acquire_timeout(RESERVE_BOUND)
+            .connect_lazy_with(options);
+        let budgets = Arc::new(SharedBudgets {
+            pool,
+            replica: uuid::Uuid::new_v4().to_string(),
+            replicas: AtomicU32::new(1),
+            answering: AtomicBool::new(true),
+        });
+        budgets.heartbeat().await;
+        tokio::spawn(keep_alive(Arc::downgrade(&budgets)));
+        Ok(budgets)
+    }
+
+    /// The replicas alive at the last answered heartbeat, this one included.
+    pub fn replicas(&self) -> u32 {
+        self.replicas.load(Ordering::Relaxed).max(1)
+    }
+
+    /// Whether the store answered the last reservation or heartbeat.
+    pub fn answering(&self) -> bool {
+        self.answering.load(Ordering::Relaxed)
+    }
+
+    /// Takes the first turn every one of `claims` (the limits of one call of `provider`) has
+    /// free, if the wait until it is within `bound`: `Ok(Ok(wait))`, measured on the
+    /// database's clock from the moment the rows were locked; otherwise `Ok(Err(wait))`,
+    /// nothing taken. [`Unanswered`] when the store does not answer within [`RESERVE_BOUND`]
+    /// (or did not answer lately).
+    pub async fn reserve(
+        &self,
+        provider: &str,
+        claims: &[Claim<'_>],
+        bound: Option<Duration>,
+    ) -> std::result::Result<std::result::Result<Duration, Duration>, Unanswered> {
+        if !self.answering() {
+            return Err(Unanswered);
+        }
+        let answer = tokio::time::timeout(RESERVE_BOUND, self.take(provider, claims, bound)).await;
+        match answer {
+            Ok(Ok(turn)) => Ok(turn),
+            Ok(Err(error)) => {
+                self.stopped_answering(&error.to_string());
+                Err(Unanswered)
+            }
+            Err(_) => {
+                self.stopped_answering("no answer to a reservation within 250 ms");
+                Err(Unanswered)
+            }
+        }
+    }
+
+    /// [`SharedBudgets::reserve`], unbounded: makes the rows it did not find and tries again.
+    async fn take(
+        &self,
+        provider: &str,
+        claims: &[Claim<'_>],
+        bound: Option<Duration>,
+    ) -> std::result::Result<std::result::Result<Duration, Duration>, sqlx::Error> {
+        let budgets: Vec<&str> = claims.iter().map(|c| c.budget).collect();
+        let resources: Vec<&str> = claims.iter().map(|c| c.resource).collect();
+        let spacings: Vec<i64> = claims.iter().map(|c| micros(c.spacing)).collect();
+        loop {
+            let (found, wait_us, took): (i64, i64, bool) = sqlx::query_as(RESERVE)
+                .bind(provider)
+                .bind(&budgets)
+                .bind(&resources)
+                .bind(&spacings)
+                .bind(bound.map(micros))
+                .fetch_one(&self.pool)
+                .await?;
+            if found as usize == claims.len() {
+                let wait = Duration::from_micros(wait_us.max(0) as u64);
+                return Ok(if took { Ok(wait) } else { Err(wait) });
+            }
+            sqlx::query(CREATE)
+                .bind(provider)
+                .bind(&budgets)
+                .bind(&resources)
+                .execute(&self.pool)
+                .await?;
+        }
+    }
+
+    fn stopped_answering(&self, why: &str) {
+        if self.answering.swap(false, Ordering::Relaxed) {
+            warn!(
+                error = why,
+                replicas = self.replicas(),
+                "the store does not answer outbound-limit reservations: each replica limits \
+                 itself to its share of every quota until it does"
+            );
+        }
+    }
+
+    /// Marks this replica alive and counts the replicas alive; `true` when the store answered.
+    async fn heartbeat(&self) -> bool {
+        let counted = tokio::time::timeout(
+            RESERVE_BOUND * 4,
+            sqlx::query_scalar::<_, i64>(HEARTBEAT_SQL)
+                .bind(&self.replica)
+                .bind(micros(ALIVE))
+                .fetch_one(&self.pool),
+        )
+        .await;
+        match counted {
+            Ok(Ok(others)) => {
+                let replicas = u32::try_from(others).unwrap_or(u32::MAX).saturating_add(1);
+                self.replicas.store(replicas, Ordering::Relaxed);
+                if !self.answering.swap(true, Ordering::Relaxed) {
+                    info!(
+                        replicas,
+                        "the store answers again: outbound limits are shared by the fleet"
+                    );
+                }
+                true
+            }
+            Ok(Err(error)) => {
+                self.stopped_answering(&error.to_string());
+                false
+            }
+            Err(_) => {
+                self.stopped_answering("no answer to a heartbeat within 1 s");
+                false
+            }
+        }
+    }
+
+    /// Deletes the budgets idle for a minute, and the marks of replicas gone as long.
+    async fn sweep(&self) {
+        let swept = tokio::time::timeout(
+            RESERVE_BOUND * 4,
+            sqlx::query(SWEEP)
+                .bind(micros(STALE))
+                .bind(SWEEP_BATCH)
+                .execute(&self.pool),
+        )
+        .await;
+        if let Ok(Err(error)) = swept {
+            warn!(%error, "sweeping idle outbound budgets failed");
+        }
+    }
+}
+
+/// Beats every second, and sweeps now and then, while the budgets are kept.
+async fn keep_alive(budgets: Weak<SharedBudgets>) {
+    let mut beats: u32 = 0;
+    loop {
+        tokio::time::sleep(HEARTBEAT).await;
+        let Some(budgets) = budgets.upgrade() else {
+            return;
+        };
+        beats = beats.wrapping_add(1);
+        if budgets.heartbeat().await && beats % SWEEP_EVERY == 0 {
+            budgets.sweep().await;
+        }
+    }
+}
