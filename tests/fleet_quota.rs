@@ -16,10 +16,13 @@ use std::time::Duration;
 use sqlx::postgres::PgConnectOptions;
 use streamgate::pb;
 use streamgate::providers::limits::OutboundLimits;
-use streamgate::store::{SharedBudgets, SqlStore};
+use streamgate::store::{RESERVE_BOUND, SharedBudgets, SqlStore};
 use support::fleet::{Extra, Fleet};
 use support::postgres::Postgres;
 use tokio::time::Instant;
+
+/// Held by each test: they measure rates, and would share the machine's cores otherwise.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// The calls each replica sent (when its limit let them through).
 type Sent = Arc<Mutex<Vec<(usize, Instant)>>>;
@@ -89,6 +92,7 @@ fn times(sent: &Sent, who: Option<usize>) -> Vec<Instant> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_together_stay_under_the_quota_and_use_it() {
+    let _alone = ONE_AT_A_TIME.lock().await;
     let pg = Postgres::start();
     migrated(&pg).await;
     let mut replicas = Vec::new();
@@ -112,13 +116,13 @@ async fn replicas_together_stay_under_the_quota_and_use_it() {
         "{} calls in one second",
         busiest_second(&all)
     );
-    // Turns are a twentieth apart more than the quota's interval: 47.6/s, less a start.
+    // Turns are a tenth wider apart than the quota's interval: 45.5/s.
     let in_last_three: Vec<_> = all
         .iter()
         .filter(|t| **t >= started + Duration::from_secs(1))
         .collect();
     assert!(
-        in_last_three.len() >= 3 * 45,
+        in_last_three.len() >= 3 * 43,
         "{} calls in 3 s at a quota of 50/s",
         in_last_three.len()
     );
@@ -130,6 +134,7 @@ async fn replicas_together_stay_under_the_quota_and_use_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_busy_replica_uses_what_the_others_leave() {
+    let _alone = ONE_AT_A_TIME.lock().await;
     let pg = Postgres::start();
     migrated(&pg).await;
     let mut replicas = Vec::new();
@@ -163,6 +168,7 @@ async fn a_busy_replica_uses_what_the_others_leave() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fleet_turn_past_the_deadline_is_refused_at_once_taking_no_turn() {
+    let _alone = ONE_AT_A_TIME.lock().await;
     let pg = Postgres::start();
     migrated(&pg).await;
     let (_a_budgets, a) = replica(&pg, 50).await;
@@ -215,6 +221,7 @@ async fn a_fleet_turn_past_the_deadline_is_refused_at_once_taking_no_turn() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_the_store_each_replica_keeps_its_share_then_shares_again() {
+    let _alone = ONE_AT_A_TIME.lock().await;
     let pg = Postgres::start();
     migrated(&pg).await;
     let mut replicas = Vec::new();
@@ -258,11 +265,18 @@ async fn without_the_store_each_replica_keeps_its_share_then_shares_again() {
     }
     assert!(!budgets.answering());
     let alone = times(&sent, None);
-    assert!(busiest_second(&alone) <= 11, "{}", busiest_second(&alone));
-    assert!(alone.len() >= 25, "{} calls in 3 s at 10/s", alone.len());
-    // Four callers at 10/s: each waits about 400 ms a turn, the first no longer than the bound.
+    let busiest = busiest_second(&alone);
+    assert!(
+        (8..=11).contains(&busiest),
+        "{busiest} calls in a second at 10/s"
+    );
+    // Four callers at 10/s: each waits about 400 ms a turn; the first, besides, no longer than
+    // the reservation's bound.
     let slowest = *slowest.lock().unwrap();
-    assert!(slowest < Duration::from_millis(800), "{slowest:?}");
+    assert!(
+        slowest < RESERVE_BOUND + Duration::from_millis(600),
+        "{slowest:?}"
+    );
 
     pg.start_again();
     let back = Instant::now();
@@ -296,4 +310,65 @@ async fn without_the_store_each_replica_keeps_its_share_then_shares_again() {
     .await
     .unwrap();
     assert_eq!(rows, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn creates_spread_over_three_replicas_stay_under_the_account_quota() {
+    let _alone = ONE_AT_A_TIME.lock().await;
+    let fleet = Fleet::start(3, &Extra::default()).await;
+    let sent = std::time::Instant::now();
+    let creates: Vec<_> = (0..150)
+        .map(|i| {
+            let channel = fleet.channels[i % 3].clone();
+            tokio::spawn(async move {
+                let op = pb::stream_service_client::StreamServiceClient::new(channel.clone())
+                    .create_stream(pb::CreateStreamRequest {
+                        parent: "providers/kvs".into(),
+                        stream_id: format!("cam-{i}"),
+                        stream: Some(pb::Stream {
+                            media_type: "video/h264".into(),
+                            data_retention_hours: 24,
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    })
+                    .await
+                    .unwrap()
+                    .into_inner();
+                support::wait_on(&channel, &op).await
+            })
+        })
+        .collect();
+    for create in creates {
+        let done = create.await.unwrap();
+        assert!(
+            matches!(done.result, Some(pb::operation::Result::Stream(_))),
+            "{done:?}"
+        );
+    }
+    let fake = fleet.fake();
+    let throttled: Vec<_> = fake
+        .requests()
+        .into_iter()
+        .filter(|r| r.throttled)
+        .collect();
+    let what: Vec<_> = throttled.iter().map(|r| (&r.action, &r.stream)).collect();
+    assert!(throttled.is_empty(), "throttled: {what:?}");
+    let created = fake.requests_of("createStream");
+    assert_eq!(created.len(), 150);
+    // Every replica sent its share, and the fleet as a whole kept to 50/s: 149 intervals of
+    // 22 ms (the quota's interval and a tenth) are 3.28 s, within 20% of the quota's 3 s.
+    for i in 0..3 {
+        let key = Fleet::access_key(i);
+        assert!(created.iter().any(|r| r.access_key == key), "replica {i}");
+    }
+    let first = created.iter().map(|r| r.at).min().unwrap();
+    let last = created.iter().map(|r| r.at).max().unwrap();
+    let spread = last - first;
+    assert!(spread <= Duration::from_millis(3600), "{spread:?}");
+    eprintln!(
+        "150 creates: the first reached the fake {:?} after they were sent, the last {spread:?} \
+         after the first",
+        first - sent
+    );
 }

@@ -19,10 +19,10 @@
 //!
 //! On a PostgreSQL store several replicas serve one provider account, and its quotas are the
 //! fleet's, not each replica's ([`OutboundLimits::fleet_wide`]): the turns are then taken in
-//! the store's [`SharedBudgets`], first come first served across the fleet, each a twentieth
-//! longer than the quota's interval, so that calls sent a few milliseconds late on different
-//! replicas still never put more than the quota in a one-second window; a replica sleeps until
-//! its turn, and still spaces its own sends. When the store does not answer a reservation
+//! the store's [`SharedBudgets`], first come first served across the fleet, spaced a tenth
+//! wider than the quota's interval, so that calls sent a little late on different replicas
+//! still never put more than the quota in a one-second window; a replica sleeps until its
+//! turn, and still spaces its own sends. When the store does not answer a reservation
 //! within [`RESERVE_BOUND`](crate::store::RESERVE_BOUND), the replica takes its turns here, at
 //! its share of the quota (the quota divided by the replicas alive at the last count), after
 //! the last turn it took in the store, until the store answers again. On SQLite (one process)
@@ -36,9 +36,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use governor::DefaultKeyedRateLimiter;
+use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
 use crate::store::{Claim, SharedBudgets};
+
+/// How many calls of one process may ask the fleet's budgets for a turn of one budget at once.
+const ASKING: usize = 2;
 
 /// How many checks of a keyed limiter pass between two prunings of its keys.
 const PRUNE_EVERY: u64 = 1024;
@@ -63,10 +67,12 @@ fn interval(per_second: NonZeroU32) -> Duration {
     Duration::from_secs(1) / per_second.get()
 }
 
-/// The spacing of a budget's turns across the fleet: its interval and a twentieth, the margin
-/// that absorbs the few milliseconds by which replicas' sends land late.
+/// The spacing of a budget's turns across the fleet: its interval and a tenth. The margin
+/// absorbs the milliseconds by which one replica's sends land later than another's (a late
+/// wake-up, a slower request): a quota's worth of turns spans 1.1 s, so a send may land up to
+/// 100 ms late before one second sees more than the quota.
 fn fleet_spacing(interval: Duration) -> Duration {
-    interval + interval / 20
+    interval + interval / 10
 }
 
 /// The turns of one budget: the first moment no call has reserved yet, and when the last call
@@ -103,6 +109,10 @@ struct Budget {
     name: String,
     interval: Duration,
     turns: Mutex<Turns>,
+    // Held while a call of this process asks the fleet's budgets for a turn of it, by at most
+    // [`ASKING`] calls at once: the others wait here, not as locks on the store's row, so that
+    // a crowd of callers makes a replica's statements queue in the replica, not the database.
+    gate: Semaphore,
 }
 
 /// One budget per resource. A resource whose budget is idle is as if never seen, and is
@@ -114,6 +124,8 @@ struct Budgets {
     interval: Duration,
     turns: Mutex<HashMap<String, Turns>>,
     checks: AtomicU64,
+    // As [`Budget`]'s, for the calls of actions limited per resource only.
+    gate: Semaphore,
 }
 
 /// The outbound limits of one provider instance.
@@ -165,6 +177,7 @@ impl OutboundLimits {
             name: actions.join("+"),
             interval: interval(per_second),
             turns: Mutex::new(Turns::new(Instant::now())),
+            gate: Semaphore::new(ASKING),
         });
         for action in actions {
             self.per_action
@@ -186,6 +199,7 @@ impl OutboundLimits {
             interval: interval(per_second),
             turns: Mutex::new(HashMap::new()),
             checks: AtomicU64::new(0),
+            gate: Semaphore::new(ASKING),
         });
         for action in actions {
             self.per_resource
@@ -209,10 +223,9 @@ impl OutboundLimits {
     /// If that wait would outlast what the caller's deadline leaves, returns at once, without
     /// taking a turn, the wait it would have had.
     pub async fn acquire(&self, action: &str, resource: Option<&str>) -> Result<(), Duration> {
-        let bound = crate::deadline::usable();
-        let turn = match self.fleet_turn(action, resource, bound).await {
+        let turn = match self.fleet_turn(action, resource).await {
             Some(turn) => turn?,
-            None => self.reserve(action, resource, bound, self.share())?,
+            None => self.reserve(action, resource, crate::deadline::usable(), self.share())?,
         };
         tokio::time::sleep_until(turn).await;
         // A call woken late must not bunch up with the one after it: each is sent at least an
@@ -233,12 +246,13 @@ impl OutboundLimits {
 
     /// The call's turn in the fleet's shared budgets, as [`OutboundLimits::reserve`] answers
     /// it; `None` when the limits are not fleet-wide, the action has none, or the store does
-    /// not answer (then the turn is taken here).
+    /// not answer (then the turn is taken here). This process's calls of one budget (the action's
+    /// budget for the instance, else its budgets per resource) ask the store at most
+    /// [`ASKING`] at a time; the store's answer is bounded, the wait for the ones ahead is not.
     async fn fleet_turn(
         &self,
         action: &str,
         resource: Option<&str>,
-        bound: Option<Duration>,
     ) -> Option<Result<Instant, Duration>> {
         let fleet = self.fleet.as_ref()?;
         let per_resource = self.per_resource.get(action).zip(resource);
@@ -256,16 +270,21 @@ impl OutboundLimits {
                 spacing: fleet_spacing(budget.interval),
             }))
             .collect();
-        if claims.is_empty() {
+        let gate = per_action
+            .map(|budget| &budget.gate)
+            .or(per_resource.map(|(budgets, _)| &budgets.gate))?;
+        if !fleet.budgets.answering() {
             return None;
         }
+        let _asking = gate.acquire().await.ok()?;
+        let bound = crate::deadline::usable();
         let reserved = fleet
             .budgets
             .reserve(&fleet.provider, &claims, bound)
             .await
             .ok()?;
-        Some(reserved.map(|wait| {
-            let turn = Instant::now() + wait;
+        Some(reserved.map(|turn| {
+            let turn = Instant::from_std(turn);
             self.follow(action, resource, turn);
             turn
         }))
@@ -546,10 +565,10 @@ mod tests {
     }
 
     #[test]
-    fn fleet_turns_keep_a_margin_of_a_twentieth() {
+    fn fleet_turns_keep_a_margin_of_a_tenth() {
         assert_eq!(
             fleet_spacing(interval(NonZeroU32::new(50).unwrap())),
-            Duration::from_millis(21)
+            Duration::from_millis(22)
         );
     }
 }

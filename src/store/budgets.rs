@@ -9,22 +9,26 @@
 //! one statement ([`RESERVE`]): it locks the rows of the call's limits (in key order, so two
 //! reservations never deadlock), reads `clock_timestamp()` once they are locked, and takes the
 //! first moment every one of them has free — advancing each by its spacing — only when the
-//! wait until it is within the caller's bound; it answers the wait either way. Rows are made
-//! on first use and deleted once idle for a minute, so the table holds the resources called
+//! wait until it is within the caller's bound; it answers the turn and the moment it locked
+//! the rows. The replica sleeps until that moment of the database's clock read on its own
+//! (the offset measured by its statements that came back soonest), so that a slow answer does
+//! not make it send late, and calls of several replicas keep their spacing. Rows are made on
+//! first use and deleted once idle for a minute, so the table holds the resources called
 //! lately, not every one ever named.
 //!
 //! The budgets have connections of their own (a few, `synchronous_commit` off: a turn lost in
 //! a crash is harmless, and a commit that waited for the disk would hold the row's lock that
 //! long), so that a reservation never queues behind the store's statements. A reservation is
-//! bounded ([`RESERVE_BOUND`]): the store not answering in time is [`Unanswered`], and the
-//! caller limits itself alone until the store answers again ([`SharedBudgets::answering`]).
+//! bounded ([`RESERVE_BOUND`]): the store not answering in time (or refusing) is
+//! [`Unanswered`], and the caller limits itself alone until a heartbeat is answered again
+//! ([`SharedBudgets::answering`]).
 //! For that, every replica marks itself alive in `outbound_replicas` every second, and counts
 //! the replicas alive ([`SharedBudgets::replicas`]) at each mark.
 
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::{Arc, Weak};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
 
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use tracing::{info, warn};
@@ -32,8 +36,10 @@ use tracing::{info, warn};
 use super::{OperationStore, SqlStore};
 use crate::error::{Error, Result};
 
-/// How long a reservation may take before the caller limits itself alone.
-pub const RESERVE_BOUND: Duration = Duration::from_millis(250);
+/// How long a reservation may take before the caller limits itself alone. Not shorter: on a
+/// loaded machine an answering store took more than 250 ms now and then, and a replica that
+/// limits itself alone while the others still share the budgets adds its share to theirs.
+pub const RESERVE_BOUND: Duration = Duration::from_secs(1);
 /// How often a replica marks itself alive and counts the others.
 const HEARTBEAT: Duration = Duration::from_secs(1);
 /// A replica is alive while its last mark is younger than this.
@@ -44,8 +50,8 @@ const SWEEP_EVERY: u32 = 10;
 const STALE: Duration = Duration::from_secs(60);
 /// The most budget rows one sweep deletes.
 const SWEEP_BATCH: i64 = 1000;
-/// Connections of the budgets, per replica.
-const CONNECTIONS: u32 = 8;
+/// Connections of the budgets, per replica (docs/deployment.md counts them in the pool sizing).
+const CONNECTIONS: u32 = 2;
 
 /// The database's clock, in microseconds since the epoch, as SQL.
 macro_rules! now_us {
@@ -56,7 +62,8 @@ macro_rules! now_us {
 
 /// Takes a turn (see the file's doc). `$1` provider, `$2` budget names, `$3` resources, `$4`
 /// spacings (µs), `$5` the longest wait the caller accepts (µs; NULL: any). Answers how many
-/// of the rows it found, the wait until the turn (µs) and whether it took it.
+/// of the rows it found, the turn and the moment the rows were locked (µs of the database's
+/// clock), and whether it took the turn.
 const RESERVE: &str = concat!(
     "
 WITH wanted AS (
@@ -86,7 +93,7 @@ taken AS (
       AND ($5::bigint IS NULL OR turn.at - turn.now_us <= $5)
     RETURNING 1
 )
-SELECT turn.found, turn.at - turn.now_us AS wait_us, (SELECT count(*) FROM taken) > 0 AS took
+SELECT turn.found, turn.at, turn.now_us, (SELECT count(*) FROM taken) > 0 AS took
 FROM turn"
 );
 
@@ -106,7 +113,9 @@ marked AS (
     INSERT INTO outbound_replicas (replica, seen_us) SELECT $1, now_us FROM clock
     ON CONFLICT (replica) DO UPDATE SET seen_us = EXCLUDED.seen_us
 )
-SELECT count(*) FROM outbound_replicas, clock WHERE replica <> $1 AND seen_us > now_us - $2"
+SELECT (SELECT count(*) FROM outbound_replicas
+        WHERE replica <> $1 AND seen_us > clock.now_us - $2), clock.now_us
+FROM clock"
 );
 
 /// Deletes the budgets idle for `$1` µs (at most `$2` of them) and replicas gone that long.
@@ -136,6 +145,20 @@ pub struct Claim<'a> {
     pub spacing: Duration,
 }
 
+/// How this process's clock reads the database's: the offset measured by the statement that
+/// came back soonest lately (its answer's moment lies within the statement's round trip, so
+/// the shortest round trip bounds the error best).
+#[derive(Clone, Copy, Debug)]
+struct ClockOffset {
+    // The database's clock less this process's, in µs.
+    offset_us: i64,
+    round_trip: Duration,
+    measured: Instant,
+}
+
+/// How long a measured offset is preferred to a new one with a longer round trip.
+const OFFSET_KEPT: Duration = Duration::from_secs(10);
+
 /// The store did not answer a reservation within [`RESERVE_BOUND`], or is known not to answer
 /// now.
 #[derive(Debug)]
@@ -152,6 +175,12 @@ pub struct SharedBudgets {
     // Whether the store answered the last reservation or heartbeat: while it does not,
     // reservations are not tried (the heartbeat tries again every second).
     answering: AtomicBool,
+    // The moment this process's clock counts from, in µs, to compare it with the database's.
+    epoch: Instant,
+    // The database's clock as this process reads it: a turn is the database's moment, and a
+    // replica sleeps until that moment on its own clock, so that how long the answer took to
+    // come back does not move the turn.
+    offset: Mutex<Option<ClockOffset>>,
 }
 
 impl std::fmt::Debug for SharedBudgets {
@@ -201,6 +230,8 @@ impl SharedBudgets {
             replica: uuid::Uuid::new_v4().to_string(),
             replicas: AtomicU32::new(1),
             answering: AtomicBool::new(true),
+            epoch: Instant::now(),
+            offset: Mutex::new(None),
         });
         budgets.heartbeat().await;
         tokio::spawn(keep_alive(Arc::downgrade(&budgets)));
@@ -218,16 +249,16 @@ impl SharedBudgets {
     }
 
     /// Takes the first turn every one of `claims` (the limits of one call of `provider`) has
-    /// free, if the wait until it is within `bound`: `Ok(Ok(wait))`, measured on the
-    /// database's clock from the moment the rows were locked; otherwise `Ok(Err(wait))`,
-    /// nothing taken. [`Unanswered`] when the store does not answer within [`RESERVE_BOUND`]
-    /// (or did not answer lately).
+    /// free, if the wait until it is within `bound`: `Ok(Ok(turn))`, the turn on this
+    /// process's clock; otherwise `Ok(Err(wait))`, nothing taken, the wait measured on the
+    /// database's clock from the moment the rows were locked. [`Unanswered`] when the store
+    /// does not answer within [`RESERVE_BOUND`] (or did not answer lately).
     pub async fn reserve(
         &self,
         provider: &str,
         claims: &[Claim<'_>],
         bound: Option<Duration>,
-    ) -> std::result::Result<std::result::Result<Duration, Duration>, Unanswered> {
+    ) -> std::result::Result<std::result::Result<Instant, Duration>, Unanswered> {
         if !self.answering() {
             return Err(Unanswered);
         }
@@ -239,7 +270,7 @@ impl SharedBudgets {
                 Err(Unanswered)
             }
             Err(_) => {
-                self.stopped_answering("no answer to a reservation within 250 ms");
+                self.stopped_answering("no answer to a reservation within 1 s");
                 Err(Unanswered)
             }
         }
@@ -251,12 +282,13 @@ impl SharedBudgets {
         provider: &str,
         claims: &[Claim<'_>],
         bound: Option<Duration>,
-    ) -> std::result::Result<std::result::Result<Duration, Duration>, sqlx::Error> {
+    ) -> std::result::Result<std::result::Result<Instant, Duration>, sqlx::Error> {
         let budgets: Vec<&str> = claims.iter().map(|c| c.budget).collect();
         let resources: Vec<&str> = claims.iter().map(|c| c.resource).collect();
         let spacings: Vec<i64> = claims.iter().map(|c| micros(c.spacing)).collect();
         loop {
-            let (found, wait_us, took): (i64, i64, bool) = sqlx::query_as(RESERVE)
+            let asked = Instant::now();
+            let (found, at_us, now_us, took): (i64, i64, i64, bool) = sqlx::query_as(RESERVE)
                 .bind(provider)
                 .bind(&budgets)
                 .bind(&resources)
@@ -264,9 +296,15 @@ impl SharedBudgets {
                 .bind(bound.map(micros))
                 .fetch_one(&self.pool)
                 .await?;
+            let answered = Instant::now();
+            self.measure(asked, answered, now_us);
             if found as usize == claims.len() {
-                let wait = Duration::from_micros(wait_us.max(0) as u64);
-                return Ok(if took { Ok(wait) } else { Err(wait) });
+                let wait = Duration::from_micros((at_us - now_us).max(0) as u64);
+                return Ok(if took {
+                    Ok(self.local(at_us).unwrap_or(answered + wait))
+                } else {
+                    Err(wait)
+                });
             }
             sqlx::query(CREATE)
                 .bind(provider)
@@ -275,6 +313,33 @@ impl SharedBudgets {
                 .execute(&self.pool)
                 .await?;
         }
+    }
+
+    /// Records what a statement sent at `asked` and answered at `answered` says of the
+    /// database's clock (`db_now_us` was read in between), if it measures better than what is
+    /// known: a shorter round trip, or the known measure is old.
+    fn measure(&self, asked: Instant, answered: Instant, db_now_us: i64) {
+        let round_trip = answered - asked;
+        let middle = micros(asked - self.epoch) + micros(round_trip) / 2;
+        let sample = ClockOffset {
+            offset_us: db_now_us - middle,
+            round_trip,
+            measured: answered,
+        };
+        let mut offset = self.offset.lock().unwrap_or_else(|e| e.into_inner());
+        let better = offset.is_none_or(|known| {
+            round_trip <= known.round_trip || answered - known.measured > OFFSET_KEPT
+        });
+        if better {
+            *offset = Some(sample);
+        }
+    }
+
+    /// The moment `db_us` of the database's clock on this process's clock, once measured.
+    fn local(&self, db_us: i64) -> Option<Instant> {
+        let offset = (*self.offset.lock().unwrap_or_else(|e| e.into_inner()))?;
+        let local_us = u64::try_from(db_us - offset.offset_us).ok()?;
+        Some(self.epoch + Duration::from_micros(local_us))
     }
 
     fn stopped_answering(&self, why: &str) {
@@ -290,16 +355,18 @@ impl SharedBudgets {
 
     /// Marks this replica alive and counts the replicas alive; `true` when the store answered.
     async fn heartbeat(&self) -> bool {
+        let asked = Instant::now();
         let counted = tokio::time::timeout(
-            RESERVE_BOUND * 4,
-            sqlx::query_scalar::<_, i64>(HEARTBEAT_SQL)
+            HEARTBEAT,
+            sqlx::query_as::<_, (i64, i64)>(HEARTBEAT_SQL)
                 .bind(&self.replica)
                 .bind(micros(ALIVE))
                 .fetch_one(&self.pool),
         )
         .await;
         match counted {
-            Ok(Ok(others)) => {
+            Ok(Ok((others, db_now_us))) => {
+                self.measure(asked, Instant::now(), db_now_us);
                 let replicas = u32::try_from(others).unwrap_or(u32::MAX).saturating_add(1);
                 self.replicas.store(replicas, Ordering::Relaxed);
                 if !self.answering.swap(true, Ordering::Relaxed) {
@@ -324,7 +391,7 @@ impl SharedBudgets {
     /// Deletes the budgets idle for a minute, and the marks of replicas gone as long.
     async fn sweep(&self) {
         let swept = tokio::time::timeout(
-            RESERVE_BOUND * 4,
+            HEARTBEAT,
             sqlx::query(SWEEP)
                 .bind(micros(STALE))
                 .bind(SWEEP_BATCH)
@@ -346,7 +413,7 @@ async fn keep_alive(budgets: Weak<SharedBudgets>) {
             return;
         };
         beats = beats.wrapping_add(1);
-        if budgets.heartbeat().await && beats % SWEEP_EVERY == 0 {
+        if budgets.heartbeat().await && beats.is_multiple_of(SWEEP_EVERY) {
             budgets.sweep().await;
         }
     }

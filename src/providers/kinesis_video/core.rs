@@ -482,3 +482,30 @@ impl KvsCore {
         Ok(output.hls_streaming_session_url.unwrap_or_default())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio::time::Instant;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn each_tag_and_update_action_has_its_own_budget_per_stream() {
+        let limits = limits(&KvsLimits::default());
+        for action in [LIST_TAGS, TAG, UNTAG, UPDATE, UPDATE_RETENTION] {
+            let started = Instant::now();
+            limits.acquire(action, Some("a")).await.unwrap();
+            limits.acquire(action, Some("b")).await.unwrap();
+            assert!(started.elapsed() < Duration::from_millis(100), "{action}");
+            // A second call of the action on one stream waits for that stream's 5/s.
+            limits.acquire(action, Some("a")).await.unwrap();
+            assert!(
+                started.elapsed() >= Duration::from_millis(190),
+                "{action}: {:?}",
+                started.elapsed()
+            );
+        }
+    }
+}
