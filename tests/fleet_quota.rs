@@ -2,7 +2,8 @@
 //! take their turns in the store's shared budgets, so that together they stay under a
 //! provider's quota, one busy replica can use most of a quota the others leave idle, a call
 //! whose fleet-wide turn comes after its deadline is refused at once, and a store that does not
-//! answer leaves each replica its share of the quota until it answers again. Here each
+//! answer leaves each replica its share of the quota until it answers again; budgets idle for a
+//! minute leave the table. Here each
 //! "replica" is a [`SharedBudgets`] with connections of its own and the limits built on it;
 //! the last test runs three gateway binaries against the KVS fake enforcing KVS's quotas.
 
@@ -371,4 +372,40 @@ async fn creates_spread_over_three_replicas_stay_under_the_account_quota() {
          after the first",
         first - sent
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn budgets_idle_for_a_minute_are_deleted() {
+    let _alone = ONE_AT_A_TIME.lock().await;
+    let pg = Postgres::start();
+    migrated(&pg).await;
+    let store = sqlx::PgPool::connect(&pg.url).await.unwrap();
+    // A stream last called two minutes ago, and one called just now.
+    sqlx::query(
+        "INSERT INTO outbound_budgets (provider, budget, resource, next_free_us)
+         SELECT 'kvs', 'DescribeStream per resource', resource,
+                (extract(epoch FROM clock_timestamp()) * 1000000)::bigint - age_us
+         FROM (VALUES ('old', 120000000::bigint), ('recent', 0::bigint)) AS v(resource, age_us)",
+    )
+    .execute(&store)
+    .await
+    .unwrap();
+    let (_budgets, _limits) = replica(&pg, 50).await;
+    let resources = || async {
+        sqlx::query_scalar::<_, String>(
+            "SELECT resource FROM outbound_budgets WHERE provider = 'kvs' ORDER BY resource",
+        )
+        .fetch_all(&store)
+        .await
+        .unwrap()
+    };
+    let started = Instant::now();
+    while resources().await.contains(&"old".to_string()) {
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "the idle budget was kept"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(resources().await, ["recent"]);
 }
