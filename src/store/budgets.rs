@@ -14,7 +14,9 @@
 //! (the offset measured by its statements that came back soonest), so that a slow answer does
 //! not make it send late, and calls of several replicas keep their spacing. Rows are made on
 //! first use and deleted once idle for a minute, so the table holds the resources called
-//! lately, not every one ever named.
+//! lately, not every one ever named. A turn is never sooner than the replica's recent round
+//! trip to the store (at most 100 ms) after the moment it is taken: the replica learns of it
+//! that much later, and a turn it could only keep late would crowd the next one.
 //!
 //! The budgets have connections of their own (a few, `synchronous_commit` off: a turn lost in
 //! a crash is harmless, and a commit that waited for the disk would hold the row's lock that
@@ -26,7 +28,7 @@
 //! the replicas alive ([`SharedBudgets::replicas`]) at each mark.
 
 use std::str::FromStr;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
@@ -61,7 +63,8 @@ macro_rules! now_us {
 }
 
 /// Takes a turn (see the file's doc). `$1` provider, `$2` budget names, `$3` resources, `$4`
-/// spacings (µs), `$5` the longest wait the caller accepts (µs; NULL: any). Answers how many
+/// spacings (µs), `$5` the longest wait the caller accepts (µs; NULL: any), `$6` the lead (µs)
+/// a turn keeps from the moment the rows are locked. Answers how many
 /// of the rows it found, the turn and the moment the rows were locked (µs of the database's
 /// clock), and whether it took the turn.
 const RESERVE: &str = concat!(
@@ -82,7 +85,7 @@ clocked AS (
     " AS now_us FROM locked
 ),
 turn AS (
-    SELECT found, GREATEST(latest, now_us) AS at, now_us FROM clocked
+    SELECT found, GREATEST(latest, now_us + $6) AS at, now_us FROM clocked
 ),
 taken AS (
     UPDATE outbound_budgets b
@@ -156,6 +159,9 @@ struct ClockOffset {
     measured: Instant,
 }
 
+/// The most a turn is put off to cover a reservation's round trip.
+const MAX_LEAD: Duration = Duration::from_millis(100);
+
 /// How long a measured offset is preferred to a new one with a longer round trip.
 const OFFSET_KEPT: Duration = Duration::from_secs(10);
 
@@ -181,6 +187,10 @@ pub struct SharedBudgets {
     // replica sleeps until that moment on its own clock, so that how long the answer took to
     // come back does not move the turn.
     offset: Mutex<Option<ClockOffset>>,
+    // The round trip of a reservation lately (µs, smoothed), the lead a turn keeps from the
+    // moment it is taken: an answer comes back that much later, and a turn sooner than that
+    // would be sent late, closer to the next turn (another replica's) than its spacing.
+    round_trip_us: AtomicU64,
 }
 
 impl std::fmt::Debug for SharedBudgets {
@@ -232,6 +242,7 @@ impl SharedBudgets {
             answering: AtomicBool::new(true),
             epoch: Instant::now(),
             offset: Mutex::new(None),
+            round_trip_us: AtomicU64::new(0),
         });
         budgets.heartbeat().await;
         tokio::spawn(keep_alive(Arc::downgrade(&budgets)));
@@ -294,10 +305,12 @@ impl SharedBudgets {
                 .bind(&resources)
                 .bind(&spacings)
                 .bind(bound.map(micros))
+                .bind(self.lead())
                 .fetch_one(&self.pool)
                 .await?;
             let answered = Instant::now();
             self.measure(asked, answered, now_us);
+            self.smooth(answered - asked);
             if found as usize == claims.len() {
                 let wait = Duration::from_micros((at_us - now_us).max(0) as u64);
                 return Ok(if took {
@@ -333,6 +346,27 @@ impl SharedBudgets {
         if better {
             *offset = Some(sample);
         }
+    }
+
+    /// Folds a reservation's round trip into the smoothed one (an eighth of each new one).
+    fn smooth(&self, round_trip: Duration) {
+        let new = micros(round_trip).max(0) as u64;
+        let old = self.round_trip_us.load(Ordering::Relaxed);
+        let smoothed = if old == 0 {
+            new
+        } else {
+            old - old / 8 + new / 8
+        };
+        self.round_trip_us.store(smoothed, Ordering::Relaxed);
+    }
+
+    /// The lead a turn keeps from the moment it is taken: the smoothed round trip, at most
+    /// [`MAX_LEAD`].
+    fn lead(&self) -> i64 {
+        let lead = self.round_trip_us.load(Ordering::Relaxed);
+        i64::try_from(lead)
+            .unwrap_or(i64::MAX)
+            .min(micros(MAX_LEAD))
     }
 
     /// The moment `db_us` of the database's clock on this process's clock, once measured.
