@@ -117,13 +117,13 @@ async fn replicas_together_stay_under_the_quota_and_use_it() {
         "{} calls in one second",
         busiest_second(&all)
     );
-    // Turns are a tenth wider apart than the quota's interval: 45.5/s.
+    // Turns are 15% wider apart than the quota's interval: 43.5/s.
     let in_last_three: Vec<_> = all
         .iter()
         .filter(|t| **t >= started + Duration::from_secs(1))
         .collect();
     assert!(
-        in_last_three.len() >= 3 * 43,
+        in_last_three.len() >= 3 * 41,
         "{} calls in 3 s at a quota of 50/s",
         in_last_three.len()
     );
@@ -317,6 +317,16 @@ async fn without_the_store_each_replica_keeps_its_share_then_shares_again() {
 async fn creates_spread_over_three_replicas_stay_under_the_account_quota() {
     let _alone = ONE_AT_A_TIME.lock().await;
     let fleet = Fleet::start(3, &Extra::default()).await;
+    // Each replica warm, as a serving gateway is: its KVS client has made a call.
+    for channel in &fleet.channels {
+        pb::stream_service_client::StreamServiceClient::new(channel.clone())
+            .list_streams(pb::ListStreamsRequest {
+                parent: "providers/kvs".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+    }
     let sent = std::time::Instant::now();
     let creates: Vec<_> = (0..150)
         .map(|i| {
@@ -358,7 +368,7 @@ async fn creates_spread_over_three_replicas_stay_under_the_account_quota() {
     let created = fake.requests_of("createStream");
     assert_eq!(created.len(), 150);
     // Every replica sent its share, and the fleet as a whole kept to 50/s: 149 intervals of
-    // 22 ms (the quota's interval and a tenth) are 3.28 s, within 20% of the quota's 3 s.
+    // 23 ms (the quota's interval and 15%) are 3.43 s, within 20% of the quota's 3 s.
     for i in 0..3 {
         let key = Fleet::access_key(i);
         assert!(created.iter().any(|r| r.access_key == key), "replica {i}");

@@ -11,7 +11,7 @@
 //! first moment every one of them has free — advancing each by its spacing — only when the
 //! wait until it is within the caller's bound; it answers the turn and the moment it locked
 //! the rows. The replica sleeps until that moment of the database's clock read on its own
-//! (the offset measured by its statements that came back soonest), so that a slow answer does
+//! (the offset measured by its heartbeats that came back soonest), so that a slow answer does
 //! not make it send late, and calls of several replicas keep their spacing. Rows are made on
 //! first use and deleted once idle for a minute, so the table holds the resources called
 //! lately, not every one ever named. A turn is never sooner than the replica's recent round
@@ -185,7 +185,8 @@ pub struct SharedBudgets {
     epoch: Instant,
     // The database's clock as this process reads it: a turn is the database's moment, and a
     // replica sleeps until that moment on its own clock, so that how long the answer took to
-    // come back does not move the turn.
+    // come back does not move the turn. Measured by the heartbeats only: a reservation may
+    // wait for a row's lock before it reads the clock, which would skew the measure.
     offset: Mutex<Option<ClockOffset>>,
     // The round trip of a reservation lately (µs, smoothed), the lead a turn keeps from the
     // moment it is taken: an answer comes back that much later, and a turn sooner than that
@@ -244,7 +245,11 @@ impl SharedBudgets {
             offset: Mutex::new(None),
             round_trip_us: AtomicU64::new(0),
         });
-        budgets.heartbeat().await;
+        // The first heartbeat opens a connection, which its measure of the clock would count; the
+        // second measures on it.
+        if budgets.heartbeat().await {
+            budgets.heartbeat().await;
+        }
         tokio::spawn(keep_alive(Arc::downgrade(&budgets)));
         Ok(budgets)
     }
@@ -309,7 +314,6 @@ impl SharedBudgets {
                 .fetch_one(&self.pool)
                 .await?;
             let answered = Instant::now();
-            self.measure(asked, answered, now_us);
             self.smooth(answered - asked);
             if found as usize == claims.len() {
                 let wait = Duration::from_micros((at_us - now_us).max(0) as u64);
