@@ -147,6 +147,22 @@ impl WatchHub {
         }
     }
 
+    /// Whether the stream `name` has subscribers.
+    pub fn is_watched(&self, name: &str) -> bool {
+        lock(&self.channels)
+            .get(name)
+            .is_some_and(|c| c.sender.receiver_count() > 0)
+    }
+
+    /// The streams that have subscribers, of those whose names start with `prefix`.
+    pub fn watched(&self, prefix: &str) -> Vec<String> {
+        lock(&self.channels)
+            .iter()
+            .filter(|(name, c)| name.starts_with(prefix) && c.sender.receiver_count() > 0)
+            .map(|(name, _)| name.clone())
+            .collect()
+    }
+
     /// Drops the channel of `name` if its last subscriber left.
     pub fn release(&self, name: &str) {
         let mut channels = lock(&self.channels);

@@ -83,7 +83,7 @@ pub async fn run(
         Notifier::postgres(&config.store.url, Arc::clone(&telemetry)).await?
     };
     let hub = Arc::new(WatchHub::default());
-    let registry = Arc::new(Registry::build(providers, &store, &hub).await?);
+    let registry = Arc::new(Registry::build(providers, &store, &hub, &notifier).await?);
     let audit = Audit::new(Arc::new(store.clone()));
     let runner = Runner::new(
         Arc::new(store.clone()),
@@ -91,6 +91,7 @@ pub async fn run(
         Arc::clone(&telemetry),
         Arc::clone(&audit) as Arc<dyn crate::operations::OperationObserver>,
         config.store.operation_lease,
+        Arc::clone(&notifier),
     );
     runner.resume_all().await?;
     let sweep_stop = CancellationToken::new();
