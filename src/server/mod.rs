@@ -80,7 +80,7 @@ pub async fn run(
     let notifier = if crate::store::OperationStore::exclusive(&store) {
         Notifier::in_process()
     } else {
-        Notifier::postgres(&config.store.url, Arc::clone(&telemetry)).await?
+        Notifier::postgres(&config.store.url, &store, Arc::clone(&telemetry)).await?
     };
     let hub = Arc::new(WatchHub::default());
     let registry = Arc::new(Registry::build(providers, &store, &hub, &notifier).await?);

@@ -3,8 +3,8 @@
 //! once instead of polling the store.
 //!
 //! On PostgreSQL every notice travels on one LISTEN/NOTIFY channel ([`CHANNEL`]): `publish`
-//! queues it for a sender task, which sends the queue in order with `pg_notify` on a connection
-//! of its own (many notices in one statement when they queue up) and tries again what
+//! queues it for a sender task, which sends the queue in order with `pg_notify` on the store's
+//! pool (many notices in one statement when they queue up) and tries again what
 //! PostgreSQL did not take, for [`GIVE_UP`] at most; a publisher waits [`PUBLISH_BOUND`] at most,
 //! so a slow database never holds a caller long. One connection per process, named
 //! [`LISTENER_NAME`] in `pg_stat_activity`, listens. The listener is watched: a lost connection,
@@ -25,11 +25,13 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
+use sqlx::AnyPool;
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
+use super::SqlStore;
 use crate::error::{Error, Kind, Result};
 use crate::telemetry::Telemetry;
 
@@ -37,8 +39,6 @@ use crate::telemetry::Telemetry;
 pub const CHANNEL: &str = "streamgate";
 /// The `application_name` of the listener's connection.
 pub const LISTENER_NAME: &str = "streamgate-listener";
-/// The `application_name` of the connections that send notices.
-const PUBLISHER_NAME: &str = "streamgate-notify";
 /// How long a publish waits for PostgreSQL at most.
 const PUBLISH_BOUND: Duration = Duration::from_secs(1);
 /// How often this process pings the channel, so that its listener hears something.
@@ -172,17 +172,18 @@ impl Notifier {
         })
     }
 
-    /// A notifier between the replicas sharing the PostgreSQL database at `url`: it listens on
-    /// [`CHANNEL`] before it returns (or, if that fails, starts not listening and keeps trying)
-    /// and keeps listening, opening the listener again whenever it is lost. Publish failures
-    /// and the listener's state are recorded in `telemetry`.
-    pub async fn postgres(url: &str, telemetry: Arc<Telemetry>) -> Result<Arc<Notifier>> {
+    /// A notifier between the replicas sharing the PostgreSQL database at `url`, which `store`
+    /// is connected to (its pool sends the notices): it listens on [`CHANNEL`] before it returns
+    /// (or, if that fails, starts not listening and keeps trying) and keeps listening, opening
+    /// the listener again whenever it is lost. Publish failures and the listener's state are
+    /// recorded in `telemetry`.
+    pub async fn postgres(
+        url: &str,
+        store: &SqlStore,
+        telemetry: Arc<Telemetry>,
+    ) -> Result<Arc<Notifier>> {
         let options = PgConnectOptions::from_str(url)
             .map_err(|e| Error::internal(format_args!("store: bad url: {e}")))?;
-        let pool = PgPoolOptions::new()
-            .max_connections(1)
-            .acquire_timeout(PUBLISH_BOUND)
-            .connect_lazy_with(options.clone().application_name(PUBLISHER_NAME));
         let (queue, queued) = mpsc::channel(QUEUED);
         let local = broadcast::channel(CAPACITY).0;
         let listening = Arc::new(watch::channel(false).0);
@@ -196,7 +197,7 @@ impl Notifier {
         };
         let first = listener.open().await;
         let pinger = tokio::spawn(ping(queue.clone(), encode(&origin, None)));
-        let sender = tokio::spawn(send(pool, queued, telemetry));
+        let sender = tokio::spawn(send(store.pool().clone(), queued, telemetry));
         let listener = tokio::spawn(listener.run(first));
         Ok(Arc::new(Notifier {
             local,
@@ -357,7 +358,7 @@ impl Listener {
 /// Sends the queued notices, in order, many in one statement when they queue up, until aborted.
 /// A batch PostgreSQL does not take is tried again with backoff; a notice still unsent after
 /// [`GIVE_UP`] is dropped, logged and counted.
-async fn send(pool: PgPool, mut queued: mpsc::Receiver<Queued>, telemetry: Arc<Telemetry>) {
+async fn send(pool: AnyPool, mut queued: mpsc::Receiver<Queued>, telemetry: Arc<Telemetry>) {
     let mut batch: Vec<Queued> = Vec::new();
     let mut backoff = BACKOFF.0;
     loop {
@@ -373,12 +374,17 @@ async fn send(pool: PgPool, mut queued: mpsc::Receiver<Queued>, telemetry: Arc<T
                 Err(_) => break,
             }
         }
-        let payloads: Vec<&str> = batch.iter().map(|q| q.payload.as_str()).collect();
-        let notify =
-            sqlx::query("SELECT pg_notify($1, payload) FROM unnest($2::text[]) AS payload")
-                .bind(CHANNEL)
-                .bind(payloads)
-                .execute(&pool);
+        let values: Vec<String> = (2..batch.len() + 2).map(|n| format!("(${n})")).collect();
+        let sql = format!(
+            "SELECT pg_notify($1, payload) FROM (VALUES {}) AS notices (payload)",
+            values.join(", ")
+        );
+        // Not prepared for later: the statement's text changes with the batch's size.
+        let mut notify = sqlx::query(&sql).persistent(false).bind(CHANNEL);
+        for queued in &batch {
+            notify = notify.bind(queued.payload.as_str());
+        }
+        let notify = notify.execute(&pool);
         let why = match tokio::time::timeout(PUBLISH_BOUND, notify).await {
             Ok(Ok(_)) => {
                 for queued in batch.drain(..) {
