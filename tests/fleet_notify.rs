@@ -274,6 +274,32 @@ async fn a_watcher_on_one_replica_sees_a_change_made_through_another() {
 }
 
 #[tokio::test]
+async fn changes_of_many_streams_at_once_each_reach_the_watchers_on_another_replica() {
+    // Notices published together go to PostgreSQL together, several in one statement.
+    let fleet = two_replicas("create_delay = \"0s\"", "").await;
+    let (a, b) = (&fleet.channels[0], &fleet.channels[1]);
+    let ids: Vec<String> = (0..20).map(|i| format!("many-{i}")).collect();
+    for id in &ids {
+        assert!(create(a, id).await.done);
+    }
+    let mut watches = Vec::new();
+    for id in &ids {
+        watches.push(watch(b, id).await);
+    }
+    let changes = ids
+        .iter()
+        .zip(watches.iter_mut())
+        .map(|(id, on_b)| async move {
+            change_seen_within(a, on_b, id, &format!("{id}-changed"), WATCH_BOUND).await
+        });
+    let measured = futures::future::join_all(changes).await;
+    eprintln!(
+        "20 changes at once, seen on B after at most {:?}",
+        measured.iter().max().unwrap()
+    );
+}
+
+#[tokio::test]
 async fn wait_operation_on_one_replica_returns_when_another_finished_it() {
     let fleet = two_replicas("create_delay = \"1500ms\"", "").await;
     let (a, b) = (&fleet.channels[0], &fleet.channels[1]);
