@@ -135,3 +135,116 @@ impl Waiters {
         result
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+    use super::*;
+    use crate::domain::{OpRequest, OpResult, ParentName};
+
+    const ID: &str = "local.1";
+
+    fn operation(done: bool) -> Operation {
+        Operation {
+            id: ID.to_string(),
+            request: OpRequest::BatchDelete {
+                parent: ParentName {
+                    provider: "local".into(),
+                    video: None,
+                },
+                names: Vec::new(),
+            },
+            principal: "tester".into(),
+            request_id: None,
+            fingerprint: String::new(),
+            step: "accepted".into(),
+            progress: serde_json::Value::Null,
+            next_run_ms: 0,
+            attempts: 0,
+            retries: 0,
+            cancel_requested: false,
+            replayed: false,
+            outcome: done.then(|| Ok(OpResult::Batch(Vec::new()))),
+            warnings: Vec::new(),
+            create_time_ms: 0,
+            update_time_ms: 0,
+        }
+    }
+
+    /// The store as a waiter of an operation driven by another process sees it: reads counted,
+    /// done once `done` is set.
+    #[derive(Default)]
+    struct Elsewhere {
+        reads: AtomicUsize,
+        done: AtomicBool,
+    }
+
+    impl Elsewhere {
+        fn reads(&self) -> usize {
+            self.reads.load(Ordering::SeqCst)
+        }
+    }
+
+    /// Starts a wait of up to 10 s on the operation `Elsewhere` holds.
+    fn wait(
+        waiters: &Arc<Waiters>,
+        store: &Arc<Elsewhere>,
+        listening: watch::Receiver<bool>,
+    ) -> tokio::task::JoinHandle<Result<Operation>> {
+        let (waiters, store) = (Arc::clone(waiters), Arc::clone(store));
+        tokio::spawn(async move {
+            let shutdown = CancellationToken::new();
+            let read = || {
+                store.reads.fetch_add(1, Ordering::SeqCst);
+                let done = store.done.load(Ordering::SeqCst);
+                async move { Ok(operation(done)) }
+            };
+            waiters
+                .wait(
+                    ID,
+                    Duration::from_secs(10),
+                    &shutdown,
+                    listening,
+                    read,
+                    |_| false,
+                )
+                .await
+        })
+    }
+
+    #[tokio::test]
+    async fn while_listening_a_waiter_reads_once_then_only_when_poked() {
+        let (waiters, store) = (Arc::new(Waiters::default()), Arc::new(Elsewhere::default()));
+        let (_listening, heard) = watch::channel(true);
+        let waiting = wait(&waiters, &store, heard);
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        assert_eq!(store.reads(), 1, "no polling while notices come");
+        store.done.store(true, Ordering::SeqCst);
+        waiters.poke(ID);
+        let done = waiting.await.unwrap().unwrap();
+        assert!(done.done());
+        assert_eq!(store.reads(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_waiter_polls_while_the_listener_is_lost_and_reads_once_when_it_is_back() {
+        let (waiters, store) = (Arc::new(Waiters::default()), Arc::new(Elsewhere::default()));
+        let (listening, heard) = watch::channel(true);
+        let waiting = wait(&waiters, &store, heard);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(store.reads(), 1);
+        listening.send_replace(false);
+        // Lost: a read at once, then one a second.
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        assert_eq!(store.reads(), 4);
+        listening.send_replace(true);
+        // Back: one read, then none until a poke.
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        assert_eq!(store.reads(), 5);
+        assert!(!waiting.is_finished());
+        store.done.store(true, Ordering::SeqCst);
+        waiters.poke(ID);
+        assert!(waiting.await.unwrap().unwrap().done());
+    }
+}
