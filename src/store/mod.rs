@@ -4,10 +4,12 @@
 //! (several replicas) through sqlx's `Any` driver, with portable SQL and `$n` placeholders.
 //! It also holds the audit trail ([`AuditStore`], in `audit.rs`), the probe of whether a
 //! PostgreSQL store answers ([`StoreProbe`], in `probe.rs`), and the retention sweep that keeps
-//! both tables bounded ([`sweep`]).
+//! both tables bounded ([`sweep`]); and the fleet's polls of watched streams ([`PollStore`], in
+//! `polls.rs`).
 
 mod audit;
 mod batch;
+mod polls;
 mod probe;
 mod sql;
 pub mod sweep;
@@ -17,6 +19,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 pub use batch::{Db, Row, Statement};
+pub use polls::{PollStore, StoredRead};
 pub use probe::StoreProbe;
 pub use sql::SqlStore;
 

@@ -13,6 +13,7 @@ use sqlx::AnyPool;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 
 use super::batch::{Db, Row, Statement, within_deadline};
+use super::polls::PollStore;
 use super::probe::StoreProbe;
 use super::{AuditRecord, Inserted, Lease, OperationFilter, OperationStore, Orphans, Renewed};
 use crate::config::StoreConfig;
@@ -173,6 +174,11 @@ impl SqlStore {
         &self.pool
     }
 
+    /// The rows of the fleet's polls of watched streams.
+    pub fn polls(&self) -> PollStore {
+        PollStore::new(self.db.clone(), self.sqlite)
+    }
+
     /// Single statements, group-committed on SQLite.
     pub fn db(&self) -> &Db {
         &self.db
@@ -199,7 +205,7 @@ const RENEW_CHUNK: usize = 500;
 
 /// The database's clock, in milliseconds since the epoch, as SQL: leases end by it. Every
 /// replica sharing a PostgreSQL server reads the same clock; SQLite has one process.
-fn now_ms_sql(sqlite: bool) -> &'static str {
+pub(super) fn now_ms_sql(sqlite: bool) -> &'static str {
     if sqlite {
         "CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER)"
     } else {
