@@ -41,7 +41,7 @@ use crate::pb::operation_service_server::OperationServiceServer;
 use crate::pb::provider_service_server::ProviderServiceServer;
 use crate::pb::stream_service_server::StreamServiceServer;
 use crate::providers::Registry;
-use crate::store::SqlStore;
+use crate::store::{Notifier, SqlStore};
 use crate::telemetry::{Telemetry, scrape};
 use crate::watch::WatchHub;
 use readiness::{Readiness, set_health};
@@ -77,6 +77,11 @@ pub async fn run(
              and a token one replica gave is refused by the others"
         );
     }
+    let notifier = if crate::store::OperationStore::exclusive(&store) {
+        Notifier::in_process()
+    } else {
+        Notifier::postgres(&config.store.url, Arc::clone(&telemetry)).await?
+    };
     let hub = Arc::new(WatchHub::default());
     let registry = Arc::new(Registry::build(providers, &store, &hub).await?);
     let audit = Audit::new(Arc::new(store.clone()));
@@ -103,6 +108,7 @@ pub async fn run(
         runner: Arc::clone(&runner),
         audit,
         hub,
+        notifier,
         shutdown: CancellationToken::new(),
         pages,
     });

@@ -4,11 +4,13 @@
 //! (several replicas) through sqlx's `Any` driver, with portable SQL and `$n` placeholders.
 //! It also holds the audit trail ([`AuditStore`], in `audit.rs`), the probe of whether a
 //! PostgreSQL store answers ([`StoreProbe`], in `probe.rs`), and the retention sweep that keeps
-//! both tables bounded ([`sweep`]); and the fleet's polls of watched streams ([`PollStore`], in
+//! both tables bounded ([`sweep`]), the notices between the replicas sharing one store
+//! ([`Notifier`], in `notify.rs`), and the fleet's polls of watched streams ([`PollStore`], in
 //! `polls.rs`).
 
 mod audit;
 mod batch;
+mod notify;
 mod polls;
 mod probe;
 mod sql;
@@ -19,6 +21,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 pub use batch::{Db, Row, Statement};
+pub use notify::{LISTENER_NAME, Notice, Notifier};
 pub use polls::{PollStore, StoredRead};
 pub use probe::StoreProbe;
 pub use sql::SqlStore;

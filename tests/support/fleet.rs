@@ -2,10 +2,11 @@
 //! throwaway PostgreSQL, with a `kinesis-video` provider on the KVS wire-level fake, made to
 //! enforce KVS's published quotas, and a `local` one.
 //!
-//! The replicas run the release binary when `STREAMGATE_RELEASE_BIN` names one (`scripts/test`
-//! builds it and sets it), else the test build of the binary. Replica `i` signs its KVS calls
-//! with the access key [`Fleet::access_key`]`(i)`, so the fake's records say which replica made
-//! each call (`Recorded.access_key`).
+//! The replicas run an optimized build when `STREAMGATE_RELEASE_BIN` names one (`scripts/test`
+//! builds the `release-test` profile, the release build without LTO, and sets it), else the
+//! test build of the binary. Replica `i` signs its KVS calls with the access key
+//! [`Fleet::access_key`]`(i)`, so the fake's records say which replica made each call
+//! (`Recorded.access_key`).
 
 use std::path::{Path, PathBuf};
 
