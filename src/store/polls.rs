@@ -227,24 +227,46 @@ mod tests {
         let (_dir, polls) = polls().await;
         let taken = polls.attend("s", "a", Some(LONG), LONG).await.unwrap();
         assert!(taken.is_some());
-        assert_eq!(polls.attend("s", "b", Some(LONG), LONG).await.unwrap(), None);
+        assert_eq!(
+            polls.attend("s", "b", Some(LONG), LONG).await.unwrap(),
+            None
+        );
         // The holder renews; the other is still refused.
         assert!(polls.attend("s", "a", None, LONG).await.unwrap().is_some());
-        assert_eq!(polls.attend("s", "b", Some(LONG), LONG).await.unwrap(), None);
+        assert_eq!(
+            polls.attend("s", "b", Some(LONG), LONG).await.unwrap(),
+            None
+        );
         // A lease that ran out is taken over.
-        assert!(polls.attend("t", "a", None, Duration::ZERO).await.unwrap().is_some());
+        assert!(
+            polls
+                .attend("t", "a", None, Duration::ZERO)
+                .await
+                .unwrap()
+                .is_some()
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
         assert!(polls.attend("t", "b", None, LONG).await.unwrap().is_some());
         // A freed lease too; with interest left the row (and its read) stays.
         polls.release("s", "a").await.unwrap();
         assert!(polls.latest("s").await.unwrap().is_some());
-        assert!(polls.attend("s", "b", Some(LONG), LONG).await.unwrap().is_some());
+        assert!(
+            polls
+                .attend("s", "b", Some(LONG), LONG)
+                .await
+                .unwrap()
+                .is_some()
+        );
     }
 
     #[tokio::test]
     async fn reads_are_stored_by_the_holder_only() {
         let (_dir, polls) = polls().await;
-        let now = polls.attend("s", "a", Some(LONG), LONG).await.unwrap().unwrap();
+        let now = polls
+            .attend("s", "a", Some(LONG), LONG)
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(polls.store("s", "a", now, "one").await.unwrap(), Some(1));
         assert_eq!(polls.store("s", "b", now, "two").await.unwrap(), None);
         let latest = polls.latest("s").await.unwrap().unwrap();
@@ -258,7 +280,10 @@ mod tests {
     async fn interest_lapses_or_is_withdrawn_and_the_row_goes_with_the_last() {
         let (_dir, polls) = polls().await;
         polls.attend("s", "a", Some(LONG), LONG).await.unwrap();
-        polls.attend("s", "b", Some(Duration::ZERO), LONG).await.unwrap();
+        polls
+            .attend("s", "b", Some(Duration::ZERO), LONG)
+            .await
+            .unwrap();
         assert!(polls.interested("s").await.unwrap());
         polls.withdraw("s", "a").await.unwrap();
         tokio::time::sleep(Duration::from_millis(5)).await;
