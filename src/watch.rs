@@ -366,7 +366,10 @@ impl WatchHub {
             let mut timer = tokio::time::interval(every);
             timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             match &hub.fleet {
-                None => hub.poll_alone(&poller, &mut timer, &read, &shutdown).await,
+                None => {
+                    hub.poll_alone(&poller, every, &mut timer, &read, &shutdown)
+                        .await;
+                }
                 Some(fleet) => {
                     hub.poll_shared(fleet, &poller, every, &mut timer, &read, &shutdown)
                         .await;
@@ -375,10 +378,29 @@ impl WatchHub {
         });
     }
 
+    /// One poll of `name`: its read, shared with the callers reading it at once here; `None`
+    /// when its turn under the outbound limit would come after the next poll (or the provider
+    /// throttled it), so that polls never queue up — the next poll reads again.
+    async fn poll_once(
+        &self,
+        name: &str,
+        every: Duration,
+        read: &ReadStream,
+    ) -> Option<SharedRead> {
+        let found = self
+            .read(name, crate::deadline::scope(Some(every), read()))
+            .await;
+        match &found.result {
+            Err(e) if e.kind() == Kind::ProviderThrottled => None,
+            _ => Some(found),
+        }
+    }
+
     /// One process: reads the stream every tick while it has watchers.
     async fn poll_alone(
         &self,
         poller: &Poller,
+        every: Duration,
         timer: &mut tokio::time::Interval,
         read: &ReadStream,
         shutdown: &CancellationToken,
@@ -392,8 +414,10 @@ impl WatchHub {
             if !self.keep_polling(poller, false) {
                 break;
             }
-            let found = self.read(&poller.name, read()).await;
-            self.share(poller, Arc::new(found), &mut seen);
+            let found = self.poll_once(&poller.name, every, read).await;
+            if let Some(found) = found {
+                self.share(poller, Arc::new(found), &mut seen);
+            }
         }
     }
 
@@ -457,7 +481,9 @@ impl WatchHub {
             match turn {
                 Ok(Some(now)) => {
                     holder = true;
-                    let mut found = self.read(name, read()).await;
+                    let Some(mut found) = self.poll_once(name, every, read).await else {
+                        continue;
+                    };
                     found.read_time_ms = now;
                     let record = match &found.result {
                         Ok(stream) => Record::Stream(stream.clone()),
