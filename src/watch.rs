@@ -82,7 +82,7 @@ impl SharedRead {
 /// A read as the fleet's poller stores it (`watch_polls.record`).
 #[derive(Serialize, Deserialize)]
 enum Record {
-    Stream(Stream),
+    Stream(Box<Stream>),
     Failed(Error),
 }
 
@@ -326,7 +326,7 @@ fn decode(row: &StoredRead) -> Option<Arc<SharedRead>> {
         return None;
     }
     let result = match serde_json::from_str(&row.record) {
-        Ok(Record::Stream(stream)) => Ok(stream),
+        Ok(Record::Stream(stream)) => Ok(*stream),
         Ok(Record::Failed(error)) => Err(error),
         Err(e) => {
             warn!(error = %e, "a stored read of a watched stream does not decode");
@@ -486,7 +486,7 @@ impl WatchHub {
                     };
                     found.read_time_ms = now;
                     let record = match &found.result {
-                        Ok(stream) => Record::Stream(stream.clone()),
+                        Ok(stream) => Record::Stream(Box::new(stream.clone())),
                         Err(error) => Record::Failed(error.clone()),
                     };
                     let record = serde_json::to_string(&record).unwrap_or_default();

@@ -140,7 +140,15 @@ async fn with_no_create_delay_a_stream_is_active_from_the_start() {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(got, created);
+    // The same stream, with the time it was read.
+    assert!(got.read_time.is_some());
+    assert_eq!(
+        pb::Stream {
+            read_time: None,
+            ..got
+        },
+        created
+    );
     let mut watch = streams
         .watch_stream(pb::WatchStreamRequest {
             name: stream_name("cam-0"),
@@ -209,7 +217,14 @@ async fn create_goes_creating_then_active_and_get_reads_it() {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(got, active);
+    assert!(got.read_time.is_some());
+    assert_eq!(
+        pb::Stream {
+            read_time: None,
+            ..got
+        },
+        active
+    );
 
     let again = streams
         .create_stream(create_request("cam-1"))

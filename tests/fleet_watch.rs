@@ -303,3 +303,57 @@ async fn a_watch_waits_for_its_initial_read_no_longer_than_its_bound() {
         answer.unwrap();
     }
 }
+
+#[tokio::test]
+async fn one_process_answers_max_staleness_from_its_poller() {
+    let kvs = KvsFake::start().await;
+    kvs.fake.add_stream("solo");
+    let config = format!(
+        "[[providers]]\nid = \"kvs\"\nkind = \"kinesis-video\"\nregion = \"us-east-1\"\n\
+         endpoint_url = \"{}\"\nwatch_poll_interval = \"60s\"\n",
+        kvs.url
+    );
+    let server = TestServer::start_env(&config, &AWS_ENV).await;
+    let _watch = watch(&server.channel, "solo").await;
+    let describes = kvs.fake.requests_of("describeStream").len();
+    let asked = ms_since_epoch(SystemTime::now());
+    let minute = prost_types::Duration {
+        seconds: 60,
+        nanos: 0,
+    };
+    let stale = get(
+        &server.channel,
+        "solo",
+        Some(minute),
+        Duration::from_secs(5),
+    )
+    .await
+    .unwrap();
+    assert!(timestamp_ms(stale.read_time.as_ref().expect("a read time")) <= asked);
+    assert_eq!(kvs.fake.requests_of("describeStream").len(), describes);
+    // A list is read anew, whatever staleness its caller accepts.
+    let list = |max_staleness| pb::ListStreamsRequest {
+        parent: "providers/kvs".into(),
+        max_staleness,
+        ..Default::default()
+    };
+    let listed = server
+        .streams()
+        .list_streams(list(Some(minute)))
+        .await
+        .unwrap()
+        .into_inner();
+    let read_time = listed.streams[0].read_time.as_ref().expect("a read time");
+    assert!(timestamp_ms(read_time) >= asked);
+    let negative = prost_types::Duration {
+        seconds: -60,
+        nanos: 0,
+    };
+    let refused = server
+        .streams()
+        .list_streams(list(Some(negative)))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::InvalidArgument);
+    assert_eq!(violated_fields(&refused), ["max_staleness"]);
+}

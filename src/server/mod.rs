@@ -86,7 +86,7 @@ pub async fn run(
     let hub = Arc::new(if crate::store::OperationStore::exclusive(&store) {
         WatchHub::default()
     } else {
-        WatchHub::fleet(store.polls(), Arc::clone(&notifier))
+        WatchHub::fleet(crate::store::PollStore::of(&store), Arc::clone(&notifier))
     });
     let registry = Arc::new(Registry::build(providers, &store, &hub).await?);
     let audit = Audit::new(Arc::new(store.clone()));

@@ -10,8 +10,9 @@
 
 use std::time::Duration;
 
+use super::OperationStore;
 use super::batch::{Db, Statement};
-use super::sql::now_ms_sql;
+use super::sql::{SqlStore, now_ms_sql};
 use crate::error::Result;
 
 /// The stored rows of the fleet's polls of watched streams.
@@ -40,9 +41,12 @@ fn millis(length: Duration) -> i64 {
 }
 
 impl PollStore {
-    /// The rows on `db` (`sqlite`: which clock the SQL reads).
-    pub(super) fn new(db: Db, sqlite: bool) -> Self {
-        PollStore { db, sqlite }
+    /// The rows in `store`'s database.
+    pub fn of(store: &SqlStore) -> Self {
+        PollStore {
+            db: store.db().clone(),
+            sqlite: store.exclusive(),
+        }
     }
 
     /// Replica `replica` polls (or wants to poll) `stream`: records its interest for
@@ -219,7 +223,7 @@ mod tests {
         let store = SqlStore::open(&format!("sqlite://{}/polls.db", dir.path().display()))
             .await
             .unwrap();
-        (dir, store.polls())
+        (dir, PollStore::of(&store))
     }
 
     #[tokio::test]

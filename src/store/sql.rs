@@ -13,7 +13,6 @@ use sqlx::AnyPool;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 
 use super::batch::{Db, Row, Statement, within_deadline};
-use super::polls::PollStore;
 use super::probe::StoreProbe;
 use super::{AuditRecord, Inserted, Lease, OperationFilter, OperationStore, Orphans, Renewed};
 use crate::config::StoreConfig;
@@ -172,11 +171,6 @@ impl SqlStore {
     /// The pool, for the `local` provider's own table.
     pub fn pool(&self) -> &AnyPool {
         &self.pool
-    }
-
-    /// The rows of the fleet's polls of watched streams.
-    pub fn polls(&self) -> PollStore {
-        PollStore::new(self.db.clone(), self.sqlite)
     }
 
     /// Single statements, group-committed on SQLite.
