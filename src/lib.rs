@@ -18,7 +18,7 @@
 //! - [`operations`] — the durable runner of long-running operations.
 //! - [`audit`] — the audit trail of mutating calls (table, log line, AuditService).
 //! - [`store`] — the operation store and the audit table on SQLite or PostgreSQL; the retention
-//!   sweep that keeps them bounded.
+//!   sweep that keeps them bounded; the notices between replicas (LISTEN/NOTIFY).
 //! - [`watch`] — fan-out of stream changes to WatchStream subscribers.
 //! - [`middleware`] — the tower layers in front of every call.
 //! - [`telemetry`] — logs, OpenTelemetry traces and metrics, the Prometheus scrape endpoint.

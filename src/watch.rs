@@ -272,7 +272,7 @@ impl WatchHub {
     }
 
     /// Whether the stream of `poller` has subscribers here.
-    fn watched(&self, poller: &Poller) -> bool {
+    fn watched_here(&self, poller: &Poller) -> bool {
         lock(&self.channels)
             .get(&poller.name)
             .is_some_and(|c| c.poller == Some(poller.number) && c.sender.receiver_count() > 0)
@@ -287,6 +287,22 @@ impl WatchHub {
         {
             channels.remove(name);
         }
+    }
+
+    /// Whether the stream `name` has subscribers.
+    pub fn is_watched(&self, name: &str) -> bool {
+        lock(&self.channels)
+            .get(name)
+            .is_some_and(|c| c.sender.receiver_count() > 0)
+    }
+
+    /// The streams that have subscribers, of those whose names start with `prefix`.
+    pub fn watched(&self, prefix: &str) -> Vec<String> {
+        lock(&self.channels)
+            .iter()
+            .filter(|(name, c)| name.starts_with(prefix) && c.sender.receiver_count() > 0)
+            .map(|(name, _)| name.clone())
+            .collect()
     }
 
     /// Drops the channel of `name` if its last subscriber left and nobody polls it.
@@ -463,7 +479,7 @@ impl WatchHub {
                 }
                 continue;
             }
-            let mut watched = self.watched(poller);
+            let mut watched = self.watched_here(poller);
             if !watched {
                 let hold = holder
                     && fleet.store.withdraw(name, &fleet.replica).await.is_ok()
@@ -471,7 +487,7 @@ impl WatchHub {
                 if !self.keep_polling(poller, hold) {
                     break;
                 }
-                watched = self.watched(poller);
+                watched = self.watched_here(poller);
             }
             let interest = watched.then_some(lease);
             let turn = fleet

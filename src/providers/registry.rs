@@ -18,7 +18,7 @@ use super::{
 use crate::config::{ConfigError, Environment, ProviderConfig};
 use crate::domain::Method;
 use crate::error::{Error, Kind, Result};
-use crate::store::SqlStore;
+use crate::store::{Notifier, SqlStore};
 use crate::watch::WatchHub;
 
 /// Every kind this build serves, in the order `check-config` names them.
@@ -108,11 +108,17 @@ pub struct Registry {
 
 impl Registry {
     /// Builds every prepared instance from its parsed settings.
-    pub async fn build(prepared: Prepared, store: &SqlStore, hub: &Arc<WatchHub>) -> Result<Self> {
+    pub async fn build(
+        prepared: Prepared,
+        store: &SqlStore,
+        hub: &Arc<WatchHub>,
+        notifier: &Arc<Notifier>,
+    ) -> Result<Self> {
         let context = BuildContext {
             environment: &prepared.environment,
             store,
             hub,
+            notifier,
         };
         let mut providers = BTreeMap::new();
         for PreparedInstance { config, settings } in prepared.instances {
@@ -238,7 +244,9 @@ mod tests {
              [[providers]]\nid = \"a\"\nkind = \"local\"\ndisabled_methods = [\"CreateStream\"]\n",
         );
         let prepared = Prepared::prepare(&configs, &Environment::default()).unwrap();
-        let registry = Registry::build(prepared, &store, &hub).await.unwrap();
+        let registry = Registry::build(prepared, &store, &hub, &Notifier::in_process())
+            .await
+            .unwrap();
         let ids: Vec<_> = registry.all().map(|p| p.id().to_string()).collect();
         assert_eq!(ids, ["a", "b"]);
         assert_eq!(

@@ -80,7 +80,7 @@ pub async fn run(
     let notifier = if crate::store::OperationStore::exclusive(&store) {
         Notifier::in_process()
     } else {
-        Notifier::postgres(&config.store.url, Arc::clone(&telemetry)).await?
+        Notifier::postgres(&config.store.url, &store, Arc::clone(&telemetry)).await?
     };
     // With several replicas, one of them polls each watched stream for all (`watch`).
     let hub = Arc::new(if crate::store::OperationStore::exclusive(&store) {
@@ -88,7 +88,7 @@ pub async fn run(
     } else {
         WatchHub::fleet(crate::store::PollStore::of(&store), Arc::clone(&notifier))
     });
-    let registry = Arc::new(Registry::build(providers, &store, &hub).await?);
+    let registry = Arc::new(Registry::build(providers, &store, &hub, &notifier).await?);
     let audit = Audit::new(Arc::new(store.clone()));
     let runner = Runner::new(
         Arc::new(store.clone()),
@@ -96,6 +96,7 @@ pub async fn run(
         Arc::clone(&telemetry),
         Arc::clone(&audit) as Arc<dyn crate::operations::OperationObserver>,
         config.store.operation_lease,
+        Arc::clone(&notifier),
     );
     runner.resume_all().await?;
     let sweep_stop = CancellationToken::new();

@@ -3,8 +3,10 @@
 //! once instead of polling the store.
 //!
 //! On PostgreSQL every notice travels on one LISTEN/NOTIFY channel ([`CHANNEL`]): `publish`
-//! sends it with `pg_notify` on a small pool of its own (bounded by [`PUBLISH_BOUND`], so a
-//! slow database never holds a caller long), and one connection per process, named
+//! queues it for a sender task, which sends the queue in order with `pg_notify` on the store's
+//! pool (many notices in one statement when they queue up) and tries again what
+//! PostgreSQL did not take, for [`GIVE_UP`] at most; a publisher waits [`PUBLISH_BOUND`] at most,
+//! so a slow database never holds a caller long. One connection per process, named
 //! [`LISTENER_NAME`] in `pg_stat_activity`, listens. The listener is watched: a lost connection,
 //! or one that stays silent for [`SILENCE`] although this process pings the channel every
 //! [`PING_EVERY`], is dropped and opened again, with backoff. While it is lost,
@@ -21,13 +23,15 @@
 
 use std::str::FromStr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
-use tokio::sync::{broadcast, watch};
+use sqlx::AnyPool;
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
+use super::SqlStore;
 use crate::error::{Error, Kind, Result};
 use crate::telemetry::Telemetry;
 
@@ -35,8 +39,6 @@ use crate::telemetry::Telemetry;
 pub const CHANNEL: &str = "streamgate";
 /// The `application_name` of the listener's connection.
 pub const LISTENER_NAME: &str = "streamgate-listener";
-/// The `application_name` of the connections that send notices.
-const PUBLISHER_NAME: &str = "streamgate-notify";
 /// How long a publish waits for PostgreSQL at most.
 const PUBLISH_BOUND: Duration = Duration::from_secs(1);
 /// How often this process pings the channel, so that its listener hears something.
@@ -48,6 +50,12 @@ const SILENCE: Duration = Duration::from_secs(6);
 const BACKOFF: (Duration, Duration) = (Duration::from_millis(250), Duration::from_secs(5));
 /// PostgreSQL refuses payloads of 8000 bytes or more.
 const MAX_PAYLOAD: usize = 7999;
+/// How long a notice PostgreSQL does not take is tried again before it is dropped.
+const GIVE_UP: Duration = Duration::from_secs(10);
+/// How many notices wait to be sent at most; a publish finding the queue full fails at once.
+const QUEUED: usize = 4096;
+/// How many queued notices one statement sends at most.
+const BATCH: usize = 256;
 /// How many notices a slow subscriber may fall behind before it is told it lagged (then it
 /// re-reads what it follows, as after a lost listener).
 const CAPACITY: usize = 1024;
@@ -119,12 +127,21 @@ pub struct Notifier {
 struct Remote {
     // This process, in the payloads it sends: its listener skips them.
     origin: String,
-    // The connections `publish` sends with, apart from the store's pool so that a store busy
-    // with slow statements does not hold notices back.
-    pool: PgPool,
-    telemetry: Arc<Telemetry>,
-    // The listener and the pinger; aborted when the notifier goes.
-    tasks: [JoinHandle<()>; 2],
+    // The notices to send, in order, to the sender task.
+    queue: mpsc::Sender<Queued>,
+    // The listener, the sender and the pinger; aborted when the notifier goes.
+    tasks: [JoinHandle<()>; 3],
+}
+
+/// A payload waiting to be sent.
+struct Queued {
+    payload: String,
+    // When it was published: the sender gives up on it after [`GIVE_UP`].
+    since: Instant,
+    // The publisher, told when it is sent (or cannot be); none once told, or for a ping.
+    sent: Option<oneshot::Sender<std::result::Result<(), String>>>,
+    // A ping, not a notice.
+    ping: bool,
 }
 
 impl std::fmt::Debug for Notifier {
@@ -155,17 +172,19 @@ impl Notifier {
         })
     }
 
-    /// A notifier between the replicas sharing the PostgreSQL database at `url`: it listens on
-    /// [`CHANNEL`] before it returns (or, if that fails, starts not listening and keeps trying)
-    /// and keeps listening, opening the listener again whenever it is lost. Publish failures
-    /// and the listener's state are recorded in `telemetry`.
-    pub async fn postgres(url: &str, telemetry: Arc<Telemetry>) -> Result<Arc<Notifier>> {
+    /// A notifier between the replicas sharing the PostgreSQL database at `url`, which `store`
+    /// is connected to (its pool sends the notices): it listens on [`CHANNEL`] before it returns
+    /// (or, if that fails, starts not listening and keeps trying) and keeps listening, opening
+    /// the listener again whenever it is lost. Publish failures and the listener's state are
+    /// recorded in `telemetry`.
+    pub async fn postgres(
+        url: &str,
+        store: &SqlStore,
+        telemetry: Arc<Telemetry>,
+    ) -> Result<Arc<Notifier>> {
         let options = PgConnectOptions::from_str(url)
             .map_err(|e| Error::internal(format_args!("store: bad url: {e}")))?;
-        let pool = PgPoolOptions::new()
-            .max_connections(4)
-            .acquire_timeout(PUBLISH_BOUND)
-            .connect_lazy_with(options.clone().application_name(PUBLISHER_NAME));
+        let (queue, queued) = mpsc::channel(QUEUED);
         let local = broadcast::channel(CAPACITY).0;
         let listening = Arc::new(watch::channel(false).0);
         let origin = uuid::Uuid::new_v4().simple().to_string();
@@ -177,54 +196,63 @@ impl Notifier {
             telemetry: Arc::clone(&telemetry),
         };
         let first = listener.open().await;
-        let pinger = tokio::spawn(ping(pool.clone(), encode(&origin, None)));
+        let pinger = tokio::spawn(ping(queue.clone(), encode(&origin, None)));
+        let sender = tokio::spawn(send(store.pool().clone(), queued, telemetry));
         let listener = tokio::spawn(listener.run(first));
         Ok(Arc::new(Notifier {
             local,
             listening,
             remote: Some(Remote {
                 origin,
-                pool,
-                telemetry,
-                tasks: [listener, pinger],
+                queue,
+                tasks: [listener, sender, pinger],
             }),
         }))
     }
 
-    /// Tells this process's subscribers at once, and the other replicas' through PostgreSQL
-    /// within [`PUBLISH_BOUND`]. A notice that does not reach PostgreSQL is logged and counted
-    /// (`streamgate_notify_publish_failures_total`) and the error returned: the other replicas
-    /// miss it, and learn of the change by polling only if their listener was lost too.
+    /// Tells this process's subscribers at once, and queues the notice for the other
+    /// replicas; waits until PostgreSQL took it, for [`PUBLISH_BOUND`] at most. An error says it
+    /// is not sent yet: it stays queued, sent in order as soon as PostgreSQL takes notices again,
+    /// for [`GIVE_UP`] at most; then it is dropped, logged and counted
+    /// (`streamgate_notify_publish_failures_total`), and the other replicas learn of the change
+    /// only if they poll (their listener lost too) or re-read it for another reason.
     pub async fn publish(&self, notice: Notice) -> Result<()> {
         let _ = self.local.send(notice.clone());
         let Some(remote) = &self.remote else {
             return Ok(());
         };
         let payload = encode(&remote.origin, Some(&notice));
-        let sent = if payload.len() > MAX_PAYLOAD {
-            Err(format!(
-                "{} bytes, more than PostgreSQL carries",
-                payload.len()
-            ))
-        } else {
-            let notify = sqlx::query("SELECT pg_notify($1, $2)")
-                .bind(CHANNEL)
-                .bind(&payload)
-                .execute(&remote.pool);
-            match tokio::time::timeout(PUBLISH_BOUND, notify).await {
-                Ok(Ok(_)) => Ok(()),
-                Ok(Err(e)) => Err(e.to_string()),
-                Err(_) => Err(format!("no answer within {PUBLISH_BOUND:?}")),
-            }
-        };
-        sent.map_err(|error| {
-            remote.telemetry.metrics().notify_publish_failed();
-            warn!(?notice, %error, "could not tell the other replicas");
+        let not_sent = |why: String| {
             Error::new(
                 Kind::StoreUnavailable,
-                format!("could not tell the other replicas: {error}"),
+                format!("the other replicas were not told yet: {why}"),
             )
-        })
+        };
+        if payload.len() > MAX_PAYLOAD {
+            return Err(not_sent(format!(
+                "{} bytes, more than PostgreSQL carries",
+                payload.len()
+            )));
+        }
+        let (sent, answer) = oneshot::channel();
+        let queued = Queued {
+            payload,
+            since: Instant::now(),
+            sent: Some(sent),
+            ping: false,
+        };
+        remote
+            .queue
+            .try_send(queued)
+            .map_err(|_| not_sent("too many notices queued".to_string()))?;
+        match tokio::time::timeout(PUBLISH_BOUND, answer).await {
+            Ok(Ok(Ok(()))) => Ok(()),
+            Ok(Ok(Err(why))) => Err(not_sent(why)),
+            Ok(Err(_)) => Err(not_sent("the sender stopped".to_string())),
+            Err(_) => Err(not_sent(format!(
+                "PostgreSQL did not take it within {PUBLISH_BOUND:?}"
+            ))),
+        }
     }
 
     /// Every notice from now on: those published in this process and those heard from other
@@ -271,8 +299,10 @@ impl Listener {
         Ok(listener)
     }
 
+    /// Says whether this process listens; its subscribers are told of changes only.
     fn set(&self, listening: bool) {
-        self.listening.send_replace(listening);
+        self.listening
+            .send_if_modified(|now| std::mem::replace(now, listening) != listening);
         self.telemetry.metrics().notify_listening(listening);
     }
 
@@ -325,19 +355,82 @@ impl Listener {
     }
 }
 
-/// Pings the channel every [`PING_EVERY`], so that a listener that hears nothing for
-/// [`SILENCE`] is known to be lost (a connection can die without a word, e.g. behind a NAT).
-async fn ping(pool: PgPool, payload: String) {
+/// Sends the queued notices, in order, many in one statement when they queue up, until aborted.
+/// A batch PostgreSQL does not take is tried again with backoff; a notice still unsent after
+/// [`GIVE_UP`] is dropped, logged and counted.
+async fn send(pool: AnyPool, mut queued: mpsc::Receiver<Queued>, telemetry: Arc<Telemetry>) {
+    let mut batch: Vec<Queued> = Vec::new();
+    let mut backoff = BACKOFF.0;
+    loop {
+        if batch.is_empty() {
+            match queued.recv().await {
+                Some(first) => batch.push(first),
+                None => return,
+            }
+        }
+        while batch.len() < BATCH {
+            match queued.try_recv() {
+                Ok(next) => batch.push(next),
+                Err(_) => break,
+            }
+        }
+        let values: Vec<String> = (2..batch.len() + 2).map(|n| format!("(${n})")).collect();
+        let sql = format!(
+            "SELECT pg_notify($1, payload) FROM (VALUES {}) AS notices (payload)",
+            values.join(", ")
+        );
+        // Not prepared for later: the statement's text changes with the batch's size.
+        let mut notify = sqlx::query(&sql).persistent(false).bind(CHANNEL);
+        for queued in &batch {
+            notify = notify.bind(queued.payload.as_str());
+        }
+        let notify = notify.execute(&pool);
+        let why = match tokio::time::timeout(PUBLISH_BOUND, notify).await {
+            Ok(Ok(_)) => {
+                for queued in batch.drain(..) {
+                    if let Some(sent) = queued.sent {
+                        let _ = sent.send(Ok(()));
+                    }
+                }
+                backoff = BACKOFF.0;
+                continue;
+            }
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => format!("no answer within {PUBLISH_BOUND:?}"),
+        };
+        for queued in &mut batch {
+            if let Some(sent) = queued.sent.take() {
+                let _ = sent.send(Err(why.clone()));
+            }
+        }
+        // Pings are not tried again: the next one is due soon.
+        batch.retain(|queued| !queued.ping);
+        let before = batch.len();
+        batch.retain(|queued| queued.since.elapsed() < GIVE_UP);
+        let dropped = before - batch.len();
+        if dropped > 0 {
+            telemetry.metrics().notify_publish_failed(dropped as u64);
+            warn!(dropped, error = %why, "gave up telling the other replicas of changes");
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(BACKOFF.1);
+    }
+}
+
+/// Queues a ping every [`PING_EVERY`], so that a listener that hears nothing for [`SILENCE`] is
+/// known to be lost (a connection can die without a word, e.g. behind a NAT). A ping that cannot
+/// be queued is skipped: the sender is behind already.
+async fn ping(queue: mpsc::Sender<Queued>, payload: String) {
     let mut every = tokio::time::interval(PING_EVERY);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         every.tick().await;
-        let notify = sqlx::query("SELECT pg_notify($1, $2)")
-            .bind(CHANNEL)
-            .bind(&payload)
-            .execute(&pool);
-        // A failed ping needs no word of its own: the listener, silent, says it is lost.
-        let _ = tokio::time::timeout(PUBLISH_BOUND, notify).await;
+        let _ = queue.try_send(Queued {
+            payload: payload.clone(),
+            since: Instant::now(),
+            sent: None,
+            ping: true,
+        });
     }
 }
 

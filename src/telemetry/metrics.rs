@@ -201,8 +201,8 @@ impl Metrics {
             notify_publish_failures: meter
                 .u64_counter("streamgate.notify.publish_failures")
                 .with_description(
-                    "Notices to other replicas that PostgreSQL did not take in time (they miss \
-                     them)",
+                    "Notices to other replicas that PostgreSQL did not take within 10 s of \
+                     their publication, given up on: the other replicas miss them",
                 )
                 .build(),
             rpc_series: RwLock::default(),
@@ -329,9 +329,9 @@ impl Metrics {
         self.notify_listening.record(i64::from(listening), &[]);
     }
 
-    /// Counts a notice that did not reach the other replicas.
-    pub fn notify_publish_failed(&self) {
-        self.notify_publish_failures.add(1, &[]);
+    /// Counts notices given up on: the other replicas never got them.
+    pub fn notify_publish_failed(&self, notices: u64) {
+        self.notify_publish_failures.add(notices, &[]);
     }
 }
 
