@@ -2,13 +2,16 @@
 //! gateway binaries: three replicas on one PostgreSQL ([`support::fleet`]) against the KVS
 //! wire-level fake enforcing KVS's quotas and recording each call's time, stream and caller.
 //! One replica polls a watched stream for the whole fleet, whatever the number of watchers and
-//! replicas; another takes its lease over when it dies; a caller that accepts staleness is
+//! replicas; another takes its lease over when it dies; replicas that cannot hear its notices
+//! read its stored reads every interval instead; a caller that accepts staleness is
 //! answered from the shared read without a provider call; and a watch's initial read waits for
 //! an outbound-limit turn no longer than `[server] watch_initial_read_timeout`.
 
 mod support;
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use sqlx::Connection;
 
 use streamgate::pb;
 use streamgate::pb::stream_service_client::StreamServiceClient;
@@ -356,4 +359,46 @@ async fn one_process_answers_max_staleness_from_its_poller() {
         .unwrap_err();
     assert_eq!(refused.code(), Code::InvalidArgument);
     assert_eq!(violated_fields(&refused), ["max_staleness"]);
+}
+
+#[tokio::test]
+async fn without_their_listener_replicas_follow_the_stored_reads_each_interval() {
+    let fleet = Fleet::start(2, &polling_every(EVERY)).await;
+    fleet.fake().add_stream("followed");
+    let mut watches = vec![
+        watch(&fleet.channels[0], "followed").await,
+        watch(&fleet.channels[1], "followed").await,
+    ];
+    // The replicas' pools open the connections they will use meanwhile, while they can.
+    for channel in &fleet.channels {
+        let reads = (0..20).map(|_| get(channel, "followed", None, Duration::from_secs(5)));
+        futures::future::join_all(reads).await;
+    }
+    // Every listener cut, and kept from listening again: no replica hears a notice.
+    let (server, _) = fleet.postgres.url.rsplit_once('/').unwrap();
+    let mut admin = sqlx::PgConnection::connect(&format!("{server}/template1"))
+        .await
+        .unwrap();
+    sqlx::query("ALTER DATABASE postgres WITH ALLOW_CONNECTIONS false")
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let cut: Vec<bool> = sqlx::query_scalar(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE application_name = 'streamgate-listener'",
+    )
+    .fetch_all(&mut admin)
+    .await
+    .unwrap();
+    assert_eq!(cut, [true, true]);
+    tokio::time::sleep(EVERY).await;
+    // The replica that does not poll reads the stored row every interval instead.
+    fleet.fake().set_tag("followed", "heard", "no");
+    for watch in &mut watches {
+        until_tagged(watch, "heard", "no", 3 * EVERY).await;
+    }
+    sqlx::query("ALTER DATABASE postgres WITH ALLOW_CONNECTIONS true")
+        .execute(&mut admin)
+        .await
+        .unwrap();
 }
