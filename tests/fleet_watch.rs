@@ -402,3 +402,22 @@ async fn without_their_listener_replicas_follow_the_stored_reads_each_interval()
         .await
         .unwrap();
 }
+
+#[tokio::test]
+async fn polling_goes_on_while_any_replica_watches_and_stops_after_the_last() {
+    let fleet = Fleet::start(2, &polling_every(EVERY)).await;
+    fleet.fake().add_stream("handed");
+    let first = watch(&fleet.channels[0], "handed").await;
+    let mut second = watch(&fleet.channels[1], "handed").await;
+    // The first replica's watcher leaves: the other's still sees changes.
+    drop(first);
+    tokio::time::sleep(2 * EVERY).await;
+    fleet.fake().set_tag("handed", "still", "watched");
+    until_tagged(&mut second, "still", "watched", 2 * EVERY).await;
+    // The last watcher leaves: within two intervals nobody polls the stream any more.
+    drop(second);
+    tokio::time::sleep(2 * EVERY).await;
+    let polls = calls(&fleet, "describeStream", "handed").len();
+    tokio::time::sleep(3 * EVERY).await;
+    assert_eq!(calls(&fleet, "describeStream", "handed").len(), polls);
+}
