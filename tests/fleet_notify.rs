@@ -215,7 +215,10 @@ async fn warm_pool(channel: &Channel, id: &str) {
         let mut client = streams(channel);
         async move {
             client
-                .get_stream(pb::GetStreamRequest { name: name(id) })
+                .get_stream(pb::GetStreamRequest {
+                    name: name(id),
+                    ..Default::default()
+                })
                 .await
                 .unwrap()
         }
@@ -341,6 +344,7 @@ async fn cancel_operation_sent_to_another_replica_reaches_the_owner_at_once() {
         let gone = streams(a)
             .get_stream(pb::GetStreamRequest {
                 name: name(&format!("cancelled-{round}")),
+                ..Default::default()
             })
             .await
             .unwrap_err();

@@ -50,6 +50,9 @@ pub struct Gateway {
     pub shutdown: CancellationToken,
     /// Signs and checks the page tokens of every List method.
     pub pages: PageTokens,
+    /// How long a WatchStream waits for its initial state at most (`[server]
+    /// watch_initial_read_timeout`).
+    pub watch_initial_read_timeout: Duration,
 }
 
 /// The caller's principal.

@@ -82,7 +82,12 @@ pub async fn run(
     } else {
         Notifier::postgres(&config.store.url, &store, Arc::clone(&telemetry)).await?
     };
-    let hub = Arc::new(WatchHub::default());
+    // With several replicas, one of them polls each watched stream for all (`watch`).
+    let hub = Arc::new(if crate::store::OperationStore::exclusive(&store) {
+        WatchHub::default()
+    } else {
+        WatchHub::fleet(crate::store::PollStore::of(&store), Arc::clone(&notifier))
+    });
     let registry = Arc::new(Registry::build(providers, &store, &hub, &notifier).await?);
     let audit = Audit::new(Arc::new(store.clone()));
     let runner = Runner::new(
@@ -112,6 +117,7 @@ pub async fn run(
         notifier,
         shutdown: CancellationToken::new(),
         pages,
+        watch_initial_read_timeout: config.server.watch_initial_read_timeout,
     });
 
     let health = tonic_health::server::HealthReporter::new();

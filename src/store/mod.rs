@@ -4,12 +4,14 @@
 //! (several replicas) through sqlx's `Any` driver, with portable SQL and `$n` placeholders.
 //! It also holds the audit trail ([`AuditStore`], in `audit.rs`), the probe of whether a
 //! PostgreSQL store answers ([`StoreProbe`], in `probe.rs`), and the retention sweep that keeps
-//! both tables bounded ([`sweep`]), and the notices between the replicas sharing one store
-//! ([`Notifier`], in `notify.rs`).
+//! both tables bounded ([`sweep`]), the notices between the replicas sharing one store
+//! ([`Notifier`], in `notify.rs`), and the fleet's polls of watched streams ([`PollStore`], in
+//! `polls.rs`).
 
 mod audit;
 mod batch;
 mod notify;
+mod polls;
 mod probe;
 mod sql;
 pub mod sweep;
@@ -20,6 +22,7 @@ use async_trait::async_trait;
 
 pub use batch::{Db, Row, Statement};
 pub use notify::{LISTENER_NAME, Notice, Notifier};
+pub use polls::{PollStore, StoredRead};
 pub use probe::StoreProbe;
 pub use sql::SqlStore;
 
