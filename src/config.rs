@@ -175,6 +175,15 @@ pub struct ServerConfig {
         deserialize_with = "de_duration"
     )]
     pub max_connection_age_grace: Duration,
+    /// How long a WatchStream waits at most for its stream's initial state (and no longer than
+    /// its caller's deadline): a read whose turn under the outbound limit would come later is
+    /// answered RESOURCE_EXHAUSTED / PROVIDER_THROTTLED at once; one that has not ended by
+    /// then, UNAVAILABLE (default `10s`; more than zero).
+    #[serde(
+        default = "default_watch_initial_read_timeout",
+        deserialize_with = "de_duration"
+    )]
+    pub watch_initial_read_timeout: Duration,
     /// The runtime's worker threads; 0 (the default): one per core this process may use; at
     /// most [`MAX_WORKERS`]. One worker means tokio's current-thread scheduler (see the
     /// `runtime` module).
@@ -243,6 +252,10 @@ fn default_max_connection_age() -> Duration {
 
 fn default_max_connection_age_grace() -> Duration {
     Duration::from_secs(300)
+}
+
+fn default_watch_initial_read_timeout() -> Duration {
+    Duration::from_secs(10)
 }
 
 /// `[store]`.
@@ -750,6 +763,7 @@ impl Default for ServerConfig {
             http2_keepalive_timeout: default_keepalive_timeout(),
             max_connection_age: default_max_connection_age(),
             max_connection_age_grace: default_max_connection_age_grace(),
+            watch_initial_read_timeout: default_watch_initial_read_timeout(),
             worker_threads: 0,
             tls: None,
         }
@@ -881,6 +895,11 @@ impl Config {
     /// loopback rule. What only building can check (each kind's own keys, `[auth]` and the
     /// rules, the TLS files, the `OTEL_*` variables) `server::Parts::build` checks.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.server.watch_initial_read_timeout.is_zero() {
+            return Err(ConfigError::Invalid(
+                "[server] watch_initial_read_timeout must be more than zero".into(),
+            ));
+        }
         if self.providers.is_empty() {
             return Err(ConfigError::Invalid(
                 "no [[providers]] configured: streamgate would have nothing to serve".into(),

@@ -18,8 +18,9 @@
 //! - [`operations`] — the durable runner of long-running operations.
 //! - [`audit`] — the audit trail of mutating calls (table, log line, AuditService).
 //! - [`store`] — the operation store and the audit table on SQLite or PostgreSQL; the retention
-//!   sweep that keeps them bounded.
-//! - [`watch`] — fan-out of stream changes to WatchStream subscribers.
+//!   sweep that keeps them bounded; the notices between replicas (LISTEN/NOTIFY).
+//! - [`watch`] — fan-out of stream changes to WatchStream subscribers; shared reads, and the
+//!   poller of each watched stream (one per fleet on PostgreSQL).
 //! - [`middleware`] — the tower layers in front of every call.
 //! - [`telemetry`] — logs, OpenTelemetry traces and metrics, the Prometheus scrape endpoint.
 //! - [`runtime`] — the tokio runtime the binary runs on: one worker per core, and the

@@ -224,6 +224,7 @@ async fn gets_and_lists_the_streams_of_a_video_through_get_play_info() {
     let got = streams
         .get_stream(pb::GetStreamRequest {
             name: stream_name("v1", "j2"),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -290,6 +291,7 @@ async fn gets_and_lists_the_streams_of_a_video_through_get_play_info() {
     let missing = streams
         .get_stream(pb::GetStreamRequest {
             name: stream_name("v1", "nope"),
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -299,6 +301,7 @@ async fn gets_and_lists_the_streams_of_a_video_through_get_play_info() {
     let no_video = streams
         .get_stream(pb::GetStreamRequest {
             name: stream_name("gone", "j1"),
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -479,6 +482,7 @@ async fn a_used_nonce_is_retried_with_a_fresh_one() {
         .streams()
         .get_stream(pb::GetStreamRequest {
             name: stream_name("v1", "j1"),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -497,6 +501,7 @@ async fn throttling_is_retried_then_reported_with_retry_info() {
     let server = gateway(&fake).await;
     let get = || pb::GetStreamRequest {
         name: stream_name("v1", "j1"),
+        ..Default::default()
     };
     server.streams().get_stream(get()).await.unwrap();
     assert_eq!(fake.calls("GetPlayInfo").len(), 3);
@@ -580,6 +585,7 @@ async fn a_wrong_secret_is_a_credentials_error_naming_the_instance() {
         .streams()
         .get_stream(pb::GetStreamRequest {
             name: stream_name("v1", "j1"),
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -607,6 +613,7 @@ async fn an_sts_token_is_sent_as_security_token() {
     let server = TestServer::start(&entry("sts-token-value")).await;
     let get = pb::GetStreamRequest {
         name: stream_name("v1", "j1"),
+        ..Default::default()
     };
     server.streams().get_stream(get.clone()).await.unwrap();
     assert_eq!(
@@ -627,6 +634,7 @@ async fn a_video_whose_status_is_not_normal_is_not_ready_and_its_streams_are_sti
         .streams()
         .get_stream(pb::GetStreamRequest {
             name: stream_name("v1", "j1"),
+            ..Default::default()
         })
         .await
         .unwrap_err();

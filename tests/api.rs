@@ -135,11 +135,20 @@ async fn with_no_create_delay_a_stream_is_active_from_the_start() {
     let got = streams
         .get_stream(pb::GetStreamRequest {
             name: stream_name("cam-0"),
+            ..Default::default()
         })
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(got, created);
+    // The same stream, with the time it was read.
+    assert!(got.read_time.is_some());
+    assert_eq!(
+        pb::Stream {
+            read_time: None,
+            ..got
+        },
+        created
+    );
     let mut watch = streams
         .watch_stream(pb::WatchStreamRequest {
             name: stream_name("cam-0"),
@@ -176,6 +185,7 @@ async fn create_goes_creating_then_active_and_get_reads_it() {
     let creating = streams
         .get_stream(pb::GetStreamRequest {
             name: stream_name("cam-1"),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -202,11 +212,19 @@ async fn create_goes_creating_then_active_and_get_reads_it() {
     let got = streams
         .get_stream(pb::GetStreamRequest {
             name: stream_name("cam-1"),
+            ..Default::default()
         })
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(got, active);
+    assert!(got.read_time.is_some());
+    assert_eq!(
+        pb::Stream {
+            read_time: None,
+            ..got
+        },
+        active
+    );
 
     let again = streams
         .create_stream(create_request("cam-1"))
@@ -218,6 +236,7 @@ async fn create_goes_creating_then_active_and_get_reads_it() {
     let missing = streams
         .get_stream(pb::GetStreamRequest {
             name: stream_name("nope"),
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -241,6 +260,7 @@ async fn validate_only_checks_everything_and_changes_nothing() {
     let missing = streams
         .get_stream(pb::GetStreamRequest {
             name: stream_name("dry"),
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -263,7 +283,10 @@ async fn validate_only_checks_everything_and_changes_nothing() {
         .into_inner();
     assert!(deleted.done);
     streams
-        .get_stream(pb::GetStreamRequest { name: stream.name })
+        .get_stream(pb::GetStreamRequest {
+            name: stream.name,
+            ..Default::default()
+        })
         .await
         .expect("validate_only delete leaves the stream");
 }
@@ -284,6 +307,7 @@ async fn list_pages_and_filters() {
                 page_size: 2,
                 page_token: token.clone(),
                 filter: String::new(),
+                ..Default::default()
             })
             .await
             .unwrap()
@@ -318,6 +342,7 @@ async fn list_pages_and_filters() {
             filter: r#"stream_id_prefix = "a-" AND state = ACTIVE"#.into(),
             page_size: 2,
             page_token: filtered.next_page_token.clone(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -760,6 +785,7 @@ async fn wait_honours_timeout_and_deadline_and_cancel_stops_a_create() {
     let gone = streams
         .get_stream(pb::GetStreamRequest {
             name: stream_name("long"),
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -842,7 +868,10 @@ async fn bad_inputs_get_clear_errors_and_the_server_keeps_serving() {
     let server = TestServer::start(&local_provider("local", "10ms")).await;
     let mut streams = server.streams();
     let huge = "x".repeat(1 << 20);
-    let get = |name: &str| pb::GetStreamRequest { name: name.into() };
+    let get = |name: &str| pb::GetStreamRequest {
+        name: name.into(),
+        ..Default::default()
+    };
     let create = |parent: &str, id: &str, stream: pb::Stream| pb::CreateStreamRequest {
         parent: parent.into(),
         stream_id: id.into(),
@@ -1093,6 +1122,7 @@ async fn operations_survive_a_restart_of_the_server() {
         .streams()
         .get_stream(pb::GetStreamRequest {
             name: stream_name("durable"),
+            ..Default::default()
         })
         .await
         .unwrap()

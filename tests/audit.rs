@@ -379,6 +379,7 @@ async fn mutating_calls_of_authenticated_callers_refused_before_their_handler_ar
     let read = streams
         .get_stream(pb::GetStreamRequest {
             name: "providers/local/streams/x".into(),
+            ..Default::default()
         })
         .await
         .unwrap_err();

@@ -160,6 +160,7 @@ async fn kill_9_under_concurrent_creates_loses_no_accepted_operation() {
         let stream = streams
             .get_stream(pb::GetStreamRequest {
                 name: format!("providers/local/streams/burst-{i}"),
+                ..Default::default()
             })
             .await
             .unwrap_or_else(|e| panic!("burst-{i} accepted, then lost: {e:?}"))
@@ -395,6 +396,7 @@ async fn json_logs_on_request() {
     let _ = StreamServiceClient::new(channel)
         .get_stream(pb::GetStreamRequest {
             name: "providers/local/streams/none".into(),
+            ..Default::default()
         })
         .await;
     child.kill().unwrap();

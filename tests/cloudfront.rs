@@ -282,6 +282,7 @@ async fn a_stale_caller_etag_is_aborted_and_nothing_changes() {
         .streams()
         .get_stream(pb::GetStreamRequest {
             name: "providers/rtmp/streams/ESTALE".into(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -310,7 +311,10 @@ async fn dot_only_ids_are_refused_before_the_provider() {
         let name = format!("providers/rtmp/streams/{id}");
         let get = server
             .streams()
-            .get_stream(pb::GetStreamRequest { name: name.clone() })
+            .get_stream(pb::GetStreamRequest {
+                name: name.clone(),
+                ..Default::default()
+            })
             .await
             .unwrap_err();
         assert_eq!(get.code(), Code::InvalidArgument, "{id}: {get:?}");
@@ -354,6 +358,7 @@ async fn missing_distributions_are_not_found_unless_allowed() {
         .streams()
         .get_stream(pb::GetStreamRequest {
             name: "providers/rtmp/streams/ENONE".into(),
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -716,6 +721,7 @@ async fn streaming_distributions_read_list_update_and_refuse_create() {
     let got = streams
         .get_stream(pb::GetStreamRequest {
             name: "providers/rtmp/streams/EL1".into(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -994,6 +1000,7 @@ async fn web_distributions_on_moto_create_read_list_update() {
         .streams()
         .get_stream(pb::GetStreamRequest {
             name: stream.name.clone(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -1091,6 +1098,7 @@ async fn web_distribution_delete_on_moto_waits_for_deployed_and_resumes_after_a_
         .streams()
         .get_stream(pb::GetStreamRequest {
             name: stream.name.clone(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -1111,6 +1119,7 @@ async fn web_distribution_delete_on_moto_waits_for_deployed_and_resumes_after_a_
         .streams()
         .get_stream(pb::GetStreamRequest {
             name: stream.name.clone(),
+            ..Default::default()
         })
         .await
         .unwrap_err();

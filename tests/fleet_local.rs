@@ -40,6 +40,7 @@ async fn get(
 ) -> Result<pb::Stream, tonic::Status> {
     let mut request = tonic::Request::new(pb::GetStreamRequest {
         name: format!("providers/kvs/streams/{id}"),
+        ..Default::default()
     });
     request.set_timeout(timeout);
     server
@@ -89,6 +90,7 @@ async fn a_change_does_not_queue_behind_tag_reads() {
             tokio::spawn(async move {
                 let mut request = tonic::Request::new(pb::GetStreamRequest {
                     name: format!("providers/kvs/streams/read-{i}"),
+                    ..Default::default()
                 });
                 request.set_timeout(Duration::from_secs(30));
                 client.get_stream(request).await.map(|_| ())

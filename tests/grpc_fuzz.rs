@@ -399,6 +399,7 @@ impl Gen {
             .encode_to_vec(),
             "GetStream" => pb::GetStreamRequest {
                 name: self.stream_name(),
+                ..Default::default()
             }
             .encode_to_vec(),
             "WatchStream" => pb::WatchStreamRequest {
@@ -410,6 +411,7 @@ impl Gen {
                 page_size: self.int(),
                 page_token: self.text(),
                 filter: self.text(),
+                ..Default::default()
             }
             .encode_to_vec(),
             "UpdateStream" => pb::UpdateStreamRequest {

@@ -207,7 +207,10 @@ async fn a_stale_etag_is_aborted_by_kvs_version_mismatch() {
     let server = gateway(&fake, "").await;
     let got = server
         .streams()
-        .get_stream(pb::GetStreamRequest { name: name("cam") })
+        .get_stream(pb::GetStreamRequest {
+            name: name("cam"),
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();
@@ -269,7 +272,10 @@ async fn a_stale_etag_is_aborted_by_kvs_version_mismatch() {
     // With the current etag the delete goes through, CurrentVersion and all.
     let current = server
         .streams()
-        .get_stream(pb::GetStreamRequest { name: name("cam") })
+        .get_stream(pb::GetStreamRequest {
+            name: name("cam"),
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();
@@ -318,6 +324,7 @@ async fn three_throttles_then_success_and_constant_throttling() {
     fake.fake.throttle("describeStream", Throttle::Always);
     let mut request = tonic::Request::new(pb::GetStreamRequest {
         name: name("slowly"),
+        ..Default::default()
     });
     request.set_timeout(Duration::from_secs(2));
     let started = Instant::now();
@@ -417,7 +424,10 @@ async fn update_changes_fields_retention_and_tags() {
     .await;
     let before = server
         .streams()
-        .get_stream(pb::GetStreamRequest { name: name("upd") })
+        .get_stream(pb::GetStreamRequest {
+            name: name("upd"),
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();
@@ -524,7 +534,10 @@ async fn authorization_and_quota_errors_are_mapped() {
 
     let missing = server
         .streams()
-        .get_stream(pb::GetStreamRequest { name: name("nope") })
+        .get_stream(pb::GetStreamRequest {
+            name: name("nope"),
+            ..Default::default()
+        })
         .await
         .unwrap_err();
     assert_eq!(missing.code(), Code::NotFound);
@@ -700,6 +713,7 @@ async fn list_pages_with_the_prefix_filter_and_watch_polls() {
                 filter: "stream_id_prefix = \"cam-\"".into(),
                 page_size: 2,
                 page_token: token,
+                ..Default::default()
             })
             .await
             .unwrap()
@@ -967,6 +981,7 @@ async fn several_instances_side_by_side() {
         .streams()
         .get_stream(pb::GetStreamRequest {
             name: name("only-east"),
+            ..Default::default()
         })
         .await
         .expect("the east instance holds it");
@@ -974,6 +989,7 @@ async fn several_instances_side_by_side() {
         .streams()
         .get_stream(pb::GetStreamRequest {
             name: "providers/kvs-west/streams/only-east".into(),
+            ..Default::default()
         })
         .await
         .unwrap_err();

@@ -64,6 +64,7 @@ async fn create_describe_list_delete_against_moto() {
     let got = streams
         .get_stream(pb::GetStreamRequest {
             name: "providers/kvs/streams/lobby".into(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -133,6 +134,7 @@ async fn create_describe_list_delete_against_moto() {
     let missing = streams
         .get_stream(pb::GetStreamRequest {
             name: "providers/kvs/streams/lobby".into(),
+            ..Default::default()
         })
         .await
         .unwrap_err();

@@ -371,7 +371,10 @@ async fn a_missing_stream_answers_with_kvs_code_and_request_id() {
     let server = gateway(&fake, "").await;
     let missing = server
         .streams()
-        .get_stream(pb::GetStreamRequest { name: name("nope") })
+        .get_stream(pb::GetStreamRequest {
+            name: name("nope"),
+            ..Default::default()
+        })
         .await
         .unwrap_err();
     assert_eq!(missing.code(), Code::NotFound);

@@ -165,6 +165,7 @@ async fn authorization_denies_by_default_and_never_tells_existence() {
             .get_stream(with_token(
                 pb::GetStreamRequest {
                     name: format!("providers/{provider}/streams/a"),
+                    ..Default::default()
                 },
                 "reader-key",
             ))

@@ -67,7 +67,10 @@ async fn ids_outside_the_kinds_pattern_are_refused_before_the_provider() {
     // Lower case and '-': of the set every kind accepts, not of a distribution Id.
     let bad = "providers/rtmp/streams/egood-1";
     let get = streams
-        .get_stream(pb::GetStreamRequest { name: bad.into() })
+        .get_stream(pb::GetStreamRequest {
+            name: bad.into(),
+            ..Default::default()
+        })
         .await
         .unwrap_err();
     assert_refused(&get, "name");
@@ -121,6 +124,7 @@ async fn ids_outside_the_kinds_pattern_are_refused_before_the_provider() {
     let good = streams
         .get_stream(pb::GetStreamRequest {
             name: "providers/rtmp/streams/EGOOD1".into(),
+            ..Default::default()
         })
         .await
         .unwrap()

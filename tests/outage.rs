@@ -300,6 +300,7 @@ async fn a_blackholed_provider_call_ends_at_its_deadline() {
     let mut streams = StreamServiceClient::new(channel.clone());
     let get = pb::GetStreamRequest {
         name: "providers/kvs/streams/cam".into(),
+        ..Default::default()
     };
     streams.get_stream(get.clone()).await.unwrap();
 

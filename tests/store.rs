@@ -574,6 +574,7 @@ async fn the_api_on_postgres() {
             filter: "stream_id_prefix = p- AND state = ACTIVE".into(),
             page_size: 5,
             page_token: listed.next_page_token,
+            ..Default::default()
         })
         .await
         .unwrap()

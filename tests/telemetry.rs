@@ -44,7 +44,10 @@ fn traced<T>(message: T) -> tonic::Request<T> {
 }
 
 fn get(name: &str) -> pb::GetStreamRequest {
-    pb::GetStreamRequest { name: name.into() }
+    pb::GetStreamRequest {
+        name: name.into(),
+        ..Default::default()
+    }
 }
 
 fn create(stream_id: &str) -> pb::CreateStreamRequest {

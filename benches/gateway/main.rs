@@ -867,6 +867,7 @@ async fn get_stream_local(bench: &mut Bench, gateway: &Gateway, channels: &[Chan
             let request = authed(
                 pb::GetStreamRequest {
                     name: "providers/local/streams/bench-get".into(),
+                    ..Default::default()
                 },
                 &auth,
             );
@@ -972,6 +973,7 @@ async fn kvs_describe(
                             "providers/kvs/streams/{}",
                             kvs_names[n as usize % kvs_names.len()]
                         ),
+                        ..Default::default()
                     },
                     &auth,
                 );

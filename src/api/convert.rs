@@ -26,6 +26,15 @@ fn state(state: StreamState) -> pb::stream::State {
     }
 }
 
+/// A stream read from its provider at `read_time_ms` (ms since the epoch), with that read
+/// time (GetStream and ListStreams answers).
+pub fn read_stream(s: &Stream, read_time_ms: i64) -> pb::Stream {
+    pb::Stream {
+        read_time: Some(timestamp(read_time_ms)),
+        ..stream(s)
+    }
+}
+
 /// A domain stream as the API shows it.
 pub fn stream(s: &Stream) -> pb::Stream {
     pb::Stream {
@@ -40,6 +49,7 @@ pub fn stream(s: &Stream) -> pb::Stream {
         create_time: Some(timestamp(s.create_time_ms)),
         provider_uid: s.provider_uid.clone(),
         update_time: Some(timestamp(s.update_time_ms)),
+        read_time: None,
         details: match &s.details {
             StreamDetails::None => None,
             StreamDetails::Local { version } => {

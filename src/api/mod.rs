@@ -28,6 +28,7 @@ use crate::error::{Error, Kind, Result};
 use crate::identity::{ANONYMOUS, Grants, Principal};
 use crate::operations::Runner;
 use crate::providers::Registry;
+use crate::store::Notifier;
 use crate::watch::WatchHub;
 
 /// How long a mutating call waits for its operation's first step at most.
@@ -43,10 +44,15 @@ pub struct Gateway {
     pub audit: Arc<Audit>,
     /// Stream change fan-out for WatchStream.
     pub hub: Arc<WatchHub>,
+    /// Notices between the replicas sharing the store (this process alone on SQLite).
+    pub notifier: Arc<Notifier>,
     /// Cancelled at shutdown, to end WatchStream calls so the server can drain.
     pub shutdown: CancellationToken,
     /// Signs and checks the page tokens of every List method.
     pub pages: PageTokens,
+    /// How long a WatchStream waits for its initial state at most (`[server]
+    /// watch_initial_read_timeout`).
+    pub watch_initial_read_timeout: Duration,
 }
 
 /// The caller's principal.

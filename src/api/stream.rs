@@ -5,7 +5,9 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
+use futures::FutureExt;
 use futures::Stream as FutureStream;
 use tokio::sync::{broadcast, mpsc};
 use tokio_stream::StreamExt;
@@ -28,7 +30,7 @@ use crate::pb;
 use crate::pb::stream_service_server::StreamService;
 use crate::pb::watch_stream_response::ChangeType;
 use crate::providers::Provider;
-use crate::watch::Change;
+use crate::watch::{Change, ReadStream, SharedRead, WatchReads};
 
 /// The StreamService implementation.
 pub struct StreamApi {
@@ -519,7 +521,7 @@ async fn shared_read(
     gateway: &Gateway,
     provider: &Arc<dyn Provider>,
     name: &StreamName,
-) -> Result<crate::domain::Stream> {
+) -> SharedRead {
     let (provider, owned) = (Arc::clone(provider), name.clone());
     gateway
         .hub
@@ -529,41 +531,96 @@ async fn shared_read(
         .await
 }
 
-/// Starts the poller of the watched stream `name`: every `every`, it re-reads the stream and
-/// publishes through `sender` what changed, until the stream has no watchers left here.
-fn spawn_poller(
-    gateway: &Arc<Gateway>,
-    provider: &Arc<dyn Provider>,
-    name: &StreamName,
-    sender: broadcast::Sender<Change>,
-    every: std::time::Duration,
-) {
-    let (gateway, provider, name) = (Arc::clone(gateway), Arc::clone(provider), name.clone());
-    tokio::spawn(async move {
+/// How a poller reads the stream `name` from `provider`.
+fn poll_read(provider: &Arc<dyn Provider>, name: &StreamName) -> ReadStream {
+    let (provider, name) = (Arc::clone(provider), name.clone());
+    Arc::new(move || {
+        let (provider, name) = (Arc::clone(&provider), name.clone());
+        async move { provider.get_stream(&name).await }.boxed()
+    })
+}
+
+/// The most staleness a caller may accept (`max_staleness`).
+const MAX_STALENESS: Duration = Duration::from_secs(3600);
+
+/// The staleness a caller accepts (`max_staleness`): `None` when unset or zero, i.e. an answer
+/// read after the call arrived.
+fn max_staleness(value: Option<&prost_types::Duration>) -> Result<Option<Duration>> {
+    let Some(d) = value else {
+        return Ok(None);
+    };
+    let (Ok(seconds), Ok(nanos)) = (u64::try_from(d.seconds), u32::try_from(d.nanos)) else {
+        return Err(Error::invalid_field(
+            "max_staleness",
+            "must not be negative",
+        ));
+    };
+    if nanos > 999_999_999 {
+        return Err(Error::invalid_field(
+            "max_staleness",
+            "nanos must be less than one second",
+        ));
+    }
+    let staleness = Duration::new(seconds, nanos);
+    if staleness > MAX_STALENESS {
+        return Err(Error::invalid_field(
+            "max_staleness",
+            format!("at most {}s", MAX_STALENESS.as_secs()),
+        ));
+    }
+    Ok((!staleness.is_zero()).then_some(staleness))
+}
+
+/// The answer a shared read gives a GetStream call.
+fn answer(read: &SharedRead) -> Result<pb::Stream> {
+    read.result
+        .as_ref()
+        .map(|stream| convert::read_stream(stream, read.read_time_ms))
+        .map_err(Clone::clone)
+}
+
+impl StreamApi {
+    /// The initial state of a watch of `name`, within `[server] watch_initial_read_timeout`
+    /// and the caller's deadline. A polled stream's comes from its latest shared read if that
+    /// started at most one poll interval ago, else from the next read its poller makes or hears
+    /// of within one interval; failing both (or for a stream that is not polled), from a read
+    /// of this call, shared with the calls reading the stream at once here, whose wait for a
+    /// turn under the outbound limit is bounded like the rest (a turn past the bound is
+    /// answered PROVIDER_THROTTLED at once, with RetryInfo).
+    async fn initial_state(
+        &self,
+        provider: &Arc<dyn Provider>,
+        name: &StreamName,
+        polled: Option<(WatchReads, Duration)>,
+    ) -> Result<crate::domain::Stream> {
+        let timeout = self.gateway.watch_initial_read_timeout;
+        let bound = crate::deadline::usable().map_or(timeout, |left| left.min(timeout));
+        let hub = &self.gateway.hub;
         let key = name.to_string();
-        let mut timer = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
-        timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut last = None;
-        loop {
-            tokio::select! {
-                _ = timer.tick() => {}
-                () = gateway.shutdown.cancelled() => break,
-            }
-            if !gateway.hub.keep_polling(&key, &sender) {
-                break;
-            }
-            let change = match shared_read(&gateway, &provider, &name).await {
-                Ok(stream) if last.as_ref() == Some(&stream) => continue,
-                Ok(stream) => {
-                    last = Some(stream.clone());
-                    Change::Updated(Box::new(stream))
+        let read = async {
+            if let Some((mut reads, every)) = polled {
+                if let Some(read) = hub.fresh(&key, every).await {
+                    return read.result.clone();
                 }
-                Err(e) if e.kind() == Kind::StreamNotFound => Change::Deleted,
-                Err(e) => Change::Failed(e),
-            };
-            let _ = sender.send(change);
-        }
-    });
+                if let Ok(Ok(())) = tokio::time::timeout(every, reads.changed()).await
+                    && let Some(read) = reads.borrow_and_update().clone()
+                {
+                    return read.result.clone();
+                }
+            }
+            shared_read(&self.gateway, provider, name).await.result
+        };
+        crate::deadline::scope(Some(bound), crate::deadline::bounded(read))
+            .await
+            .unwrap_or_else(|| {
+                Err(Error::new(
+                    Kind::ProviderUnavailable,
+                    format!("the initial state of {name} could not be read within {bound:?}"),
+                )
+                .with_provider(&name.provider)
+                .temporary())
+            })
+    }
 }
 
 #[tonic::async_trait]
@@ -583,10 +640,17 @@ impl StreamService for StreamApi {
         &self,
         request: Request<pb::GetStreamRequest>,
     ) -> Result<Response<pb::Stream>, Status> {
-        let name = StreamName::parse(&request.get_ref().name, "name")?;
+        let r = request.get_ref();
+        let name = StreamName::parse(&r.name, "name")?;
+        let staleness = max_staleness(r.max_staleness.as_ref())?;
         let provider = self.stream_provider(&request, &name, "name", Method::GetStream)?;
-        let stream = shared_read(&self.gateway, provider, &name).await?;
-        Ok(Response::new(convert::stream(&stream)))
+        if let Some(staleness) = staleness
+            && let Some(read) = self.gateway.hub.fresh(&name.to_string(), staleness).await
+        {
+            return Ok(Response::new(answer(&read)?));
+        }
+        let read = shared_read(&self.gateway, provider, &name).await;
+        Ok(Response::new(answer(&read)?))
     }
 
     async fn list_streams(
@@ -595,6 +659,8 @@ impl StreamService for StreamApi {
     ) -> Result<Response<pb::ListStreamsResponse>, Status> {
         let r = request.get_ref();
         let parent = ParentName::parse(&r.parent, "parent")?;
+        // Checked, and then met by the fresh list every call reads.
+        max_staleness(r.max_staleness.as_ref())?;
         let provider = self.provider(&request, &parent.provider, Method::ListStreams)?;
         let cap = provider.capability();
         let caller = principal(&request);
@@ -606,9 +672,14 @@ impl StreamService for StreamApi {
             ..ListQuery::default()
         }
         .with_filter(parse_filter(&r.filter, &cap.list_filters)?)?;
+        let read_time_ms = crate::watch::now_ms();
         let page = provider.list_streams(&parent, &query).await?;
         Ok(Response::new(pb::ListStreamsResponse {
-            streams: page.items.iter().map(convert::stream).collect(),
+            streams: page
+                .items
+                .iter()
+                .map(|stream| convert::read_stream(stream, read_time_ms))
+                .collect(),
             next_page_token: page
                 .next
                 .map(|p| pages.encode(&p, &caller, &query_parts))
@@ -682,18 +753,23 @@ impl StreamService for StreamApi {
         let key = name.to_string();
         // Subscribe before reading, so no change between the read and the subscription is lost.
         // Kinds whose streams change outside the gateway are polled, by one poller per stream
-        // for all its watchers.
-        let mut changes = match provider.watch_poll_interval() {
+        // for all its watchers (with several replicas, one for the fleet).
+        let (mut changes, polled) = match provider.watch_poll_interval() {
             Some(every) => {
-                let (changes, poller) = self.gateway.hub.subscribe_polled(&key);
-                if let Some(sender) = poller {
-                    spawn_poller(&self.gateway, &provider, &name, sender, every);
+                let polled = self.gateway.hub.subscribe_polled(&key);
+                if let Some(poller) = polled.poller {
+                    self.gateway.hub.start_polling(
+                        poller,
+                        every,
+                        poll_read(&provider, &name),
+                        self.gateway.shutdown.clone(),
+                    );
                 }
-                changes
+                (polled.changes, Some((polled.reads, every)))
             }
-            None => self.gateway.hub.subscribe(&key),
+            None => (self.gateway.hub.subscribe(&key), None),
         };
-        let initial = match shared_read(&self.gateway, &provider, &name).await {
+        let initial = match self.initial_state(&provider, &name, polled).await {
             Ok(stream) => stream,
             Err(e) => {
                 drop(changes);
@@ -733,7 +809,7 @@ impl StreamService for StreamApi {
                     }
                     // Fell behind the hub: what matters is the state now.
                     Err(broadcast::error::RecvError::Lagged(_)) => {
-                        match shared_read(&gateway, &provider, &name).await {
+                        match shared_read(&gateway, &provider, &name).await.result {
                             Ok(stream) if stream == last => continue,
                             Ok(stream) => (ChangeType::Updated, stream),
                             Err(e) if e.kind() == Kind::StreamNotFound => {

@@ -17,8 +17,8 @@
 //!
 //! Each task runs in a telemetry context of its own and counts in
 //! `streamgate_operations_in_flight` while it runs. A finished operation goes to the
-//! [`Finished`] cache and to the [`OperationObserver`]; every saved state goes to its
-//! [`Waiters`].
+//! [`Finished`] cache and to the [`OperationObserver`], and is announced to the other processes
+//! ([`Notice::OperationDone`]); every saved state goes to its [`Waiters`].
 //!
 //! It does not take or renew leases (`lease.rs`) nor record new operations (`mod.rs`).
 //!
@@ -42,7 +42,7 @@ use super::waiters::Waiters;
 use crate::domain::{Operation, STEP_DONE, now_ms};
 use crate::error::{Error, Kind};
 use crate::providers::{Registry, Step};
-use crate::store::OperationStore;
+use crate::store::{Notice, Notifier, OperationStore};
 use crate::telemetry::Telemetry;
 use crate::telemetry::call::CallContext;
 
@@ -110,6 +110,8 @@ pub(super) struct Driver {
     observer: Arc<dyn OperationObserver>,
     // This process, as the owner of the operations it drives: every save is fenced by it.
     owner: String,
+    // Tells the other processes sharing the store that an operation is done.
+    notifier: Arc<Notifier>,
 }
 
 /// A task found its lease lapsed (`when`): it stops, to be adopted again.
@@ -142,6 +144,7 @@ impl Driver {
         telemetry: Arc<Telemetry>,
         observer: Arc<dyn OperationObserver>,
         owner: String,
+        notifier: Arc<Notifier>,
     ) -> Self {
         Driver {
             store,
@@ -154,6 +157,7 @@ impl Driver {
             telemetry,
             observer,
             owner,
+            notifier,
         }
     }
 
@@ -293,6 +297,12 @@ impl Driver {
                 let _ = tx.send(op.clone());
             }
             if op.done() {
+                // Waiters in other processes wake on it (a failure is logged and counted; they
+                // find the operation done at their next read).
+                let _ = self
+                    .notifier
+                    .publish(Notice::OperationDone(op.id.clone()))
+                    .await;
                 // A cancellation requested while the last step ran is in the store's column
                 // (set while the operation was not done) but maybe not in `op`: taken from
                 // `control` here, or marked by the runner's `cancel` after this.

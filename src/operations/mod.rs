@@ -5,7 +5,10 @@
 //! unfinished operation is resumed (marked `replayed`, so adapters can recognise a step that
 //! already took effect). When an operation is done, the runner tells its
 //! [`OperationObserver`] (the audit trail). Several processes may share one store: each
-//! unfinished operation is driven by the one process that holds its lease.
+//! unfinished operation is driven by the one process that holds its lease, and the processes
+//! tell each other through the [`Notifier`] when an operation is done (waiters elsewhere wake)
+//! and when its cancellation is requested (the process driving it acts at once); the lease
+//! renewal passes on cancellations too, for the notices a lost listener missed.
 //!
 //! It does not validate requests or check etags: the API layer and the adapters do.
 //!
@@ -18,7 +21,8 @@
 //! - `lease.rs`: this process's leases: claiming at start-up, renewing, adopting operations of
 //!   processes that died, passing on cancellations requested elsewhere, releasing at shutdown.
 //! - `finished.rs`: the bounded in-memory cache of operations this process finished lately.
-//! - `waiters.rs`: WaitOperation's wait: woken by this process's task, polling otherwise.
+//! - `waiters.rs`: WaitOperation's wait: woken by this process's task or another process's
+//!   notice, polling only while notices cannot come.
 //!
 //! `mod.rs` uses the four others; `lease.rs` uses `driver.rs`; `driver.rs` uses `finished.rs`
 //! and `waiters.rs`; those two use none.
@@ -39,7 +43,7 @@ use crate::domain::STEP_ACCEPTED;
 use crate::domain::{OpRequest, Operation, now_ms};
 use crate::error::{Error, Kind, Result};
 use crate::providers::Registry;
-use crate::store::{AuditRecord, Inserted, OperationStore};
+use crate::store::{AuditRecord, Inserted, Notice, Notifier, OperationStore};
 use crate::telemetry::Telemetry;
 use driver::Driver;
 pub use driver::OperationObserver;
@@ -52,6 +56,8 @@ pub struct Runner {
     driver: Arc<Driver>,
     // This process as the holder of operation leases; a task keeps them (see `resume_all`).
     leases: Arc<Leases>,
+    // Notices between the processes sharing the store: operations done, cancellations asked.
+    notifier: Arc<Notifier>,
 }
 
 /// The id of a new operation on provider instance `provider`: `{provider}.{uuid}`. The
@@ -89,14 +95,15 @@ pub fn fingerprint(request: &OpRequest) -> String {
 }
 
 impl Runner {
-    /// A runner over `store` that dispatches to `registry` and tells `observer` about every
-    /// operation it finishes.
+    /// A runner over `store` that dispatches to `registry`, tells `observer` about every
+    /// operation it finishes, and the other processes sharing the store through `notifier`.
     pub fn new(
         store: Arc<dyn OperationStore>,
         registry: Arc<Registry>,
         telemetry: Arc<Telemetry>,
         observer: Arc<dyn OperationObserver>,
         lease: Duration,
+        notifier: Arc<Notifier>,
     ) -> Arc<Self> {
         let leases = Leases::new(lease);
         let driver = Driver::new(
@@ -105,10 +112,12 @@ impl Runner {
             telemetry,
             observer,
             leases.owner().to_string(),
+            Arc::clone(&notifier),
         );
         Arc::new(Runner {
             driver: Arc::new(driver),
             leases: Arc::new(leases),
+            notifier,
         })
     }
 
@@ -120,9 +129,12 @@ impl Runner {
     /// Adopts unfinished operations no live process holds (all of them, after a restart of the
     /// only process; a share of them on a shared store, the rest in later rounds), then keeps
     /// this runner's leases: renewing them, adopting operations of processes that died, and
-    /// acting on cancellations requested elsewhere. Returns how many operations it adopted at
-    /// first.
+    /// acting on cancellations requested elsewhere; and follows the other processes' notices.
+    /// Returns how many operations it adopted at first.
     pub async fn resume_all(self: &Arc<Self>) -> Result<usize> {
+        self.driver
+            .tasks
+            .spawn(follow(Arc::clone(&self.driver), self.notifier.subscribe()));
         let count = self
             .leases
             .adopt(&self.driver, self.store().exclusive())
@@ -253,6 +265,7 @@ impl Runner {
                 id,
                 timeout,
                 &self.driver.shutdown,
+                self.notifier.listening(),
                 || self.get(id),
                 |id| self.driver.is_running(id),
             )
@@ -267,7 +280,16 @@ impl Runner {
             return Ok(op);
         }
         let requested = self.store().request_cancel(id).await?;
-        self.driver.cancel(id);
+        if self.driver.is_running(id) {
+            self.driver.cancel(id);
+        } else if requested {
+            // The process driving it acts at once; if it misses the notice, its next lease
+            // renewal finds the flag.
+            let _ = self
+                .notifier
+                .publish(Notice::CancelRequested(id.to_string()))
+                .await;
+        }
         // The request reached the store before the operation was saved done; if its task kept
         // it already (before it could see the request), the copy says so too.
         if requested {
@@ -290,6 +312,27 @@ impl Runner {
             return;
         }
         self.leases.release(self.store().as_ref()).await;
+    }
+}
+
+/// Until the driver shuts down: wakes the waiters of an operation done elsewhere, and the task
+/// of an operation whose cancellation was asked elsewhere. Notices missed (this receiver lagged)
+/// wake every waiter, to read its operation again; missed cancellations reach their task at the
+/// next lease renewal.
+async fn follow(driver: Arc<Driver>, mut notices: tokio::sync::broadcast::Receiver<Notice>) {
+    use tokio::sync::broadcast::error::RecvError;
+    loop {
+        let notice = tokio::select! {
+            notice = notices.recv() => notice,
+            () = driver.shutdown.cancelled() => return,
+        };
+        match notice {
+            Ok(Notice::OperationDone(id)) => driver.waiters.poke(&id),
+            Ok(Notice::CancelRequested(id)) => driver.cancel(&id),
+            Ok(Notice::StreamChanged(_) | Notice::StreamRead(_)) => {}
+            Err(RecvError::Lagged(_)) => driver.waiters.poke_all(),
+            Err(RecvError::Closed) => return,
+        }
     }
 }
 
@@ -421,11 +464,13 @@ mod tests {
             .unwrap();
         let environment = Environment::default();
         let hub = Arc::new(WatchHub::default());
+        let notifier = Notifier::in_process();
         let registry = Arc::new(
             Registry::build(
                 Prepared::prepare(&config.providers, &environment).unwrap(),
                 &sql,
                 &hub,
+                &notifier,
             )
             .await
             .unwrap(),
@@ -445,6 +490,7 @@ mod tests {
                 .unwrap(),
             Arc::new(Unobserved),
             lease,
+            notifier,
         );
         (dir, probe, runner)
     }

@@ -19,7 +19,7 @@ use crate::domain::{
     ParentName, Stream, StreamName,
 };
 use crate::error::{Error, Kind, Result};
-use crate::store::{SharedBudgets, SqlStore};
+use crate::store::{Notifier, SharedBudgets, SqlStore};
 use crate::watch::WatchHub;
 
 /// What one call of [`Provider::advance`] achieved.
@@ -145,6 +145,8 @@ pub struct BuildContext<'a> {
     pub store: &'a SqlStore,
     /// Where changes made through the gateway are announced to WatchStream subscribers.
     pub hub: &'a Arc<WatchHub>,
+    /// Notices between the replicas sharing the store (the `local` kind's changes).
+    pub notifier: &'a Arc<Notifier>,
     /// The outbound-limit turns every replica of a PostgreSQL store shares; `None` on SQLite.
     pub budgets: Option<&'a Arc<SharedBudgets>>,
 }

@@ -18,7 +18,7 @@ use super::{
 use crate::config::{ConfigError, Environment, ProviderConfig};
 use crate::domain::Method;
 use crate::error::{Error, Kind, Result};
-use crate::store::{SharedBudgets, SqlStore};
+use crate::store::{Notifier, SharedBudgets, SqlStore};
 use crate::watch::WatchHub;
 
 /// Every kind this build serves, in the order `check-config` names them.
@@ -110,12 +110,18 @@ impl Registry {
     /// Builds every prepared instance from its parsed settings. On a PostgreSQL store their
     /// outbound limits are the fleet's: every replica takes its turns in the store's shared
     /// budgets.
-    pub async fn build(prepared: Prepared, store: &SqlStore, hub: &Arc<WatchHub>) -> Result<Self> {
+    pub async fn build(
+        prepared: Prepared,
+        store: &SqlStore,
+        hub: &Arc<WatchHub>,
+        notifier: &Arc<Notifier>,
+    ) -> Result<Self> {
         let budgets = SharedBudgets::for_store(store).await?;
         let context = BuildContext {
             environment: &prepared.environment,
             store,
             hub,
+            notifier,
             budgets: budgets.as_ref(),
         };
         let mut providers = BTreeMap::new();
@@ -242,7 +248,9 @@ mod tests {
              [[providers]]\nid = \"a\"\nkind = \"local\"\ndisabled_methods = [\"CreateStream\"]\n",
         );
         let prepared = Prepared::prepare(&configs, &Environment::default()).unwrap();
-        let registry = Registry::build(prepared, &store, &hub).await.unwrap();
+        let registry = Registry::build(prepared, &store, &hub, &Notifier::in_process())
+            .await
+            .unwrap();
         let ids: Vec<_> = registry.all().map(|p| p.id().to_string()).collect();
         assert_eq!(ids, ["a", "b"]);
         assert_eq!(

@@ -41,7 +41,7 @@ use crate::pb::operation_service_server::OperationServiceServer;
 use crate::pb::provider_service_server::ProviderServiceServer;
 use crate::pb::stream_service_server::StreamServiceServer;
 use crate::providers::Registry;
-use crate::store::SqlStore;
+use crate::store::{Notifier, SqlStore};
 use crate::telemetry::{Telemetry, scrape};
 use crate::watch::WatchHub;
 use readiness::{Readiness, set_health};
@@ -77,8 +77,18 @@ pub async fn run(
              and a token one replica gave is refused by the others"
         );
     }
-    let hub = Arc::new(WatchHub::default());
-    let registry = Arc::new(Registry::build(providers, &store, &hub).await?);
+    let notifier = if crate::store::OperationStore::exclusive(&store) {
+        Notifier::in_process()
+    } else {
+        Notifier::postgres(&config.store.url, &store, Arc::clone(&telemetry)).await?
+    };
+    // With several replicas, one of them polls each watched stream for all (`watch`).
+    let hub = Arc::new(if crate::store::OperationStore::exclusive(&store) {
+        WatchHub::default()
+    } else {
+        WatchHub::fleet(crate::store::PollStore::of(&store), Arc::clone(&notifier))
+    });
+    let registry = Arc::new(Registry::build(providers, &store, &hub, &notifier).await?);
     let audit = Audit::new(Arc::new(store.clone()));
     let runner = Runner::new(
         Arc::new(store.clone()),
@@ -86,6 +96,7 @@ pub async fn run(
         Arc::clone(&telemetry),
         Arc::clone(&audit) as Arc<dyn crate::operations::OperationObserver>,
         config.store.operation_lease,
+        Arc::clone(&notifier),
     );
     runner.resume_all().await?;
     let sweep_stop = CancellationToken::new();
@@ -103,8 +114,10 @@ pub async fn run(
         runner: Arc::clone(&runner),
         audit,
         hub,
+        notifier,
         shutdown: CancellationToken::new(),
         pages,
+        watch_initial_read_timeout: config.server.watch_initial_read_timeout,
     });
 
     let health = tonic_health::server::HealthReporter::new();

@@ -3,13 +3,17 @@
 //! One implementation, [`SqlStore`], serves SQLite (embedded, the default) and PostgreSQL
 //! (several replicas) through sqlx's `Any` driver, with portable SQL and `$n` placeholders.
 //! It also holds the audit trail ([`AuditStore`], in `audit.rs`), the probe of whether a
-//! PostgreSQL store answers ([`StoreProbe`], in `probe.rs`), the retention sweep that keeps
-//! both tables bounded ([`sweep`]), and the outbound-limit turns the replicas of a PostgreSQL
-//! store share ([`SharedBudgets`], in `budgets.rs`).
+//! PostgreSQL store answers ([`StoreProbe`], in `probe.rs`), and the retention sweep that keeps
+//! both tables bounded ([`sweep`]), the notices between the replicas sharing one store
+//! ([`Notifier`], in `notify.rs`), the fleet's polls of watched streams ([`PollStore`], in
+//! `polls.rs`), and the outbound-limit turns the replicas of a PostgreSQL store share
+//! ([`SharedBudgets`], in `budgets.rs`).
 
 mod audit;
 mod batch;
 mod budgets;
+mod notify;
+mod polls;
 mod probe;
 mod sql;
 pub mod sweep;
@@ -20,6 +24,8 @@ use async_trait::async_trait;
 
 pub use batch::{Db, Row, Statement};
 pub use budgets::{Claim, RESERVE_BOUND, SharedBudgets, Unanswered};
+pub use notify::{LISTENER_NAME, Notice, Notifier};
+pub use polls::{PollStore, StoredRead};
 pub use probe::StoreProbe;
 pub use sql::SqlStore;
 

@@ -199,7 +199,7 @@ const RENEW_CHUNK: usize = 500;
 
 /// The database's clock, in milliseconds since the epoch, as SQL: leases end by it. Every
 /// replica sharing a PostgreSQL server reads the same clock; SQLite has one process.
-fn now_ms_sql(sqlite: bool) -> &'static str {
+pub(super) fn now_ms_sql(sqlite: bool) -> &'static str {
     if sqlite {
         "CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER)"
     } else {

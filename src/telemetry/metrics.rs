@@ -112,6 +112,8 @@ pub struct Metrics {
     operations_in_flight: UpDownCounter<i64>,
     store_up: Gauge<i64>,
     oldest_unfinished_operation: Gauge<f64>,
+    notify_listening: Gauge<i64>,
+    notify_publish_failures: Counter<u64>,
 }
 
 /// The name of a gRPC code as grpc-go and most dashboards spell it (`NotFound`).
@@ -186,6 +188,21 @@ impl Metrics {
                 .with_description(
                     "How long ago the oldest unfinished operation in the store was accepted \
                      (0 when none is unfinished)",
+                )
+                .build(),
+            notify_listening: meter
+                .i64_gauge("streamgate.notify.listening")
+                .with_description(
+                    "PostgreSQL store: 1 while this process hears the notices of other \
+                     replicas (LISTEN), 0 while its listener is lost and it polls the store \
+                     instead",
+                )
+                .build(),
+            notify_publish_failures: meter
+                .u64_counter("streamgate.notify.publish_failures")
+                .with_description(
+                    "Notices to other replicas that PostgreSQL did not take within 10 s of \
+                     their publication, given up on: the other replicas miss them",
                 )
                 .build(),
             rpc_series: RwLock::default(),
@@ -303,6 +320,18 @@ impl Metrics {
     pub fn oldest_unfinished_operation(&self, age: Duration) {
         self.oldest_unfinished_operation
             .record(age.as_secs_f64(), &[]);
+    }
+}
+
+impl Metrics {
+    /// Records whether this process hears the notices of other replicas.
+    pub fn notify_listening(&self, listening: bool) {
+        self.notify_listening.record(i64::from(listening), &[]);
+    }
+
+    /// Counts notices given up on: the other replicas never got them.
+    pub fn notify_publish_failed(&self, notices: u64) {
+        self.notify_publish_failures.add(notices, &[]);
     }
 }
 

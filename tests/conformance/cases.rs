@@ -138,6 +138,7 @@ async fn get(server: &TestServer, name: &str) -> Result<pb::Stream, tonic::Statu
         .streams()
         .get_stream(pb::GetStreamRequest {
             name: name.to_string(),
+            ..Default::default()
         })
         .await
         .map(tonic::Response::into_inner)

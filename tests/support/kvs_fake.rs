@@ -691,6 +691,16 @@ impl KvsFake {
         })
     }
 
+    /// Sets the tag `key` of `name` to `value` directly, as a change made outside the gateway
+    /// (as in KVS, the Version stays).
+    pub fn set_tag(&self, name: &str, key: &str, value: &str) {
+        self.with(|i| {
+            if let Some(stream) = i.streams.get_mut(name) {
+                stream.tags.insert(key.to_string(), value.to_string());
+            }
+        });
+    }
+
     /// Whether the fake holds `name`.
     pub fn has(&self, name: &str) -> bool {
         self.with(|i| i.streams.contains_key(name))

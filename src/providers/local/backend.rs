@@ -1,6 +1,6 @@
 //! [`LocalProvider`]: the provider trait on [`LocalCore`]: the prechecks, the steps of its
-//! operations and their cancelling, and the announcement of every change to WatchStream. Also
-//! how an instance is built from its [`LocalSettings`].
+//! operations and their cancelling, and the notice of every change to every replica (whose
+//! `watchers.rs` tells WatchStream). Also how an instance is built from its [`LocalSettings`].
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,8 +20,7 @@ use crate::domain::{
 };
 use crate::error::{Error, Kind, Result};
 use crate::providers::{BuildContext, InstanceSettings, Provider, Step};
-use crate::store::SqlStore;
-use crate::watch::{Change, WatchHub};
+use crate::store::{Notice, Notifier, SqlStore};
 
 /// The step that makes a created stream ACTIVE.
 const STEP_CREATING: &str = "creating";
@@ -32,8 +31,9 @@ pub struct LocalProvider {
     capability: Capability,
     settings: LocalSettings,
     core: LocalCore,
-    // Where every change is announced to WatchStream subscribers.
-    hub: Arc<WatchHub>,
+    // Where every change is announced, to this replica's WatchStream subscribers and the other
+    // replicas' alike (`watchers.rs` re-reads the stream for them).
+    notifier: Arc<Notifier>,
 }
 
 impl LocalProvider {
@@ -42,7 +42,7 @@ impl LocalProvider {
         config: &ProviderConfig,
         settings: LocalSettings,
         store: &SqlStore,
-        hub: &Arc<WatchHub>,
+        notifier: &Arc<Notifier>,
     ) -> Self {
         LocalProvider {
             id: config.id.clone(),
@@ -67,7 +67,7 @@ impl LocalProvider {
                 &config.id,
                 crate::store::OperationStore::exclusive(store),
             ),
-            hub: Arc::clone(hub),
+            notifier: Arc::clone(notifier),
         }
     }
 
@@ -75,15 +75,13 @@ impl LocalProvider {
         parse_error(&self.id, error)
     }
 
-    fn changed(&self, stream: &Stream) {
-        self.hub.publish(
-            &stream.name.to_string(),
-            Change::Updated(Box::new(stream.clone())),
-        );
-    }
-
-    fn deleted(&self, name: &StreamName) {
-        self.hub.publish(&name.to_string(), Change::Deleted);
+    /// Tells every replica that the stream `name` changed (committed): their watchers of it
+    /// re-read it. A notice PostgreSQL does not take is logged and counted by the notifier.
+    async fn changed(&self, name: &StreamName) {
+        let _ = self
+            .notifier
+            .publish(Notice::StreamChanged(name.to_string()))
+            .await;
     }
 
     /// Deletes one stream for a delete or batch operation. A stream that is gone when the
@@ -97,7 +95,7 @@ impl LocalProvider {
     ) -> Result<bool> {
         match self.core.delete(&name.stream, etag).await {
             Ok(_) => {
-                self.deleted(name);
+                self.changed(name).await;
                 Ok(true)
             }
             Err(LocalError::NotFound(_)) if rerun => Ok(true),
@@ -114,12 +112,14 @@ impl InstanceSettings for LocalSettings {
         config: &ProviderConfig,
         context: &BuildContext<'_>,
     ) -> Result<Arc<dyn Provider>> {
-        Ok(Arc::new(LocalProvider::new(
+        let provider: Arc<dyn Provider> = Arc::new(LocalProvider::new(
             config,
             *self,
             context.store,
-            context.hub,
-        )))
+            context.notifier,
+        ));
+        super::watchers::spawn(&provider, context.hub, context.notifier);
+        Ok(provider)
     }
 }
 
@@ -199,7 +199,7 @@ impl Provider for LocalProvider {
                     .map_err(|e| self.err(e))?
                 {
                     Some(stream) => {
-                        self.changed(&stream);
+                        self.changed(name).await;
                         Ok(Step::Done(OpResult::Stream(stream)))
                     }
                     None => Err(Error::new(
@@ -222,7 +222,7 @@ impl Provider for LocalProvider {
                     .insert(&name.stream, spec, &op.id, state)
                     .await
                     .map_err(|e| self.err(e))?;
-                self.changed(&stream);
+                self.changed(name).await;
                 // A replayed step finds the row it made, in whatever state it left it.
                 if stream.state != StreamState::Creating {
                     return Ok(Step::Done(OpResult::Stream(stream)));
@@ -244,7 +244,7 @@ impl Provider for LocalProvider {
                     .update(&name.stream, patch, etag.as_deref(), &op.id)
                     .await
                     .map_err(|e| self.err(e))?;
-                self.changed(&stream);
+                self.changed(name).await;
                 Ok(Step::Done(OpResult::Stream(stream)))
             }
             (
@@ -291,7 +291,7 @@ impl Provider for LocalProvider {
                     .await
                     .map_err(|e| self.err(e))?;
                 if removed {
-                    self.deleted(name);
+                    self.changed(name).await;
                 }
                 format!("creation of {name} cancelled; the CREATING stream was removed")
             }
