@@ -17,9 +17,9 @@
 //! configured with keys that exist today only: the same scenario measures the code before and
 //! after the fleet-wide poller and quotas are built.
 
-use std::collections::HashSet;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use streamgate::pb;
@@ -203,6 +203,15 @@ impl Fleet {
     }
 }
 
+/// Records a check of the smoke test. At full size the same facts are figures of the code
+/// measured (today's, before issue 19's fleet-wide poller and quotas: throttled calls, watchers
+/// ended by an error), shown in the tables rather than failing the run.
+fn check(size: &FleetSize, checks: &mut Checks, what: &str, ok: bool, detail: String) {
+    if !size.full {
+        checks.expect(what, ok, detail);
+    }
+}
+
 /// Runs the fleet scenarios; returns the markdown of their tables.
 pub async fn run(size: &FleetSize, checks: &mut Checks) -> Vec<String> {
     let fleet = Fleet::start(size).await;
@@ -364,12 +373,16 @@ async fn watch_row(
         (to - from).as_secs_f64(),
         opened_in.as_secs_f64()
     );
-    checks.expect(
+    check(
+        size,
+        checks,
         &format!("fleet: {what}: every watcher got its initial state"),
         initial == watchers,
         format!("{initial} of {watchers}"),
     );
-    checks.expect(
+    check(
+        size,
+        checks,
         &format!("fleet: {what}: no watcher ended by an error"),
         ended == 0,
         format!("{ended} of {watchers} ended"),
@@ -386,7 +399,9 @@ async fn watch_row(
             })
         })
         .count();
-    checks.expect(
+    check(
+        size,
+        checks,
         &format!("fleet: {what}: every watched stream was polled in the window"),
         unpolled == 0,
         format!("{unpolled} of {streams} streams not read"),
@@ -408,7 +423,36 @@ struct Answers {
     ok: AtomicUsize,
     /// RESOURCE_EXHAUSTED: refused by the gateway's limiter (PROVIDER_THROTTLED).
     refused: AtomicUsize,
-    other: AtomicUsize,
+    /// Any other answer, by gRPC code.
+    other: Mutex<BTreeMap<String, usize>>,
+}
+
+impl Answers {
+    fn others(&self) -> usize {
+        lock(&self.other).values().sum()
+    }
+
+    /// e.g. `1033 OK, 0 refused RESOURCE_EXHAUSTED, 40 other (DeadlineExceeded 40)`.
+    fn describe(&self) -> String {
+        let other = lock(&self.other);
+        let mut text = format!(
+            "{} OK, {} refused RESOURCE_EXHAUSTED, {} other",
+            self.ok.load(Ordering::Relaxed),
+            self.refused.load(Ordering::Relaxed),
+            other.values().sum::<usize>()
+        );
+        if !other.is_empty() {
+            let codes: Vec<String> = other.iter().map(|(c, n)| format!("{c} {n}")).collect();
+            text += &format!(" ({})", codes.join(", "));
+        }
+        text
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Closed-loop GetStream calls of `streams` (round robin), `workers` at a time through
@@ -442,12 +486,19 @@ async fn demand(
                     &auth,
                 );
                 request.set_timeout(CALL_DEADLINE);
-                let counter = match client.get_stream(request).await {
-                    Ok(_) => &answers.ok,
-                    Err(s) if s.code() == tonic::Code::ResourceExhausted => &answers.refused,
-                    Err(_) => &answers.other,
-                };
-                counter.fetch_add(1, Ordering::Relaxed);
+                match client.get_stream(request).await {
+                    Ok(_) => {
+                        answers.ok.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(s) if s.code() == tonic::Code::ResourceExhausted => {
+                        answers.refused.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(s) => {
+                        *lock(&answers.other)
+                            .entry(format!("{:?}", s.code()))
+                            .or_default() += 1;
+                    }
+                }
             }
         }));
     }
@@ -524,32 +575,30 @@ async fn quota(size: &FleetSize, fleet: &Fleet, checks: &mut Checks) -> Vec<Stri
             i + 1 >= needed && at.duration_since(b_calls[i + 1 - needed]) < Duration::from_secs(1)
         })
         .map(|(_, &at)| at.duration_since(moved));
-    let answered = |x: &Answers| {
-        format!(
-            "{} OK, {} refused RESOURCE_EXHAUSTED, {} other errors",
-            x.ok.load(Ordering::Relaxed),
-            x.refused.load(Ordering::Relaxed),
-            x.other.load(Ordering::Relaxed)
-        )
-    };
     eprintln!(
         "  fleet quota: A {rate_a:.0}/s ({throttled_a} throttled), B {rate_b:.0}/s \
          ({throttled_b} throttled), B at 80% after {to_80:?}"
     );
 
     for (label, x) in [("A", &answers_a), ("B", &answers_b)] {
-        checks.expect(
+        check(
+            size,
+            checks,
             &format!("fleet quota: every call on {label} answered OK or PROVIDER_THROTTLED"),
-            x.other.load(Ordering::Relaxed) == 0 && x.ok.load(Ordering::Relaxed) > 0,
-            answered(x),
+            x.others() == 0 && x.ok.load(Ordering::Relaxed) > 0,
+            x.describe(),
         );
     }
-    checks.expect(
+    check(
+        size,
+        checks,
         "fleet quota: one replica alone stays within the quota (no call throttled in phase A)",
         throttled_a == 0,
         format!("{throttled_a} throttled"),
     );
-    checks.expect(
+    check(
+        size,
+        checks,
         "fleet quota: the demand moved (B called only after the move, and did call)",
         b_before_move == 0 && !b_calls.is_empty(),
         format!(
@@ -578,12 +627,12 @@ async fn quota(size: &FleetSize, fleet: &Fleet, checks: &mut Checks) -> Vec<Stri
         format!(
             "| demand on A | {rate_a:.0} | {:.0}% | {throttled_a} | {} |",
             percent(rate_a),
-            answered(&answers_a)
+            answers_a.describe()
         ),
         format!(
             "| moved to B | {rate_b:.0} | {:.0}% | {throttled_b} | {} |",
             percent(rate_b),
-            answered(&answers_b)
+            answers_b.describe()
         ),
         String::new(),
         format!(
