@@ -567,18 +567,30 @@ async fn quota(size: &FleetSize, fleet: &Fleet, checks: &mut Checks) -> Vec<Stri
         .filter(|r| !r.throttled && r.at >= moved && fleet.replica_of(r) == Some(b))
         .map(|r| r.at)
         .collect();
-    let needed = (DESCRIBE_QUOTA * 0.8).ceil() as usize;
-    let to_80 = b_calls
-        .iter()
-        .enumerate()
-        .find(|&(i, &at)| {
-            i + 1 >= needed && at.duration_since(b_calls[i + 1 - needed]) < Duration::from_secs(1)
-        })
-        .map(|(_, &at)| at.duration_since(moved));
+    // The first moment after the move when B's answered calls over the last second were at
+    // least `rate`.
+    let reached = |rate: f64| {
+        let needed = (rate.ceil() as usize).max(1);
+        b_calls
+            .iter()
+            .enumerate()
+            .find(|&(i, &at)| {
+                i + 1 >= needed
+                    && at.duration_since(b_calls[i + 1 - needed]) < Duration::from_secs(1)
+            })
+            .map(|(_, &at)| at.duration_since(moved))
+    };
+    let to_80 = reached(DESCRIBE_QUOTA * 0.8);
+    // What one replica reached alone, as the mark where it falls short of the quota.
+    let to_80_of_a = reached(rate_a * 0.8);
     eprintln!(
         "  fleet quota: A {rate_a:.0}/s ({throttled_a} throttled), B {rate_b:.0}/s \
-         ({throttled_b} throttled), B at 80% after {to_80:?}"
+         ({throttled_b} throttled), B at 80% after {to_80:?}, at 80% of A's rate after \
+         {to_80_of_a:?}"
     );
+    let after = |d: Option<Duration>| {
+        d.map_or("never".to_string(), |d| format!("{:.2} s", d.as_secs_f64()))
+    };
 
     for (label, x) in [("A", &answers_a), ("B", &answers_b)] {
         check(
@@ -637,9 +649,11 @@ async fn quota(size: &FleetSize, fleet: &Fleet, checks: &mut Checks) -> Vec<Stri
         String::new(),
         format!(
             "- B's answered calls over the last second reached 80% of the quota {} after the \
-             move; A's calls already waiting at the move reached the provider after it: \
-             {a_after_move}",
-            to_80.map_or("never".to_string(), |d| format!("{:.2} s", d.as_secs_f64()))
+             move, and 80% of what A reached alone ({:.0}/s) {} after it; A's calls already \
+             waiting at the move reached the provider after it: {a_after_move}",
+            after(to_80),
+            rate_a * 0.8,
+            after(to_80_of_a)
         ),
     ]
 }
