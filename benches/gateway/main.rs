@@ -15,11 +15,14 @@
 //! DeleteStream cycles on `local` with SQLite; (e) KVS DescribeStream on the wire-level fake,
 //! through the gateway and straight from the SDK; (f) BatchDeleteStreams of VOD streams under
 //! the default 50 QPS DeleteStream limit; start-up time, idle RSS, and RSS with open
-//! WatchStream subscribers. (a) and (b) are also driven by `h2load` when it is installed.
-//! `run` calls one function per scenario, in the order (a), start-up, (b), (c)–(f), watchers,
-//! then assembles the report.
+//! WatchStream subscribers (of `local` streams, then of polled KVS streams). (a) and (b) are
+//! also driven by `h2load` when it is installed. Then issue 19's fleet scenarios (`fleet.rs`):
+//! provider reads while watching, and quota utilisation with the demand moved between
+//! replicas. `run` calls one function per scenario, in the order (a), start-up, (b), (c)–(f),
+//! watchers, fleet, then assembles the report.
 //!
-//! Environment: `BENCH_SECONDS` (measured seconds per closed-loop run, default 5).
+//! Environment: `BENCH_SECONDS` (measured seconds per closed-loop run, default 5);
+//! `BENCH_ONLY=fleet` (measured run only) runs the watchers and the fleet scenarios alone.
 //! For profiling a gateway by hand: `--otlp-receiver` runs only the OTLP receiver (it prints
 //! its endpoint); `--cycles ADDR N [C]` drives N create/wait/delete cycles against a gateway.
 
@@ -29,8 +32,16 @@ mod kvs_fake;
 #[allow(dead_code)]
 #[path = "../../tests/fakes/vod.rs"]
 mod vod_fake;
+// The fleet's throwaway PostgreSQL (and the test certificates its TLS mode takes).
+#[allow(dead_code)]
+#[path = "../../tests/support/pki.rs"]
+mod pki;
+#[allow(dead_code)]
+#[path = "../../tests/support/postgres.rs"]
+mod postgres;
 
 mod echo;
+mod fleet;
 mod h2load;
 mod load;
 mod otlp;
@@ -51,8 +62,9 @@ use streamgate::pb::stream_service_client::StreamServiceClient;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::transport::Channel;
 
+use fleet::FleetSize;
 use load::{Load, Plan};
-use procs::{LOAD_CORE, SERVER_CORE, Server};
+use procs::{LOAD_CORE, SERVER_CORE, Server, free_port};
 use report::{Checks, Report, Row};
 
 /// The gateway's allocator (src/main.rs), so that the echo baseline, which runs from this
@@ -84,6 +96,7 @@ struct Size {
     watch_streams: usize,
     watchers: usize,
     startups: usize,
+    fleet: FleetSize,
 }
 
 impl Size {
@@ -109,6 +122,7 @@ impl Size {
             watch_streams: 100,
             watchers: 10_000,
             startups: 5,
+            fleet: FleetSize::full(),
         }
     }
 
@@ -130,6 +144,7 @@ impl Size {
             watch_streams: 4,
             watchers: 200,
             startups: 1,
+            fleet: FleetSize::smoke(),
         }
     }
 
@@ -212,10 +227,20 @@ fn main() {
     } else {
         Size::smoke()
     };
+    // `BENCH_ONLY=fleet`: issue 19's scenarios only (the measured run; the smoke test runs all).
+    let only_fleet = match std::env::var("BENCH_ONLY").as_deref() {
+        Ok("fleet") => size.full,
+        Ok("") | Err(_) => false,
+        Ok(other) => panic!("BENCH_ONLY={other:?}: the one subset is `fleet`"),
+    };
     // The load generator runs on the gateway's kind of runtime too: pinned to one core, the
     // current-thread scheduler, which writes the requests of several calls in one `writev`.
     let runtime = streamgate::runtime::build(0).expect("runtime");
-    let checks = runtime.block_on(run(size));
+    let checks = if only_fleet {
+        runtime.block_on(run_fleet(size))
+    } else {
+        runtime.block_on(run(size))
+    };
     println!("{}", checks.summary());
     if checks.failed() > 0 {
         std::process::exit(1);
@@ -302,7 +327,7 @@ struct Gateway {
 impl GatewaySetup {
     async fn start(&self) -> Gateway {
         let dir = tempfile::tempdir().expect("temp dir");
-        let metrics = procs::free_port();
+        let metrics = free_port();
         let config = dir.path().join("streamgate.toml");
         std::fs::write(
             &config,
@@ -549,21 +574,22 @@ async fn run(size: Size) -> Checks {
     drop(channels);
     drop(gateway);
 
-    // Open WatchStream subscribers, on a fresh gateway.
-    let (watch_idle, watch_rss, opened) = watchers(&fakes.setup, &bench.size).await;
+    // Open WatchStream subscribers, on a fresh gateway: of `local` streams, then of polled KVS
+    // streams.
+    let (watch_idle, watch_rss) = watchers(&mut bench, &fakes, Watched::Local).await;
+    let (kvs_idle, kvs_rss) = watchers(&mut bench, &fakes, Watched::Kvs).await;
+    let fleet = fleet::run(&bench.size.fleet, &mut bench.checks).await;
     let Bench {
         size,
-        mut checks,
+        checks,
         mut report,
         ..
     } = bench;
-    checks.expect(
-        "watchers: every WatchStream got its initial state",
-        opened == size.watchers,
-        format!("{opened} of {}", size.watchers),
-    );
 
-    report.memory(idle, stack.peak_rss, watch_idle, watch_rss, size.watchers);
+    report.memory(idle, stack.peak_rss);
+    report.watchers_local(watch_idle, watch_rss, size.watchers);
+    report.watchers_kvs(kvs_idle, kvs_rss, size.watchers);
+    report.section(fleet);
     report.startup(startup_median, startup_max, size.startups);
     report.note(&format!(
         "OTLP receiver got {spans} spans from the gateway's batch exporter during the run"
@@ -591,10 +617,29 @@ async fn run(size: Size) -> Checks {
         floor: batch.floor,
         idle,
         under_b: stack.peak_rss,
-        watch_rss,
-        watchers: size.watchers,
         startup: startup_max,
     });
+    report.print();
+    checks
+}
+
+/// Issue 19's scenarios only (`BENCH_ONLY=fleet`): the watchers' RSS, of `local` and of polled
+/// KVS streams, and the fleet's provider reads and quota utilisation.
+async fn run_fleet(size: Size) -> Checks {
+    let mut bench = Bench::new(size);
+    let fakes = Fakes::start(&bench.size).await;
+    let (watch_idle, watch_rss) = watchers(&mut bench, &fakes, Watched::Local).await;
+    let (kvs_idle, kvs_rss) = watchers(&mut bench, &fakes, Watched::Kvs).await;
+    let fleet = fleet::run(&bench.size.fleet, &mut bench.checks).await;
+    let Bench {
+        size,
+        checks,
+        mut report,
+        ..
+    } = bench;
+    report.watchers_local(watch_idle, watch_rss, size.watchers);
+    report.watchers_kvs(kvs_idle, kvs_rss, size.watchers);
+    report.section(fleet);
     report.print();
     checks
 }
@@ -799,7 +844,7 @@ async fn full_stack(bench: &mut Bench, gateway: &Gateway, channels: &[Channel]) 
 
 /// (b) again on a gateway configured as a busy production one would be: 1% of traces
 /// sampled (parent-based, so a sampled caller's trace stays whole) and warnings only in the
-/// log (no access line per call). Context for the 0.85 × target, not the target's setup.
+/// log (no access line per call). Context for the tracked (b) ÷ (a) ratio, not its setup.
 async fn sampled_stack(bench: &mut Bench, setup: &GatewaySetup, baseline: &BTreeMap<usize, Load>) {
     let size = &bench.size;
     let mut env = setup.env.clone();
@@ -1208,10 +1253,21 @@ async fn cycle(channel: Channel, auth: &MetadataValue<Ascii>, id: &str) -> bool 
     deleted.done && !matches!(deleted.result, Some(pb::operation::Result::Error(_)))
 }
 
+/// The streams the watchers scenario watches.
+#[derive(Clone, Copy, PartialEq)]
+enum Watched {
+    /// `local` streams, created through the gateway: changes are pushed, nothing polls.
+    Local,
+    /// Streams on the KVS fake: one poller per watched stream reads it every
+    /// `watch_poll_interval` (default 2 s).
+    Kvs,
+}
+
 /// Opens `size.watchers` WatchStream calls on a fresh gateway; returns its RSS before and with
-/// them open, and how many got their initial message.
-async fn watchers(setup: &GatewaySetup, size: &Size) -> (f64, f64, usize) {
-    let gateway = setup.start().await;
+/// them open, and checks that each got its initial message.
+async fn watchers(bench: &mut Bench, fakes: &Fakes, watched: Watched) -> (f64, f64) {
+    let size = &bench.size;
+    let gateway = fakes.setup.start().await;
     let auth = auth();
     let per_connection = 100;
     let channels = connect(
@@ -1219,12 +1275,21 @@ async fn watchers(setup: &GatewaySetup, size: &Size) -> (f64, f64, usize) {
         size.watchers.div_ceil(per_connection).max(1),
     )
     .await;
+    let (provider, prefix) = match watched {
+        Watched::Local => ("local", "watched"),
+        Watched::Kvs => ("kvs", "kvswatched"),
+    };
     for s in 0..size.watch_streams {
+        let id = format!("{prefix}{s}");
+        if watched == Watched::Kvs {
+            fakes.kvs.fake.add_stream(&id);
+            continue;
+        }
         let op = StreamServiceClient::new(channels[0].clone())
             .create_stream(authed(
                 pb::CreateStreamRequest {
                     parent: "providers/local".into(),
-                    stream_id: format!("watched{s}"),
+                    stream_id: id,
                     ..Default::default()
                 },
                 &auth,
@@ -1242,7 +1307,10 @@ async fn watchers(setup: &GatewaySetup, size: &Size) -> (f64, f64, usize) {
         let channel = channels[w / per_connection].clone();
         let request = authed(
             pb::WatchStreamRequest {
-                name: format!("providers/local/streams/watched{}", w % size.watch_streams),
+                name: format!(
+                    "providers/{provider}/streams/{prefix}{}",
+                    w % size.watch_streams
+                ),
             },
             &auth,
         );
@@ -1269,5 +1337,10 @@ async fn watchers(setup: &GatewaySetup, size: &Size) -> (f64, f64, usize) {
     let with = gateway.server.rss_mib();
     let opened = open.len();
     drop(open);
-    (idle, with, opened)
+    bench.checks.expect(
+        &format!("watchers of {provider} streams: every WatchStream got its initial state"),
+        opened == size.watchers,
+        format!("{opened} of {}", size.watchers),
+    );
+    (idle, with)
 }

@@ -102,8 +102,6 @@ pub struct Figures<'a> {
     pub floor: f64,
     pub idle: f64,
     pub under_b: f64,
-    pub watch_rss: f64,
-    pub watchers: usize,
     pub startup: Duration,
 }
 
@@ -112,8 +110,13 @@ pub struct Report {
     full: bool,
     rows: Vec<Row>,
     lines: Vec<String>,
-    targets: Vec<(String, String, bool)>,
+    /// What, the figure, and whether the target is met (`None`: tracked, not a target).
+    targets: Vec<(String, String, Option<bool>)>,
+    /// The watchers' memory targets, listed after the others.
+    watch_targets: Vec<(String, String, Option<bool>)>,
     notes: Vec<String>,
+    /// Markdown printed after the notes (the fleet's tables).
+    sections: Vec<String>,
 }
 
 fn cell(value: f64, digits: usize) -> String {
@@ -131,7 +134,9 @@ impl Report {
             rows: Vec::new(),
             lines: Vec::new(),
             targets: Vec::new(),
+            watch_targets: Vec::new(),
             notes: Vec::new(),
+            sections: Vec::new(),
         }
     }
 
@@ -149,15 +154,38 @@ impl Report {
         self.notes.push(note.to_string());
     }
 
-    pub fn memory(&mut self, idle: f64, under_b: f64, watch_idle: f64, watch: f64, n: usize) {
+    pub fn memory(&mut self, idle: f64, under_b: f64) {
         self.lines.push(format!("- RSS idle: {idle:.1} MiB"));
         self.lines
             .push(format!("- RSS under (b), peak: {under_b:.1} MiB"));
+    }
+
+    /// The line and the target of `n` open WatchStream subscribers of `local` streams.
+    pub fn watchers_local(&mut self, idle: f64, with: f64, n: usize) {
+        self.watchers(String::new(), idle, with, n);
+    }
+
+    /// The same of KVS streams, polled (one poller per watched stream).
+    pub fn watchers_kvs(&mut self, idle: f64, with: f64, n: usize) {
+        self.watchers(" of KVS streams (polled)".into(), idle, with, n);
+    }
+
+    fn watchers(&mut self, of: String, idle: f64, with: f64, n: usize) {
         self.lines.push(format!(
-            "- RSS with {n} open WatchStream subscribers: {watch:.1} MiB (before: \
-             {watch_idle:.1} MiB; {:.1} KiB per subscriber)",
-            (watch - watch_idle) * 1024.0 / n as f64
+            "- RSS with {n} open WatchStream subscribers{of}: {with:.1} MiB (before: \
+             {idle:.1} MiB; {:.1} KiB per subscriber)",
+            (with - idle) * 1024.0 / n as f64
         ));
+        self.watch_targets.push((
+            format!("{n} WatchStream subscribers{of} ≤ 200 MiB"),
+            format!("{with:.1} MiB"),
+            Some(with <= 200.0),
+        ));
+    }
+
+    /// Markdown lines printed after the notes.
+    pub fn section(&mut self, lines: Vec<String>) {
+        self.sections.push(lines.join("\n"));
     }
 
     pub fn startup(&mut self, median: Duration, max: Duration, n: usize) {
@@ -170,24 +198,33 @@ impl Report {
     }
 
     fn target(&mut self, what: &str, measured: String, met: bool) {
-        self.targets.push((what.to_string(), measured, met));
+        self.targets.push((what.to_string(), measured, Some(met)));
+    }
+
+    /// A figure kept in the table to follow it across runs, no longer a target.
+    fn tracked(&mut self, what: &str, measured: String) {
+        self.targets.push((what.to_string(), measured, None));
     }
 
     pub fn targets(&mut self, f: Figures<'_>) {
         let (a_high, b_high) = (&f.baseline[&f.high], &f.full_stack[&f.high]);
         let (a_low, b_low) = (&f.baseline[&f.low], &f.full_stack[&f.low]);
         let ratio = b_high.rate() / a_high.rate();
-        self.target(
-            &format!("(b) ≥ 0.85 × (a) calls/s at {} (tonic client)", f.high),
+        self.tracked(
+            &format!(
+                "(b) ÷ (a) calls/s at {} (tonic client; the retired target was ≥ 0.85 ×)",
+                f.high
+            ),
             format!("{ratio:.2} ×"),
-            ratio >= 0.85,
         );
         if let (Some(a), Some(b)) = (f.echo_h2.first(), f.stack_h2.first()) {
             let ratio = b.rate / a.rate;
-            self.target(
-                &format!("(b) ≥ 0.85 × (a) calls/s at {} (h2load)", f.high),
+            self.tracked(
+                &format!(
+                    "(b) ÷ (a) calls/s at {} (h2load; the retired target was ≥ 0.85 ×)",
+                    f.high
+                ),
                 format!("{ratio:.2} ×"),
-                ratio >= 0.85,
             );
         }
         let added = b_low.ms(0.99) - a_low.ms(0.99);
@@ -289,11 +326,6 @@ impl Report {
             format!("{:.1} MiB", f.under_b),
             f.under_b <= 80.0,
         );
-        self.target(
-            &format!("{} WatchStream subscribers ≤ 200 MiB", f.watchers),
-            format!("{:.1} MiB", f.watch_rss),
-            f.watch_rss <= 200.0,
-        );
         let ms = f.startup.as_secs_f64() * 1e3;
         self.target(
             "start-up to SERVING ≤ 200 ms (slowest start)",
@@ -331,15 +363,21 @@ impl Report {
         println!();
         println!("| target | measured | met |");
         println!("|---|---|---|");
-        for (what, measured, met) in &self.targets {
-            println!(
-                "| {what} | {measured} | {} |",
-                if *met { "yes" } else { "**no**" }
-            );
+        for (what, measured, met) in self.targets.iter().chain(&self.watch_targets) {
+            let met = match met {
+                Some(true) => "yes",
+                Some(false) => "**no**",
+                None => "tracked, not a target",
+            };
+            println!("| {what} | {measured} | {met} |");
         }
         println!();
         for note in &self.notes {
             println!("- {note}");
+        }
+        for section in &self.sections {
+            println!();
+            println!("{section}");
         }
     }
 }
