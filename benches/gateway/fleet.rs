@@ -482,6 +482,7 @@ async fn demand(
                 let mut request = authed(
                     pb::GetStreamRequest {
                         name: format!("providers/kvs-describe/streams/{}", streams[n]),
+                        ..Default::default()
                     },
                     &auth,
                 );
