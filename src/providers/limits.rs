@@ -8,8 +8,9 @@
 //! caller's deadline leaves ([`crate::deadline::usable`]), the call reserves nothing and is
 //! refused with the wait, rather than left to time out in the queue; so the queue ahead of a
 //! call never holds more than the callers' deadlines, and a change made without a deadline
-//! (an operation's steps) is not starved by a crowd of readers. A call woken late is still
-//! sent no sooner than an interval after the last call actually sent.
+//! (an operation's steps) is not starved by a crowd of readers. Turns are spaced 1% wider than
+//! the quota's interval, and a call woken late is still sent no sooner than an interval (less
+//! the timer's millisecond tick) after the last call actually sent.
 //!
 //! Limits are named by the provider's action (e.g. `DeleteStream`); several actions may share
 //! one limit (KVS counts UpdateStream, TagStream… against one budget), and an action may also
@@ -42,7 +43,7 @@ use tokio::time::Instant;
 use crate::store::{Claim, SharedBudgets};
 
 /// How many calls of one process may ask the fleet's budgets for a turn of one budget at once.
-const ASKING: usize = 2;
+const ASKING: usize = 4;
 
 /// How many checks of a keyed limiter pass between two prunings of its keys.
 const PRUNE_EVERY: u64 = 1024;
@@ -76,6 +77,22 @@ fn fleet_spacing(interval: Duration) -> Duration {
     interval + interval * 3 / 20
 }
 
+/// The spacing of a budget's turns in one process: its interval and 1%, so that a quota's worth
+/// of turns spans 1.01 s and a send may land up to 10 ms late (see [`tick_slack`]) before one
+/// second sees more than the quota.
+fn local_spacing(interval: Duration) -> Duration {
+    interval + interval / 100
+}
+
+/// How much sooner than an interval after the last send the next may go: tokio's timer wakes a
+/// sleeper on the next millisecond tick, so two sends on turns an interval apart land up to a
+/// tick closer. Requiring the whole interval put the later one off by another tick, and every
+/// one after it, which lost a fifth of a 300/s quota (docs/PERFORMANCE.md, fleet); the turns
+/// themselves are never sooner, and their margin absorbs the tick.
+fn tick_slack(interval: Duration) -> Duration {
+    (interval / 4).min(Duration::from_millis(1))
+}
+
 /// The turns of one budget: the first moment no call has reserved yet, and when the last call
 /// was sent.
 #[derive(Clone, Copy, Debug)]
@@ -92,9 +109,11 @@ impl Turns {
         }
     }
 
-    /// The earliest moment the next call may be sent: an `interval` after the last one.
+    /// The earliest moment the next call may be sent: an `interval` after the last one, less
+    /// the timer's tick ([`tick_slack`]).
     fn spaced(&self, interval: Duration) -> Option<Instant> {
-        self.last_sent.map(|sent| sent + interval)
+        self.last_sent
+            .map(|sent| sent + interval - tick_slack(interval))
     }
 
     /// Whether the budget is as if never used.
@@ -321,7 +340,7 @@ impl OutboundLimits {
                 return Err(wait);
             }
             for (turns, interval) in budgets {
-                turns.free = turn + *interval * share;
+                turns.free = turn + local_spacing(*interval) * share;
             }
             Ok(turn)
         })
@@ -494,7 +513,7 @@ mod tests {
     async fn a_wait_past_the_deadline_is_refused_at_once_and_takes_no_turn() {
         let limits =
             OutboundLimits::new().per_action("DescribeStream", NonZeroU32::new(5).unwrap());
-        // The first turn is now, the next 200 ms later, the one after 400 ms later.
+        // The first turn is now, the next 202 ms later, the one after 404 ms later (1% margin).
         limits
             .reserve("DescribeStream", None, Some(Duration::ZERO), 1)
             .unwrap();
@@ -503,14 +522,14 @@ mod tests {
             .reserve("DescribeStream", None, Some(Duration::from_millis(300)), 1)
             .unwrap_err();
         assert!(
-            refused > Duration::from_millis(300) && refused <= Duration::from_millis(400),
+            refused > Duration::from_millis(300) && refused <= Duration::from_millis(404),
             "{refused:?}"
         );
         // The refused call left its turn to the next caller.
         let next = limits
             .reserve("DescribeStream", None, Some(Duration::from_millis(450)), 1)
             .unwrap();
-        assert!(next - Instant::now() <= Duration::from_millis(400));
+        assert!(next - Instant::now() <= Duration::from_millis(404));
     }
 
     #[tokio::test]
@@ -525,7 +544,7 @@ mod tests {
             })
             .collect();
         for pair in turns.windows(2) {
-            assert_eq!(pair[1] - pair[0], Duration::from_millis(100));
+            assert_eq!(pair[1] - pair[0], Duration::from_millis(101));
         }
     }
 
@@ -534,16 +553,16 @@ mod tests {
         let limits = OutboundLimits::new().per_action("DeleteStream", NonZeroU32::new(10).unwrap());
         let first = limits.reserve("DeleteStream", None, None, 1).unwrap();
         let second = limits.reserve("DeleteStream", None, None, 1).unwrap();
-        assert_eq!(second - first, Duration::from_millis(100));
+        assert_eq!(second - first, Duration::from_millis(101));
         // The first call is sent 60 ms after its turn; the second, on time, waits until 100 ms
-        // after that.
+        // after that, less the timer's tick.
         tokio::time::sleep_until(first + Duration::from_millis(60)).await;
         let before = Instant::now();
         limits.send_now("DeleteStream", None).unwrap();
         let after = Instant::now();
         tokio::time::sleep_until(second).await;
         let at = limits.send_now("DeleteStream", None).unwrap_err();
-        let spacing = Duration::from_millis(100);
+        let spacing = Duration::from_millis(99);
         assert!(at >= before + spacing && at <= after + spacing, "{at:?}");
     }
 
@@ -552,8 +571,8 @@ mod tests {
         let limits = OutboundLimits::new().per_action("CreateStream", NonZeroU32::new(50).unwrap());
         let first = limits.reserve("CreateStream", None, None, 3).unwrap();
         let second = limits.reserve("CreateStream", None, None, 3).unwrap();
-        // A third of 50/s: one turn every 60 ms.
-        assert_eq!(second - first, Duration::from_millis(60));
+        // A third of 50/s: one turn every 60 ms, and 1%.
+        assert_eq!(second - first, Duration::from_micros(60_600));
     }
 
     #[tokio::test]
@@ -563,6 +582,8 @@ mod tests {
         limits.follow("CreateStream", None, fleet_turn);
         let here = limits.reserve("CreateStream", None, None, 1).unwrap();
         assert_eq!(here - fleet_turn, Duration::from_millis(20));
+        let next = limits.reserve("CreateStream", None, None, 1).unwrap();
+        assert_eq!(next - here, Duration::from_micros(20_200));
     }
 
     #[test]
