@@ -164,7 +164,7 @@ mod tests {
         path.call("Act", None, || async { Ok(()) }).await.unwrap();
         let sent = AtomicUsize::new(0);
         let started = Instant::now();
-        // The next turn comes 500 ms from now; the caller has 200 ms.
+        // The next turn comes 505 ms from now (2/s, and the 1% margin); the caller has 200 ms.
         let refused = crate::deadline::scope(
             Some(Duration::from_millis(200)),
             path.call("Act", None, || async {
@@ -185,7 +185,7 @@ mod tests {
             .retry_delay
             .unwrap();
         assert!(
-            retry > Duration::from_millis(400) && retry <= Duration::from_millis(500),
+            retry > Duration::from_millis(400) && retry <= Duration::from_millis(505),
             "{retry:?}"
         );
     }
